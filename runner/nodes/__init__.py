@@ -1,0 +1,1 @@
+"""Node runners: one module per node kind, each `run(ctx) -> output`; the engine wraps them."""

@@ -1,0 +1,62 @@
+"""Graph rules run on the compiled graph; each module owns one rule id (see docs/checks.md)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
+
+import networkx as nx
+
+from runner.errors import Diagnostic
+from runner.plan.rules import needs_cycle, unreachable_node
+
+if TYPE_CHECKING:
+    from runner.plan.model import PlanNode
+
+GRAPH_RULES = (needs_cycle.check, unreachable_node.check)
+
+# Every rule id the loader and compiler can report, with what it means (README and docs list them).
+RULES: dict[str, str] = {
+    "file-not-found": "the spec or a file it names does not exist",
+    "file-unreadable": "the spec cannot be read",
+    "not-utf8": "the spec is not UTF-8 text",
+    "spec-too-large": "the spec is over 4 MiB or expands to too many YAML nodes",
+    "empty-spec": "the spec file is empty",
+    "yaml-syntax": "the file is not valid YAML",
+    "duplicate-key": "a mapping repeats a key",
+    "invalid-key": "a mapping key is not a plain string",
+    "not-a-mapping": "the document is not a mapping",
+    "api-version": "apiVersion is not flowrun/v1",
+    "unknown-key": "a key the spec language does not define",
+    "missing-key": "a required key is missing",
+    "invalid-value": "a value has the wrong type or form",
+    "node-kind": "a node has none or several of llm, tool, gate, switch, map",
+    "unknown-node": "a reference to a node that is not defined",
+    "unknown-model": "a model alias that `models` does not define",
+    "unknown-tool": "a tool that `tools` does not define",
+    "unknown-profile": "--profile names a profile the spec does not define",
+    "unknown-impl": "a tool implementation that cannot be imported",
+    "unknown-arg": "a tool argument the tool does not take",
+    "missing-arg": "a required tool argument is missing",
+    "invalid-arg": "a literal tool argument that fails the tool's schema",
+    "unknown-name": "an expression uses a name that is not in scope",
+    "unknown-field": "a reference to a field the upstream schema lacks",
+    "dynamic-ref": "a node referenced by a computed id",
+    "self-reference": "a node that needs or references itself",
+    "cel-syntax": "a CEL expression or ${{ }} binding that does not parse",
+    "template-syntax": "a Jinja2 prompt that does not parse",
+    "invalid-json-schema": "a JSON Schema that is not valid",
+    "map-not-array": "a map over a value that is not a list",
+    "needs-cycle": "the dependency graph has a cycle",
+    "unreachable-node": "a node that can never run",
+    "no-price": "warning: a model litellm has no price for (counted as $0)",
+}
+
+
+def graph_rules(
+    compiler: Any, graph: nx.DiGraph, nodes: Mapping[str, PlanNode], switches_of: Mapping[str, list[str]]  # type: ignore[type-arg]
+) -> list[Diagnostic]:
+    out: list[Diagnostic] = []
+    for rule in GRAPH_RULES:
+        out.extend(rule(compiler, graph, nodes, switches_of))
+    return out

@@ -1,0 +1,117 @@
+"""The one door to models and tools: budget reservation, fallbacks, recorded responses, contracts.
+
+Every model call and tool call of every node kind passes here, so cross-cutting concerns
+(budget now; policy, dry-run, idempotency and tracing as they arrive) live in one place.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from typing import Any
+
+from runner.engine.budget import BudgetExceeded
+from runner.engine.context import NodeContext, NodeFailure
+from runner.models.pricing import price_of
+from runner.plan import schemas
+from runner.plan.model import LLMStep, ToolStep
+
+
+def _reserve_usd(model: str, prompt_tokens: int, max_tokens: int) -> float:
+    price = price_of(model)
+    if price is None:
+        return 0.0
+    return price.input_per_token * prompt_tokens + price.output_per_token * max_tokens
+
+
+async def call_llm(ctx: NodeContext, step: LLMStep, messages: list[dict[str, str]]) -> Any:
+    """One model call with the route's fallbacks in order; the budget is reserved before each try."""
+    from runner.models.client import LLMRequest, ProviderError, complete, count_prompt_tokens
+
+    run = ctx.run
+    errors: list[str] = []
+    cfg = step.route.config
+    for model in step.route.models:
+        n = run.next_call(ctx.node_id, ctx.index)
+        recorded = None
+        if run.responses is not None:
+            recorded = run.responses.get(ctx.node_id, ctx.index, n)
+            if recorded is None:
+                where = f"node {ctx.node_id!r}" + (f" item {ctx.index}" if ctx.index is not None else "")
+                raise NodeFailure(
+                    f"the responses file has no entry for {where} attempt {n}", kind="config"
+                )
+        prompt_tokens = count_prompt_tokens(model, messages)
+        reservation = run.budget.reserve_llm(
+            usd=_reserve_usd(model, prompt_tokens, step.max_tokens),
+            tokens=prompt_tokens + step.max_tokens,
+            model=model,
+        )
+        req = LLMRequest(
+            model=model,
+            messages=messages,
+            output_schema=step.output_schema,
+            schema_name=f"{ctx.node_id}_output",
+            max_tokens=step.max_tokens,
+            temperature=step.temperature,
+            timeout_s=cfg.timeout,
+            params=dict(cfg.params),
+        )
+        try:
+            resp = await complete(req, recorded)
+        except ProviderError as e:
+            run.budget.release(reservation)
+            errors.append(f"{model}: {e.kind}: {e.message}")
+            ctx.detail.setdefault("provider_errors", []).append(f"{model}: {e.kind}")
+            continue
+        except BaseException:
+            run.budget.release(reservation)
+            raise
+        run.budget.settle_llm(
+            reservation, usd=resp.cost_usd, tokens=resp.prompt_tokens + resp.completion_tokens
+        )
+        ctx.usage.llm_calls += 1
+        ctx.usage.input_tokens += resp.prompt_tokens
+        ctx.usage.output_tokens += resp.completion_tokens
+        ctx.usage.cost_usd += resp.cost_usd
+        ctx.model = model
+        return resp
+    raise NodeFailure("every model of the route failed: " + "; ".join(errors), kind="provider_error")
+
+
+async def call_tool(ctx: NodeContext, step: ToolStep, args: Any, *, idempotency_key: str) -> Any:
+    """Check the arguments against the contract, count the call, invoke, check the result."""
+    if not isinstance(args, dict):
+        raise NodeFailure(f"tool {step.name!r} arguments must be a mapping", kind="invalid_args")
+    problems = schemas.validation_errors(step.args_schema, args)
+    if problems:
+        raise NodeFailure(
+            f"tool {step.name!r} arguments do not match its schema: " + "; ".join(problems),
+            kind="invalid_args",
+        )
+    ctx.run.budget.reserve_tool(step.name)
+    ctx.usage.tool_calls += 1
+    kwargs = dict(args)
+    if step.accepts_idempotency_key:
+        kwargs["idempotency_key"] = idempotency_key
+    try:
+        if step.is_async:
+            result = await step.fn(**kwargs)
+        else:
+            result = await asyncio.to_thread(step.fn, **kwargs)
+    except (BudgetExceeded, NodeFailure, asyncio.CancelledError):
+        raise
+    except Exception as e:
+        raise NodeFailure(f"tool {step.name!r} raised {type(e).__name__}: {e}", kind="error") from None
+    try:
+        result = json.loads(json.dumps(result))
+    except (TypeError, ValueError) as e:
+        raise NodeFailure(f"tool {step.name!r} returned a value that is not JSON: {e}") from None
+    if step.result_schema is not None:
+        problems = schemas.validation_errors(step.result_schema, result)
+        if problems:
+            raise NodeFailure(
+                f"tool {step.name!r} result does not match its schema: " + "; ".join(problems),
+                kind="invalid_output",
+            )
+    return result

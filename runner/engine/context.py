@@ -1,0 +1,69 @@
+"""What a node runner sees: the run's state, its own place in it, and the one door to models and tools."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from runner.engine.budget import BudgetLedger
+from runner.engine.results import NodeResult, Usage
+
+if TYPE_CHECKING:
+    from runner.engine.hooks import Hooks
+    from runner.models.responses import RecordedResponses
+    from runner.plan.model import Plan, PlanNode
+
+
+class NodeFailure(Exception):
+    """A node attempt failed; `kind` decides whether the node's retry policy applies."""
+
+    def __init__(self, message: str, *, kind: str = "error") -> None:
+        super().__init__(message)
+        self.message = message
+        self.kind = kind  # error | timeout | provider_error | invalid_output | invalid_args | config
+
+
+@dataclass
+class RunState:
+    run_id: str
+    plan: Plan
+    inputs: dict[str, Any]
+    budget: BudgetLedger
+    responses: RecordedResponses | None
+    hooks: Hooks
+    results: dict[str, NodeResult] = field(default_factory=dict)
+    views: dict[str, dict[str, Any]] = field(default_factory=dict)
+    calls: dict[tuple[str, int | None], int] = field(default_factory=dict)
+
+    def next_call(self, node_id: str, index: int | None) -> int:
+        """1-based number of the next model call of a node (item); keys recorded responses."""
+        key = (node_id, index)
+        n = self.calls.get(key, 0) + 1
+        self.calls[key] = n
+        return n
+
+
+@dataclass
+class NodeContext:
+    run: RunState
+    node: PlanNode
+    index: int | None = None  # map item index
+    locals: Mapping[str, Any] = field(default_factory=dict)
+    usage: Usage = field(default_factory=Usage)
+    model: str | None = None
+    detail: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def node_id(self) -> str:
+        return self.node.id
+
+    def activation(self) -> dict[str, Any]:
+        """The names expressions and templates of this node can read: inputs, needed nodes, locals."""
+        views = self.run.views
+        act: dict[str, Any] = {
+            "inputs": self.run.inputs,
+            "nodes": {d: views[d] for d in self.node.deps if d in views},
+        }
+        act.update(self.locals)
+        return act

@@ -1,0 +1,106 @@
+"""Runtime records of a run: plain dataclasses, serialisable to JSON for the CLI and the store."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any, Literal
+
+NodeStatus = Literal[
+    "succeeded", "failed", "skipped", "escalated", "budget_exceeded", "denied", "waiting", "killed"
+]
+RunStatus = Literal["succeeded", "failed", "escalated", "budget_exceeded", "denied", "waiting", "killed"]
+
+# Node statuses that stop the whole run, and the run outcome each one gives.
+STOPPING: dict[str, RunStatus] = {
+    "failed": "failed",
+    "escalated": "escalated",
+    "budget_exceeded": "budget_exceeded",
+    "denied": "denied",
+    "waiting": "waiting",
+    "killed": "killed",
+}
+
+
+@dataclass(kw_only=True)
+class Usage:
+    """What a node or run consumed; added up with `+=`."""
+
+    llm_calls: int = 0
+    tool_calls: int = 0
+    input_tokens: int = 0
+    output_tokens: int = 0
+    cost_usd: float = 0.0
+
+    def __iadd__(self, other: Usage) -> Usage:
+        self.llm_calls += other.llm_calls
+        self.tool_calls += other.tool_calls
+        self.input_tokens += other.input_tokens
+        self.output_tokens += other.output_tokens
+        self.cost_usd += other.cost_usd
+        return self
+
+    @property
+    def tokens(self) -> int:
+        return self.input_tokens + self.output_tokens
+
+
+@dataclass(kw_only=True)
+class NodeResult:
+    node_id: str
+    kind: str
+    status: NodeStatus
+    output: Any = None
+    error: str | None = None
+    attempts: int = 0
+    model: str | None = None  # the model that produced the accepted answer
+    usage: Usage = field(default_factory=Usage)
+    started_at: float | None = None  # unix seconds
+    duration_s: float = 0.0
+    detail: dict[str, Any] = field(default_factory=dict)
+    items: list[NodeResult] | None = None  # map items, in input order
+
+    def view(self) -> dict[str, Any]:
+        """What expressions see as nodes.<id>."""
+        return {"output": self.output, "status": self.status, "error": self.error}
+
+    def to_json(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["usage"]["tokens"] = self.usage.tokens
+        if self.items is None:
+            d.pop("items")
+        return d
+
+
+@dataclass(kw_only=True)
+class RunResult:
+    run_id: str
+    workflow: str
+    status: RunStatus
+    outputs: dict[str, Any]
+    nodes: dict[str, NodeResult]
+    usage: Usage
+    started_at: float
+    duration_s: float
+    reason: str | None = None  # why the run did not succeed, in one line
+    profile: str | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "run_id": self.run_id,
+            "workflow": self.workflow,
+            "profile": self.profile,
+            "status": self.status,
+            "reason": self.reason,
+            "outputs": self.outputs,
+            "started_at": self.started_at,
+            "duration_s": round(self.duration_s, 6),
+            "totals": {
+                "cost_usd": self.usage.cost_usd,
+                "input_tokens": self.usage.input_tokens,
+                "output_tokens": self.usage.output_tokens,
+                "tokens": self.usage.tokens,
+                "llm_calls": self.usage.llm_calls,
+                "tool_calls": self.usage.tool_calls,
+            },
+            "nodes": {k: v.to_json() for k, v in self.nodes.items()},
+        }

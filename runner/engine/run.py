@@ -1,0 +1,295 @@
+"""The local engine: a ready-set scheduler on one asyncio loop (a node starts when its needs are done)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import secrets
+import time
+from collections.abc import Mapping
+from typing import Any
+
+from runner.engine.budget import BudgetExceeded, BudgetLedger
+from runner.engine.context import NodeContext, NodeFailure, RunState
+from runner.engine.hooks import Hooks
+from runner.engine.results import STOPPING, NodeResult, RunResult, RunStatus, Usage
+from runner.errors import UsageError
+from runner.expr.cel import ExprError, truthy
+from runner.models.responses import RecordedResponses
+from runner.nodes import gate, llm, map, switch, tool
+from runner.plan import schemas
+from runner.plan.model import Plan, PlanNode
+
+RETRY_KINDS = {
+    "error": {"error", "invalid_output", "item"},
+    "timeout": {"timeout"},
+    "provider_error": {"provider_error"},
+}
+
+
+def new_run_id() -> str:
+    return time.strftime("r%Y%m%d-%H%M%S-", time.gmtime()) + secrets.token_hex(4)
+
+
+def check_inputs(plan: Plan, inputs: Any, source: str = "input") -> dict[str, Any]:
+    """Validate task input against the spec's `inputs` schema, naming every failing field."""
+    if not isinstance(inputs, dict):
+        raise UsageError(f"{source}: the task input must be a JSON object, not {type(inputs).__name__}")
+    problems = schemas.validation_errors(plan.inputs_schema, inputs)
+    if problems:
+        raise UsageError(
+            f"{source}: input does not match the spec's inputs schema: " + "; ".join(problems),
+            hint=f"see `inputs` in {plan.loaded.path}",
+        )
+    return inputs
+
+
+def check_responses(plan: Plan, responses: RecordedResponses, source: str) -> None:
+    """A responses file may only name LLM nodes of this spec (a map's items by index)."""
+    llm_nodes = {
+        n.id for n in plan.nodes.values() if n.llm is not None or (n.map is not None and n.map.inner.llm)
+    }
+    for name in sorted(responses.nodes()):
+        if name not in llm_nodes:
+            line = responses.lines_for(name)[0]
+            import difflib
+
+            near = difflib.get_close_matches(name, sorted(llm_nodes), n=1)
+            hint = f"did you mean {near[0]!r}?" if near else f"LLM nodes: {', '.join(sorted(llm_nodes)) or '(none)'}"
+            what = "is not defined in" if name not in plan.nodes else "is not an LLM node of"
+            raise UsageError(f"{source}:{line}: node {name!r} {what} {plan.loaded.path}", hint=hint)
+
+
+async def execute_node(ctx: NodeContext) -> NodeResult:
+    """Run one node (or map item) with its timeout and retry policy; never raises for node errors."""
+    node = ctx.node
+    policy = node.retry
+    started = time.time()
+    t0 = time.perf_counter()
+    attempt = 0
+    status = "succeeded"
+    output: Any = None
+    error: str | None = None
+    while True:
+        attempt += 1
+        try:
+            async with asyncio.timeout(node.timeout):
+                output = await _dispatch(ctx)
+            status, error = "succeeded", None
+            break
+        except TimeoutError:
+            status, error, kind = "failed", f"timed out after {node.timeout:g}s", "timeout"
+        except NodeFailure as e:
+            status, error, kind = "failed", e.message, e.kind
+        except BudgetExceeded as e:
+            status, error = "budget_exceeded", e.message
+            break
+        except gate.GateStop as g:
+            status, error, output = g.status, g.message, g.output
+            break
+        retryable = any(kind in RETRY_KINDS[k] for k in policy.on)
+        if not retryable or attempt >= policy.max_attempts:
+            break
+        delay = min(policy.backoff * policy.multiplier ** (attempt - 1), policy.max_backoff)
+        ctx.detail.setdefault("retried", []).append(error)
+        await asyncio.sleep(delay)
+    detail = dict(ctx.detail)
+    items = detail.pop("items", None)
+    attempts = detail.get("asks", 1) if node.kind == "llm" else attempt
+    if node.kind == "llm" and attempt > 1:
+        attempts = ctx.usage.llm_calls or attempt
+    return NodeResult(
+        node_id=node.id,
+        kind=node.kind,
+        status=status,  # type: ignore[arg-type]
+        output=output if status in ("succeeded", "escalated", "failed") else None,
+        error=error,
+        attempts=attempts,
+        model=ctx.model,
+        usage=ctx.usage,
+        started_at=started,
+        duration_s=time.perf_counter() - t0,
+        detail=detail,
+        items=items,
+    )
+
+
+async def _dispatch(ctx: NodeContext) -> Any:
+    kind = ctx.node.kind
+    if kind == "tool":
+        return await tool.run(ctx)
+    if kind == "llm":
+        return await llm.run(ctx)
+    if kind == "gate":
+        return await gate.run(ctx)
+    if kind == "switch":
+        return await switch.run(ctx)
+    if kind == "map":
+        return await map.run(ctx, execute_node)
+    raise NodeFailure(f"unknown node kind {kind!r}", kind="config")
+
+
+def _skip_reason(state: RunState, node: PlanNode) -> str | None:
+    """Why a node whose needs are done will not run, or None when it should run."""
+    for sw in node.switches:
+        chosen = state.results[sw].output
+        if state.results[sw].status != "succeeded":
+            return f"switch {sw!r} did not run"
+        if not isinstance(chosen, dict) or node.id not in chosen.get("chosen", ()):
+            return f"switch {sw!r} chose another branch"
+    deps = [d for d in node.deps if d not in node.switches]
+    skipped = [d for d in deps if state.results[d].status == "skipped"]
+    if node.join == "all" and skipped:
+        return f"{skipped[0]!r} was skipped"
+    if node.join == "any" and deps and len(skipped) == len(deps):
+        return "every node it needs was skipped"
+    return None
+
+
+async def execute(
+    plan: Plan,
+    inputs: dict[str, Any],
+    *,
+    responses: RecordedResponses | None = None,
+    run_id: str | None = None,
+    hooks: Hooks | None = None,
+    completed: Mapping[str, NodeResult] | None = None,
+) -> RunResult:
+    """Run a plan to an outcome. `completed` holds checkpointed results that are not run again."""
+    state = RunState(
+        run_id=run_id or new_run_id(),
+        plan=plan,
+        inputs=inputs,
+        budget=BudgetLedger(plan.budget),
+        responses=responses,
+        hooks=hooks or Hooks(),
+    )
+    started = time.time()
+    t0 = time.perf_counter()
+    await state.hooks.run_started(run_id=state.run_id, plan=plan, inputs=inputs)
+    for nid, res in (completed or {}).items():
+        state.results[nid] = res
+        state.views[nid] = res.view()
+        state.budget.spent_usd += res.usage.cost_usd
+        state.budget.spent_tokens += res.usage.tokens
+        state.budget.llm_calls += res.usage.llm_calls
+        state.budget.tool_calls += res.usage.tool_calls
+    stop: list[NodeResult] = []
+    try:
+        async with asyncio.timeout(plan.budget.max_seconds):
+            await _schedule(state, stop)
+        timed_out = False
+    except TimeoutError:
+        timed_out = True
+    status: RunStatus = "succeeded"
+    reason: str | None = None
+    if timed_out:
+        status = "budget_exceeded"
+        reason = f"max_seconds {plan.budget.max_seconds:g} reached"
+        for nid in plan.order:
+            if nid not in state.results:
+                state.results[nid] = NodeResult(
+                    node_id=nid, kind=plan.nodes[nid].kind, status="budget_exceeded", error=reason
+                )
+    elif stop:
+        first = min(stop, key=lambda r: _severity(r.status))
+        status = STOPPING[first.status]
+        reason = f"node {first.node_id!r}: {first.error}"
+    outputs: dict[str, Any] = {}
+    if status == "succeeded":
+        act = {"inputs": inputs, "nodes": state.views}
+        for name, cv in plan.outputs.items():
+            try:
+                outputs[name] = cv.evaluate(act)
+            except ExprError as e:
+                status, reason = "failed", f"output {name!r}: {e.message}"
+                break
+    usage = Usage()
+    for r in state.results.values():
+        usage += r.usage
+    result = RunResult(
+        run_id=state.run_id,
+        workflow=plan.name,
+        status=status,
+        outputs=outputs,
+        nodes={nid: state.results[nid] for nid in plan.order if nid in state.results},
+        usage=usage,
+        started_at=started,
+        duration_s=time.perf_counter() - t0,
+        reason=reason,
+        profile=plan.profile,
+    )
+    await state.hooks.run_finished(result=result)
+    return result
+
+
+_ORDER = ["budget_exceeded", "killed", "denied", "failed", "escalated", "waiting"]
+
+
+def _severity(status: str) -> int:
+    return _ORDER.index(status) if status in _ORDER else len(_ORDER)
+
+
+async def _schedule(state: RunState, stop: list[NodeResult]) -> None:
+    """Start every node whose needs are done; stop starting new ones after a stopping outcome."""
+    plan = state.plan
+    waiting = {nid: sum(1 for d in plan.nodes[nid].deps if d not in state.results) for nid in plan.order}
+    done_q: asyncio.Queue[NodeResult] = asyncio.Queue()
+    running: dict[str, asyncio.Task[None]] = {}
+    remaining = {nid for nid in plan.order if nid not in state.results}
+
+    async def run_one(node: PlanNode) -> None:
+        await state.hooks.node_started(run_id=state.run_id, node_id=node.id)
+        res = await execute_node(NodeContext(run=state, node=node))
+        await done_q.put(res)
+
+    def finish(res: NodeResult) -> list[str]:
+        state.results[res.node_id] = res
+        state.views[res.node_id] = res.view()
+        remaining.discard(res.node_id)
+        if res.status in STOPPING:
+            stop.append(res)
+        ready = []
+        for child in plan.dependants.get(res.node_id, ()):
+            waiting[child] -= 1
+            if waiting[child] == 0 and child in remaining:
+                ready.append(child)
+        return ready
+
+    async def consider(first: list[str]) -> None:
+        """Nodes whose needs are all done: skip them (cascading), or start them."""
+        todo = list(reversed(first))
+        while todo:
+            nid = todo.pop()
+            node = plan.nodes[nid]
+            res: NodeResult | None = None
+            reason = _skip_reason(state, node)
+            if reason is None and node.when is not None:
+                try:
+                    act = NodeContext(run=state, node=node).activation()
+                    if not truthy(node.when.evaluate(act)):
+                        reason = "its `when` is false"
+                except ExprError as e:
+                    res = NodeResult(node_id=nid, kind=node.kind, status="failed", error=f"when: {e.message}")
+            if res is None and reason is not None:
+                res = NodeResult(node_id=nid, kind=node.kind, status="skipped", detail={"reason": reason})
+            if res is not None:
+                await state.hooks.node_finished(run_id=state.run_id, result=res)
+                todo.extend(reversed(finish(res)))
+            elif not stop:
+                running[nid] = asyncio.create_task(run_one(node), name=f"node:{nid}")
+
+    try:
+        await consider([nid for nid in plan.order if nid in remaining and waiting[nid] == 0])
+        while running:
+            res = await done_q.get()
+            task = running.pop(res.node_id)
+            await task
+            await state.hooks.node_finished(run_id=state.run_id, result=res)
+            await consider(finish(res))
+    finally:
+        for task in running.values():
+            task.cancel()
+        for task in running.values():
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task

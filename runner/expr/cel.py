@@ -1,0 +1,260 @@
+"""CEL expressions compiled once at load time, evaluated with errors a user can act on."""
+
+from __future__ import annotations
+
+import functools
+import re
+import threading
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+
+import cel as _cel
+
+from runner.expr.refs import cel_refs
+
+__all__ = [
+    "CelEvalError",
+    "CelSyntaxError",
+    "CompiledExpr",
+    "ExprError",
+    "cel_type_name",
+    "compile_cel",
+    "register_function",
+    "registered_functions",
+    "truthy",
+]
+
+
+class ExprError(Exception):
+    """Base of expression problems; `offset` (0-based, into the source) lets callers point."""
+
+    def __init__(self, message: str, offset: int = 0) -> None:
+        super().__init__(message)
+        self.message = message
+        self.offset = offset
+
+
+class CelSyntaxError(ExprError):
+    """An expression that does not parse; raised at load time, before any token is spent."""
+
+
+class CelEvalError(ExprError):
+    """An expression that failed on the values it was given."""
+
+
+# Custom functions visible to every evaluation. Invariant: evaluate() reads this dict on every
+# call, so a function registered after an expression was compiled is still seen.
+_FUNCTIONS: dict[str, Callable[..., object]] = {}
+
+_IDENT = re.compile(r"[A-Za-z_][A-Za-z0-9_]*(?:\.[A-Za-z_][A-Za-z0-9_]*)*\Z")
+
+
+def register_function(name: str, fn: Callable[..., object]) -> None:
+    """Make `fn` callable as `name(...)` (or `x.name(...)`) from every CEL expression."""
+    if not _IDENT.match(name):
+        raise ValueError(f"invalid CEL function name {name!r}")
+    _FUNCTIONS[name] = _guarded(fn)
+
+
+class _Failed:
+    """Returned by a failing custom function: CEL cannot convert it, so evaluation stops
+    without the extension printing the Python error to stderr."""
+
+
+_FAILED = _Failed()
+_last_failure = threading.local()
+
+
+def _guarded(fn: Callable[..., object]) -> Callable[..., object]:
+    @functools.wraps(fn)
+    def call(*args: object) -> object:
+        try:
+            return fn(*args)
+        except Exception as exc:
+            _last_failure.exc = exc
+            return _FAILED
+
+    return call
+
+
+def registered_functions() -> frozenset[str]:
+    """Names of custom functions, so name checks do not flag them as unknown."""
+    return frozenset(_FUNCTIONS)
+
+
+@dataclass(frozen=True)
+class CompiledExpr:
+    """A parsed CEL expression; immutable and shareable between runs and threads."""
+
+    source: str
+    _program: _cel.Program = field(repr=False, compare=False)
+
+    def evaluate(self, activation: Mapping[str, object]) -> object:
+        """Evaluate against `activation`; every failure becomes a one-line CelEvalError."""
+        ctx = activation if type(activation) is dict else dict(activation)
+        if _FUNCTIONS:
+            ctx = {**ctx, **_FUNCTIONS}
+        try:
+            return self._program.execute(ctx)
+        except Exception as exc:  # the extension raises many builtin types; none may leak
+            failure: Exception | None = getattr(_last_failure, "exc", None)
+            if failure is not None and "_Failed" in str(exc):
+                _last_failure.exc = None
+                m = _QUOTED.search(str(exc))
+                name = m.group(1) if m else "?"
+                message = f"function {name!r} failed: {type(failure).__name__}: {failure}"
+                raise CelEvalError(message, _find_name(self.source, name)) from failure
+            message, offset = _eval_message(exc, self.source)
+            raise CelEvalError(message, offset) from None
+
+
+def compile_cel(source: str) -> CompiledExpr:
+    """Parse `source` once; syntax errors carry a 0-based offset into `source`."""
+    return CompiledExpr(source, _compile_program(source))
+
+
+@functools.lru_cache(maxsize=8192)
+def _compile_program(source: str) -> _cel.Program:
+    try:
+        return _cel.compile(source)
+    except ValueError as exc:
+        message, offset = _syntax_message(str(exc), source)
+        raise CelSyntaxError(message, offset) from None
+
+
+def truthy(value: object) -> bool:
+    """Accept only real booleans, so `when: nodes.x.output.count` is an error, not a guess."""
+    if value is True or value is False:
+        return value
+    raise CelEvalError(f"condition must be a bool, got {cel_type_name(value)}")
+
+
+def cel_type_name(value: object) -> str:
+    """The CEL name of a Python value's type, for messages."""
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "bool"
+    if isinstance(value, int):
+        return "int"
+    if isinstance(value, float):
+        return "double"
+    if isinstance(value, str):
+        return "string"
+    if isinstance(value, bytes | bytearray):
+        return "bytes"
+    if isinstance(value, list | tuple):
+        return "list"
+    if isinstance(value, Mapping):
+        return "map"
+    return type(value).__name__
+
+
+_ERROR_LOC = re.compile(r"ERROR: <input>:(\d+):(\d+): (.*)")
+
+
+def _syntax_message(text: str, source: str) -> tuple[str, int]:
+    """Pick the most useful parser error and turn its line:col into an offset."""
+    prefix = f"Failed to parse expression '{source}': "
+    if text.startswith(prefix):
+        text = text[len(prefix) :]
+    errors = [m for m in (_ERROR_LOC.match(line) for line in text.splitlines()) if m]
+    if not errors:
+        first = text.splitlines()[0] if text else "invalid expression"
+        return f"syntax error: {first}", 0
+    chosen = next((m for m in errors if m.group(3).startswith("Syntax error:")), errors[0])
+    line, col = int(chosen.group(1)), int(chosen.group(2))
+    return _tidy_syntax(chosen.group(3)), _offset_of(source, line, col)
+
+
+def _offset_of(source: str, line: int, col: int) -> int:
+    offset = 0
+    for _ in range(line - 1):
+        nl = source.find("\n", offset)
+        if nl < 0:
+            break
+        offset = nl + 1
+    return min(offset + max(col - 1, 0), len(source))
+
+
+_EXPECTING = re.compile(r" expecting (\{[^}]*\}|\S+)$")
+
+
+def _tidy_syntax(text: str) -> str:
+    text = text.removeprefix("Syntax error: ")
+    expecting = _EXPECTING.search(text)
+    if expecting and expecting.group(1).count(",") >= 3:
+        # ANTLR lists every token that could follow; too long to help a person.
+        text = text[: expecting.start()]
+    text = re.sub(r"^(?:mismatched|extraneous) input ", "unexpected ", text)
+    text = text.replace("'<EOF>'", "end of expression").replace("<EOF>", "end of expression")
+    text = re.sub(r"^token recognition error at: '[rRbB]{0,2}['\"].*", "unterminated string", text)
+    text = text.replace("token recognition error at: ", "unexpected character(s) ")
+    return f"syntax error: {text}"
+
+
+_QUOTED = re.compile(r"'([^']*)'")
+_NUMERIC_HINT = "CEL does not convert int and double; use double(x) or int(x)"
+_CONVERT_HINT = "CEL does not convert types; use string(x), int(x) or double(x)"
+_PY_TO_CEL = {"float": "double", "str": "string", "NoneType": "null", "dict": "map"}
+
+
+def _eval_message(exc: Exception, source: str) -> tuple[str, int]:
+    """Map the extension's exception zoo onto short messages (and an offset when findable)."""
+    text = str(exc)
+    if isinstance(exc, KeyError):
+        key = exc.args[0] if exc.args else "?"
+        return f"no such key {key!r}", _find_key(source, key)
+    if isinstance(exc, ZeroDivisionError):
+        return ("modulo by zero" if "modulo" in text else "division by zero"), 0
+    if isinstance(exc, IndexError):
+        return text.split(". ")[0], 0
+    if isinstance(exc, OverflowError):
+        detail = text.split(". ")[0].rstrip(".").removeprefix("Arithmetic overflow ")
+        return f"arithmetic overflow {detail}", 0
+    if isinstance(exc, TypeError):
+        if text.startswith("Unsupported operation: "):
+            op = text.removeprefix("Unsupported operation: ").split(". ")[0]
+            words = [_PY_TO_CEL.get(w, w) for w in op.split(" ")]
+            numeric = {words[0], words[-1]} <= {"int", "double"}
+            hint = _NUMERIC_HINT if numeric else _CONVERT_HINT
+            return f"type mismatch: {' '.join(words)} ({hint})", 0
+        if text.startswith("No such overload"):
+            return (
+                "type mismatch: no operator or function accepts these operand types "
+                f"({_NUMERIC_HINT}; compare types with type(x))",
+                0,
+            )
+        return f"type mismatch: {text.splitlines()[0] if text else 'bad operand'}", 0
+    if text.startswith("Undefined variable or function: "):
+        m = _QUOTED.search(text)
+        name = m.group(1) if m else "?"
+        return f"undefined name {name!r}", _find_name(source, name)
+    if text.startswith("Function '"):
+        m = _QUOTED.search(text)
+        name = m.group(1) if m else "?"
+        detail = text.split("' error: ", 1)[-1].split(". Check function arguments")[0]
+        detail = detail.removeprefix("Python function call failed: ")
+        return f"function {name!r} failed: {detail}", _find_name(source, name)
+    if text.startswith("Conversion Error"):
+        return "value cannot be used in CEL: " + text.split(": ", 1)[-1], 0
+    first = text.splitlines()[0] if text else type(exc).__name__
+    return f"evaluation failed: {first}", 0
+
+
+def _find_name(source: str, name: str) -> int:
+    for ref in cel_refs(source):
+        if ref.root == name:
+            return ref.offset
+    m = re.search(r"(?<![\w.])" + re.escape(name) + r"\s*\(", source)
+    return m.start() if m else 0
+
+
+def _find_key(source: str, key: object) -> int:
+    if not isinstance(key, str):
+        return 0
+    pattern = r"\.\s*(" + re.escape(key) + r")\b|\[\s*[rR]?['\"](" + re.escape(key) + r")['\"]"
+    m = re.search(pattern, source)
+    if not m:
+        return 0
+    return m.start(1) if m.group(1) is not None else m.start(2) - 1

@@ -1,0 +1,37 @@
+"""gate: every CEL check must hold; otherwise the run halts or escalates, as the node says."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from runner.engine.context import NodeContext, NodeFailure
+from runner.expr.cel import ExprError, truthy
+
+
+class GateStop(Exception):
+    """A gate whose checks failed: ends the node as `failed` (halt) or `escalated`."""
+
+    def __init__(self, status: str, message: str, output: dict[str, Any]) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+        self.output = output
+
+
+async def run(ctx: NodeContext) -> Any:
+    gate = ctx.node.gate
+    assert gate is not None
+    act = ctx.activation()
+    failed: list[str] = []
+    for expr, message in gate.checks:
+        try:
+            ok = truthy(expr.evaluate(act))
+        except ExprError as e:
+            raise NodeFailure(f"check {expr.source.strip()!r}: {e.message}", kind="config") from None
+        if not ok:
+            failed.append(message)
+    output = {"passed": not failed, "failed": failed}
+    if failed:
+        status = "escalated" if gate.on_fail == "escalate" else "failed"
+        raise GateStop(status, "; ".join(failed), output)
+    return output

@@ -1,0 +1,67 @@
+"""map: run an llm or tool node once per list item, at most `max_concurrency` at a time, in order."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from runner.engine.context import NodeContext, NodeFailure
+from runner.engine.results import NodeResult
+from runner.expr.cel import ExprError
+
+RunItem = Callable[[NodeContext], Awaitable[NodeResult]]
+
+
+async def run(ctx: NodeContext, run_item: RunItem) -> Any:
+    step = ctx.node.map
+    assert step is not None
+    try:
+        items = step.over.evaluate(ctx.activation())
+    except ExprError as e:
+        raise NodeFailure(f"`over` could not be evaluated: {e.message}", kind="config") from None
+    if not isinstance(items, list):
+        raise NodeFailure(f"`over` must give a list, got {type(items).__name__}", kind="config")
+    if len(items) > step.max_items:
+        raise NodeFailure(
+            f"`over` gave {len(items)} items; max_items is {step.max_items}", kind="config"
+        )
+    sem = asyncio.Semaphore(step.max_concurrency)
+    results: list[NodeResult | None] = [None] * len(items)
+
+    async def one(i: int, item: Any) -> None:
+        async with sem:
+            child = NodeContext(
+                run=ctx.run, node=step.inner, index=i, locals={step.as_: item, "index": i}
+            )
+            res = await run_item(child)
+            results[i] = res
+            ctx.usage += res.usage
+            if res.status != "succeeded":
+                raise _ItemStopped(i, res)
+
+    try:
+        async with asyncio.TaskGroup() as tg:
+            for i, item in enumerate(items):
+                tg.create_task(one(i, item))
+    except* _ItemStopped as group:
+        first = min((e for e in group.exceptions if isinstance(e, _ItemStopped)), key=lambda e: e.index)
+        ctx.detail["items"] = [r for r in results if r is not None]
+        raise first.as_failure() from None
+    done = [r for r in results if r is not None]
+    ctx.detail["items"] = done
+    return [r.output for r in done]
+
+
+class _ItemStopped(Exception):
+    def __init__(self, index: int, result: NodeResult) -> None:
+        super().__init__(result.error)
+        self.index = index
+        self.result = result
+
+    def as_failure(self) -> Exception:
+        from runner.engine.budget import BudgetExceeded
+
+        if self.result.status == "budget_exceeded":
+            return BudgetExceeded("item", f"item {self.index}: {self.result.error}")
+        return NodeFailure(f"item {self.index}: {self.result.error}", kind="item")

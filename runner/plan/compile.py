@@ -1,0 +1,774 @@
+"""Spec → Plan: resolve every name, compile every expression, check every reference, build the graph."""
+
+from __future__ import annotations
+
+import difflib
+import inspect
+import json
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from dataclasses import replace as dc_replace
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+import networkx as nx
+
+from runner.errors import Diagnostic, SpecError, errors_only
+from runner.expr.bindings import BindingError, CompiledValue, compile_expr_or_binding, compile_value
+from runner.expr.cel import CelSyntaxError, CompiledExpr, ExprError
+from runner.expr.refs import Ref, cel_refs
+from runner.expr.templates import PromptTemplate, TemplateError, compile_template, template_refs
+from runner.plan import schemas
+from runner.plan.cost import estimate_cost
+from runner.plan.model import (
+    DEFAULT_MAX_TOKENS,
+    NO_RETRY,
+    GateStep,
+    LLMStep,
+    MapStep,
+    Plan,
+    PlanNode,
+    Route,
+    SwitchStep,
+    ToolStep,
+)
+from runner.plan.rules import graph_rules
+from runner.plan.tools import (
+    ImplError,
+    accepts_idempotency_key,
+    derive_args_schema,
+    derive_result_schema,
+    import_callable,
+)
+from runner.spec import LoadedSpec
+from runner.spec.loader import PathKey
+from runner.spec.models import (
+    GateNode,
+    LLMNode,
+    MapNode,
+    ModelConfig,
+    SwitchNode,
+    ToolNode,
+    node_kind,
+)
+
+NODE_ROOTS = frozenset({"inputs", "nodes"})
+
+
+def did_you_mean(name: str, options: Iterable[str]) -> str | None:
+    near = difflib.get_close_matches(name, list(options), n=1, cutoff=0.6)
+    return f"did you mean {near[0]!r}?" if near else None
+
+
+@lru_cache(maxsize=2048)
+def _template(source: str, name: str) -> PromptTemplate:
+    return compile_template(source, name)
+
+
+@dataclass
+class Compiler:
+    """Collects diagnostics while building plan parts, so that one run reports every problem."""
+
+    loaded: LoadedSpec
+    profile: str | None = None
+    diags: list[Diagnostic] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        self.spec = self.loaded.spec
+        self.src = self.loaded.source
+        self.node_ids = list(self.spec.nodes)
+        self.order_index = {n: i for i, n in enumerate(self.node_ids)}
+        self._out_cache: dict[str, Any] = {}
+        self._tool_cache: dict[str, tuple[Any, dict[str, Any], dict[str, Any] | None] | None] = {}
+
+    # -- reporting ---------------------------------------------------------------------------
+    def error(self, path: PathKey, rule: str, message: str, **kw: Any) -> None:
+        self.diags.append(self.src.diag(path, rule, message, **kw))
+
+    def warn(self, path: PathKey, rule: str, message: str, **kw: Any) -> None:
+        self.diags.append(self.src.diag(path, rule, message, severity="warning", **kw))
+
+    # -- routes ------------------------------------------------------------------------------
+    def resolve_routes(self, profile: str | None) -> dict[str, Route]:
+        base: dict[str, ModelConfig] = {}
+        for alias, route in self.spec.models.items():
+            base[alias] = route if isinstance(route, ModelConfig) else ModelConfig(model=route)
+        if profile is not None:
+            for alias, route in self.spec.profiles.get(profile, {}).items():
+                if isinstance(route, ModelConfig):
+                    base[alias] = route
+                else:
+                    # a bare model id in a profile keeps the alias's parameters, swaps the model
+                    old = base.get(alias)
+                    base[alias] = (
+                        old.model_copy(update={"model": route, "fallbacks": []})
+                        if old
+                        else ModelConfig(model=route)
+                    )
+        return {a: Route(alias=a, config=c) for a, c in base.items()}
+
+    def check_profiles(self) -> None:
+        for pname, aliases in self.spec.profiles.items():
+            for alias in aliases:
+                if alias not in self.spec.models:
+                    self.error(
+                        ("profiles", pname, alias),
+                        "unknown-model",
+                        f"profile {pname!r} routes alias {alias!r}, which `models` does not define",
+                        hint=did_you_mean(alias, self.spec.models)
+                        or "define the alias under `models` first",
+                        key=True,
+                    )
+        if self.profile is not None and self.profile not in self.spec.profiles:
+            options = sorted(self.spec.profiles)
+            self.diags.append(
+                Diagnostic(
+                    file=self.src.path,
+                    line=1,
+                    col=1,
+                    rule="unknown-profile",
+                    message=f"profile {self.profile!r} is not defined",
+                    hint=did_you_mean(self.profile, options)
+                    or (f"defined profiles: {', '.join(options)}" if options else "this spec defines no profiles"),
+                )
+            )
+
+    # -- expressions -------------------------------------------------------------------------
+    def cel(self, text: str, path: PathKey) -> CompiledExpr | None:
+        try:
+            return compile_expr_or_binding(text)
+        except (CelSyntaxError, BindingError, ExprError) as e:
+            self.error(path, "cel-syntax", e.message, offset=e.offset)
+            return None
+
+    def value(self, value: Any, path: PathKey) -> CompiledValue | None:
+        try:
+            return compile_value(value)
+        except BindingError as e:
+            self.error((*path, *e.path), "cel-syntax", e.message, offset=e.offset)
+            return None
+
+    def template(self, text: str, path: PathKey, *, file: str | None = None) -> PromptTemplate | None:
+        try:
+            return _template(text, file or "/".join(map(str, path)))
+        except TemplateError as e:
+            if file is not None:
+                self.diags.append(
+                    Diagnostic(
+                        file=file,
+                        line=max(e.line, 1),
+                        col=1,
+                        rule="template-syntax",
+                        message=e.message,
+                    )
+                )
+            else:
+                line, col = self.src.expr_pos(path, 0)
+                p = self.src.values.get(tuple(path))
+                if p is not None and p.style in ("|", ">"):
+                    line = p.line + max(e.line, 1)
+                self.diags.append(
+                    Diagnostic(file=self.src.path, line=line, col=col, rule="template-syntax", message=e.message)
+                )
+            return None
+
+    def check_refs(
+        self,
+        refs: Iterable[Ref],
+        path: PathKey,
+        roots: frozenset[str],
+        *,
+        node_id: str | None,
+        deps: set[str] | None,
+        in_template: bool = False,
+        locals_schema: Mapping[str, Any] | None = None,
+    ) -> None:
+        """Check names and fields of every reference; add referenced nodes to deps."""
+        for ref in refs:
+            offset = None if in_template else ref.offset
+            if ref.root not in roots:
+                self.error(
+                    path,
+                    "unknown-name",
+                    f"unknown name {ref.root!r}",
+                    hint=did_you_mean(ref.root, roots) or f"known names here: {', '.join(sorted(roots))}",
+                    offset=offset,
+                )
+                continue
+            if ref.root == "inputs":
+                self._check_schema_path(self.spec.inputs, ref.path, "inputs", path, offset)
+            elif ref.root == "nodes":
+                if not ref.path or not isinstance(ref.path[0], str):
+                    self.error(
+                        path,
+                        "dynamic-ref",
+                        "nodes must be referenced by a literal id (nodes.<id>.output...)",
+                        offset=offset,
+                    )
+                    continue
+                target = ref.path[0]
+                if target not in self.spec.nodes:
+                    self.error(
+                        path,
+                        "unknown-node",
+                        f"node {target!r} is not defined",
+                        hint=did_you_mean(target, self.node_ids),
+                        offset=offset,
+                    )
+                    continue
+                if target == node_id:
+                    self.error(path, "self-reference", f"node {node_id!r} refers to its own result", offset=offset)
+                    continue
+                if deps is not None:
+                    deps.add(target)
+                if len(ref.path) < 2:
+                    continue
+                attr = ref.path[1]
+                if attr not in schemas.NODE_ATTRS:
+                    self.error(
+                        path,
+                        "unknown-field",
+                        f"nodes.{target} has no attribute {attr!r}",
+                        hint=did_you_mean(str(attr), schemas.NODE_ATTRS)
+                        or "use nodes.<id>.output, nodes.<id>.status or nodes.<id>.error",
+                        offset=offset,
+                    )
+                    continue
+                if attr == "output":
+                    self._check_schema_path(
+                        self.output_schema(target), ref.path[2:], f"nodes.{target}.output", path, offset
+                    )
+            elif locals_schema is not None and ref.root in locals_schema:
+                self._check_schema_path(locals_schema[ref.root], ref.path, ref.root, path, offset)
+
+    def _check_schema_path(
+        self, schema: Any, fields: tuple[str | int, ...], label: str, path: PathKey, offset: int | None
+    ) -> None:
+        if not fields:
+            return
+        bad, _ = schemas.walk(schema, fields)
+        if bad is None:
+            return
+        prefix = label + "".join(f"[{f}]" if isinstance(f, int) else f".{f}" for f in fields[:bad])
+        seg = fields[bad]
+        _, parent = schemas.walk(schema, fields[:bad])
+        names = schemas.field_names(parent)
+        hint = did_you_mean(str(seg), names) if names else None
+        if hint is None and names:
+            hint = f"{prefix} has: {', '.join(names)}"
+        what = f"index {seg}" if isinstance(seg, int) and seg >= 0 else "items" if isinstance(seg, int) else f"field {seg!r}"
+        self.error(path, "unknown-field", f"{prefix} has no {what} in its schema", hint=hint, offset=offset)
+
+    # -- schemas -----------------------------------------------------------------------------
+    def check_schema(self, schema: Any, path: PathKey, *, llm_output: bool = False) -> bool:
+        problem = schemas.schema_problem(schema)
+        if problem is not None:
+            self.error(path, "invalid-json-schema", problem)
+            return False
+        if llm_output and isinstance(schema, dict) and schema.get("type") != "object":
+            self.error(
+                path,
+                "invalid-json-schema",
+                "an LLM node's output schema must have `type: object` (structured output needs an object)",
+                hint="wrap the value: {type: object, properties: {answer: ...}, required: [answer]}",
+            )
+            return False
+        return True
+
+    def output_schema(self, node_id: str) -> Any:
+        cache = self._out_cache
+        if node_id not in cache:
+            cache[node_id] = self._output_schema(self.spec.nodes[node_id], inner=False)
+        return cache[node_id]
+
+    def _output_schema(self, node: Any, *, inner: bool) -> Any:
+        if isinstance(node, LLMNode):
+            return node.output if node.output is not None else {"type": "string"}
+        if isinstance(node, ToolNode):
+            return self.tool_result_schema(node.tool)
+        if isinstance(node, GateNode):
+            return schemas.GATE_OUTPUT
+        if isinstance(node, SwitchNode):
+            return schemas.SWITCH_OUTPUT
+        if isinstance(node, MapNode):
+            return {"type": "array", "items": self._output_schema(node.map.node, inner=True) or {}}
+        return None
+
+    # -- tools -------------------------------------------------------------------------------
+    def tool_impl(self, name: str) -> tuple[Any, dict[str, Any], dict[str, Any] | None] | None:
+        """(callable, args schema, result schema) for a tool contract, or None if it is broken."""
+        cache = self._tool_cache
+        if name in cache:
+            return cache[name]
+        contract = self.spec.tools[name]
+        result: tuple[Any, dict[str, Any], dict[str, Any] | None] | None = None
+        try:
+            fn = import_callable(contract.impl, self.loaded.directory)
+        except ImplError as e:
+            self.error(
+                ("tools", name, "impl"),
+                "unknown-impl",
+                f"tool {name!r}: {e}",
+                hint="impl is module:function, importable from the spec's folder or the project root",
+            )
+        else:
+            ok = True
+            if contract.args is not None:
+                ok = self.check_schema(contract.args, ("tools", name, "args"))
+            if contract.result is not None:
+                ok = self.check_schema(contract.result, ("tools", name, "result")) and ok
+            if ok:
+                args_schema = contract.args if contract.args is not None else derive_args_schema(fn)
+                res = contract.result if contract.result is not None else derive_result_schema(fn)
+                result = (fn, args_schema, res)
+        if contract.compensate:
+            try:
+                import_callable(contract.compensate, self.loaded.directory)
+            except ImplError as e:
+                self.error(("tools", name, "compensate"), "unknown-impl", f"tool {name!r} compensate: {e}")
+        cache[name] = result
+        return result
+
+    def tool_result_schema(self, name: str) -> Any:
+        if name not in self.spec.tools:
+            return None
+        impl = self.tool_impl(name)
+        return impl[2] if impl else None
+
+    # -- nodes -------------------------------------------------------------------------------
+    def compile_node(
+        self,
+        node_id: str,
+        node: Any,
+        path: PathKey,
+        routes: Mapping[str, Route],
+        *,
+        roots: frozenset[str],
+        locals_schema: Mapping[str, Any] | None,
+        deps: set[str],
+    ) -> PlanNode | None:
+        kind = node_kind(node)
+        for i, need in enumerate(node.needs):
+            if need == node_id:
+                self.error((*path, "needs", i), "self-reference", f"node {node_id!r} needs itself")
+            elif need not in self.spec.nodes:
+                self.error(
+                    (*path, "needs", i),
+                    "unknown-node",
+                    f"node {need!r} is not defined",
+                    hint=did_you_mean(need, self.node_ids),
+                )
+            else:
+                deps.add(need)
+        when = None
+        if node.when is not None:
+            when = self.cel(node.when, (*path, "when"))
+            if when is not None:
+                self.check_refs(expr_refs(node.when, when), (*path, "when"), roots, node_id=node_id, deps=deps, locals_schema=locals_schema)
+        common: dict[str, Any] = dict(
+            id=node_id,
+            kind=kind,
+            spec=node,
+            when=when,
+            join=node.join,
+            retry=node.retry or NO_RETRY,
+            timeout=node.timeout,
+        )
+        ok = True
+        if isinstance(node, LLMNode):
+            llm = self._llm(node_id, node, path, routes, roots, locals_schema, deps)
+            ok = llm is not None
+            common["llm"] = llm
+            common["output_schema"] = node.output
+        elif isinstance(node, ToolNode):
+            tool = self._tool(node_id, node, path, roots, locals_schema, deps)
+            ok = tool is not None
+            common["tool"] = tool
+            common["output_schema"] = tool.result_schema if tool else None
+            if tool and node.retry is None and tool.contract.retry is not None:
+                common["retry"] = tool.contract.retry
+            if tool and node.timeout is None:
+                common["timeout"] = tool.contract.timeout
+        elif isinstance(node, GateNode):
+            checks: list[tuple[CompiledExpr, str]] = []
+            for i, c in enumerate(node.gate):
+                expr = self.cel(c.check, (*path, "gate", i, "check"))
+                if expr is None:
+                    ok = False
+                    continue
+                self.check_refs(expr_refs(c.check, expr), (*path, "gate", i, "check"), roots, node_id=node_id, deps=deps, locals_schema=locals_schema)
+                checks.append((expr, c.message))
+            common["gate"] = GateStep(checks=tuple(checks), on_fail=node.on_fail)
+            common["output_schema"] = schemas.GATE_OUTPUT
+        elif isinstance(node, SwitchNode):
+            cases: list[tuple[CompiledExpr, tuple[str, ...]]] = []
+            for i, case in enumerate(node.switch.cases):
+                expr = self.cel(case.when, (*path, "switch", "cases", i, "when"))
+                if expr is None:
+                    ok = False
+                    continue
+                self.check_refs(expr_refs(case.when, expr), (*path, "switch", "cases", i, "when"), roots, node_id=node_id, deps=deps, locals_schema=locals_schema)
+                self._targets(node_id, case.then, (*path, "switch", "cases", i, "then"))
+                cases.append((expr, tuple(case.then)))
+            self._targets(node_id, node.switch.default, (*path, "switch", "default"))
+            common["switch"] = SwitchStep(cases=tuple(cases), default=tuple(node.switch.default))
+            common["output_schema"] = schemas.SWITCH_OUTPUT
+        elif isinstance(node, MapNode):
+            m = self._map(node_id, node, path, routes, roots, deps)
+            ok = m is not None
+            common["map"] = m
+            common["output_schema"] = {"type": "array", "items": (m.inner.output_schema if m else None) or {}}
+        if not ok:
+            return None
+        return PlanNode(deps=(), switches=(), **common)
+
+    def _targets(self, switch_id: str, targets: list[str], path: PathKey) -> None:
+        for i, t in enumerate(targets):
+            if t == switch_id:
+                self.error((*path, i), "self-reference", f"switch {switch_id!r} lists itself as a branch")
+            elif t not in self.spec.nodes:
+                self.error(
+                    (*path, i), "unknown-node", f"node {t!r} is not defined", hint=did_you_mean(t, self.node_ids)
+                )
+
+    def _llm(
+        self,
+        node_id: str,
+        node: LLMNode,
+        path: PathKey,
+        routes: Mapping[str, Route],
+        roots: frozenset[str],
+        locals_schema: Mapping[str, Any] | None,
+        deps: set[str],
+    ) -> LLMStep | None:
+        ok = True
+        route = routes.get(node.llm)
+        if route is None:
+            self.error(
+                (*path, "llm"),
+                "unknown-model",
+                f"model alias {node.llm!r} is not defined",
+                hint=did_you_mean(node.llm, routes) or "define it under `models`",
+            )
+            ok = False
+        if node.output is not None and not self.check_schema(node.output, (*path, "output"), llm_output=True):
+            ok = False
+        prompt: PromptTemplate | None = None
+        if node.prompt is not None and node.prompt_file is not None:
+            self.error((*path, "prompt_file"), "invalid-value", "give either `prompt` or `prompt_file`, not both", key=True)
+            ok = False
+        elif node.prompt is not None:
+            prompt = self.template(node.prompt, (*path, "prompt"))
+            if prompt is not None:
+                self.check_refs(
+                    template_refs(node.prompt), (*path, "prompt"), roots, node_id=node_id, deps=deps,
+                    in_template=True, locals_schema=locals_schema,
+                )
+        elif node.prompt_file is not None:
+            file = (self.loaded.directory / node.prompt_file).resolve()
+            try:
+                text = file.read_text(encoding="utf-8")
+            except (OSError, UnicodeDecodeError) as e:
+                reason = e.strerror if isinstance(e, OSError) else "not UTF-8"
+                self.error((*path, "prompt_file"), "file-not-found", f"cannot read prompt file {node.prompt_file!r}: {reason}")
+                ok = False
+            else:
+                shown = str(Path(self.src.path).parent / node.prompt_file)
+                prompt = self.template(text, (*path, "prompt_file"), file=shown)
+                if prompt is not None:
+                    self.check_refs(
+                        template_refs(text), (*path, "prompt_file"), roots, node_id=node_id, deps=deps,
+                        in_template=True, locals_schema=locals_schema,
+                    )
+        else:
+            self.error(path, "missing-key", f"LLM node {node_id!r} needs a `prompt` or `prompt_file`")
+            ok = False
+        system = None
+        if node.system is not None:
+            system = self.template(node.system, (*path, "system"))
+            if system is not None:
+                self.check_refs(
+                    template_refs(node.system), (*path, "system"), roots, node_id=node_id, deps=deps,
+                    in_template=True, locals_schema=locals_schema,
+                )
+        if not ok or prompt is None or route is None or (node.system is not None and system is None):
+            return None
+        max_tokens = node.max_tokens or route.config.max_tokens or DEFAULT_MAX_TOKENS
+        return LLMStep(
+            alias=node.llm,
+            route=route,
+            prompt=prompt,
+            system=system,
+            output_schema=node.output,
+            max_tokens=max_tokens,
+            temperature=node.temperature if node.temperature is not None else route.config.temperature,
+            max_attempts=node.max_attempts,
+        )
+
+    def _tool(
+        self,
+        node_id: str,
+        node: ToolNode,
+        path: PathKey,
+        roots: frozenset[str],
+        locals_schema: Mapping[str, Any] | None,
+        deps: set[str],
+    ) -> ToolStep | None:
+        if node.tool not in self.spec.tools:
+            self.error(
+                (*path, "tool"),
+                "unknown-tool",
+                f"tool {node.tool!r} is not defined",
+                hint=did_you_mean(node.tool, self.spec.tools) or "declare its contract under `tools`",
+            )
+            return None
+        contract = self.spec.tools[node.tool]
+        args = self.value(node.args, (*path, "args"))
+        if args is not None:
+            for site_path, ref in path_refs(args):
+                self.check_refs([ref], (*path, "args", *site_path), roots, node_id=node_id, deps=deps, locals_schema=locals_schema)
+        impl = self.tool_impl(node.tool)
+        key = None
+        if contract.idempotency_key is not None:
+            key = self.value(contract.idempotency_key, ("tools", node.tool, "idempotency_key"))
+            if key is not None:
+                self.check_refs([r for _, r in path_refs(key)], ("tools", node.tool, "idempotency_key"), frozenset({"args", "inputs"}), node_id=None, deps=None)
+        if impl is None or args is None:
+            return None
+        fn, args_schema, result_schema = impl
+        self._check_static_args(node, args_schema, path)
+        return ToolStep(
+            name=node.tool,
+            contract=contract,
+            fn=fn,
+            is_async=inspect.iscoroutinefunction(fn),
+            accepts_idempotency_key=accepts_idempotency_key(fn),
+            args=args,
+            args_schema=args_schema,
+            result_schema=result_schema,
+            idempotency_key=key,
+        )
+
+    def _check_static_args(self, node: ToolNode, schema: dict[str, Any], path: PathKey) -> None:
+        props = schema.get("properties")
+        if isinstance(props, dict) and schema.get("additionalProperties") is False:
+            for name in node.args:
+                if name not in props:
+                    self.error(
+                        (*path, "args", name),
+                        "unknown-arg",
+                        f"tool {node.tool!r} takes no argument {name!r}",
+                        hint=did_you_mean(name, props) or f"arguments: {', '.join(sorted(props)) or '(none)'}",
+                        key=True,
+                    )
+        for name in schema.get("required", []) or []:
+            if name not in node.args:
+                self.error((*path, "args"), "missing-arg", f"tool {node.tool!r} needs argument {name!r}")
+        if isinstance(props, dict):
+            for name, value in node.args.items():
+                sub = props.get(name)
+                if not isinstance(sub, dict) or _has_binding(value):
+                    continue
+                errs = schemas.validation_errors(sub, value, limit=1)
+                if errs:
+                    self.error((*path, "args", name), "invalid-arg", f"argument {name!r}: {errs[0].split(': ', 1)[-1]}")
+
+    def _map(
+        self,
+        node_id: str,
+        node: MapNode,
+        path: PathKey,
+        routes: Mapping[str, Route],
+        roots: frozenset[str],
+        deps: set[str],
+    ) -> MapStep | None:
+        spec = node.map
+        over = self.value(spec.over, (*path, "map", "over"))
+        item_schema: Any = {}
+        if over is not None:
+            for site_path, ref in path_refs(over):
+                self.check_refs([ref], (*path, "map", "over", *site_path), roots, node_id=node_id, deps=deps)
+            item_schema = self._check_map_over(over, spec.over, (*path, "map", "over"))
+        inner_roots = roots | {spec.as_, "index"}
+        locals_schema = {spec.as_: item_schema, "index": {"type": "integer"}}
+        inner = self.compile_node(
+            node_id,
+            spec.node,
+            (*path, "map", "node"),
+            routes,
+            roots=inner_roots,
+            locals_schema=locals_schema,
+            deps=deps,
+        )
+        if over is None or inner is None:
+            return None
+        return MapStep(
+            over=over, as_=spec.as_, max_items=spec.max_items, max_concurrency=spec.max_concurrency, inner=inner
+        )
+
+    def _check_map_over(self, over: CompiledValue, raw: str, path: PathKey) -> Any:
+        """Fail `map` over a value whose schema says it is not an array; return the item schema."""
+        if over.is_static:
+            value = over.evaluate({})
+            if not isinstance(value, list):
+                self.error(path, "map-not-array", f"map over {type(value).__name__} {value!r}; `over` must be a list")
+            return {}
+        refs = list(over.refs)
+        whole = raw.strip().startswith("${{") and raw.strip().endswith("}}")
+        if len(over.sites) != 1 or not whole or len(refs) != 1:
+            return {}
+        ref = refs[0]
+        site = over.sites[0]
+        if site.source.strip() != _ref_text(ref):
+            return {}
+        if ref.root == "inputs":
+            schema: Any = self.spec.inputs
+            fields = ref.path
+            label = "inputs"
+        elif ref.root == "nodes" and len(ref.path) >= 2 and ref.path[0] in self.spec.nodes and ref.path[1] == "output":
+            schema = self.output_schema(str(ref.path[0]))
+            fields = ref.path[2:]
+            label = f"nodes.{ref.path[0]}.output"
+        else:
+            return {}
+        bad, sub = schemas.walk(schema, fields)
+        if bad is not None:
+            return {}
+        is_array = schemas.is_array_schema(sub)
+        if is_array is False:
+            self.error(
+                path,
+                "map-not-array",
+                f"map over {_ref_text(ref)}, whose schema type is {sub.get('type')!r}, not an array",
+                hint=f"point `over` at a list inside {label}",
+                offset=site.offset,
+            )
+            return {}
+        items = sub.get("items") if isinstance(sub, dict) else None
+        return items if isinstance(items, dict) else {}
+
+    # -- whole spec --------------------------------------------------------------------------
+    def compile(self) -> Plan:
+        spec = self.spec
+        self.check_profiles()
+        self.check_schema(spec.inputs, ("inputs",))
+        routes = self.resolve_routes(self.profile if self.profile in spec.profiles else None)
+        nodes: dict[str, PlanNode] = {}
+        deps_of: dict[str, set[str]] = {}
+        for node_id, node in spec.nodes.items():
+            deps: set[str] = set()
+            pn = self.compile_node(
+                node_id, node, ("nodes", node_id), routes, roots=NODE_ROOTS, locals_schema=None, deps=deps
+            )
+            deps_of[node_id] = deps
+            if pn is not None:
+                nodes[node_id] = pn
+        switches_of: dict[str, list[str]] = {}
+        for node_id, pn in nodes.items():
+            if pn.switch is not None:
+                for t in sorted(pn.switch.targets, key=self.order_index.get):  # type: ignore[arg-type]
+                    if t in spec.nodes:
+                        switches_of.setdefault(t, []).append(node_id)
+                        deps_of[t].add(node_id)
+        outputs: dict[str, CompiledValue] = {}
+        for name, binding in spec.outputs.items():
+            cv = self.value(binding, ("outputs", name))
+            if cv is not None:
+                for site_path, ref in path_refs(cv):
+                    self.check_refs([ref], ("outputs", name, *site_path), NODE_ROOTS, node_id=None, deps=None)
+                outputs[name] = cv
+        graph: nx.DiGraph = nx.DiGraph()  # type: ignore[type-arg]
+        graph.add_nodes_from(self.node_ids)
+        for node_id in self.node_ids:
+            for d in sorted(deps_of.get(node_id, ()), key=lambda n: self.order_index.get(n, 0)):
+                if d in spec.nodes:
+                    graph.add_edge(d, node_id)
+        self.diags.extend(graph_rules(self, graph, nodes, switches_of))
+        # every compiled step is useful only if the whole spec compiled
+        errors = errors_only(self.diags)
+        if errors:
+            raise SpecError(errors)
+        order = tuple(nx.lexicographical_topological_sort(graph, key=lambda n: self.order_index[n]))
+        final: dict[str, PlanNode] = {}
+        for node_id in order:
+            pn = nodes[node_id]
+            deps_sorted = tuple(sorted(deps_of[node_id], key=lambda n: self.order_index[n]))
+            final[node_id] = _replace(pn, deps=deps_sorted, switches=tuple(switches_of.get(node_id, ())))
+        dependants = {n: tuple(sorted(graph.successors(n), key=lambda x: self.order_index[x])) for n in order}
+        cost = estimate_cost(final)
+        warnings = [d for d in self.diags if d.severity != "error"]
+        for model in cost.unpriced_models:
+            warnings.append(
+                Diagnostic(
+                    file=self.src.path,
+                    line=1,
+                    col=1,
+                    rule="no-price",
+                    message=f"litellm's price map has no price for {model!r}; its cost counts as $0",
+                    severity="warning",
+                )
+            )
+        return Plan(
+            loaded=self.loaded,
+            profile=self.profile,
+            nodes=final,
+            order=order,
+            graph=graph,
+            outputs=outputs,
+            routes=routes,
+            budget=spec.budget,
+            inputs_schema=spec.inputs,
+            cost=cost,
+            warnings=tuple(sorted(warnings)),
+            dependants=dependants,
+        )
+
+
+def expr_refs(raw: str, expr: CompiledExpr) -> list[Ref]:
+    """References of a condition with offsets into the YAML string it was written in."""
+    base = max(raw.find(expr.source), 0)
+    return [dc_replace(r, offset=base + r.offset) for r in cel_refs(expr.source)]
+
+
+def path_refs(cv: CompiledValue) -> Iterable[tuple[tuple[str | int, ...], Ref]]:
+    """Each reference of a compiled value with where it sits (path inside the value, offset in its string)."""
+    for site in cv.sites:
+        for ref in site.refs:
+            yield site.path, ref
+
+
+def _has_binding(value: Any) -> bool:
+    if isinstance(value, str):
+        return "${{" in value
+    if isinstance(value, dict):
+        return any(_has_binding(v) for v in value.values())
+    if isinstance(value, list):
+        return any(_has_binding(v) for v in value)
+    return False
+
+
+def _ref_text(ref: Ref) -> str:
+    out = ref.root
+    for p in ref.path:
+        out += f"[{p}]" if isinstance(p, int) else f".{p}"
+    return out
+
+
+def _replace(pn: PlanNode, **changes: Any) -> PlanNode:
+    return dc_replace(pn, **changes)
+
+
+def compile_plan(loaded: LoadedSpec, profile: str | None = None) -> Plan:
+    """Compile a loaded spec for one profile; raises SpecError listing every problem."""
+    return Compiler(loaded, profile).compile()
+
+
+def spec_digest(loaded: LoadedSpec) -> str:
+    import hashlib
+
+    return hashlib.sha256(loaded.source.text.encode()).hexdigest()
+
+
+def dumps(value: Any) -> str:
+    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False)

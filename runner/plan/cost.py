@@ -1,0 +1,64 @@
+"""Worst-case spend of a plan, priced from litellm's bundled price map without importing litellm."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+
+from runner.models.pricing import estimate_tokens, price_of
+from runner.plan.model import CostEstimate, LLMStep, PlanNode, Route
+
+
+def _prompt_estimate(step: LLMStep) -> int:
+    text = step.prompt.source + (step.system.source if step.system else "")
+    if step.output_schema is not None:
+        text += json.dumps(step.output_schema)
+    return estimate_tokens(text)
+
+
+def llm_calls_bound(node: PlanNode) -> tuple[LLMStep | None, int]:
+    """The LLM step of a node and how many calls it can make at most (re-asks × retries × fan-out)."""
+    step, fan = (node.llm, 1)
+    retry = node.retry.max_attempts
+    if node.map is not None:
+        step, fan = node.map.inner.llm, node.map.max_items
+        retry = node.map.inner.retry.max_attempts
+    if step is None:
+        return None, 0
+    return step, step.max_attempts * retry * fan
+
+
+def estimate_cost(
+    nodes: Mapping[str, PlanNode], routes: Mapping[str, Route] | None = None
+) -> CostEstimate:
+    """Worst case per node; `routes` re-prices the same plan under another profile's routes."""
+    per_node: dict[str, float] = {}
+    unpriced: set[str] = set()
+    total_calls = 0
+    total_out = 0
+    for node_id, node in nodes.items():
+        step, calls = llm_calls_bound(node)
+        if step is None:
+            continue
+        prompt_tokens = _prompt_estimate(step)
+        worst = 0.0
+        route = routes.get(step.alias, step.route) if routes is not None else step.route
+        for model in route.models:
+            price = price_of(model)
+            if price is None:
+                unpriced.add(model)
+                continue
+            worst = max(
+                worst,
+                price.input_per_token * prompt_tokens + price.output_per_token * step.max_tokens,
+            )
+        per_node[node_id] = worst * calls
+        total_calls += calls
+        total_out += step.max_tokens * calls
+    return CostEstimate(
+        usd=sum(per_node.values()),
+        llm_calls=total_calls,
+        output_tokens=total_out,
+        per_node=per_node,
+        unpriced_models=tuple(sorted(unpriced)),
+    )

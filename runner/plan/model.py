@@ -1,0 +1,133 @@
+"""The frozen, executable form of a spec: everything that can fail before a token is spent has."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import networkx as nx
+
+from runner.expr.bindings import CompiledValue
+from runner.expr.cel import CompiledExpr
+from runner.expr.templates import PromptTemplate
+from runner.spec import LoadedSpec
+from runner.spec.models import AnyNode, Budget, ModelConfig, Retry, ToolContract
+
+DEFAULT_MAX_TOKENS = 1024
+NO_RETRY = Retry(max_attempts=1)
+
+
+@dataclass(frozen=True, kw_only=True)
+class Route:
+    """A model alias resolved for one profile: the primary model then its fallbacks."""
+
+    alias: str
+    config: ModelConfig
+
+    @property
+    def models(self) -> tuple[str, ...]:
+        return (self.config.model, *self.config.fallbacks)
+
+
+@dataclass(frozen=True, kw_only=True)
+class LLMStep:
+    alias: str
+    route: Route
+    prompt: PromptTemplate
+    system: PromptTemplate | None
+    output_schema: dict[str, Any] | None
+    max_tokens: int
+    temperature: float | None
+    max_attempts: int
+
+
+@dataclass(frozen=True, kw_only=True)
+class ToolStep:
+    name: str
+    contract: ToolContract
+    fn: Callable[..., Any]
+    is_async: bool
+    accepts_idempotency_key: bool
+    args: CompiledValue
+    args_schema: dict[str, Any]
+    result_schema: dict[str, Any] | None
+    idempotency_key: CompiledValue | None
+
+
+@dataclass(frozen=True, kw_only=True)
+class GateStep:
+    checks: tuple[tuple[CompiledExpr, str], ...]
+    on_fail: str
+
+
+@dataclass(frozen=True, kw_only=True)
+class SwitchStep:
+    cases: tuple[tuple[CompiledExpr, tuple[str, ...]], ...]
+    default: tuple[str, ...]
+
+    @property
+    def targets(self) -> frozenset[str]:
+        out = set(self.default)
+        for _, t in self.cases:
+            out.update(t)
+        return frozenset(out)
+
+
+@dataclass(frozen=True, kw_only=True)
+class MapStep:
+    over: CompiledValue
+    as_: str
+    max_items: int
+    max_concurrency: int
+    inner: PlanNode
+
+
+@dataclass(frozen=True, kw_only=True)
+class PlanNode:
+    id: str
+    kind: str  # llm | tool | gate | switch | map
+    spec: AnyNode
+    deps: tuple[str, ...]
+    switches: tuple[str, ...]  # switch nodes that choose whether this node runs
+    when: CompiledExpr | None
+    join: str
+    retry: Retry
+    timeout: float | None
+    llm: LLMStep | None = None
+    tool: ToolStep | None = None
+    gate: GateStep | None = None
+    switch: SwitchStep | None = None
+    map: MapStep | None = None
+    output_schema: dict[str, Any] | None = None
+
+
+@dataclass(frozen=True, kw_only=True)
+class CostEstimate:
+    """Worst-case spend of one run under a profile, from litellm's bundled price map."""
+
+    usd: float
+    llm_calls: int
+    output_tokens: int
+    per_node: Mapping[str, float]
+    unpriced_models: tuple[str, ...]
+
+
+@dataclass(frozen=True, kw_only=True)
+class Plan:
+    loaded: LoadedSpec
+    profile: str | None
+    nodes: Mapping[str, PlanNode]
+    order: tuple[str, ...]  # a topological order, ties broken by declaration order
+    graph: nx.DiGraph  # type: ignore[type-arg]
+    outputs: Mapping[str, CompiledValue]
+    routes: Mapping[str, Route]
+    budget: Budget
+    inputs_schema: dict[str, Any]
+    cost: CostEstimate
+    warnings: tuple[Any, ...] = field(default_factory=tuple)
+    dependants: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
+
+    @property
+    def name(self) -> str:
+        return self.loaded.spec.metadata.name

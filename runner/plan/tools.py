@@ -1,0 +1,130 @@
+"""Resolve tool implementations (`module:function`) and derive argument schemas from type hints."""
+
+from __future__ import annotations
+
+import contextlib
+import importlib
+import inspect
+import sys
+import typing
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+from pydantic import TypeAdapter
+
+IDEMPOTENCY_PARAM = "idempotency_key"
+
+
+class ImplError(Exception):
+    """A tool implementation that cannot be imported or is not callable."""
+
+
+def search_roots(spec_dir: Path) -> list[Path]:
+    """Where `module:function` is looked up: the spec's folder, its ancestors up to the project root, the CWD."""
+    roots = [spec_dir]
+    for parent in spec_dir.parents:
+        roots.append(parent)
+        if (parent / "pyproject.toml").exists() or (parent / ".git").exists():
+            break
+    roots.append(Path.cwd())
+    seen: list[Path] = []
+    for r in roots:
+        if r not in seen:
+            seen.append(r)
+    return seen
+
+
+@contextlib.contextmanager
+def _path(roots: list[Path]) -> Iterator[None]:
+    added = [str(r) for r in roots if str(r) not in sys.path]
+    sys.path[:0] = added
+    try:
+        yield
+    finally:
+        for a in added:
+            with contextlib.suppress(ValueError):
+                sys.path.remove(a)
+
+
+def import_callable(ref: str, spec_dir: Path) -> Callable[..., Any]:
+    module_name, _, attr = ref.partition(":")
+    with _path(search_roots(spec_dir)):
+        try:
+            module = importlib.import_module(module_name)
+        except ModuleNotFoundError as e:
+            raise ImplError(f"cannot import module {module_name!r} ({e.msg})") from None
+        except Exception as e:  # a tool module that fails on import is the user's bug to see
+            raise ImplError(f"importing {module_name!r} failed: {type(e).__name__}: {e}") from None
+    fn = getattr(module, attr, None)
+    if fn is None:
+        names = [n for n in dir(module) if not n.startswith("_") and callable(getattr(module, n))]
+        import difflib
+
+        near = difflib.get_close_matches(attr, names, n=1)
+        hint = f"; did you mean {near[0]!r}?" if near else ""
+        raise ImplError(f"module {module_name!r} has no attribute {attr!r}{hint}")
+    if not callable(fn):
+        raise ImplError(f"{ref!r} is not callable")
+    return typing.cast(Callable[..., Any], fn)
+
+
+def accepts_idempotency_key(fn: Callable[..., Any]) -> bool:
+    try:
+        params = inspect.signature(fn).parameters
+    except (TypeError, ValueError):
+        return False
+    return IDEMPOTENCY_PARAM in params or any(p.kind is p.VAR_KEYWORD for p in params.values())
+
+
+def derive_args_schema(fn: Callable[..., Any]) -> dict[str, Any]:
+    """JSON Schema of a callable's keyword arguments, from its type hints (engine-provided params excluded)."""
+    sig = inspect.signature(fn)
+    try:
+        hints = typing.get_type_hints(fn)
+    except Exception:
+        hints = {}
+    props: dict[str, Any] = {}
+    required: list[str] = []
+    extra = False
+    for name, p in sig.parameters.items():
+        if name == IDEMPOTENCY_PARAM:
+            continue
+        if p.kind is p.VAR_KEYWORD:
+            extra = True
+            continue
+        if p.kind is p.VAR_POSITIONAL:
+            continue
+        hint = hints.get(name, Any)
+        try:
+            schema = TypeAdapter(hint).json_schema()
+        except Exception:
+            schema = {}
+        if p.default is not inspect.Parameter.empty:
+            try:
+                TypeAdapter(hint).dump_python(p.default, mode="json")
+                schema = {**schema, "default": p.default}
+            except Exception:
+                pass
+        else:
+            required.append(name)
+        schema.pop("title", None)
+        props[name] = schema
+    out: dict[str, Any] = {"type": "object", "properties": props, "additionalProperties": extra}
+    if required:
+        out["required"] = required
+    return out
+
+
+def derive_result_schema(fn: Callable[..., Any]) -> dict[str, Any] | None:
+    try:
+        hint = typing.get_type_hints(fn).get("return")
+    except Exception:
+        return None
+    if hint is None or hint is Any:
+        return None
+    try:
+        schema = TypeAdapter(hint).json_schema()
+    except Exception:
+        return None
+    return schema

@@ -1,0 +1,283 @@
+"""YAML → plain data with source positions; duplicate keys and YAML bombs are errors, not surprises."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from runner.errors import Diagnostic, SpecError
+
+MAX_SPEC_BYTES = 4 * 1024 * 1024
+MAX_NODES = 500_000  # YAML nodes after alias expansion; bounds "billion laughs" documents
+
+PathKey = tuple[str | int, ...]
+
+
+@dataclass(frozen=True)
+class Pos:
+    line: int  # 1-based
+    col: int  # 1-based
+    style: str | None = None  # YAML scalar style: None plain, "'" '"' "|" ">"
+    end_line: int = 0
+
+
+@dataclass
+class Source:
+    """A loaded YAML document and where each key and value came from."""
+
+    path: str
+    text: str
+    data: Any
+    keys: dict[PathKey, Pos] = field(default_factory=dict)
+    values: dict[PathKey, Pos] = field(default_factory=dict)
+
+    def pos(self, path: PathKey, *, key: bool = False) -> Pos:
+        """Position of the value (or key) at path, else of its nearest ancestor."""
+        table = self.keys if key else self.values
+        p = tuple(path)
+        while p:
+            if p in table:
+                return table[p]
+            if not key and p in self.keys:
+                return self.keys[p]
+            p = p[:-1]
+        return self.values.get((), Pos(1, 1))
+
+    def expr_pos(self, path: PathKey, offset: int) -> tuple[int, int]:
+        """Line and column of a character offset inside the string scalar at path."""
+        p = self.values.get(tuple(path))
+        if p is None:
+            q = self.pos(path)
+            return q.line, q.col
+        if p.style in ("|", ">"):
+            value = _get(self.data, path)
+            text = value if isinstance(value, str) else ""
+            before = text[:offset]
+            line = p.line + 1 + before.count("\n")
+            indent = _block_indent(self.text, p.line)
+            col = indent + 1 + (len(before) - (before.rfind("\n") + 1))
+            return line, col
+        quote = 1 if p.style in ("'", '"') else 0
+        return p.line, p.col + quote + offset
+
+    def diag(
+        self,
+        path: PathKey,
+        rule: str,
+        message: str,
+        *,
+        hint: str | None = None,
+        key: bool = False,
+        offset: int | None = None,
+        severity: str = "error",
+    ) -> Diagnostic:
+        if offset is not None:
+            line, col = self.expr_pos(path, offset)
+        else:
+            p = self.pos(path, key=key)
+            line, col = p.line, p.col
+        return Diagnostic(
+            file=self.path,
+            line=line,
+            col=col,
+            rule=rule,
+            message=message,
+            hint=hint,
+            severity=severity,
+        )
+
+
+def _get(data: Any, path: PathKey) -> Any:
+    for part in path:
+        try:
+            data = data[part]
+        except (KeyError, IndexError, TypeError):
+            return None
+    return data
+
+
+def _block_indent(text: str, header_line: int) -> int:
+    lines = text.splitlines()
+    if header_line < len(lines):
+        body = lines[header_line]
+        return len(body) - len(body.lstrip(" "))
+    return 0
+
+
+class _Loader(yaml.SafeLoader):
+    pass
+
+
+def load_file(path: str | Path, *, display: str | None = None) -> Source:
+    """Read and parse a spec file; every failure is a SpecError with a position."""
+    shown = display or str(path)
+    p = Path(path)
+
+    def fail(rule: str, message: str, hint: str | None = None) -> SpecError:
+        return SpecError([Diagnostic(file=shown, line=1, col=1, rule=rule, message=message, hint=hint)])
+
+    if not p.exists():
+        raise fail("file-not-found", f"no such file {str(path)!r}")
+    if p.is_dir():
+        raise fail("file-not-found", f"{str(path)!r} is a directory, not a spec file")
+    try:
+        size = p.stat().st_size
+    except OSError as e:
+        raise fail("file-unreadable", f"cannot read {str(path)!r}: {e.strerror}") from None
+    if size > MAX_SPEC_BYTES:
+        raise fail(
+            "spec-too-large",
+            f"spec is {size / 1024 / 1024:.1f} MiB; the limit is {MAX_SPEC_BYTES // 1024 // 1024} MiB",
+            "split the workflow into smaller specs",
+        )
+    try:
+        raw = p.read_bytes()
+    except OSError as e:
+        raise fail("file-unreadable", f"cannot read {str(path)!r}: {e.strerror}") from None
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise fail("not-utf8", f"spec is not UTF-8 text (byte {e.start})") from None
+    return load_text(text, shown)
+
+
+def load_text(text: str, path: str = "<string>") -> Source:
+    if len(text.encode("utf-8", errors="replace")) > MAX_SPEC_BYTES:
+        raise SpecError(
+            [
+                Diagnostic(
+                    file=path,
+                    line=1,
+                    col=1,
+                    rule="spec-too-large",
+                    message=f"spec is larger than {MAX_SPEC_BYTES // 1024 // 1024} MiB",
+                )
+            ]
+        )
+    if "\x00" in text:
+        raise SpecError(
+            [Diagnostic(file=path, line=1, col=1, rule="yaml-syntax", message="spec contains NUL bytes")]
+        )
+    loader = _Loader(text)
+    try:
+        node = loader.get_single_node()
+    except yaml.MarkedYAMLError as e:
+        mark = e.problem_mark or e.context_mark
+        line, col = (mark.line + 1, mark.column + 1) if mark else (1, 1)
+        msg = " ".join(x for x in (e.context, e.problem) if x) or "invalid YAML"
+        raise SpecError(
+            [Diagnostic(file=path, line=line, col=col, rule="yaml-syntax", message=msg)]
+        ) from None
+    except yaml.YAMLError as e:
+        raise SpecError(
+            [Diagnostic(file=path, line=1, col=1, rule="yaml-syntax", message=str(e))]
+        ) from None
+    finally:
+        loader.dispose()
+    if node is None:
+        raise SpecError(
+            [
+                Diagnostic(
+                    file=path,
+                    line=1,
+                    col=1,
+                    rule="empty-spec",
+                    message="spec is empty",
+                    hint="start from `flowrun init` or specs/support_refund.yaml",
+                )
+            ]
+        )
+    src = Source(path=path, text=text, data=None)
+    conv = _Converter(src, loader)
+    data = conv.convert(node, ())
+    if conv.diagnostics:
+        raise SpecError(conv.diagnostics)
+    if not isinstance(data, dict):
+        kind = "a list" if isinstance(data, list) else f"a {type(data).__name__}"
+        raise SpecError(
+            [
+                Diagnostic(
+                    file=path,
+                    line=node.start_mark.line + 1,
+                    col=node.start_mark.column + 1,
+                    rule="not-a-mapping",
+                    message=f"a spec must be a mapping of keys (apiVersion, kind, nodes, ...), not {kind}",
+                )
+            ]
+        )
+    src.data = data
+    return src
+
+
+class _Converter:
+    def __init__(self, src: Source, loader: yaml.SafeLoader) -> None:
+        self.src = src
+        self.loader = loader
+        self.count = 0
+        self.diagnostics: list[Diagnostic] = []
+
+    def _mark(self, node: yaml.Node) -> Pos:
+        style = getattr(node, "style", None)
+        return Pos(node.start_mark.line + 1, node.start_mark.column + 1, style, node.end_mark.line + 1)
+
+    def convert(self, node: yaml.Node, path: PathKey) -> Any:
+        self.count += 1
+        if self.count > MAX_NODES:
+            if not self.diagnostics or self.diagnostics[-1].rule != "spec-too-large":
+                self.diagnostics.append(
+                    Diagnostic(
+                        file=self.src.path,
+                        line=node.start_mark.line + 1,
+                        col=node.start_mark.column + 1,
+                        rule="spec-too-large",
+                        message=f"spec expands to more than {MAX_NODES} YAML nodes (aliases?)",
+                    )
+                )
+            return None
+        self.src.values.setdefault(path, self._mark(node))
+        if isinstance(node, yaml.MappingNode):
+            self.loader.flatten_mapping(node)
+            out: dict[str, Any] = {}
+            for knode, vnode in node.value:
+                if not isinstance(knode, yaml.ScalarNode):
+                    self._err(knode, "invalid-key", "mapping keys must be plain strings")
+                    continue
+                key = self.loader.construct_object(knode)
+                if not isinstance(key, str):
+                    key = str(knode.value)
+                kpath = (*path, key)
+                if key in out:
+                    prev = self.src.keys[kpath]
+                    self._err(
+                        knode,
+                        "duplicate-key",
+                        f"key {key!r} is duplicated; previously defined at "
+                        f"line:{prev.line},col:{prev.col}",
+                        hint="remove one of them; YAML would silently keep the last",
+                    )
+                    continue
+                self.src.keys[kpath] = self._mark(knode)
+                out[key] = self.convert(vnode, kpath)
+            return out
+        if isinstance(node, yaml.SequenceNode):
+            return [self.convert(item, (*path, i)) for i, item in enumerate(node.value)]
+        try:
+            return self.loader.construct_object(node)
+        except yaml.YAMLError as e:
+            self._err(node, "yaml-syntax", str(getattr(e, "problem", e)))
+            return None
+
+    def _err(self, node: yaml.Node, rule: str, message: str, hint: str | None = None) -> None:
+        self.diagnostics.append(
+            Diagnostic(
+                file=self.src.path,
+                line=node.start_mark.line + 1,
+                col=node.start_mark.column + 1,
+                rule=rule,
+                message=message,
+                hint=hint,
+            )
+        )

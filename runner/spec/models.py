@@ -1,0 +1,311 @@
+"""The typed form of a spec: pydantic models with extra="forbid"; the JSON Schema is generated from them."""
+
+from __future__ import annotations
+
+import re
+from typing import Annotated, Any, Literal
+
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Discriminator,
+    Field,
+    Tag,
+    WithJsonSchema,
+)
+
+NODE_KINDS: tuple[str, ...] = ("llm", "tool", "gate", "switch", "map")
+
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?\s*$")
+_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, None: 1.0}
+
+
+def parse_duration(value: Any) -> float:
+    """Seconds from 30, 2.5, "30s", "250ms", "5m", "24h" or "1d"."""
+    if isinstance(value, bool):
+        raise ValueError("a duration is a number of seconds or a string like '30s', '5m', '24h'")
+    if isinstance(value, int | float):
+        if value <= 0:
+            raise ValueError("a duration must be positive")
+        return float(value)
+    if isinstance(value, str):
+        m = _DURATION.match(value)
+        if m:
+            seconds = float(m.group(1)) * _UNITS[m.group(2)]
+            if seconds <= 0:
+                raise ValueError("a duration must be positive")
+            return seconds
+    raise ValueError(
+        f"invalid duration {value!r}; use a number of seconds or '250ms', '30s', '5m', '24h'"
+    )
+
+
+Duration = Annotated[
+    float,
+    BeforeValidator(parse_duration),
+    WithJsonSchema(
+        {
+            "anyOf": [
+                {"type": "number", "exclusiveMinimum": 0},
+                {"type": "string", "pattern": r"^\s*\d+(\.\d+)?\s*(ms|s|m|h|d)?\s*$"},
+            ],
+            "description": "seconds, or a string like '250ms', '30s', '5m', '24h'",
+        }
+    ),
+]
+JsonSchema = dict[str, Any]
+
+
+def _listify(v: Any) -> Any:
+    return [v] if isinstance(v, str) else v
+
+
+NodeList = Annotated[
+    list[str],
+    BeforeValidator(_listify),
+    WithJsonSchema(
+        {
+            "anyOf": [{"type": "string"}, {"type": "array", "items": {"type": "string"}}],
+            "description": "a node id or a list of node ids",
+        }
+    ),
+]
+Identifier = Annotated[str, Field(pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")]
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+
+class Metadata(_Model):
+    name: Annotated[str, Field(pattern=r"^[a-z0-9]([a-z0-9._-]*[a-z0-9])?$", max_length=100)]
+    owner: str | None = None
+    description: str | None = None
+    version: str | None = None
+    labels: dict[str, str] = Field(default_factory=dict)
+
+
+class ModelConfig(_Model):
+    """A model route: a litellm model id, its parameters and ordered fallbacks."""
+
+    model: Annotated[
+        str, Field(min_length=1, description="litellm model id, e.g. openai/gpt-4o-mini")
+    ]
+    temperature: Annotated[float, Field(ge=0, le=2)] | None = None
+    max_tokens: Annotated[int, Field(gt=0, le=1_000_000)] | None = None
+    fallbacks: list[str] = Field(
+        default_factory=list, description="model ids tried in order on provider errors"
+    )
+    timeout: Duration | None = None
+    params: dict[str, Any] = Field(
+        default_factory=dict, description="extra litellm arguments (api_base, top_p...)"
+    )
+
+
+ModelRoute = Annotated[str, Field(min_length=1)] | ModelConfig
+
+
+class Retry(_Model):
+    """How a node is retried after an error; data, not code."""
+
+    max_attempts: Annotated[int, Field(ge=1, le=20)] = 1
+    backoff: Duration = 0.5
+    multiplier: Annotated[float, Field(ge=1, le=10)] = 2.0
+    max_backoff: Duration = 30.0
+    on: list[Literal["error", "timeout", "provider_error"]] = Field(
+        default_factory=lambda: ["error", "timeout", "provider_error"],
+        description="which failures are retried",
+    )
+
+
+class ToolContract(_Model):
+    """What a tool may do: its implementation, schemas, effect and limits."""
+
+    impl: Annotated[
+        str, Field(pattern=r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$", description="module:function")
+    ]
+    description: str | None = None
+    effect: Literal["read", "write"] = "read"
+    args: JsonSchema | None = Field(
+        default=None,
+        description="JSON Schema of the arguments; derived from type hints when absent",
+    )
+    result: JsonSchema | None = Field(default=None, description="JSON Schema of the result")
+    timeout: Duration | None = None
+    retry: Retry | None = None
+    idempotency_key: str | None = Field(
+        default=None, description="CEL binding over args giving a stable key"
+    )
+    idempotent: bool = False
+    compensate: Annotated[str, Field(pattern=r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$")] | None = None
+
+
+class Budget(_Model):
+    """Hard ceilings for one run; a call that could pass one is not made."""
+
+    max_usd: Annotated[float, Field(ge=0)] | None = None
+    max_tokens: Annotated[int, Field(ge=0)] | None = None
+    max_llm_calls: Annotated[int, Field(ge=0)] | None = None
+    max_tool_calls: Annotated[int, Field(ge=0)] | None = None
+    max_seconds: Duration | None = None
+
+
+class _NodeBase(_Model):
+    description: str | None = None
+    needs: NodeList = Field(default_factory=list)
+    when: str | None = Field(
+        default=None, description="CEL condition; the node is skipped when false"
+    )
+    join: Literal["all", "any"] = Field(
+        default="all",
+        description="all: skipped when any dependency was skipped; any: runs when at least one ran",
+    )
+    retry: Retry | None = None
+    timeout: Duration | None = None
+
+
+class LLMNode(_NodeBase):
+    llm: Annotated[str, Field(min_length=1, description="model alias from `models`")]
+    prompt: str | None = Field(default=None, description="Jinja2 template")
+    prompt_file: str | None = Field(
+        default=None, description="Jinja2 template file next to the spec"
+    )
+    system: str | None = None
+    output: JsonSchema | None = Field(
+        default=None, description="JSON Schema of the structured output"
+    )
+    max_tokens: Annotated[int, Field(gt=0, le=1_000_000)] | None = None
+    temperature: Annotated[float, Field(ge=0, le=2)] | None = None
+    max_attempts: Annotated[int, Field(ge=1, le=10)] = Field(
+        default=3,
+        description="asks in all when the answer does not match `output` (re-asks with the errors)",
+    )
+
+
+class ToolNode(_NodeBase):
+    tool: Annotated[str, Field(min_length=1)]
+    args: dict[str, Any] = Field(default_factory=dict)
+
+
+class GateCheck(_Model):
+    check: Annotated[str, Field(min_length=1, description="CEL condition that must hold")]
+    message: str
+
+
+class GateNode(_NodeBase):
+    gate: Annotated[list[GateCheck], Field(min_length=1)]
+    on_fail: Literal["halt", "escalate"] = "halt"
+
+
+class SwitchCase(_Model):
+    when: Annotated[str, Field(min_length=1)]
+    then: NodeList
+
+
+class Switch(_Model):
+    cases: Annotated[list[SwitchCase], Field(min_length=1)]
+    default: NodeList = Field(default_factory=list)
+
+
+class SwitchNode(_NodeBase):
+    switch: Switch
+
+
+def _inner_kind(v: Any) -> str | None:
+    if isinstance(v, dict):
+        kinds = [k for k in ("llm", "tool") if k in v]
+        return kinds[0] if len(kinds) == 1 else None
+    return "llm" if isinstance(v, LLMNode) else "tool" if isinstance(v, ToolNode) else None
+
+
+InnerNode = Annotated[
+    Annotated[LLMNode, Tag("llm")] | Annotated[ToolNode, Tag("tool")],
+    Discriminator(
+        _inner_kind,
+        custom_error_type="node-kind",
+        custom_error_message="a map's node must have exactly one of: llm, tool",
+    ),
+]
+
+
+class MapSpec(_Model):
+    over: Annotated[str, Field(min_length=1, description="binding to a list")]
+    as_: Identifier = Field(default="item", alias="as")
+    max_items: Annotated[int, Field(ge=1, le=100_000)] = 100
+    max_concurrency: Annotated[int, Field(ge=1, le=1000)] = 4
+    node: InnerNode
+
+
+class MapNode(_NodeBase):
+    map: MapSpec
+
+
+def _node_kind(v: Any) -> str | None:
+    if isinstance(v, dict):
+        kinds = [k for k in NODE_KINDS if k in v]
+        return kinds[0] if len(kinds) == 1 else None
+    for kind, cls in _KIND_CLASSES.items():
+        if isinstance(v, cls):
+            return kind
+    return None
+
+
+Node = Annotated[
+    Annotated[LLMNode, Tag("llm")]
+    | Annotated[ToolNode, Tag("tool")]
+    | Annotated[GateNode, Tag("gate")]
+    | Annotated[SwitchNode, Tag("switch")]
+    | Annotated[MapNode, Tag("map")],
+    Discriminator(
+        _node_kind,
+        custom_error_type="node-kind",
+        custom_error_message="a node must have exactly one of: llm, tool, gate, switch, map",
+    ),
+]
+
+_KIND_CLASSES: dict[str, type[_NodeBase]] = {
+    "llm": LLMNode,
+    "tool": ToolNode,
+    "gate": GateNode,
+    "switch": SwitchNode,
+    "map": MapNode,
+}
+
+NodeId = Annotated[str, Field(pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")]
+
+
+class Spec(_Model):
+    """A flowrun workflow (apiVersion flowrun/v1)."""
+
+    model_config = ConfigDict(
+        extra="forbid",
+        frozen=True,
+        populate_by_name=True,
+        title="flowrun workflow spec (flowrun/v1)",
+    )
+
+    api_version: Literal["flowrun/v1"] = Field(alias="apiVersion")
+    kind: Literal["Workflow"]
+    metadata: Metadata
+    inputs: JsonSchema = Field(
+        default_factory=lambda: {"type": "object"}, description="JSON Schema of the task input"
+    )
+    outputs: dict[str, Any] = Field(default_factory=dict, description="name → binding")
+    models: dict[Identifier, ModelRoute] = Field(default_factory=dict)
+    profiles: dict[Identifier, dict[Identifier, ModelRoute]] = Field(
+        default_factory=dict, description="named alias maps chosen with --profile"
+    )
+    tools: dict[Identifier, ToolContract] = Field(default_factory=dict)
+    budget: Budget = Field(default_factory=Budget)
+    nodes: Annotated[dict[NodeId, Node], Field(min_length=1)]
+
+
+def node_kind(node: object) -> str:
+    for kind, cls in _KIND_CLASSES.items():
+        if type(node) is cls:
+            return kind
+    raise TypeError(f"not a node: {node!r}")
+
+
+AnyNode = LLMNode | ToolNode | GateNode | SwitchNode | MapNode
