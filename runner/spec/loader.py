@@ -52,16 +52,17 @@ class Source:
         if p is None:
             q = self.pos(path)
             return q.line, q.col
+        value = _get(self.data, path)
+        text = value if isinstance(value, str) else ""
+        # an error "at the end" points just past the last character, not at a trailing newline
+        offset = max(0, min(offset, len(text.rstrip())))
         if p.style in ("|", ">"):
-            value = _get(self.data, path)
-            text = value if isinstance(value, str) else ""
             before = text[:offset]
             line = p.line + 1 + before.count("\n")
             indent = _block_indent(self.text, p.line)
             col = indent + 1 + (len(before) - (before.rfind("\n") + 1))
             return line, col
-        quote = 1 if p.style in ("'", '"') else 0
-        return p.line, p.col + quote + offset
+        return _flow_pos(self.text, p, offset)
 
     def diag(
         self,
@@ -99,6 +100,47 @@ def _get(data: Any, path: PathKey) -> Any:
     return data
 
 
+def _flow_pos(text: str, p: Pos, offset: int) -> tuple[int, int]:
+    """Walk a plain or quoted scalar's source to the offset-th character of its value.
+
+    Escapes (`\\"`, `''`) take more source characters than value characters, and a scalar
+    folded over several lines turns each line break (with the indentation after it) into one
+    space, so the column is not simply start + offset.
+    """
+    lines = text.split("\n")
+    line, i = p.line - 1, p.col - 1
+    if line >= len(lines):
+        return p.line, p.col + offset
+    quote = p.style if p.style in ("'", '"') else None
+    if quote:
+        i += 1
+    logical = 0
+    while logical < offset and line < len(lines):
+        src = lines[line]
+        if i >= len(src) or not src[i:].strip():
+            # a line break: the value has one space (or a newline per blank line) here
+            line += 1
+            blank = 0
+            while line < len(lines) and not lines[line].strip():
+                line += 1
+                blank += 1
+            if line >= len(lines):
+                break
+            nxt = lines[line]
+            i = len(nxt) - len(nxt.lstrip(" \t"))
+            logical += blank or 1
+            continue
+        ch = src[i]
+        if quote == '"' and ch == "\\" and i + 1 < len(src):
+            i += {"x": 4, "u": 6, "U": 10}.get(src[i + 1], 2)
+        elif quote == "'" and ch == "'" and src[i + 1 : i + 2] == "'":
+            i += 2
+        else:
+            i += 1
+        logical += 1
+    return line + 1, i + 1
+
+
 def _block_indent(text: str, header_line: int) -> int:
     lines = text.splitlines()
     if header_line < len(lines):
@@ -107,7 +149,11 @@ def _block_indent(text: str, header_line: int) -> int:
     return 0
 
 
-class _Loader(yaml.SafeLoader):
+# libyaml's C parser is ~8x faster than the pure-Python one and keeps the same marks
+_Base: type[yaml.SafeLoader] = getattr(yaml, "CSafeLoader", yaml.SafeLoader)  # type: ignore[assignment]
+
+
+class _Loader(_Base):  # type: ignore[valid-type,misc]
     pass
 
 
