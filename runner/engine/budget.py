@@ -38,9 +38,13 @@ class BudgetLedger:
 
     def reserve_llm(self, *, usd: float, tokens: int, model: str) -> Reservation:
         c = self.caps
-        if c.max_llm_calls is not None and self.llm_calls + self.reserved.llm_calls + 1 > c.max_llm_calls:
+        if (
+            c.max_llm_calls is not None
+            and self.llm_calls + self.reserved.llm_calls + 1 > c.max_llm_calls
+        ):
             raise BudgetExceeded(
-                "max_llm_calls", f"max_llm_calls {c.max_llm_calls} reached; the call to {model} was not made"
+                "max_llm_calls",
+                f"max_llm_calls {c.max_llm_calls} reached; the call to {model} was not made",
             )
         if c.max_usd is not None and self.spent_usd + self.reserved.usd + usd > c.max_usd + 1e-12:
             left = max(c.max_usd - self.spent_usd - self.reserved.usd, 0.0)
@@ -49,7 +53,10 @@ class BudgetLedger:
                 f"a call to {model} could cost up to ${usd:.6f} but only ${left:.6f} of "
                 f"max_usd ${c.max_usd:g} is left; the call was not made",
             )
-        if c.max_tokens is not None and self.spent_tokens + self.reserved.tokens + tokens > c.max_tokens:
+        if (
+            c.max_tokens is not None
+            and self.spent_tokens + self.reserved.tokens + tokens > c.max_tokens
+        ):
             left = max(c.max_tokens - self.spent_tokens - self.reserved.tokens, 0)
             raise BudgetExceeded(
                 "max_tokens",
@@ -79,7 +86,8 @@ class BudgetLedger:
         c = self.caps
         if c.max_tool_calls is not None and self.tool_calls + 1 > c.max_tool_calls:
             raise BudgetExceeded(
-                "max_tool_calls", f"max_tool_calls {c.max_tool_calls} reached; {tool} was not called"
+                "max_tool_calls",
+                f"max_tool_calls {c.max_tool_calls} reached; {tool} was not called",
             )
         self.tool_calls += 1
 

@@ -25,7 +25,7 @@ def _reserve_usd(model: str, prompt_tokens: int, max_tokens: int) -> float:
 
 
 async def call_llm(ctx: NodeContext, step: LLMStep, messages: list[dict[str, str]]) -> Any:
-    """One model call with the route's fallbacks in order; the budget is reserved before each try."""
+    """One model call, trying the route's fallbacks in order; budget reserved before each try."""
     from runner.models.client import LLMRequest, ProviderError, complete, count_prompt_tokens
 
     run = ctx.run
@@ -37,11 +37,23 @@ async def call_llm(ctx: NodeContext, step: LLMStep, messages: list[dict[str, str
         if run.responses is not None:
             recorded = run.responses.get(ctx.node_id, ctx.index, n)
             if recorded is None:
-                where = f"node {ctx.node_id!r}" + (f" item {ctx.index}" if ctx.index is not None else "")
+                where = f"node {ctx.node_id!r}" + (
+                    f" item {ctx.index}" if ctx.index is not None else ""
+                )
                 raise NodeFailure(
                     f"the responses file has no entry for {where} attempt {n}", kind="config"
                 )
         prompt_tokens = count_prompt_tokens(model, messages)
+        if recorded is not None and recorded.usage is not None:
+            if recorded.usage.completion_tokens > step.max_tokens:
+                raise NodeFailure(
+                    f"responses line {recorded.line}: completion_tokens "
+                    f"{recorded.usage.completion_tokens} exceed the node's max_tokens "
+                    f"{step.max_tokens}, which no provider would return",
+                    kind="config",
+                )
+            # a recording knows the exact prompt size: reserve what the call will really cost
+            prompt_tokens = max(prompt_tokens, recorded.usage.prompt_tokens)
         reservation = run.budget.reserve_llm(
             usd=_reserve_usd(model, prompt_tokens, step.max_tokens),
             tokens=prompt_tokens + step.max_tokens,
@@ -76,7 +88,9 @@ async def call_llm(ctx: NodeContext, step: LLMStep, messages: list[dict[str, str
         ctx.usage.cost_usd += resp.cost_usd
         ctx.model = model
         return resp
-    raise NodeFailure("every model of the route failed: " + "; ".join(errors), kind="provider_error")
+    raise NodeFailure(
+        "every model of the route failed: " + "; ".join(errors), kind="provider_error"
+    )
 
 
 async def call_tool(ctx: NodeContext, step: ToolStep, args: Any, *, idempotency_key: str) -> Any:
@@ -102,7 +116,9 @@ async def call_tool(ctx: NodeContext, step: ToolStep, args: Any, *, idempotency_
     except (BudgetExceeded, NodeFailure, asyncio.CancelledError):
         raise
     except Exception as e:
-        raise NodeFailure(f"tool {step.name!r} raised {type(e).__name__}: {e}", kind="error") from None
+        raise NodeFailure(
+            f"tool {step.name!r} raised {type(e).__name__}: {e}", kind="error"
+        ) from None
     try:
         result = json.loads(json.dumps(result))
     except (TypeError, ValueError) as e:

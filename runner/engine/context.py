@@ -1,4 +1,4 @@
-"""What a node runner sees: the run's state, its own place in it, and the one door to models and tools."""
+"""What a node runner sees: the run's state, its own place in it, its inputs."""
 
 from __future__ import annotations
 
@@ -21,7 +21,9 @@ class NodeFailure(Exception):
     def __init__(self, message: str, *, kind: str = "error") -> None:
         super().__init__(message)
         self.message = message
-        self.kind = kind  # error | timeout | provider_error | invalid_output | invalid_args | config
+        self.kind = (
+            kind  # error | timeout | provider_error | invalid_output | invalid_args | config
+        )
 
 
 @dataclass
@@ -59,7 +61,7 @@ class NodeContext:
         return self.node.id
 
     def activation(self) -> dict[str, Any]:
-        """The names expressions and templates of this node can read: inputs, needed nodes, locals."""
+        """Names this node's expressions and templates can read: inputs, needed nodes, locals."""
         views = self.run.views
         act: dict[str, Any] = {
             "inputs": self.run.inputs,

@@ -13,7 +13,9 @@ if TYPE_CHECKING:
 class Hooks:
     """Base hook set; every method is optional and keyword-only, with room for future arguments."""
 
-    async def run_started(self, *, run_id: str, plan: Plan, inputs: dict[str, Any], **future: Any) -> None:
+    async def run_started(
+        self, *, run_id: str, plan: Plan, inputs: dict[str, Any], **future: Any
+    ) -> None:
         return None
 
     async def node_started(self, *, run_id: str, node_id: str, **future: Any) -> None:

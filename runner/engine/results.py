@@ -8,7 +8,9 @@ from typing import Any, Literal
 NodeStatus = Literal[
     "succeeded", "failed", "skipped", "escalated", "budget_exceeded", "denied", "waiting", "killed"
 ]
-RunStatus = Literal["succeeded", "failed", "escalated", "budget_exceeded", "denied", "waiting", "killed"]
+RunStatus = Literal[
+    "succeeded", "failed", "escalated", "budget_exceeded", "denied", "waiting", "killed"
+]
 
 # Node statuses that stop the whole run, and the run outcome each one gives.
 STOPPING: dict[str, RunStatus] = {

@@ -1,4 +1,4 @@
-"""The local engine: a ready-set scheduler on one asyncio loop (a node starts when its needs are done)."""
+"""The local engine: a ready-set scheduler on one asyncio loop; a node starts once its needs end."""
 
 from __future__ import annotations
 
@@ -34,7 +34,9 @@ def new_run_id() -> str:
 def check_inputs(plan: Plan, inputs: Any, source: str = "input") -> dict[str, Any]:
     """Validate task input against the spec's `inputs` schema, naming every failing field."""
     if not isinstance(inputs, dict):
-        raise UsageError(f"{source}: the task input must be a JSON object, not {type(inputs).__name__}")
+        raise UsageError(
+            f"{source}: the task input must be a JSON object, not {type(inputs).__name__}"
+        )
     problems = schemas.validation_errors(plan.inputs_schema, inputs)
     if problems:
         raise UsageError(
@@ -47,7 +49,9 @@ def check_inputs(plan: Plan, inputs: Any, source: str = "input") -> dict[str, An
 def check_responses(plan: Plan, responses: RecordedResponses, source: str) -> None:
     """A responses file may only name LLM nodes of this spec (a map's items by index)."""
     llm_nodes = {
-        n.id for n in plan.nodes.values() if n.llm is not None or (n.map is not None and n.map.inner.llm)
+        n.id
+        for n in plan.nodes.values()
+        if n.llm is not None or (n.map is not None and n.map.inner.llm)
     }
     for name in sorted(responses.nodes()):
         if name not in llm_nodes:
@@ -55,13 +59,17 @@ def check_responses(plan: Plan, responses: RecordedResponses, source: str) -> No
             import difflib
 
             near = difflib.get_close_matches(name, sorted(llm_nodes), n=1)
-            hint = f"did you mean {near[0]!r}?" if near else f"LLM nodes: {', '.join(sorted(llm_nodes)) or '(none)'}"
+            hint = (
+                f"did you mean {near[0]!r}?"
+                if near
+                else f"LLM nodes: {', '.join(sorted(llm_nodes)) or '(none)'}"
+            )
             what = "is not defined in" if name not in plan.nodes else "is not an LLM node of"
             raise UsageError(f"{source}:{line}: node {name!r} {what} {plan.loaded.path}", hint=hint)
 
 
 async def execute_node(ctx: NodeContext) -> NodeResult:
-    """Run one node (or map item) with its timeout and retry policy; never raises for node errors."""
+    """Run one node (or map item) under its timeout and retry policy; node errors never raise."""
     node = ctx.node
     policy = node.retry
     started = time.time()
@@ -95,9 +103,7 @@ async def execute_node(ctx: NodeContext) -> NodeResult:
         await asyncio.sleep(delay)
     detail = dict(ctx.detail)
     items = detail.pop("items", None)
-    attempts = detail.get("asks", 1) if node.kind == "llm" else attempt
-    if node.kind == "llm" and attempt > 1:
-        attempts = ctx.usage.llm_calls or attempt
+    attempts = detail.get("asks", attempt) if node.kind == "llm" else attempt
     return NodeResult(
         node_id=node.id,
         kind=node.kind,
@@ -233,15 +239,15 @@ def _severity(status: str) -> int:
 async def _schedule(state: RunState, stop: list[NodeResult]) -> None:
     """Start every node whose needs are done; stop starting new ones after a stopping outcome."""
     plan = state.plan
-    waiting = {nid: sum(1 for d in plan.nodes[nid].deps if d not in state.results) for nid in plan.order}
-    done_q: asyncio.Queue[NodeResult] = asyncio.Queue()
-    running: dict[str, asyncio.Task[None]] = {}
+    waiting = {
+        nid: sum(1 for d in plan.nodes[nid].deps if d not in state.results) for nid in plan.order
+    }
+    running: dict[str, asyncio.Task[NodeResult]] = {}
     remaining = {nid for nid in plan.order if nid not in state.results}
 
-    async def run_one(node: PlanNode) -> None:
+    async def run_one(node: PlanNode) -> NodeResult:
         await state.hooks.node_started(run_id=state.run_id, node_id=node.id)
-        res = await execute_node(NodeContext(run=state, node=node))
-        await done_q.put(res)
+        return await execute_node(NodeContext(run=state, node=node))
 
     def finish(res: NodeResult) -> list[str]:
         state.results[res.node_id] = res
@@ -270,9 +276,13 @@ async def _schedule(state: RunState, stop: list[NodeResult]) -> None:
                     if not truthy(node.when.evaluate(act)):
                         reason = "its `when` is false"
                 except ExprError as e:
-                    res = NodeResult(node_id=nid, kind=node.kind, status="failed", error=f"when: {e.message}")
+                    res = NodeResult(
+                        node_id=nid, kind=node.kind, status="failed", error=f"when: {e.message}"
+                    )
             if res is None and reason is not None:
-                res = NodeResult(node_id=nid, kind=node.kind, status="skipped", detail={"reason": reason})
+                res = NodeResult(
+                    node_id=nid, kind=node.kind, status="skipped", detail={"reason": reason}
+                )
             if res is not None:
                 await state.hooks.node_finished(run_id=state.run_id, result=res)
                 todo.extend(reversed(finish(res)))
@@ -282,11 +292,13 @@ async def _schedule(state: RunState, stop: list[NodeResult]) -> None:
     try:
         await consider([nid for nid in plan.order if nid in remaining and waiting[nid] == 0])
         while running:
-            res = await done_q.get()
-            task = running.pop(res.node_id)
-            await task
-            await state.hooks.node_finished(run_id=state.run_id, result=res)
-            await consider(finish(res))
+            # wait on the tasks themselves: an exception in one (a hook, an engine bug) surfaces
+            # here instead of leaving the loop waiting for a result that never comes
+            await asyncio.wait(running.values(), return_when=asyncio.FIRST_COMPLETED)
+            for nid in [n for n in plan.order if n in running and running[n].done()]:
+                res = running.pop(nid).result()
+                await state.hooks.node_finished(run_id=state.run_id, result=res)
+                await consider(finish(res))
     finally:
         for task in running.values():
             task.cancel()

@@ -105,7 +105,27 @@ class CompiledExpr:
                 message = f"function {name!r} failed: {type(failure).__name__}: {failure}"
                 raise CelEvalError(message, _find_name(self.source, name)) from failure
             message, offset = _eval_message(exc, self.source)
+            null = _null_output(self.source, ctx)
+            if null is not None:
+                message = f"{null} is null (the node did not produce an output): {message}"
             raise CelEvalError(message, offset) from None
+
+
+def _null_output(source: str, activation: Mapping[str, object]) -> str | None:
+    """Name the `nodes.<id>.output` whose field was read while it is null (a skipped node)."""
+    from runner.expr.refs import cel_refs
+
+    nodes = activation.get("nodes")
+    if not isinstance(nodes, dict):
+        return None
+    for ref in cel_refs(source):
+        if ref.root != "nodes" or len(ref.path) < 3 or ref.path[1] != "output":
+            continue
+        view = nodes.get(ref.path[0])
+        if isinstance(view, dict) and view.get("output") is None:
+            status = view.get("status")
+            return f"nodes.{ref.path[0]}.output" + (f" ({status})" if status else "")
+    return None
 
 
 def compile_cel(source: str) -> CompiledExpr:

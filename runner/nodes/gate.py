@@ -27,7 +27,9 @@ async def run(ctx: NodeContext) -> Any:
         try:
             ok = truthy(expr.evaluate(act))
         except ExprError as e:
-            raise NodeFailure(f"check {expr.source.strip()!r}: {e.message}", kind="config") from None
+            raise NodeFailure(
+                f"check {expr.source.strip()!r}: {e.message}", kind="config"
+            ) from None
         if not ok:
             failed.append(message)
     output = {"passed": not failed, "failed": failed}

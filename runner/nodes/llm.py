@@ -46,9 +46,10 @@ async def run(ctx: NodeContext, step: LLMStep | None = None) -> Any:
     assert step is not None
     messages = build_messages(ctx, step)
     problems: list[str] = []
-    for ask in range(1, step.max_attempts + 1):
+    for _ in range(step.max_attempts):
+        # asks add up over the node's retries, so `attempts` counts every question put to a model
+        ctx.detail["asks"] = ctx.detail.get("asks", 0) + 1
         resp = await call_llm(ctx, step, messages)
-        ctx.detail["asks"] = ask
         if step.output_schema is None:
             return resp.content
         try:

@@ -1,4 +1,4 @@
-"""map: run an llm or tool node once per list item, at most `max_concurrency` at a time, in order."""
+"""map: run an llm or tool node per list item, at most `max_concurrency` at once, in order."""
 
 from __future__ import annotations
 
@@ -45,7 +45,9 @@ async def run(ctx: NodeContext, run_item: RunItem) -> Any:
             for i, item in enumerate(items):
                 tg.create_task(one(i, item))
     except* _ItemStopped as group:
-        first = min((e for e in group.exceptions if isinstance(e, _ItemStopped)), key=lambda e: e.index)
+        first = min(
+            (e for e in group.exceptions if isinstance(e, _ItemStopped)), key=lambda e: e.index
+        )
         ctx.detail["items"] = [r for r in results if r is not None]
         raise first.as_failure() from None
     done = [r for r in results if r is not None]

@@ -1,4 +1,4 @@
-"""switch: pick the first case whose condition holds (else the default); other branches are skipped."""
+"""switch: pick the first case whose condition holds (else the default); skip other branches."""
 
 from __future__ import annotations
 
@@ -16,7 +16,9 @@ async def run(ctx: NodeContext) -> Any:
         try:
             hit = truthy(expr.evaluate(act))
         except ExprError as e:
-            raise NodeFailure(f"case {i} {expr.source.strip()!r}: {e.message}", kind="config") from None
+            raise NodeFailure(
+                f"case {i} {expr.source.strip()!r}: {e.message}", kind="config"
+            ) from None
         if hit:
             return {"branch": i, "chosen": list(targets)}
     return {"branch": "default", "chosen": list(sw.default)}

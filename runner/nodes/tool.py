@@ -11,12 +11,14 @@ from runner.plan.model import ToolStep
 
 
 def idempotency_key(ctx: NodeContext, step: ToolStep, args: dict[str, Any]) -> str:
-    """The tool's key expression over its args, else run id + node id (+ map index): stable on retry."""
+    """The tool's key expression over its args, else run id:node id(:map index); stable on retry."""
     if step.idempotency_key is not None:
         try:
             value = step.idempotency_key.evaluate({"args": args, "inputs": ctx.run.inputs})
         except ExprError as e:
-            raise NodeFailure(f"idempotency_key of tool {step.name!r}: {e.message}", kind="config") from None
+            raise NodeFailure(
+                f"idempotency_key of tool {step.name!r}: {e.message}", kind="config"
+            ) from None
         return value if isinstance(value, str) else str(value)
     key = f"{ctx.run.run_id}:{ctx.node_id}"
     return key if ctx.index is None else f"{key}:{ctx.index}"

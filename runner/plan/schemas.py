@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from functools import lru_cache
 from typing import Any
 
 import jsonschema
@@ -29,35 +28,52 @@ NODE_ATTRS = ("output", "status", "error")
 
 def schema_problem(schema: Any) -> str | None:
     """Why a JSON Schema is invalid, or None."""
+    found = schema_problem_at(schema)
+    return None if found is None else found[0]
+
+
+def schema_problem_at(schema: Any) -> tuple[str, tuple[str | int, ...]] | None:
+    """Why a JSON Schema is invalid and where inside it (a path of keys), or None."""
     if not isinstance(schema, dict | bool):
-        return "a JSON Schema must be a mapping"
+        return "a JSON Schema must be a mapping", ()
     try:
         jsonschema.validators.validator_for(schema).check_schema(schema)
     except SchemaError as e:
-        where = "/".join(str(p) for p in e.absolute_path)
-        return f"{e.message}" + (f" (at {where})" if where else "")
+        where = tuple(e.absolute_path)
+        shown = "/".join(str(p) for p in where)
+        message = e.message
+        if where and where[-1] == "type":
+            message = f"{e.instance!r} is not a JSON Schema type"
+        return message + (f" (at {shown})" if shown else ""), where
     return None
 
 
-@lru_cache(maxsize=4096)
-def _validator_cached(key: str) -> Any:
-    import json
+JSON_TYPES = ("array", "boolean", "integer", "null", "number", "object", "string")
 
-    schema = json.loads(key)
-    cls = jsonschema.validators.validator_for(schema)
-    return cls(schema, format_checker=cls.FORMAT_CHECKER)
+
+_VALIDATORS: dict[int, tuple[Any, Any]] = {}
 
 
 def validator(schema: dict[str, Any]) -> Any:
-    import json
-
-    return _validator_cached(json.dumps(schema, sort_keys=True))
+    """A compiled validator per schema object (plans keep their schemas alive, so ids are stable)."""
+    hit = _VALIDATORS.get(id(schema))
+    if hit is not None and hit[0] is schema:
+        return hit[1]
+    cls = jsonschema.validators.validator_for(schema)
+    v = cls(schema, format_checker=cls.FORMAT_CHECKER)
+    if len(_VALIDATORS) > 10_000:
+        _VALIDATORS.clear()
+    _VALIDATORS[id(schema)] = (schema, v)
+    return v
 
 
 def validation_errors(schema: dict[str, Any], value: Any, limit: int = 8) -> list[str]:
-    """Readable validation errors, each naming the field path."""
+    """Readable validation errors, each naming the field path; [] when the value is valid."""
+    v = validator(schema)
+    if v.is_valid(value):
+        return []
     out: list[str] = []
-    for err in sorted(validator(schema).iter_errors(value), key=lambda e: list(map(str, e.path))):
+    for err in sorted(v.iter_errors(value), key=lambda e: list(map(str, e.path))):
         where = ".".join(str(p) for p in err.absolute_path) or "(root)"
         out.append(f"{where}: {err.message}")
         if len(out) >= limit:
