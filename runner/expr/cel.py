@@ -7,10 +7,43 @@ import re
 import threading
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-
-import cel as _cel
+from typing import Any
 
 from runner.expr.refs import cel_refs
+
+
+def _load_extension() -> Any:
+    """The compiled `cel.cel` module alone: the package's __init__ also imports its REPL
+    (typer, prompt_toolkit, rich), which costs a quarter second on every `flowrun` start."""
+    import importlib.machinery
+    import importlib.util
+    import sys
+
+    if "cel" in sys.modules:
+        return sys.modules["cel"]
+    try:
+        spec = importlib.util.find_spec("cel")
+        folder = list(spec.submodule_search_locations or []) if spec else []
+        for suffix in importlib.machinery.EXTENSION_SUFFIXES:
+            for base in folder:
+                path = f"{base}/cel{suffix}"
+                ext = importlib.util.spec_from_file_location("cel.cel", path)
+                if ext is None or ext.loader is None:
+                    continue
+                try:
+                    module = importlib.util.module_from_spec(ext)
+                    ext.loader.exec_module(module)
+                except (ImportError, OSError):
+                    continue
+                return module
+    except (ImportError, ValueError):
+        pass
+    import cel
+
+    return cel
+
+
+_cel = _load_extension()
 
 __all__ = [
     "CelEvalError",
