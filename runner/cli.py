@@ -1,8 +1,7 @@
-"""The `flowrun` command: validate, execute, schema. Shells get exit codes; library callers get exceptions."""
+"""The `flowrun` command (validate, execute, schema): shells get exit codes, callers exceptions."""
 
 from __future__ import annotations
 
-import asyncio
 import json
 import os
 import sys
@@ -51,13 +50,15 @@ class _Group(click.Group):
 @click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="flowrun")
 def cli() -> None:
-    """Run LLM-agent workflows written as YAML graphs, inside an envelope enforced outside the model."""
+    """Run LLM-agent workflows written as YAML graphs, in an envelope enforced outside the model."""
 
 
 @cli.command()
 @click.argument("spec", type=click.Path(dir_okay=False))
 @click.option("--profile", help="check this profile's routes only (default: every profile)")
-@click.option("--output", "fmt", type=click.Choice(["text", "json"]), default="text", show_default=True)
+@click.option(
+    "--output", "fmt", type=click.Choice(["text", "json"]), default="text", show_default=True
+)
 def validate(spec: str, profile: str | None, fmt: str) -> None:
     """Check a spec without spending a token: exit 0 with a summary, or 2 with every problem."""
     from runner.summary import summarize
@@ -74,6 +75,19 @@ def validate(spec: str, profile: str | None, fmt: str) -> None:
             click.echo(w.render(), err=True)
 
 
+def _tighten_max_usd(plan: Any, max_usd: float) -> Any:
+    """Lower the USD cap for this run only: a flag may narrow the envelope, never widen it."""
+    from runner.store.runtime import tighten_budget
+
+    cap = plan.budget.max_usd
+    if cap is not None and max_usd > cap:
+        click.echo(
+            f"note: --max-usd {max_usd:g} is above the spec's max_usd {cap:g}; keeping {cap:g}",
+            err=True,
+        )
+    return tighten_budget(plan, max_usd=max_usd)
+
+
 def _read_input(input_path: str | None, input_json: str | None) -> Any:
     if input_path and input_json:
         raise UsageError("give --input or --input-json, not both")
@@ -81,7 +95,9 @@ def _read_input(input_path: str | None, input_json: str | None) -> Any:
         try:
             return json.loads(input_json)
         except json.JSONDecodeError as e:
-            raise UsageError(f"--input-json: not JSON: {e.msg} at line {e.lineno} column {e.colno}") from None
+            raise UsageError(
+                f"--input-json: not JSON: {e.msg} at line {e.lineno} column {e.colno}"
+            ) from None
     if input_path is None:
         return {}
     p = Path(input_path)
@@ -101,8 +117,24 @@ def _read_input(input_path: str | None, input_json: str | None) -> Any:
 @click.option("--input-json", metavar="JSON", help="task input given inline")
 @click.option("--responses", metavar="FILE", help="serve LLM calls from recorded responses (JSONL)")
 @click.option("--profile", help="model routes to use (a name under `profiles`)")
-@click.option("--output", "fmt", type=click.Choice(["text", "json"]), default="text", show_default=True)
+@click.option(
+    "--output", "fmt", type=click.Choice(["text", "json"]), default="text", show_default=True
+)
 @click.option("--run-id", help="id for this run (default: generated)")
+@click.option(
+    "--max-usd",
+    type=click.FloatRange(min=0),
+    metavar="USD",
+    help="tighten the spec's budget.max_usd for this run (never loosens it)",
+)
+@click.option("--tenant", help="tenant the run acts for (recorded; filters `flowrun runs`)")
+@click.option("--actor", help="who started the run (recorded)")
+@click.option(
+    "--store",
+    "store_opt",
+    metavar="PATH",
+    help="run store (default: $FLOWRUN_STORE or .flowrun/flowrun.db)",
+)
 def execute(
     spec: str,
     input_path: str | None,
@@ -111,26 +143,57 @@ def execute(
     profile: str | None,
     fmt: str,
     run_id: str | None,
+    max_usd: float | None,
+    tenant: str | None,
+    actor: str | None,
+    store_opt: str | None,
 ) -> None:
-    """Run a workflow to an outcome; the exit code tells which (see README)."""
-    from runner.engine.run import check_inputs, check_responses, execute as run_plan
+    """Run a workflow to an outcome; the exit code tells which (see README).
+
+    Exit codes: 0 succeeded, 1 failed, 2 invalid input (nothing run), 3 escalated,
+    4 budget_exceeded, 5 denied, 6 waiting, 7 killed, 70 internal error.
+    """
+    import asyncio
+
+    from runner.engine.run import check_inputs, check_responses, new_run_id
     from runner.models.responses import RecordedResponses
+    from runner.store import Store, store_path
+    from runner.store.runtime import create_run, run_durably
 
     plan = _load_plan(spec, profile)
+    if max_usd is not None:
+        plan = _tighten_max_usd(plan, max_usd)
     inputs = check_inputs(plan, _read_input(input_path, input_json), input_path or "--input-json")
     recorded = None
     if responses is not None:
         recorded = RecordedResponses.load(Path(responses))
         check_responses(plan, recorded, responses)
-    if any(n.llm is not None or (n.map is not None and n.map.inner.llm) for n in plan.nodes.values()):
+    if any(
+        n.llm is not None or (n.map is not None and n.map.inner.llm) for n in plan.nodes.values()
+    ):
         from runner.models.client import ensure_litellm
 
         ensure_litellm()  # import once up front (seconds), so node timings show the nodes
     from runner.progress import progress_hooks
 
+    # everything above only reads: a bad spec, input or file changes nothing
+    store = Store(store_path(store_opt))
+    run_id = run_id or new_run_id()
+    create_run(
+        store,
+        plan,
+        inputs,
+        run_id=run_id,
+        responses_path=responses,
+        tenant=tenant,
+        actor=actor,
+        options={"max_usd": max_usd} if max_usd is not None else None,
+    )
     hooks, live = progress_hooks(plan, enabled=fmt == "text" and sys.stderr.isatty())
     try:
-        result = asyncio.run(run_plan(plan, inputs, responses=recorded, run_id=run_id, hooks=hooks))
+        result = asyncio.run(
+            run_durably(store, plan, inputs, run_id=run_id, responses=recorded, hooks=hooks)
+        )
     finally:
         if live is not None:
             live.stop()
@@ -144,7 +207,9 @@ def execute(
 
 
 @cli.command()
-@click.option("--check", "check_file", metavar="FILE", help="exit 1 if FILE differs from the generated schema")
+@click.option(
+    "--check", "check_file", metavar="FILE", help="exit 1 if FILE differs from the generated schema"
+)
 def schema(check_file: str | None) -> None:
     """Print the JSON Schema of the spec language (flowrun/v1)."""
     from runner.spec.schema import schema_text
@@ -154,17 +219,34 @@ def schema(check_file: str | None) -> None:
         p = Path(check_file)
         current = p.read_text(encoding="utf-8") if p.is_file() else ""
         if current != text:
-            click.echo(f"{check_file} is stale; regenerate it with: flowrun schema > {check_file}", err=True)
+            click.echo(
+                f"{check_file} is stale; regenerate it with: flowrun schema > {check_file}",
+                err=True,
+            )
             sys.exit(ExitCode.FAILED)
         click.echo(f"{check_file} is up to date")
         return
     click.echo(text, nl=False)
 
 
+def _register_commands() -> None:
+    from runner.ops_cli import OPS_COMMANDS
+    from runner.review_cli import diff, graph
+
+    cli.add_command(graph)
+    cli.add_command(diff)
+    for command in OPS_COMMANDS:
+        cli.add_command(command)
+
+
+_register_commands()
+
+
 def main() -> None:
-    """Console entry point: every flowrun error becomes a message and its exit code, never a traceback."""
+    """Console entry point: every error becomes a message and an exit code, never a traceback."""
     try:
-        cli.main(standalone_mode=False)
+        # standalone_mode=False returns ctx.exit()'s code instead of exiting: pass it on
+        rc = cli.main(standalone_mode=False)
     except FlowrunError as e:
         _fail(e)
     except click.exceptions.Exit as e:
@@ -183,10 +265,12 @@ def main() -> None:
             raise
         click.echo(
             f"internal error: {type(e).__name__}: {e}\n"
-            "  hint: this is a bug in flowrun; rerun with FLOWRUN_DEBUG=1 for the traceback and report it",
+            "  hint: this is a bug in flowrun; rerun with FLOWRUN_DEBUG=1 for the traceback "
+            "and report it",
             err=True,
         )
         sys.exit(ExitCode.INTERNAL)
+    sys.exit(rc if isinstance(rc, int) else ExitCode.SUCCEEDED)
 
 
 if __name__ == "__main__":

@@ -36,7 +36,8 @@ class Diagnostic:
     def render(self) -> str:
         text = f"{self.file}:{self.line}:{self.col}: {self.rule}: {self.message}"
         if self.severity != "error":
-            text = f"{self.file}:{self.line}:{self.col}: {self.severity}: {self.rule}: {self.message}"
+            where = f"{self.file}:{self.line}:{self.col}"
+            text = f"{where}: {self.severity}: {self.rule}: {self.message}"
         if self.hint:
             text += f"\n  hint: {self.hint}"
         return text

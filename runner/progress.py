@@ -21,6 +21,9 @@ _MARK = {
 }
 
 
+_PLAIN = {"succeeded": "✓", "failed": "✗", "skipped": "–", "escalated": "↑", "waiting": "…"}
+
+
 class _Live(Hooks):
     def __init__(self, plan: Plan) -> None:
         from rich.console import Console
@@ -29,7 +32,8 @@ class _Live(Hooks):
         self.plan = plan
         self.state: dict[str, str] = {n: "pending" for n in plan.order}
         self.started: dict[str, float] = {}
-        self.live = Live(self._table(), console=Console(stderr=True), refresh_per_second=8, transient=True)
+        console = Console(stderr=True)
+        self.live = Live(self._table(), console=console, refresh_per_second=8, transient=True)
         self.live.start()
 
     def _table(self) -> Any:
@@ -69,7 +73,7 @@ def render_result(plan: Plan, result: RunResult) -> str:
         if r is None:
             rows.append(f"  ·  {nid:<16} not started")
             continue
-        mark = {"succeeded": "✓", "failed": "✗", "skipped": "–", "escalated": "↑"}.get(r.status, "!")
+        mark = _PLAIN.get(r.status, "!")
         bits = [f"{r.duration_s * 1000:.0f} ms"]
         if r.model:
             bits.append(r.model)

@@ -1,4 +1,4 @@
-"""The one-screen summary `flowrun validate` prints: shape, routes per profile, tools, budget, cost."""
+"""The one-screen summary of `flowrun validate`: shape, routes, tools, budget, worst-case cost."""
 
 from __future__ import annotations
 

@@ -11,7 +11,8 @@ import json
 from typing import Any
 
 from runner.engine.budget import BudgetExceeded
-from runner.engine.context import NodeContext, NodeFailure
+from runner.engine.context import NodeContext, NodeFailure, NodeStop
+from runner.engine.crash import crash_point
 from runner.models.pricing import price_of
 from runner.plan import schemas
 from runner.plan.model import LLMStep, ToolStep
@@ -94,7 +95,11 @@ async def call_llm(ctx: NodeContext, step: LLMStep, messages: list[dict[str, str
 
 
 async def call_tool(ctx: NodeContext, step: ToolStep, args: Any, *, idempotency_key: str) -> Any:
-    """Check the arguments against the contract, count the call, invoke, check the result."""
+    """Check the contract, consult the idempotency ledger, invoke, record the result.
+
+    The ledger makes a completed effect happen once: its result is replayed on retry or resume.
+    A write whose outcome is unknown (intent recorded, no result) escalates unless `idempotent`.
+    """
     if not isinstance(args, dict):
         raise NodeFailure(f"tool {step.name!r} arguments must be a mapping", kind="invalid_args")
     problems = schemas.validation_errors(step.args_schema, args)
@@ -103,26 +108,63 @@ async def call_tool(ctx: NodeContext, step: ToolStep, args: Any, *, idempotency_
             f"tool {step.name!r} arguments do not match its schema: " + "; ".join(problems),
             kind="invalid_args",
         )
-    ctx.run.budget.reserve_tool(step.name)
+    run, svc = ctx.run, ctx.run.services
+    write = step.contract.effect == "write"
+    ledger_key = f"{step.name}/{idempotency_key}"
+    if write and not svc.writes_enabled():
+        svc.event(run.run_id, "write_refused", ctx.node_id, tool=step.name, key=idempotency_key)
+        raise NodeStop(
+            "denied",
+            f"writes are switched off for every run; {step.name!r} was not called "
+            "(`flowrun writes on` turns them back on)",
+        )
+    row = svc.ledger_get(ledger_key)
+    if row is not None and row["status"] == "done":
+        ctx.detail["ledger"] = "replayed"
+        svc.event(run.run_id, "ledger_replayed", ctx.node_id, tool=step.name, key=idempotency_key)
+        return row["result"]
+    if row is not None and row["status"] == "intent" and write and not step.contract.idempotent:
+        raise NodeStop(
+            "escalated",
+            f"the outcome of {step.name!r} with idempotency key {idempotency_key!r} is unknown "
+            "(the call started but its result was never recorded); check the target system, "
+            "then undo or finish by hand",
+            output={"idempotency_key": idempotency_key, "tool": step.name},
+        )
+    run.budget.reserve_tool(step.name)
     ctx.usage.tool_calls += 1
     kwargs = dict(args)
     if step.accepts_idempotency_key:
         kwargs["idempotency_key"] = idempotency_key
+    svc.ledger_intent(
+        ledger_key,
+        run_id=run.run_id,
+        node_id=ctx.node_id,
+        tool=step.name,
+        effect=step.contract.effect,
+        args=args,
+        compensate=step.contract.compensate,
+        spec_dir=str(run.plan.loaded.directory),
+    )
+    crash_point(f"before-effect:{ctx.node_id}")
     try:
         if step.is_async:
             result = await step.fn(**kwargs)
         else:
             result = await asyncio.to_thread(step.fn, **kwargs)
-    except (BudgetExceeded, NodeFailure, asyncio.CancelledError):
-        raise
+    except (BudgetExceeded, NodeFailure, NodeStop, asyncio.CancelledError):
+        raise  # a cancelled call (timeout, kill) leaves the intent: its outcome is unknown
     except Exception as e:
-        raise NodeFailure(
-            f"tool {step.name!r} raised {type(e).__name__}: {e}", kind="error"
-        ) from None
+        message = f"tool {step.name!r} raised {type(e).__name__}: {e}"
+        svc.ledger_failed(ledger_key, message)
+        raise NodeFailure(message, kind="error") from None
+    crash_point(f"after-effect:{ctx.node_id}")
     try:
         result = json.loads(json.dumps(result))
     except (TypeError, ValueError) as e:
+        svc.ledger_failed(ledger_key, f"result is not JSON: {e}")
         raise NodeFailure(f"tool {step.name!r} returned a value that is not JSON: {e}") from None
+    svc.ledger_done(ledger_key, result)
     if step.result_schema is not None:
         problems = schemas.validation_errors(step.result_schema, result)
         if problems:

@@ -11,6 +11,7 @@ from runner.engine.results import NodeResult, Usage
 
 if TYPE_CHECKING:
     from runner.engine.hooks import Hooks
+    from runner.engine.services import Services
     from runner.models.responses import RecordedResponses
     from runner.plan.model import Plan, PlanNode
 
@@ -21,9 +22,24 @@ class NodeFailure(Exception):
     def __init__(self, message: str, *, kind: str = "error") -> None:
         super().__init__(message)
         self.message = message
-        self.kind = (
-            kind  # error | timeout | provider_error | invalid_output | invalid_args | config
-        )
+        # error | timeout | provider_error | invalid_output | invalid_args | config | item
+        self.kind = kind
+
+
+class NodeStop(Exception):
+    """A node ends with a non-failure outcome that stops its branch: escalated, denied, waiting."""
+
+    def __init__(self, status: str, message: str, output: Any = None) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+        self.output = output
+
+
+def _memory() -> Services:
+    from runner.engine.services import MemoryServices
+
+    return MemoryServices()
 
 
 @dataclass
@@ -34,6 +50,7 @@ class RunState:
     budget: BudgetLedger
     responses: RecordedResponses | None
     hooks: Hooks
+    services: Services = field(default_factory=lambda: _memory())
     results: dict[str, NodeResult] = field(default_factory=dict)
     views: dict[str, dict[str, Any]] = field(default_factory=dict)
     calls: dict[tuple[str, int | None], int] = field(default_factory=dict)

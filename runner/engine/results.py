@@ -65,6 +65,26 @@ class NodeResult:
         """What expressions see as nodes.<id>."""
         return {"output": self.output, "status": self.status, "error": self.error}
 
+    @classmethod
+    def from_json(cls, d: dict[str, Any]) -> NodeResult:
+        """Rebuild a checkpointed result (the inverse of to_json)."""
+        usage = {k: v for k, v in (d.get("usage") or {}).items() if k != "tokens"}
+        items = d.get("items")
+        return cls(
+            node_id=d["node_id"],
+            kind=d["kind"],
+            status=d["status"],
+            output=d.get("output"),
+            error=d.get("error"),
+            attempts=d.get("attempts", 0),
+            model=d.get("model"),
+            usage=Usage(**usage),
+            started_at=d.get("started_at"),
+            duration_s=d.get("duration_s", 0.0),
+            detail=d.get("detail") or {},
+            items=[cls.from_json(i) for i in items] if items is not None else None,
+        )
+
     def to_json(self) -> dict[str, Any]:
         d = asdict(self)
         d["usage"]["tokens"] = self.usage.tokens

@@ -10,13 +10,15 @@ from collections.abc import Mapping
 from typing import Any
 
 from runner.engine.budget import BudgetExceeded, BudgetLedger
-from runner.engine.context import NodeContext, NodeFailure, RunState
+from runner.engine.context import NodeContext, NodeFailure, NodeStop, RunState
+from runner.engine.crash import crash_point
 from runner.engine.hooks import Hooks
 from runner.engine.results import STOPPING, NodeResult, RunResult, RunStatus, Usage
+from runner.engine.services import MemoryServices, Services
 from runner.errors import UsageError
 from runner.expr.cel import ExprError, truthy
 from runner.models.responses import RecordedResponses
-from runner.nodes import gate, llm, map, switch, tool
+from runner.nodes import approval, gate, llm, map, switch, tool
 from runner.plan import schemas
 from runner.plan.model import Plan, PlanNode
 
@@ -92,7 +94,7 @@ async def execute_node(ctx: NodeContext) -> NodeResult:
         except BudgetExceeded as e:
             status, error = "budget_exceeded", e.message
             break
-        except gate.GateStop as g:
+        except NodeStop as g:
             status, error, output = g.status, g.message, g.output
             break
         retryable = any(kind in RETRY_KINDS[k] for k in policy.on)
@@ -108,7 +110,7 @@ async def execute_node(ctx: NodeContext) -> NodeResult:
         node_id=node.id,
         kind=node.kind,
         status=status,  # type: ignore[arg-type]
-        output=output if status in ("succeeded", "escalated", "failed") else None,
+        output=output,
         error=error,
         attempts=attempts,
         model=ctx.model,
@@ -132,6 +134,8 @@ async def _dispatch(ctx: NodeContext) -> Any:
         return await switch.run(ctx)
     if kind == "map":
         return await map.run(ctx, execute_node)
+    if kind == "approval":
+        return await approval.run(ctx)
     raise NodeFailure(f"unknown node kind {kind!r}", kind="config")
 
 
@@ -160,6 +164,7 @@ async def execute(
     run_id: str | None = None,
     hooks: Hooks | None = None,
     completed: Mapping[str, NodeResult] | None = None,
+    services: Services | None = None,
 ) -> RunResult:
     """Run a plan to an outcome. `completed` holds checkpointed results that are not run again."""
     state = RunState(
@@ -169,6 +174,7 @@ async def execute(
         budget=BudgetLedger(plan.budget),
         responses=responses,
         hooks=hooks or Hooks(),
+        services=services or MemoryServices(),
     )
     started = time.time()
     t0 = time.perf_counter()
@@ -201,6 +207,11 @@ async def execute(
         first = min(stop, key=lambda r: _severity(r.status))
         status = STOPPING[first.status]
         reason = f"node {first.node_id!r}: {first.error}"
+    else:
+        parked = [r for r in state.results.values() if r.status == "waiting"]
+        if parked:
+            status = "waiting"
+            reason = "; ".join(f"node {r.node_id!r} waits for approval: {r.error}" for r in parked)
     outputs: dict[str, Any] = {}
     if status == "succeeded":
         act = {"inputs": inputs, "nodes": state.views}
@@ -253,6 +264,8 @@ async def _schedule(state: RunState, stop: list[NodeResult]) -> None:
         state.results[res.node_id] = res
         state.views[res.node_id] = res.view()
         remaining.discard(res.node_id)
+        if res.status == "waiting":
+            return []  # its dependants wait with it; independent branches go on
         if res.status in STOPPING:
             stop.append(res)
         ready = []
@@ -287,6 +300,14 @@ async def _schedule(state: RunState, stop: list[NodeResult]) -> None:
                 await state.hooks.node_finished(run_id=state.run_id, result=res)
                 todo.extend(reversed(finish(res)))
             elif not stop:
+                if state.services.kill_requested(state.run_id):
+                    stop.append(
+                        NodeResult(
+                            node_id=nid, kind=node.kind, status="killed", error="killed on request"
+                        )
+                    )
+                    continue
+                crash_point(f"before:{nid}")
                 running[nid] = asyncio.create_task(run_one(node), name=f"node:{nid}")
 
     try:
@@ -298,6 +319,7 @@ async def _schedule(state: RunState, stop: list[NodeResult]) -> None:
             for nid in [n for n in plan.order if n in running and running[n].done()]:
                 res = running.pop(nid).result()
                 await state.hooks.node_finished(run_id=state.run_id, result=res)
+                crash_point(f"after:{nid}")
                 await consider(finish(res))
     finally:
         for task in running.values():

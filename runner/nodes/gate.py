@@ -4,18 +4,12 @@ from __future__ import annotations
 
 from typing import Any
 
-from runner.engine.context import NodeContext, NodeFailure
+from runner.engine.context import NodeContext, NodeFailure, NodeStop
 from runner.expr.cel import ExprError, truthy
 
 
-class GateStop(Exception):
+class GateStop(NodeStop):
     """A gate whose checks failed: ends the node as `failed` (halt) or `escalated`."""
-
-    def __init__(self, status: str, message: str, output: dict[str, Any]) -> None:
-        super().__init__(message)
-        self.status = status
-        self.message = message
-        self.output = output
 
 
 async def run(ctx: NodeContext) -> Any:

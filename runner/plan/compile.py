@@ -1,10 +1,11 @@
-"""Spec → Plan: resolve every name, compile every expression, check every reference, build the graph."""
+"""Spec → Plan: resolve names, compile expressions, check references, build the graph."""
 
 from __future__ import annotations
 
 import difflib
 import inspect
 import json
+import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from dataclasses import replace as dc_replace
@@ -24,6 +25,7 @@ from runner.plan.cost import estimate_cost
 from runner.plan.model import (
     DEFAULT_MAX_TOKENS,
     NO_RETRY,
+    ApprovalStep,
     GateStep,
     LLMStep,
     MapStep,
@@ -44,6 +46,7 @@ from runner.plan.tools import (
 from runner.spec import LoadedSpec
 from runner.spec.loader import PathKey
 from runner.spec.models import (
+    ApprovalNode,
     GateNode,
     LLMNode,
     MapNode,
@@ -84,6 +87,17 @@ class Compiler:
 
     # -- reporting ---------------------------------------------------------------------------
     def error(self, path: PathKey, rule: str, message: str, **kw: Any) -> None:
+        file, text = kw.pop("file", None), kw.pop("text", None)
+        if file is not None and text is not None and kw.get("offset") is not None:
+            # a reference inside a prompt file: point into that file, not the spec
+            before = text[: kw["offset"]]
+            line, col = before.count("\n") + 1, len(before) - (before.rfind("\n") + 1) + 1
+            self.diags.append(
+                Diagnostic(
+                    file=file, line=line, col=col, rule=rule, message=message, hint=kw.get("hint")
+                )
+            )
+            return
         self.diags.append(self.src.diag(path, rule, message, **kw))
 
     def warn(self, path: PathKey, rule: str, message: str, **kw: Any) -> None:
@@ -122,17 +136,35 @@ class Compiler:
                     )
         if self.profile is not None and self.profile not in self.spec.profiles:
             options = sorted(self.spec.profiles)
-            self.diags.append(
-                Diagnostic(
-                    file=self.src.path,
-                    line=1,
-                    col=1,
-                    rule="unknown-profile",
-                    message=f"profile {self.profile!r} is not defined",
-                    hint=did_you_mean(self.profile, options)
-                    or (f"defined profiles: {', '.join(options)}" if options else "this spec defines no profiles"),
-                )
+            self.error(
+                ("profiles",),
+                "unknown-profile",
+                f"--profile {self.profile!r} is not defined in this spec",
+                hint=did_you_mean(self.profile, options)
+                or (
+                    f"defined profiles: {', '.join(options)}"
+                    if options
+                    else "this spec defines no profiles"
+                ),
+                key=True,
             )
+
+    def model_path(self, model: str) -> PathKey:
+        """Where a litellm model id is written (chosen profile first), for diagnostics."""
+        tables: list[tuple[PathKey, Mapping[str, Any]]] = []
+        if self.profile in self.spec.profiles:
+            tables.append((("profiles", self.profile), self.spec.profiles[self.profile]))
+        tables.append((("models",), self.spec.models))
+        for prefix, table in tables:
+            for alias, route in table.items():
+                if route == model:
+                    return (*prefix, alias)
+                if isinstance(route, ModelConfig):
+                    if route.model == model:
+                        return (*prefix, alias, "model")
+                    if model in route.fallbacks:
+                        return (*prefix, alias, "fallbacks", route.fallbacks.index(model))
+        return ("models",)
 
     # -- expressions -------------------------------------------------------------------------
     def cel(self, text: str, path: PathKey) -> CompiledExpr | None:
@@ -149,7 +181,9 @@ class Compiler:
             self.error((*path, *e.path), "cel-syntax", e.message, offset=e.offset)
             return None
 
-    def template(self, text: str, path: PathKey, *, file: str | None = None) -> PromptTemplate | None:
+    def template(
+        self, text: str, path: PathKey, *, file: str | None = None
+    ) -> PromptTemplate | None:
         try:
             return _template(text, file or "/".join(map(str, path)))
         except TemplateError as e:
@@ -169,7 +203,13 @@ class Compiler:
                 if p is not None and p.style in ("|", ">"):
                     line = p.line + max(e.line, 1)
                 self.diags.append(
-                    Diagnostic(file=self.src.path, line=line, col=col, rule="template-syntax", message=e.message)
+                    Diagnostic(
+                        file=self.src.path,
+                        line=line,
+                        col=col,
+                        rule="template-syntax",
+                        message=e.message,
+                    )
                 )
             return None
 
@@ -181,30 +221,38 @@ class Compiler:
         *,
         node_id: str | None,
         deps: set[str] | None,
-        in_template: bool = False,
+        template: str | None = None,
+        file: str | None = None,
         locals_schema: Mapping[str, Any] | None = None,
     ) -> None:
-        """Check names and fields of every reference; add referenced nodes to deps."""
+        """Check names and fields of every reference; add referenced nodes to deps.
+
+        `template` is the Jinja source the refs come from (they carry a line, not an offset);
+        `file` is where that source lives when it is not the spec (a prompt_file).
+        """
         for ref in refs:
-            offset = None if in_template else ref.offset
+            at: dict[str, Any] = {"offset": ref.offset}
+            if template is not None:
+                at = {"offset": _template_offset(template, ref), "file": file, "text": template}
             if ref.root not in roots:
                 self.error(
                     path,
                     "unknown-name",
                     f"unknown name {ref.root!r}",
-                    hint=did_you_mean(ref.root, roots) or f"known names here: {', '.join(sorted(roots))}",
-                    offset=offset,
+                    hint=did_you_mean(ref.root, roots)
+                    or f"known names here: {', '.join(sorted(roots))}",
+                    **at,
                 )
                 continue
             if ref.root == "inputs":
-                self._check_schema_path(self.spec.inputs, ref.path, "inputs", path, offset)
+                self._check_schema_path(self.spec.inputs, ref.path, "inputs", path, at)
             elif ref.root == "nodes":
                 if not ref.path or not isinstance(ref.path[0], str):
                     self.error(
                         path,
                         "dynamic-ref",
                         "nodes must be referenced by a literal id (nodes.<id>.output...)",
-                        offset=offset,
+                        **at,
                     )
                     continue
                 target = ref.path[0]
@@ -214,11 +262,13 @@ class Compiler:
                         "unknown-node",
                         f"node {target!r} is not defined",
                         hint=did_you_mean(target, self.node_ids),
-                        offset=offset,
+                        **at,
                     )
                     continue
                 if target == node_id:
-                    self.error(path, "self-reference", f"node {node_id!r} refers to its own result", offset=offset)
+                    self.error(
+                        path, "self-reference", f"node {node_id!r} refers to its own result", **at
+                    )
                     continue
                 if deps is not None:
                     deps.add(target)
@@ -232,18 +282,23 @@ class Compiler:
                         f"nodes.{target} has no attribute {attr!r}",
                         hint=did_you_mean(str(attr), schemas.NODE_ATTRS)
                         or "use nodes.<id>.output, nodes.<id>.status or nodes.<id>.error",
-                        offset=offset,
+                        **at,
                     )
                     continue
                 if attr == "output":
                     self._check_schema_path(
-                        self.output_schema(target), ref.path[2:], f"nodes.{target}.output", path, offset
+                        self.output_schema(target), ref.path[2:], f"nodes.{target}.output", path, at
                     )
             elif locals_schema is not None and ref.root in locals_schema:
-                self._check_schema_path(locals_schema[ref.root], ref.path, ref.root, path, offset)
+                self._check_schema_path(locals_schema[ref.root], ref.path, ref.root, path, at)
 
     def _check_schema_path(
-        self, schema: Any, fields: tuple[str | int, ...], label: str, path: PathKey, offset: int | None
+        self,
+        schema: Any,
+        fields: tuple[str | int, ...],
+        label: str,
+        path: PathKey,
+        at: dict[str, Any],
     ) -> None:
         if not fields:
             return
@@ -257,21 +312,38 @@ class Compiler:
         hint = did_you_mean(str(seg), names) if names else None
         if hint is None and names:
             hint = f"{prefix} has: {', '.join(names)}"
-        what = f"index {seg}" if isinstance(seg, int) and seg >= 0 else "items" if isinstance(seg, int) else f"field {seg!r}"
-        self.error(path, "unknown-field", f"{prefix} has no {what} in its schema", hint=hint, offset=offset)
+        what = (
+            f"index {seg}"
+            if isinstance(seg, int) and seg >= 0
+            else "items"
+            if isinstance(seg, int)
+            else f"field {seg!r}"
+        )
+        self.error(path, "unknown-field", f"{prefix} has no {what} in its schema", hint=hint, **at)
 
     # -- schemas -----------------------------------------------------------------------------
     def check_schema(self, schema: Any, path: PathKey, *, llm_output: bool = False) -> bool:
-        problem = schemas.schema_problem(schema)
-        if problem is not None:
-            self.error(path, "invalid-json-schema", problem)
+        found = schemas.schema_problem_at(schema)
+        if found is not None:
+            problem, where = found
+            hint = None
+            if where and where[-1] == "type":
+                hint = (
+                    "types are "
+                    + ", ".join(schemas.JSON_TYPES)
+                    + "; for a fixed set of values use `enum: [...]`"
+                )
+            self.error((*path, *where), "invalid-json-schema", problem, hint=hint, key=not where)
             return False
         if llm_output and isinstance(schema, dict) and schema.get("type") != "object":
             self.error(
-                path,
+                (*path, "type") if "type" in schema else path,
                 "invalid-json-schema",
-                "an LLM node's output schema must have `type: object` (structured output needs an object)",
-                hint="wrap the value: {type: object, properties: {answer: ...}, required: [answer]}",
+                "an LLM node's output schema must have `type: object`"
+                " (structured output needs an object)",
+                hint="wrap the value:"
+                " {type: object, properties: {answer: ...}, required: [answer]}",
+                key="type" not in schema,
             )
             return False
         return True
@@ -293,6 +365,8 @@ class Compiler:
             return schemas.SWITCH_OUTPUT
         if isinstance(node, MapNode):
             return {"type": "array", "items": self._output_schema(node.map.node, inner=True) or {}}
+        if isinstance(node, ApprovalNode):
+            return schemas.approval_output(node.approval.decision)
         return None
 
     # -- tools -------------------------------------------------------------------------------
@@ -310,7 +384,7 @@ class Compiler:
                 ("tools", name, "impl"),
                 "unknown-impl",
                 f"tool {name!r}: {e}",
-                hint="impl is module:function, importable from the spec's folder or the project root",
+                hint="impl is module:function, importable from the spec's folder or project root",
             )
         else:
             ok = True
@@ -326,7 +400,9 @@ class Compiler:
             try:
                 import_callable(contract.compensate, self.loaded.directory)
             except ImplError as e:
-                self.error(("tools", name, "compensate"), "unknown-impl", f"tool {name!r} compensate: {e}")
+                self.error(
+                    ("tools", name, "compensate"), "unknown-impl", f"tool {name!r} compensate: {e}"
+                )
         cache[name] = result
         return result
 
@@ -365,7 +441,14 @@ class Compiler:
         if node.when is not None:
             when = self.cel(node.when, (*path, "when"))
             if when is not None:
-                self.check_refs(expr_refs(node.when, when), (*path, "when"), roots, node_id=node_id, deps=deps, locals_schema=locals_schema)
+                self.check_refs(
+                    expr_refs(node.when, when),
+                    (*path, "when"),
+                    roots,
+                    node_id=node_id,
+                    deps=deps,
+                    locals_schema=locals_schema,
+                )
         common: dict[str, Any] = dict(
             id=node_id,
             kind=kind,
@@ -397,7 +480,14 @@ class Compiler:
                 if expr is None:
                     ok = False
                     continue
-                self.check_refs(expr_refs(c.check, expr), (*path, "gate", i, "check"), roots, node_id=node_id, deps=deps, locals_schema=locals_schema)
+                self.check_refs(
+                    expr_refs(c.check, expr),
+                    (*path, "gate", i, "check"),
+                    roots,
+                    node_id=node_id,
+                    deps=deps,
+                    locals_schema=locals_schema,
+                )
                 checks.append((expr, c.message))
             common["gate"] = GateStep(checks=tuple(checks), on_fail=node.on_fail)
             common["output_schema"] = schemas.GATE_OUTPUT
@@ -408,7 +498,14 @@ class Compiler:
                 if expr is None:
                     ok = False
                     continue
-                self.check_refs(expr_refs(case.when, expr), (*path, "switch", "cases", i, "when"), roots, node_id=node_id, deps=deps, locals_schema=locals_schema)
+                self.check_refs(
+                    expr_refs(case.when, expr),
+                    (*path, "switch", "cases", i, "when"),
+                    roots,
+                    node_id=node_id,
+                    deps=deps,
+                    locals_schema=locals_schema,
+                )
                 self._targets(node_id, case.then, (*path, "switch", "cases", i, "then"))
                 cases.append((expr, tuple(case.then)))
             self._targets(node_id, node.switch.default, (*path, "switch", "default"))
@@ -418,18 +515,86 @@ class Compiler:
             m = self._map(node_id, node, path, routes, roots, deps)
             ok = m is not None
             common["map"] = m
-            common["output_schema"] = {"type": "array", "items": (m.inner.output_schema if m else None) or {}}
+            common["output_schema"] = {
+                "type": "array",
+                "items": (m.inner.output_schema if m else None) or {},
+            }
+        elif isinstance(node, ApprovalNode):
+            a = self._approval(node_id, node, path, roots, locals_schema, deps)
+            ok = a is not None
+            common["approval"] = a
+            common["output_schema"] = schemas.approval_output(node.approval.decision)
         if not ok:
             return None
         return PlanNode(deps=(), switches=(), **common)
 
+    def _approval(
+        self,
+        node_id: str,
+        node: ApprovalNode,
+        path: PathKey,
+        roots: frozenset[str],
+        locals_schema: Mapping[str, Any] | None,
+        deps: set[str],
+    ) -> ApprovalStep | None:
+        spec = node.approval
+        ok = True
+        when = None
+        if spec.when is not None:
+            when = self.cel(spec.when, (*path, "approval", "when"))
+            if when is None:
+                ok = False
+            else:
+                self.check_refs(
+                    expr_refs(spec.when, when),
+                    (*path, "approval", "when"),
+                    roots,
+                    node_id=node_id,
+                    deps=deps,
+                    locals_schema=locals_schema,
+                )
+        summary = None
+        if spec.summary is not None:
+            summary = self.template(spec.summary, (*path, "approval", "summary"))
+            if summary is None:
+                ok = False
+            else:
+                self.check_refs(
+                    template_refs(spec.summary),
+                    (*path, "approval", "summary"),
+                    roots,
+                    node_id=node_id,
+                    deps=deps,
+                    in_template=True,
+                    locals_schema=locals_schema,
+                )
+        if spec.decision is not None and not self.check_schema(
+            spec.decision, (*path, "approval", "decision")
+        ):
+            ok = False
+        if not ok:
+            return None
+        return ApprovalStep(
+            when=when,
+            summary=summary,
+            assignees=tuple(spec.assignees),
+            timeout=spec.timeout,
+            on_timeout=spec.on_timeout,
+            decision_schema=spec.decision,
+        )
+
     def _targets(self, switch_id: str, targets: list[str], path: PathKey) -> None:
         for i, t in enumerate(targets):
             if t == switch_id:
-                self.error((*path, i), "self-reference", f"switch {switch_id!r} lists itself as a branch")
+                self.error(
+                    (*path, i), "self-reference", f"switch {switch_id!r} lists itself as a branch"
+                )
             elif t not in self.spec.nodes:
                 self.error(
-                    (*path, i), "unknown-node", f"node {t!r} is not defined", hint=did_you_mean(t, self.node_ids)
+                    (*path, i),
+                    "unknown-node",
+                    f"node {t!r} is not defined",
+                    hint=did_you_mean(t, self.node_ids),
                 )
 
     def _llm(
@@ -452,18 +617,30 @@ class Compiler:
                 hint=did_you_mean(node.llm, routes) or "define it under `models`",
             )
             ok = False
-        if node.output is not None and not self.check_schema(node.output, (*path, "output"), llm_output=True):
+        if node.output is not None and not self.check_schema(
+            node.output, (*path, "output"), llm_output=True
+        ):
             ok = False
         prompt: PromptTemplate | None = None
         if node.prompt is not None and node.prompt_file is not None:
-            self.error((*path, "prompt_file"), "invalid-value", "give either `prompt` or `prompt_file`, not both", key=True)
+            self.error(
+                (*path, "prompt_file"),
+                "invalid-value",
+                "give either `prompt` or `prompt_file`, not both",
+                key=True,
+            )
             ok = False
         elif node.prompt is not None:
             prompt = self.template(node.prompt, (*path, "prompt"))
             if prompt is not None:
                 self.check_refs(
-                    template_refs(node.prompt), (*path, "prompt"), roots, node_id=node_id, deps=deps,
-                    in_template=True, locals_schema=locals_schema,
+                    template_refs(node.prompt),
+                    (*path, "prompt"),
+                    roots,
+                    node_id=node_id,
+                    deps=deps,
+                    template=node.prompt,
+                    locals_schema=locals_schema,
                 )
         elif node.prompt_file is not None:
             file = (self.loaded.directory / node.prompt_file).resolve()
@@ -471,28 +648,50 @@ class Compiler:
                 text = file.read_text(encoding="utf-8")
             except (OSError, UnicodeDecodeError) as e:
                 reason = e.strerror if isinstance(e, OSError) else "not UTF-8"
-                self.error((*path, "prompt_file"), "file-not-found", f"cannot read prompt file {node.prompt_file!r}: {reason}")
+                self.error(
+                    (*path, "prompt_file"),
+                    "file-not-found",
+                    f"cannot read prompt file {node.prompt_file!r}: {reason}",
+                )
                 ok = False
             else:
                 shown = str(Path(self.src.path).parent / node.prompt_file)
                 prompt = self.template(text, (*path, "prompt_file"), file=shown)
                 if prompt is not None:
                     self.check_refs(
-                        template_refs(text), (*path, "prompt_file"), roots, node_id=node_id, deps=deps,
-                        in_template=True, locals_schema=locals_schema,
+                        template_refs(text),
+                        (*path, "prompt_file"),
+                        roots,
+                        node_id=node_id,
+                        deps=deps,
+                        template=text,
+                        file=shown,
+                        locals_schema=locals_schema,
                     )
         else:
-            self.error(path, "missing-key", f"LLM node {node_id!r} needs a `prompt` or `prompt_file`")
+            self.error(
+                path, "missing-key", f"LLM node {node_id!r} needs a `prompt` or `prompt_file`"
+            )
             ok = False
         system = None
         if node.system is not None:
             system = self.template(node.system, (*path, "system"))
             if system is not None:
                 self.check_refs(
-                    template_refs(node.system), (*path, "system"), roots, node_id=node_id, deps=deps,
-                    in_template=True, locals_schema=locals_schema,
+                    template_refs(node.system),
+                    (*path, "system"),
+                    roots,
+                    node_id=node_id,
+                    deps=deps,
+                    template=node.system,
+                    locals_schema=locals_schema,
                 )
-        if not ok or prompt is None or route is None or (node.system is not None and system is None):
+        if (
+            not ok
+            or prompt is None
+            or route is None
+            or (node.system is not None and system is None)
+        ):
             return None
         max_tokens = node.max_tokens or route.config.max_tokens or DEFAULT_MAX_TOKENS
         return LLMStep(
@@ -502,7 +701,9 @@ class Compiler:
             system=system,
             output_schema=node.output,
             max_tokens=max_tokens,
-            temperature=node.temperature if node.temperature is not None else route.config.temperature,
+            temperature=node.temperature
+            if node.temperature is not None
+            else route.config.temperature,
             max_attempts=node.max_attempts,
         )
 
@@ -520,20 +721,34 @@ class Compiler:
                 (*path, "tool"),
                 "unknown-tool",
                 f"tool {node.tool!r} is not defined",
-                hint=did_you_mean(node.tool, self.spec.tools) or "declare its contract under `tools`",
+                hint=did_you_mean(node.tool, self.spec.tools)
+                or "declare its contract under `tools`",
             )
             return None
         contract = self.spec.tools[node.tool]
         args = self.value(node.args, (*path, "args"))
         if args is not None:
             for site_path, ref in path_refs(args):
-                self.check_refs([ref], (*path, "args", *site_path), roots, node_id=node_id, deps=deps, locals_schema=locals_schema)
+                self.check_refs(
+                    [ref],
+                    (*path, "args", *site_path),
+                    roots,
+                    node_id=node_id,
+                    deps=deps,
+                    locals_schema=locals_schema,
+                )
         impl = self.tool_impl(node.tool)
         key = None
         if contract.idempotency_key is not None:
             key = self.value(contract.idempotency_key, ("tools", node.tool, "idempotency_key"))
             if key is not None:
-                self.check_refs([r for _, r in path_refs(key)], ("tools", node.tool, "idempotency_key"), frozenset({"args", "inputs"}), node_id=None, deps=None)
+                self.check_refs(
+                    [r for _, r in path_refs(key)],
+                    ("tools", node.tool, "idempotency_key"),
+                    frozenset({"args", "inputs"}),
+                    node_id=None,
+                    deps=None,
+                )
         if impl is None or args is None:
             return None
         fn, args_schema, result_schema = impl
@@ -559,12 +774,18 @@ class Compiler:
                         (*path, "args", name),
                         "unknown-arg",
                         f"tool {node.tool!r} takes no argument {name!r}",
-                        hint=did_you_mean(name, props) or f"arguments: {', '.join(sorted(props)) or '(none)'}",
+                        hint=did_you_mean(name, props)
+                        or f"arguments: {', '.join(sorted(props)) or '(none)'}",
                         key=True,
                     )
         for name in schema.get("required", []) or []:
             if name not in node.args:
-                self.error((*path, "args"), "missing-arg", f"tool {node.tool!r} needs argument {name!r}")
+                self.error(
+                    (*path, "args"),
+                    "missing-arg",
+                    f"tool {node.tool!r} needs argument {name!r}",
+                    key=True,
+                )
         if isinstance(props, dict):
             for name, value in node.args.items():
                 sub = props.get(name)
@@ -572,7 +793,11 @@ class Compiler:
                     continue
                 errs = schemas.validation_errors(sub, value, limit=1)
                 if errs:
-                    self.error((*path, "args", name), "invalid-arg", f"argument {name!r}: {errs[0].split(': ', 1)[-1]}")
+                    self.error(
+                        (*path, "args", name),
+                        "invalid-arg",
+                        f"argument {name!r}: {errs[0].split(': ', 1)[-1]}",
+                    )
 
     def _map(
         self,
@@ -588,7 +813,9 @@ class Compiler:
         item_schema: Any = {}
         if over is not None:
             for site_path, ref in path_refs(over):
-                self.check_refs([ref], (*path, "map", "over", *site_path), roots, node_id=node_id, deps=deps)
+                self.check_refs(
+                    [ref], (*path, "map", "over", *site_path), roots, node_id=node_id, deps=deps
+                )
             item_schema = self._check_map_over(over, spec.over, (*path, "map", "over"))
         inner_roots = roots | {spec.as_, "index"}
         locals_schema = {spec.as_: item_schema, "index": {"type": "integer"}}
@@ -604,7 +831,11 @@ class Compiler:
         if over is None or inner is None:
             return None
         return MapStep(
-            over=over, as_=spec.as_, max_items=spec.max_items, max_concurrency=spec.max_concurrency, inner=inner
+            over=over,
+            as_=spec.as_,
+            max_items=spec.max_items,
+            max_concurrency=spec.max_concurrency,
+            inner=inner,
         )
 
     def _check_map_over(self, over: CompiledValue, raw: str, path: PathKey) -> Any:
@@ -612,7 +843,13 @@ class Compiler:
         if over.is_static:
             value = over.evaluate({})
             if not isinstance(value, list):
-                self.error(path, "map-not-array", f"map over {type(value).__name__} {value!r}; `over` must be a list")
+                what = "a string" if isinstance(value, str) else f"a {type(value).__name__}"
+                self.error(
+                    path,
+                    "map-not-array",
+                    f"map over {what} ({value!r}); `over` must be a list or a binding to one",
+                    hint='e.g. over: "${{ nodes.search.output }}" or over: [a, b, c]',
+                )
             return {}
         refs = list(over.refs)
         whole = raw.strip().startswith("${{") and raw.strip().endswith("}}")
@@ -626,7 +863,12 @@ class Compiler:
             schema: Any = self.spec.inputs
             fields = ref.path
             label = "inputs"
-        elif ref.root == "nodes" and len(ref.path) >= 2 and ref.path[0] in self.spec.nodes and ref.path[1] == "output":
+        elif (
+            ref.root == "nodes"
+            and len(ref.path) >= 2
+            and ref.path[0] in self.spec.nodes
+            and ref.path[1] == "output"
+        ):
             schema = self.output_schema(str(ref.path[0]))
             fields = ref.path[2:]
             label = f"nodes.{ref.path[0]}.output"
@@ -640,7 +882,8 @@ class Compiler:
             self.error(
                 path,
                 "map-not-array",
-                f"map over {_ref_text(ref)}, whose schema type is {sub.get('type')!r}, not an array",
+                f"map over {_ref_text(ref)}, whose schema type is {sub.get('type')!r},"
+                " not an array",
                 hint=f"point `over` at a list inside {label}",
                 offset=site.offset,
             )
@@ -659,7 +902,13 @@ class Compiler:
         for node_id, node in spec.nodes.items():
             deps: set[str] = set()
             pn = self.compile_node(
-                node_id, node, ("nodes", node_id), routes, roots=NODE_ROOTS, locals_schema=None, deps=deps
+                node_id,
+                node,
+                ("nodes", node_id),
+                routes,
+                roots=NODE_ROOTS,
+                locals_schema=None,
+                deps=deps,
             )
             deps_of[node_id] = deps
             if pn is not None:
@@ -676,9 +925,11 @@ class Compiler:
             cv = self.value(binding, ("outputs", name))
             if cv is not None:
                 for site_path, ref in path_refs(cv):
-                    self.check_refs([ref], ("outputs", name, *site_path), NODE_ROOTS, node_id=None, deps=None)
+                    self.check_refs(
+                        [ref], ("outputs", name, *site_path), NODE_ROOTS, node_id=None, deps=None
+                    )
                 outputs[name] = cv
-        graph: nx.DiGraph = nx.DiGraph()  # type: ignore[type-arg]
+        graph: nx.DiGraph = nx.DiGraph()
         graph.add_nodes_from(self.node_ids)
         for node_id in self.node_ids:
             for d in sorted(deps_of.get(node_id, ()), key=lambda n: self.order_index.get(n, 0)):
@@ -694,18 +945,21 @@ class Compiler:
         for node_id in order:
             pn = nodes[node_id]
             deps_sorted = tuple(sorted(deps_of[node_id], key=lambda n: self.order_index[n]))
-            final[node_id] = _replace(pn, deps=deps_sorted, switches=tuple(switches_of.get(node_id, ())))
-        dependants = {n: tuple(sorted(graph.successors(n), key=lambda x: self.order_index[x])) for n in order}
+            final[node_id] = _replace(
+                pn, deps=deps_sorted, switches=tuple(switches_of.get(node_id, ()))
+            )
+        dependants = {
+            n: tuple(sorted(graph.successors(n), key=lambda x: self.order_index[x])) for n in order
+        }
         cost = estimate_cost(final)
         warnings = [d for d in self.diags if d.severity != "error"]
         for model in cost.unpriced_models:
             warnings.append(
-                Diagnostic(
-                    file=self.src.path,
-                    line=1,
-                    col=1,
-                    rule="no-price",
-                    message=f"litellm's price map has no price for {model!r}; its cost counts as $0",
+                self.src.diag(
+                    self.model_path(model),
+                    "no-price",
+                    f"litellm's price map has no price for {model!r}; its cost counts as $0",
+                    hint="check the model id, or use a `local/` model (free) if it runs here",
                     severity="warning",
                 )
             )
@@ -731,8 +985,33 @@ def expr_refs(raw: str, expr: CompiledExpr) -> list[Ref]:
     return [dc_replace(r, offset=base + r.offset) for r in cel_refs(expr.source)]
 
 
+_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+
+
+def _template_offset(template: str, ref: Ref) -> int:
+    """Offset of a template reference: its root name, inside `{{ }}`/`{% %}`, on its line."""
+    lines = template.split("\n")
+    if not 1 <= ref.line <= len(lines):
+        return 0
+    start = sum(len(x) + 1 for x in lines[: ref.line - 1])
+    text = lines[ref.line - 1]
+    for m in _NAME.finditer(text):
+        if m.group() != ref.root or text[: m.start()].endswith("."):
+            continue
+        first = ref.path[0] if ref.path else None
+        if isinstance(first, str) and not re.match(
+            rf"\s*\.\s*{re.escape(first)}\b", text[m.end() :]
+        ):
+            continue
+        opened = max(text.rfind("{{", 0, m.start()), text.rfind("{%", 0, m.start()))
+        closed = max(text.rfind("}}", 0, m.start()), text.rfind("%}", 0, m.start()))
+        if opened > closed:
+            return start + m.start()
+    return start
+
+
 def path_refs(cv: CompiledValue) -> Iterable[tuple[tuple[str | int, ...], Ref]]:
-    """Each reference of a compiled value with where it sits (path inside the value, offset in its string)."""
+    """Each reference of a compiled value, with its path inside the value."""
     for site in cv.sites:
         for ref in site.refs:
             yield site.path, ref

@@ -17,7 +17,7 @@ def _prompt_estimate(step: LLMStep) -> int:
 
 
 def llm_calls_bound(node: PlanNode) -> tuple[LLMStep | None, int]:
-    """The LLM step of a node and how many calls it can make at most (re-asks × retries × fan-out)."""
+    """A node's LLM step and its most calls (re-asks × retries × fan-out)."""
     step, fan = (node.llm, 1)
     retry = node.retry.max_attempts
     if node.map is not None:

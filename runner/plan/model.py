@@ -84,6 +84,16 @@ class MapStep:
 
 
 @dataclass(frozen=True, kw_only=True)
+class ApprovalStep:
+    when: CompiledExpr | None
+    summary: PromptTemplate | None
+    assignees: tuple[str, ...]
+    timeout: float | None
+    on_timeout: str
+    decision_schema: dict[str, Any] | None
+
+
+@dataclass(frozen=True, kw_only=True)
 class PlanNode:
     id: str
     kind: str  # llm | tool | gate | switch | map
@@ -99,6 +109,7 @@ class PlanNode:
     gate: GateStep | None = None
     switch: SwitchStep | None = None
     map: MapStep | None = None
+    approval: ApprovalStep | None = None
     output_schema: dict[str, Any] | None = None
 
 
@@ -119,7 +130,7 @@ class Plan:
     profile: str | None
     nodes: Mapping[str, PlanNode]
     order: tuple[str, ...]  # a topological order, ties broken by declaration order
-    graph: nx.DiGraph  # type: ignore[type-arg]
+    graph: nx.DiGraph
     outputs: Mapping[str, CompiledValue]
     routes: Mapping[str, Route]
     budget: Budget

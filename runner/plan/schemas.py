@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from functools import lru_cache
 from typing import Any
 
 import jsonschema
@@ -23,6 +24,23 @@ SWITCH_OUTPUT: dict[str, Any] = {
     },
     "additionalProperties": False,
 }
+
+
+def approval_output(decision: dict[str, Any] | None) -> dict[str, Any]:
+    """What an approval node yields; `decision` is typed by the node's decision schema."""
+    return {
+        "type": "object",
+        "properties": {
+            "approved": {"type": "boolean"},
+            "auto": {"type": "boolean"},
+            "by": {"type": ["string", "null"]},
+            "decision": decision if decision is not None else {},
+            "reason": {"type": ["string", "null"]},
+        },
+        "additionalProperties": False,
+    }
+
+
 NODE_ATTRS = ("output", "status", "error")
 
 
@@ -33,9 +51,32 @@ def schema_problem(schema: Any) -> str | None:
 
 
 def schema_problem_at(schema: Any) -> tuple[str, tuple[str | int, ...]] | None:
-    """Why a JSON Schema is invalid and where inside it (a path of keys), or None."""
+    """Why a JSON Schema is invalid and where inside it (a path of keys), or None.
+
+    Checking against the 2020-12 metaschema costs ~1.5 ms, and big specs repeat the same
+    output schemas, so results are cached by the schema's canonical JSON.
+    """
+    import json
+
+    try:
+        key = json.dumps(schema, sort_keys=True)
+    except (TypeError, ValueError):
+        return _schema_problem_at(schema)
+    return _schema_problem_cached(key)
+
+
+@lru_cache(maxsize=4096)
+def _schema_problem_cached(key: str) -> tuple[str, tuple[str | int, ...]] | None:
+    import json
+
+    return _schema_problem_at(json.loads(key))
+
+
+def _schema_problem_at(schema: Any) -> tuple[str, tuple[str | int, ...]] | None:
     if not isinstance(schema, dict | bool):
         return "a JSON Schema must be a mapping", ()
+    if isinstance(schema, bool):
+        return None  # `true` accepts anything, `false` nothing: both are valid schemas
     try:
         jsonschema.validators.validator_for(schema).check_schema(schema)
     except SchemaError as e:
@@ -55,7 +96,7 @@ _VALIDATORS: dict[int, tuple[Any, Any]] = {}
 
 
 def validator(schema: dict[str, Any]) -> Any:
-    """A compiled validator per schema object (plans keep their schemas alive, so ids are stable)."""
+    """A compiled validator per schema object (plans keep schemas alive, so ids are stable)."""
     hit = _VALIDATORS.get(id(schema))
     if hit is not None and hit[0] is schema:
         return hit[1]
@@ -91,7 +132,7 @@ def _types(schema: dict[str, Any]) -> set[str]:
 
 
 def walk(schema: Any, path: tuple[str | int, ...]) -> tuple[int | None, Any]:
-    """Follow path through schema: (index of the first segment the schema lacks, or None; the sub-schema)."""
+    """Follow path through schema: (first segment the schema lacks or None, the sub-schema)."""
     current = schema
     for i, seg in enumerate(path):
         if not isinstance(current, dict) or not current:

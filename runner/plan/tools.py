@@ -21,7 +21,7 @@ class ImplError(Exception):
 
 
 def search_roots(spec_dir: Path) -> list[Path]:
-    """Where `module:function` is looked up: the spec's folder, its ancestors up to the project root, the CWD."""
+    """Where `module:function` is looked up: spec folder, its ancestors to the root, the CWD."""
     roots = [spec_dir]
     for parent in spec_dir.parents:
         roots.append(parent)
@@ -78,7 +78,7 @@ def accepts_idempotency_key(fn: Callable[..., Any]) -> bool:
 
 
 def derive_args_schema(fn: Callable[..., Any]) -> dict[str, Any]:
-    """JSON Schema of a callable's keyword arguments, from its type hints (engine-provided params excluded)."""
+    """JSON Schema of a callable's keyword arguments from its hints (engine params excluded)."""
     sig = inspect.signature(fn)
     try:
         hints = typing.get_type_hints(fn)

@@ -1,4 +1,4 @@
-"""YAML → plain data with source positions; duplicate keys and YAML bombs are errors, not surprises."""
+"""YAML → plain data with source positions; duplicate keys and YAML bombs are errors."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ import yaml
 from runner.errors import Diagnostic, SpecError
 
 MAX_SPEC_BYTES = 4 * 1024 * 1024
+MAX_DEPTH = 200  # mappings and lists inside each other; deeper would overflow Python's stack
 MAX_NODES = 500_000  # YAML nodes after alias expansion; bounds "billion laughs" documents
 
 PathKey = tuple[str | int, ...]
@@ -150,7 +151,7 @@ def _block_indent(text: str, header_line: int) -> int:
 
 
 # libyaml's C parser is ~8x faster than the pure-Python one and keeps the same marks
-_Base: type[yaml.SafeLoader] = getattr(yaml, "CSafeLoader", yaml.SafeLoader)  # type: ignore[assignment]
+_Base: type[yaml.SafeLoader] = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 
 
 class _Loader(_Base):  # type: ignore[valid-type,misc]
@@ -163,7 +164,9 @@ def load_file(path: str | Path, *, display: str | None = None) -> Source:
     p = Path(path)
 
     def fail(rule: str, message: str, hint: str | None = None) -> SpecError:
-        return SpecError([Diagnostic(file=shown, line=1, col=1, rule=rule, message=message, hint=hint)])
+        return SpecError(
+            [Diagnostic(file=shown, line=1, col=1, rule=rule, message=message, hint=hint)]
+        )
 
     if not p.exists():
         raise fail("file-not-found", f"no such file {str(path)!r}")
@@ -176,7 +179,8 @@ def load_file(path: str | Path, *, display: str | None = None) -> Source:
     if size > MAX_SPEC_BYTES:
         raise fail(
             "spec-too-large",
-            f"spec is {size / 1024 / 1024:.1f} MiB; the limit is {MAX_SPEC_BYTES // 1024 // 1024} MiB",
+            f"spec is {size / 1024 / 1024:.1f} MiB;"
+            f" the limit is {MAX_SPEC_BYTES // 1024 // 1024} MiB",
             "split the workflow into smaller specs",
         )
     try:
@@ -205,7 +209,11 @@ def load_text(text: str, path: str = "<string>") -> Source:
         )
     if "\x00" in text:
         raise SpecError(
-            [Diagnostic(file=path, line=1, col=1, rule="yaml-syntax", message="spec contains NUL bytes")]
+            [
+                Diagnostic(
+                    file=path, line=1, col=1, rule="yaml-syntax", message="spec contains NUL bytes"
+                )
+            ]
         )
     loader = _Loader(text)
     try:
@@ -213,7 +221,13 @@ def load_text(text: str, path: str = "<string>") -> Source:
     except yaml.MarkedYAMLError as e:
         mark = e.problem_mark or e.context_mark
         line, col = (mark.line + 1, mark.column + 1) if mark else (1, 1)
-        msg = " ".join(x for x in (e.context, e.problem) if x) or "invalid YAML"
+        msg = e.problem or "invalid YAML"
+        if e.context:
+            opened = e.context_mark
+            where = ""
+            if opened is not None and (opened.line, opened.column) != (line - 1, col - 1):
+                where = f" (started at line:{opened.line + 1},col:{opened.column + 1})"
+            msg = f"{e.context}{where}: {msg}"
         raise SpecError(
             [Diagnostic(file=path, line=line, col=col, rule="yaml-syntax", message=msg)]
         ) from None
@@ -232,7 +246,34 @@ def load_text(text: str, path: str = "<string>") -> Source:
                     col=1,
                     rule="empty-spec",
                     message="spec is empty",
-                    hint="start from `flowrun init` or specs/support_refund.yaml",
+                    hint="start from specs/support_refund.yaml (apiVersion, kind, metadata, nodes)",
+                )
+            ]
+        )
+    try:
+        size = _expanded_size(node, {})
+    except _TooDeep as e:
+        raise SpecError(
+            [
+                Diagnostic(
+                    file=path,
+                    line=e.node.start_mark.line + 1,
+                    col=e.node.start_mark.column + 1,
+                    rule="spec-too-large",
+                    message=f"spec nests deeper than {MAX_DEPTH} levels",
+                )
+            ]
+        ) from None
+    if size > MAX_NODES:
+        raise SpecError(
+            [
+                Diagnostic(
+                    file=path,
+                    line=1,
+                    col=1,
+                    rule="spec-too-large",
+                    message=f"spec expands to more than {MAX_NODES} YAML nodes (aliases?)",
+                    hint="repeat fewer anchors (*alias) inside each other",
                 )
             ]
         )
@@ -250,12 +291,37 @@ def load_text(text: str, path: str = "<string>") -> Source:
                     line=node.start_mark.line + 1,
                     col=node.start_mark.column + 1,
                     rule="not-a-mapping",
-                    message=f"a spec must be a mapping of keys (apiVersion, kind, nodes, ...), not {kind}",
+                    message="a spec must be a mapping of keys (apiVersion, kind, nodes, ...),"
+                    f" not {kind}",
                 )
             ]
         )
     src.data = data
     return src
+
+
+class _TooDeep(Exception):
+    def __init__(self, node: yaml.Node) -> None:
+        self.node = node
+
+
+def _expanded_size(node: yaml.Node, memo: dict[int, int], depth: int = 0) -> int:
+    """YAML nodes after alias expansion, each distinct node visited once (a bomb costs µs)."""
+    if depth > MAX_DEPTH:
+        raise _TooDeep(node)
+    key = id(node)
+    if key in memo:
+        return memo[key]
+    memo[key] = 1  # a recursive alias counts once instead of looping
+    size = 1
+    if isinstance(node, yaml.MappingNode):
+        for k, v in node.value:
+            size += _expanded_size(k, memo, depth + 1) + _expanded_size(v, memo, depth + 1)
+    elif isinstance(node, yaml.SequenceNode):
+        for item in node.value:
+            size += _expanded_size(item, memo, depth + 1)
+    memo[key] = min(size, MAX_NODES + 1)
+    return memo[key]
 
 
 class _Converter:
@@ -267,7 +333,9 @@ class _Converter:
 
     def _mark(self, node: yaml.Node) -> Pos:
         style = getattr(node, "style", None)
-        return Pos(node.start_mark.line + 1, node.start_mark.column + 1, style, node.end_mark.line + 1)
+        return Pos(
+            node.start_mark.line + 1, node.start_mark.column + 1, style, node.end_mark.line + 1
+        )
 
     def convert(self, node: yaml.Node, path: PathKey) -> Any:
         self.count += 1

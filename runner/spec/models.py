@@ -1,4 +1,4 @@
-"""The typed form of a spec: pydantic models with extra="forbid"; the JSON Schema is generated from them."""
+"""The typed form of a spec: pydantic models, extra="forbid"; the JSON Schema comes from them."""
 
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ from pydantic import (
     WithJsonSchema,
 )
 
-NODE_KINDS: tuple[str, ...] = ("llm", "tool", "gate", "switch", "map")
+NODE_KINDS: tuple[str, ...] = ("llm", "tool", "gate", "switch", "map", "approval")
 
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?\s*$")
 _UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, None: 1.0}
@@ -106,6 +106,10 @@ class ModelConfig(_Model):
 ModelRoute = Annotated[str, Field(min_length=1)] | ModelConfig
 
 
+RetryOn = Literal["error", "timeout", "provider_error"]
+_RETRY_ON_ALL: tuple[RetryOn, ...] = ("error", "timeout", "provider_error")
+
+
 class Retry(_Model):
     """How a node is retried after an error; data, not code."""
 
@@ -113,8 +117,8 @@ class Retry(_Model):
     backoff: Duration = 0.5
     multiplier: Annotated[float, Field(ge=1, le=10)] = 2.0
     max_backoff: Duration = 30.0
-    on: list[Literal["error", "timeout", "provider_error"]] = Field(
-        default_factory=lambda: ["error", "timeout", "provider_error"],
+    on: list[RetryOn] = Field(
+        default_factory=lambda: list(_RETRY_ON_ALL),
         description="which failures are retried",
     )
 
@@ -241,6 +245,25 @@ class MapNode(_NodeBase):
     map: MapSpec
 
 
+class ApprovalSpec(_Model):
+    """A person decides; the run waits in the store (not in memory) until they do."""
+
+    when: str | None = Field(
+        default=None, description="CEL: ask only when true; otherwise approved automatically"
+    )
+    summary: str | None = Field(default=None, description="Jinja2 text shown in the inbox")
+    assignees: list[str] = Field(default_factory=list)
+    timeout: Duration | None = None
+    on_timeout: Literal["escalate", "reject"] = "escalate"
+    decision: JsonSchema | None = Field(
+        default=None, description="JSON Schema of the decision an approver may attach"
+    )
+
+
+class ApprovalNode(_NodeBase):
+    approval: ApprovalSpec
+
+
 def _node_kind(v: Any) -> str | None:
     if isinstance(v, dict):
         kinds = [k for k in NODE_KINDS if k in v]
@@ -256,11 +279,14 @@ Node = Annotated[
     | Annotated[ToolNode, Tag("tool")]
     | Annotated[GateNode, Tag("gate")]
     | Annotated[SwitchNode, Tag("switch")]
-    | Annotated[MapNode, Tag("map")],
+    | Annotated[MapNode, Tag("map")]
+    | Annotated[ApprovalNode, Tag("approval")],
     Discriminator(
         _node_kind,
         custom_error_type="node-kind",
-        custom_error_message="a node must have exactly one of: llm, tool, gate, switch, map",
+        custom_error_message=(
+            "a node must have exactly one of: llm, tool, gate, switch, map, approval"
+        ),
     ),
 ]
 
@@ -270,6 +296,7 @@ _KIND_CLASSES: dict[str, type[_NodeBase]] = {
     "gate": GateNode,
     "switch": SwitchNode,
     "map": MapNode,
+    "approval": ApprovalNode,
 }
 
 NodeId = Annotated[str, Field(pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")]
@@ -308,4 +335,4 @@ def node_kind(node: object) -> str:
     raise TypeError(f"not a node: {node!r}")
 
 
-AnyNode = LLMNode | ToolNode | GateNode | SwitchNode | MapNode
+AnyNode = LLMNode | ToolNode | GateNode | SwitchNode | MapNode | ApprovalNode

@@ -136,10 +136,15 @@ def _one(src: Source, path: PathKey, kind: str, err: Any) -> Diagnostic:
             names = _field_names(model)
             near = difflib.get_close_matches(str(name), names, n=1, cutoff=0.6)
             hint = f"did you mean {near[0]!r}?" if near else "allowed keys: " + ", ".join(names)
-        return src.diag(path, "unknown-key", f"unknown key {name!r}{_where(parent)}", hint=hint, key=True)
+        return src.diag(
+            path, "unknown-key", f"unknown key {name!r}{_where(parent)}", hint=hint, key=True
+        )
     if kind == "missing":
         parent = path[:-1]
-        return src.diag(parent, "missing-key", f"missing required key {name!r}{_where(parent)}")
+        at_key = bool(parent) and isinstance(parent[-1], str)
+        return src.diag(
+            parent, "missing-key", f"missing required key {name!r}{_where(parent)}", key=at_key
+        )
     if kind == "node-kind":
         found = sorted(src.data.get("nodes", {}).get(path[1], {}) or {}) if len(path) == 2 else []
         kinds = [k for k in found if k in m.NODE_KINDS]
@@ -148,7 +153,9 @@ def _one(src: Source, path: PathKey, kind: str, err: Any) -> Diagnostic:
             path,
             "node-kind",
             msg + detail,
-            hint="write e.g. `classify: {llm: small, prompt: ...}` or `intake: {tool: get_ticket, args: {...}}`",
+            hint="write e.g. `classify: {llm: small, prompt: ...}`"
+            " or `intake: {tool: get_ticket, args: {...}}`",
+            key=True,
         )
     if path == ("apiVersion",):
         return src.diag(
@@ -158,13 +165,16 @@ def _one(src: Source, path: PathKey, kind: str, err: Any) -> Diagnostic:
         )
     where = _where(path[:-1] if path else ())
     if kind == "dict_type" and path in (("nodes",), ("tools",), ("models",), ("profiles",)):
-        return src.diag(path, "invalid-value", f"{path[0]!r} must be a mapping of names to definitions")
+        return src.diag(
+            path, "invalid-value", f"{path[0]!r} must be a mapping of names to definitions"
+        )
     if kind == "too_short" and path == ("nodes",):
         return src.diag(path, "invalid-value", "a workflow needs at least one node")
     if kind == "value_error":
         msg = str(err.get("ctx", {}).get("error", msg))
     elif kind == "string_pattern_mismatch":
-        msg = f"{_get(src.data, path)!r} does not match the pattern {err.get('ctx', {}).get('pattern')}"
+        pattern = err.get("ctx", {}).get("pattern")
+        msg = f"{_get(src.data, path)!r} does not match the pattern {pattern}"
     elif _is_route(path):
         msg = "a model route is a litellm model id or a mapping with `model:`"
     else:

@@ -1,4 +1,4 @@
-"""The JSON Schema of the spec language, generated from the models (schema/flowrun-v1.schema.json)."""
+"""The spec language's JSON Schema, generated from the models (schema/flowrun-v1.schema.json)."""
 
 from __future__ import annotations
 

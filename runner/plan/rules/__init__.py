@@ -30,7 +30,7 @@ RULES: dict[str, str] = {
     "unknown-key": "a key the spec language does not define",
     "missing-key": "a required key is missing",
     "invalid-value": "a value has the wrong type or form",
-    "node-kind": "a node has none or several of llm, tool, gate, switch, map",
+    "node-kind": "a node has none or several of llm, tool, gate, switch, map, approval",
     "unknown-node": "a reference to a node that is not defined",
     "unknown-model": "a model alias that `models` does not define",
     "unknown-tool": "a tool that `tools` does not define",
@@ -54,7 +54,10 @@ RULES: dict[str, str] = {
 
 
 def graph_rules(
-    compiler: Any, graph: nx.DiGraph, nodes: Mapping[str, PlanNode], switches_of: Mapping[str, list[str]]  # type: ignore[type-arg]
+    compiler: Any,
+    graph: nx.DiGraph,
+    nodes: Mapping[str, PlanNode],
+    switches_of: Mapping[str, list[str]],
 ) -> list[Diagnostic]:
     out: list[Diagnostic] = []
     for rule in GRAPH_RULES:

@@ -12,7 +12,9 @@ from runner.errors import Diagnostic
 RULE = "needs-cycle"
 
 
-def check(compiler: Any, graph: nx.DiGraph, nodes: Mapping[str, Any], switches_of: Any) -> Iterable[Diagnostic]:  # type: ignore[type-arg]
+def check(
+    compiler: Any, graph: nx.DiGraph, nodes: Mapping[str, Any], switches_of: Any
+) -> Iterable[Diagnostic]:
     order = compiler.order_index
     for scc in nx.strongly_connected_components(graph):
         if len(scc) == 1:
@@ -31,7 +33,9 @@ def check(compiler: Any, graph: nx.DiGraph, nodes: Mapping[str, Any], switches_o
         )
 
 
-def _cycle_from(graph: nx.DiGraph, start: str, scc: set[str], order: Mapping[str, int]) -> list[str]:  # type: ignore[type-arg]
+def _cycle_from(
+    graph: nx.DiGraph, start: str, scc: set[str], order: Mapping[str, int]
+) -> list[str]:
     """Shortest cycle through start inside its component, deterministic by declaration order."""
     prev: dict[str, str] = {}
     frontier = [start]

@@ -1,4 +1,4 @@
-"""unreachable-node: a node that can never run (false `when`, or needing exclusive switch branches)."""
+"""unreachable-node: a node that can never run (a false `when`, or exclusive switch branches)."""
 
 from __future__ import annotations
 
@@ -20,7 +20,7 @@ def _branches(node: Any) -> list[frozenset[str]]:
 
 
 def check(
-    compiler: Any, graph: nx.DiGraph, nodes: Mapping[str, Any], switches_of: Mapping[str, list[str]]  # type: ignore[type-arg]
+    compiler: Any, graph: nx.DiGraph, nodes: Mapping[str, Any], switches_of: Mapping[str, list[str]]
 ) -> Iterable[Diagnostic]:
     if not nx.is_directed_acyclic_graph(graph):
         return

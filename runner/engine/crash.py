@@ -1,0 +1,18 @@
+"""A documented test hook: FLOWRUN_CRASH_AT=<point> SIGKILLs the process when the engine reaches it.
+
+Points: `before:<node>` (about to start), `after:<node>` (checkpointed), and for tool calls
+`before-effect:<node>` (ledger intent written, tool not yet called) and `after-effect:<node>`
+(tool returned, result not yet in the ledger). Used by the crash tests; unset in production.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+
+_AT = os.environ.get("FLOWRUN_CRASH_AT")
+
+
+def crash_point(name: str) -> None:
+    if _AT is not None and name == _AT:
+        os.kill(os.getpid(), signal.SIGKILL)

@@ -1,0 +1,364 @@
+"""Operate durable runs: runs, show, resume, approve, reject, inbox, kill, writes, undo, sweep."""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from collections.abc import Callable
+from typing import Any
+
+import click
+
+from runner.errors import ExitCode, UsageError
+
+STATUS_EXIT: dict[str, int] = {
+    "succeeded": ExitCode.SUCCEEDED,
+    "failed": ExitCode.FAILED,
+    "escalated": ExitCode.ESCALATED,
+    "budget_exceeded": ExitCode.BUDGET_EXCEEDED,
+    "denied": ExitCode.DENIED,
+    "waiting": ExitCode.WAITING,
+    "killed": ExitCode.KILLED,
+}
+
+F = Callable[..., Any]
+
+
+def store_option(f: F) -> F:
+    return click.option(
+        "--store",
+        "store_opt",
+        metavar="PATH",
+        help="run store (default: $FLOWRUN_STORE or .flowrun/flowrun.db)",
+    )(f)
+
+
+def output_option(f: F) -> F:
+    return click.option(
+        "--output", "fmt", type=click.Choice(["text", "json"]), default="text", show_default=True
+    )(f)
+
+
+def _open(store_opt: str | None) -> Any:
+    from runner.store import Store, store_path
+
+    return Store(store_path(store_opt), create=False)
+
+
+def _when(ts: float | None) -> str:
+    return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(ts)) if ts else "-"
+
+
+def _finish(result: Any, fmt: str) -> None:
+    """Print a run's outcome after resuming it, and exit with the outcome's code."""
+    if fmt == "json":
+        click.echo(json.dumps(result.to_json(), indent=2, default=str))
+    else:
+        line = f"run {result.run_id} ({result.workflow}): {result.status}"
+        if result.reason:
+            line += f" — {result.reason}"
+        click.echo(line)
+    sys.exit(STATUS_EXIT[result.status])
+
+
+def _resume(store: Any, run_id: str, fmt: str) -> None:
+    import asyncio
+
+    from runner.store.runtime import resume as resume_run
+
+    row = store.get_run(run_id)
+    _prepare_models(row)
+    _finish(asyncio.run(resume_run(store, run_id)), fmt)
+
+
+def _prepare_models(row: Any) -> None:
+    if "llm:" in row.spec_text or "\n    llm:" in row.spec_text:
+        from runner.models.client import ensure_litellm
+
+        ensure_litellm()
+
+
+@click.command()
+@store_option
+@output_option
+@click.option("--status", help="only runs with this status")
+@click.option("--workflow", help="only runs of this workflow")
+@click.option("--tenant", help="only runs of this tenant")
+@click.option("--limit", type=click.IntRange(1, 10_000), default=50, show_default=True)
+def runs(
+    store_opt: str | None,
+    fmt: str,
+    status: str | None,
+    workflow: str | None,
+    tenant: str | None,
+    limit: int,
+) -> None:
+    """List runs, newest first."""
+    store = _open(store_opt)
+    rows = store.list_runs(status=status, workflow=workflow, tenant=tenant, limit=limit)
+    if fmt == "json":
+        click.echo(
+            json.dumps(
+                [
+                    {
+                        "run_id": r.run_id,
+                        "workflow": r.workflow,
+                        "status": r.status,
+                        "reason": r.reason,
+                        "tenant": r.tenant,
+                        "actor": r.actor,
+                        "cost_usd": r.cost_usd,
+                        "tokens": r.tokens,
+                        "created_at": r.created_at,
+                        "finished_at": r.finished_at,
+                    }
+                    for r in rows
+                ],
+                indent=2,
+            )
+        )
+        return
+    if not rows:
+        click.echo("no runs")
+        return
+    for r in rows:
+        click.echo(
+            f"{r.run_id}  {r.workflow:<20} {r.status:<15} ${r.cost_usd:.6f}  "
+            f"{_when(r.created_at)}  {r.tenant or ''}"
+        )
+
+
+@click.command()
+@click.argument("run_id")
+@store_option
+@output_option
+def show(run_id: str, store_opt: str | None, fmt: str) -> None:
+    """Show a run: per node status, output, attempts, model, cost, duration; totals and outcome."""
+    store = _open(store_opt)
+    row = store.get_run(run_id)
+    nodes = store.node_results(run_id)
+    approvals = [a for a in store.inbox() if a["run_id"] == run_id]
+    ledger = store.ledger_for_run(run_id)
+    if fmt == "json":
+        click.echo(
+            json.dumps(
+                {
+                    "run_id": row.run_id,
+                    "workflow": row.workflow,
+                    "status": row.status,
+                    "reason": row.reason,
+                    "profile": row.profile,
+                    "tenant": row.tenant,
+                    "actor": row.actor,
+                    "inputs": row.inputs,
+                    "outputs": row.outputs,
+                    "totals": {
+                        "cost_usd": row.cost_usd,
+                        "tokens": row.tokens,
+                        "llm_calls": row.llm_calls,
+                        "tool_calls": row.tool_calls,
+                        "duration_s": row.duration_s,
+                    },
+                    "nodes": nodes,
+                    "waiting_approvals": approvals,
+                    "effects": [
+                        {k: e[k] for k in ("key", "node_id", "tool", "effect", "status", "undone")}
+                        for e in ledger
+                    ],
+                },
+                indent=2,
+                default=str,
+            )
+        )
+        return
+    head = f"run {row.run_id} ({row.workflow}): {row.status}"
+    if row.reason:
+        head += f" — {row.reason}"
+    click.echo(head)
+    click.echo(f"  started {_when(row.created_at)}  finished {_when(row.finished_at)}")
+    for node_id, n in nodes.items():
+        usage = n.get("usage") or {}
+        bits = [f"{(n.get('duration_s') or 0) * 1000:.0f} ms", f"attempts {n.get('attempts', 0)}"]
+        if n.get("model"):
+            bits.append(n["model"])
+        if usage.get("cost_usd"):
+            bits.append(f"${usage['cost_usd']:.6f}")
+        click.echo(f"  {node_id:<16} {n['status']:<15} {', '.join(bits)}")
+        if n.get("output") is not None:
+            click.echo(f"      output: {json.dumps(n['output'], default=str)[:300]}")
+        if n.get("error"):
+            click.echo(f"      error: {n['error']}")
+    for a in approvals:
+        click.echo(f"  waiting for approval at {a['node_id']}: {a['summary']}")
+    for e in ledger:
+        if e["effect"] == "write":
+            state = "undone" if e["undone"] else e["status"]
+            click.echo(f"  effect {e['tool']} [{e['key']}] {state}")
+    click.echo(
+        f"  total: ${row.cost_usd:.6f}, {row.tokens} tokens, {row.llm_calls} LLM calls, "
+        f"{row.tool_calls} tool calls, {row.duration_s:.2f} s"
+    )
+    if row.outputs:
+        for k, v in row.outputs.items():
+            click.echo(f"  output {k}: {json.dumps(v, default=str)}")
+
+
+@click.command()
+@click.argument("run_id")
+@store_option
+@output_option
+def resume(run_id: str, store_opt: str | None, fmt: str) -> None:
+    """Continue a run whose process died (or that waits) from its last checkpoint."""
+    _resume(_open(store_opt), run_id, fmt)
+
+
+def _decision(text: str | None) -> Any:
+    if text is None:
+        return None
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as e:
+        raise UsageError(f"--decision: not JSON: {e.msg}") from None
+
+
+@click.command()
+@click.argument("run_id")
+@click.argument("node")
+@click.option("--by", required=True, help="who approves (recorded in the audit trail)")
+@click.option("--decision", metavar="JSON", help="a decision matching the node's decision schema")
+@click.option("--no-resume", is_flag=True, help="only record the decision; resume later")
+@store_option
+@output_option
+def approve(
+    run_id: str,
+    node: str,
+    by: str,
+    decision: str | None,
+    no_resume: bool,
+    store_opt: str | None,
+    fmt: str,
+) -> None:
+    """Approve a waiting approval node, then continue the run in this process."""
+    from runner.store.runtime import decide
+
+    store = _open(store_opt)
+    decide(store, run_id, node, approve=True, by=by, decision=_decision(decision))
+    click.echo(f"approved {run_id} at {node} by {by}", err=True)
+    if not no_resume:
+        _resume(store, run_id, fmt)
+
+
+@click.command()
+@click.argument("run_id")
+@click.argument("node")
+@click.option("--by", required=True, help="who rejects (recorded in the audit trail)")
+@click.option("--reason", required=True, help="why (recorded)")
+@click.option("--no-resume", is_flag=True, help="only record the decision; resume later")
+@store_option
+@output_option
+def reject(
+    run_id: str, node: str, by: str, reason: str, no_resume: bool, store_opt: str | None, fmt: str
+) -> None:
+    """Reject a waiting approval node; the run ends denied."""
+    from runner.store.runtime import decide
+
+    store = _open(store_opt)
+    decide(store, run_id, node, approve=False, by=by, reason=reason)
+    click.echo(f"rejected {run_id} at {node} by {by}", err=True)
+    if not no_resume:
+        _resume(store, run_id, fmt)
+
+
+@click.command()
+@store_option
+@output_option
+def inbox(store_opt: str | None, fmt: str) -> None:
+    """List approvals that wait, oldest first, with their summaries."""
+    store = _open(store_opt)
+    items = store.inbox()
+    if fmt == "json":
+        click.echo(json.dumps(items, indent=2, default=str))
+        return
+    if not items:
+        click.echo("nothing waits for approval")
+        return
+    now = time.time()
+    for a in items:
+        age = int(now - a["requested_at"])
+        due = ""
+        if a.get("timeout_at"):
+            left = int(a["timeout_at"] - now)
+            due = f", times out in {left}s" if left > 0 else ", timed out"
+        who = f" for {', '.join(a['assignees'])}" if a.get("assignees") else ""
+        click.echo(f"{a['run_id']}  {a['node_id']:<14} waiting {age}s{due}{who}")
+        click.echo(f"    {a['summary']}")
+
+
+@click.command()
+@click.argument("run_id")
+@click.option("--by", help="who kills the run (recorded)")
+@store_option
+def kill(run_id: str, by: str | None, store_opt: str | None) -> None:
+    """Stop a run at its next node boundary (status killed)."""
+    from runner.store.runtime import kill as kill_run
+
+    click.echo(f"{run_id}: {kill_run(_open(store_opt), run_id, by=by)}")
+
+
+@click.command()
+@click.argument("state", required=False, type=click.Choice(["on", "off"]))
+@click.option("--by", help="who flips the switch (recorded)")
+@store_option
+def writes(state: str | None, by: str | None, store_opt: str | None) -> None:
+    """Show or flip the global writes switch: `off` makes every write in every run refuse."""
+    from runner.store import Store, store_path
+
+    store = Store(store_path(store_opt)) if state else _open(store_opt)
+    if state is not None:
+        store.set_writes(state == "on", by)
+    click.echo(f"writes are {'on' if store.writes_enabled() else 'off'}")
+
+
+@click.command()
+@click.argument("run_id")
+@click.option("--by", help="who undoes the run (recorded)")
+@store_option
+@output_option
+def undo(run_id: str, by: str | None, store_opt: str | None, fmt: str) -> None:
+    """Run the compensations of a run's completed writes, newest first."""
+    from runner.store.runtime import undo as undo_run
+
+    report = undo_run(_open(store_opt), run_id, by=by)
+    if fmt == "json":
+        click.echo(json.dumps(report, indent=2))
+    elif not report:
+        click.echo(f"{run_id}: no completed writes to undo")
+    for e in report if fmt == "text" else []:
+        click.echo(f"{e['node_id']:<14} {e['tool']:<16} {e['status']}")
+    if any(e["status"].startswith("failed") for e in report):
+        sys.exit(ExitCode.FAILED)
+
+
+@click.command()
+@store_option
+def sweep(store_opt: str | None) -> None:
+    """Resume every waiting run whose approval timed out, so its on_timeout applies."""
+    import asyncio
+
+    from runner.store.runtime import resume as resume_run
+
+    store = _open(store_opt)
+    now = time.time()
+    due = sorted(
+        {a["run_id"] for a in store.inbox() if a.get("timeout_at") and a["timeout_at"] <= now}
+    )
+    for run_id in due:
+        _prepare_models(store.get_run(run_id))
+        result = asyncio.run(resume_run(store, run_id))
+        click.echo(f"{run_id}: {result.status}")
+    if not due:
+        click.echo("no approval has timed out")
+
+
+OPS_COMMANDS = (runs, show, resume, approve, reject, inbox, kill, writes, undo, sweep)

@@ -1,0 +1,543 @@
+"""The run store: SQLite in WAL mode, append-only run records, approvals, the idempotency ledger."""
+
+from __future__ import annotations
+
+import json
+import os
+import sqlite3
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from runner.errors import ExitCode, FlowrunError
+
+SCHEMA_VERSION = 1
+APP_ID = 0x464C5752  # "FLWR": PRAGMA application_id marks a store as ours
+DEFAULT_STORE = ".flowrun/flowrun.db"
+BUSY_TIMEOUT_MS = 30_000
+
+_MIGRATIONS: dict[int, str] = {
+    1: """
+    CREATE TABLE runs (
+        run_id TEXT PRIMARY KEY,
+        workflow TEXT NOT NULL,
+        spec_path TEXT NOT NULL,
+        spec_dir TEXT NOT NULL,
+        spec_text TEXT NOT NULL,
+        spec_digest TEXT NOT NULL,
+        profile TEXT,
+        inputs TEXT NOT NULL,
+        responses_path TEXT,
+        options TEXT,
+        tenant TEXT,
+        actor TEXT,
+        status TEXT NOT NULL,
+        reason TEXT,
+        outputs TEXT,
+        cost_usd REAL NOT NULL DEFAULT 0,
+        tokens INTEGER NOT NULL DEFAULT 0,
+        llm_calls INTEGER NOT NULL DEFAULT 0,
+        tool_calls INTEGER NOT NULL DEFAULT 0,
+        duration_s REAL NOT NULL DEFAULT 0,
+        pid INTEGER,
+        host TEXT,
+        kill_requested INTEGER NOT NULL DEFAULT 0,
+        created_at REAL NOT NULL,
+        updated_at REAL NOT NULL,
+        finished_at REAL
+    );
+    CREATE INDEX runs_status ON runs(status, created_at);
+    CREATE INDEX runs_workflow ON runs(workflow, created_at);
+    CREATE TABLE node_results (
+        run_id TEXT NOT NULL,
+        node_id TEXT NOT NULL,
+        seq INTEGER NOT NULL,
+        status TEXT NOT NULL,
+        result TEXT NOT NULL,
+        created_at REAL NOT NULL,
+        PRIMARY KEY (run_id, node_id, seq)
+    );
+    CREATE TABLE events (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        run_id TEXT NOT NULL,
+        ts REAL NOT NULL,
+        type TEXT NOT NULL,
+        node_id TEXT,
+        data TEXT
+    );
+    CREATE INDEX events_run ON events(run_id, id);
+    CREATE TABLE approvals (
+        run_id TEXT NOT NULL,
+        node_id TEXT NOT NULL,
+        status TEXT NOT NULL,
+        summary TEXT,
+        assignees TEXT,
+        decision_schema TEXT,
+        requested_at REAL NOT NULL,
+        timeout_at REAL,
+        on_timeout TEXT,
+        decided_by TEXT,
+        decided_at REAL,
+        decision TEXT,
+        reason TEXT,
+        PRIMARY KEY (run_id, node_id)
+    );
+    CREATE INDEX approvals_status ON approvals(status, requested_at);
+    CREATE TABLE ledger (
+        key TEXT PRIMARY KEY,
+        run_id TEXT NOT NULL,
+        node_id TEXT NOT NULL,
+        tool TEXT NOT NULL,
+        effect TEXT NOT NULL,
+        args TEXT NOT NULL,
+        status TEXT NOT NULL,
+        result TEXT,
+        error TEXT,
+        compensate TEXT,
+        spec_dir TEXT,
+        undone INTEGER NOT NULL DEFAULT 0,
+        created_at REAL NOT NULL,
+        updated_at REAL NOT NULL,
+        done_seq INTEGER
+    );
+    CREATE INDEX ledger_run ON ledger(run_id, done_seq);
+    CREATE TABLE switches (
+        name TEXT PRIMARY KEY, value TEXT NOT NULL, changed_by TEXT, changed_at REAL
+    );
+    """,
+}
+
+
+class StoreError(FlowrunError):
+    """The store cannot be used: missing, corrupt, not ours, or from a newer flowrun."""
+
+    exit_code = ExitCode.INVALID
+
+
+class NotFound(FlowrunError):
+    exit_code = ExitCode.INVALID
+
+
+def store_path(explicit: str | None = None) -> Path:
+    return Path(explicit or os.environ.get("FLOWRUN_STORE") or DEFAULT_STORE)
+
+
+def dumps(value: Any) -> str:
+    return json.dumps(value, sort_keys=True, separators=(",", ":"), default=str)
+
+
+def loads(text: str | None) -> Any:
+    return None if text is None else json.loads(text)
+
+
+@dataclass(frozen=True)
+class RunRow:
+    run_id: str
+    workflow: str
+    spec_path: str
+    spec_dir: str
+    spec_text: str
+    spec_digest: str
+    profile: str | None
+    inputs: dict[str, Any]
+    responses_path: str | None
+    options: dict[str, Any] | None
+    tenant: str | None
+    actor: str | None
+    status: str
+    reason: str | None
+    outputs: dict[str, Any] | None
+    cost_usd: float
+    tokens: int
+    llm_calls: int
+    tool_calls: int
+    duration_s: float
+    pid: int | None
+    host: str | None
+    kill_requested: bool
+    created_at: float
+    updated_at: float
+    finished_at: float | None
+
+
+class Store:
+    """One SQLite file shared by many processes; every write is a short IMMEDIATE transaction."""
+
+    def __init__(self, path: str | Path, *, create: bool = True) -> None:
+        self.path = Path(path)
+        if not self.path.exists():
+            if not create:
+                raise StoreError(
+                    f"no run store at {str(self.path)!r}",
+                    hint="run a workflow first, or point --store / FLOWRUN_STORE at the store",
+                )
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+        elif self.path.is_dir():
+            raise StoreError(f"store path {str(self.path)!r} is a directory")
+        try:
+            self.conn = sqlite3.connect(
+                self.path,
+                timeout=BUSY_TIMEOUT_MS / 1000,
+                isolation_level=None,
+                check_same_thread=False,
+            )
+            self.conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
+            self._open()
+        except sqlite3.DatabaseError as e:
+            raise StoreError(
+                f"{self.path}: not a usable flowrun store ({e})",
+                hint="the file is corrupt or not SQLite; move it away to start a new store",
+            ) from None
+
+    def _open(self) -> None:
+        c = self.conn
+        app = c.execute("PRAGMA application_id").fetchone()[0]
+        version = c.execute("PRAGMA user_version").fetchone()[0]
+        tables = [r[0] for r in c.execute("SELECT name FROM sqlite_master WHERE type='table'")]
+        if app != APP_ID and (tables or version):
+            raise StoreError(
+                f"{self.path} is a SQLite database but not a flowrun store",
+                hint="point --store at a flowrun store or at a new file",
+            )
+        if version > SCHEMA_VERSION:
+            raise StoreError(
+                f"{self.path} has store schema version {version}; this flowrun reads up to "
+                f"{SCHEMA_VERSION}",
+                hint="upgrade flowrun to use this store",
+            )
+        if c.execute("PRAGMA journal_mode").fetchone()[0] != "wal":
+            c.execute("PRAGMA journal_mode=WAL")
+        c.execute("PRAGMA synchronous=NORMAL")
+        if version < SCHEMA_VERSION:
+            with self.tx() as t:
+                current = t.execute("PRAGMA user_version").fetchone()[0]
+                for v in range(current + 1, SCHEMA_VERSION + 1):
+                    for stmt in _statements(_MIGRATIONS[v]):
+                        t.execute(stmt)
+                t.execute(f"PRAGMA application_id = {APP_ID}")
+                t.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+
+    @contextmanager
+    def tx(self) -> Iterator[sqlite3.Connection]:
+        """A write transaction taken up front (BEGIN IMMEDIATE): it never deadlocks on upgrade."""
+        for attempt in range(50):
+            try:
+                self.conn.execute("BEGIN IMMEDIATE")
+                break
+            except sqlite3.OperationalError as e:
+                if "locked" not in str(e) and "busy" not in str(e):
+                    raise
+                time.sleep(min(0.01 * (attempt + 1), 0.2))
+        else:
+            raise StoreError(f"{self.path}: the store stayed locked for too long")
+        try:
+            yield self.conn
+        except BaseException:
+            self.conn.execute("ROLLBACK")
+            raise
+        else:
+            self.conn.execute("COMMIT")
+
+    def close(self) -> None:
+        self.conn.close()
+
+    # -- runs ------------------------------------------------------------------------------
+    def create_run(self, **row: Any) -> None:
+        now = time.time()
+        row = {**row, "created_at": now, "updated_at": now}
+        row["inputs"] = dumps(row["inputs"])
+        row["options"] = dumps(row.get("options") or {})
+        cols = ", ".join(row)
+        marks = ", ".join("?" for _ in row)
+        with self.tx() as c:
+            c.execute(f"INSERT INTO runs ({cols}) VALUES ({marks})", tuple(row.values()))
+            c.execute(
+                "INSERT INTO events (run_id, ts, type, data) VALUES (?, ?, 'run_created', ?)",
+                (row["run_id"], now, dumps({"workflow": row["workflow"]})),
+            )
+
+    def update_run(self, run_id: str, **fields: Any) -> None:
+        fields["updated_at"] = time.time()
+        if "outputs" in fields:
+            fields["outputs"] = dumps(fields["outputs"])
+        sets = ", ".join(f"{k} = ?" for k in fields)
+        with self.tx() as c:
+            c.execute(f"UPDATE runs SET {sets} WHERE run_id = ?", (*fields.values(), run_id))
+
+    def get_run(self, run_id: str) -> RunRow:
+        row = self.conn.execute("SELECT * FROM runs WHERE run_id = ?", (run_id,)).fetchone()
+        if row is None:
+            near = self.conn.execute(
+                "SELECT run_id FROM runs WHERE run_id LIKE ? ORDER BY created_at DESC LIMIT 1",
+                (run_id[:10] + "%",),
+            ).fetchone()
+            raise NotFound(
+                f"no run {run_id!r} in {self.path}",
+                hint=f"did you mean {near[0]!r}?" if near else "list runs with `flowrun runs`",
+            )
+        return _run_row(self.conn, row)
+
+    def list_runs(
+        self,
+        *,
+        status: str | None = None,
+        workflow: str | None = None,
+        tenant: str | None = None,
+        limit: int = 50,
+    ) -> list[RunRow]:
+        where, args = [], []
+        for col, val in (("status", status), ("workflow", workflow), ("tenant", tenant)):
+            if val is not None:
+                where.append(f"{col} = ?")
+                args.append(val)
+        sql = "SELECT * FROM runs" + (" WHERE " + " AND ".join(where) if where else "")
+        sql += " ORDER BY created_at DESC LIMIT ?"
+        return [_run_row(self.conn, r) for r in self.conn.execute(sql, (*args, limit))]
+
+    def request_kill(self, run_id: str, by: str | None) -> None:
+        with self.tx() as c:
+            c.execute(
+                "UPDATE runs SET kill_requested = 1, updated_at = ? WHERE run_id = ?",
+                (time.time(), run_id),
+            )
+            c.execute(
+                "INSERT INTO events (run_id, ts, type, data) VALUES (?, ?, 'kill_requested', ?)",
+                (run_id, time.time(), dumps({"by": by})),
+            )
+
+    def kill_requested(self, run_id: str) -> bool:
+        row = self.conn.execute(
+            "SELECT kill_requested FROM runs WHERE run_id = ?", (run_id,)
+        ).fetchone()
+        return bool(row and row[0])
+
+    # -- node results (append-only) ----------------------------------------------------------
+    def save_node(self, run_id: str, node_id: str, status: str, result: dict[str, Any]) -> None:
+        now = time.time()
+        with self.tx() as c:
+            seq = c.execute(
+                "SELECT COALESCE(MAX(seq), 0) + 1 FROM node_results "
+                "WHERE run_id = ? AND node_id = ?",
+                (run_id, node_id),
+            ).fetchone()[0]
+            c.execute(
+                "INSERT INTO node_results (run_id, node_id, seq, status, result, created_at) "
+                "VALUES (?, ?, ?, ?, ?, ?)",
+                (run_id, node_id, seq, status, dumps(result), now),
+            )
+            c.execute(
+                "INSERT INTO events (run_id, ts, type, node_id, data) "
+                "VALUES (?, ?, 'node_finished', ?, ?)",
+                (run_id, now, node_id, dumps({"status": status})),
+            )
+
+    def node_results(self, run_id: str) -> dict[str, dict[str, Any]]:
+        """The latest result of every node of a run."""
+        rows = self.conn.execute(
+            "SELECT node_id, result FROM node_results WHERE run_id = ? ORDER BY node_id, seq",
+            (run_id,),
+        )
+        return {node_id: loads(result) for node_id, result in rows}
+
+    # -- events ------------------------------------------------------------------------------
+    def event(self, run_id: str, type_: str, node_id: str | None = None, **data: Any) -> None:
+        with self.tx() as c:
+            c.execute(
+                "INSERT INTO events (run_id, ts, type, node_id, data) VALUES (?, ?, ?, ?, ?)",
+                (run_id, time.time(), type_, node_id, dumps(data)),
+            )
+
+    def events(self, run_id: str | None = None, type_: str | None = None) -> list[dict[str, Any]]:
+        where, args = [], []
+        if run_id is not None:
+            where.append("run_id = ?")
+            args.append(run_id)
+        if type_ is not None:
+            where.append("type = ?")
+            args.append(type_)
+        sql = "SELECT id, run_id, ts, type, node_id, data FROM events"
+        sql += (" WHERE " + " AND ".join(where) if where else "") + " ORDER BY id"
+        return [
+            {"id": i, "run_id": r, "ts": ts, "type": t, "node_id": n, "data": loads(d)}
+            for i, r, ts, t, n, d in self.conn.execute(sql, args)
+        ]
+
+    # -- the idempotency ledger --------------------------------------------------------------
+    def ledger_get(self, key: str) -> dict[str, Any] | None:
+        row = self.conn.execute("SELECT * FROM ledger WHERE key = ?", (key,)).fetchone()
+        return _ledger_row(self.conn, row) if row else None
+
+    def ledger_intent(self, key: str, **row: Any) -> None:
+        """Record that a call is about to happen; written before the side effect."""
+        now = time.time()
+        row = {"key": key, **row, "status": "intent", "created_at": now, "updated_at": now}
+        row["args"] = dumps(row["args"])
+        cols = ", ".join(row)
+        marks = ", ".join("?" for _ in row)
+        with self.tx() as c:
+            c.execute(
+                f"INSERT OR REPLACE INTO ledger ({cols}) VALUES ({marks})", tuple(row.values())
+            )
+
+    def ledger_done(self, key: str, result: Any) -> None:
+        with self.tx() as c:
+            seq = c.execute("SELECT COALESCE(MAX(done_seq), 0) + 1 FROM ledger").fetchone()[0]
+            c.execute(
+                "UPDATE ledger SET status = 'done', result = ?, error = NULL, done_seq = ?, "
+                "updated_at = ? WHERE key = ?",
+                (dumps(result), seq, time.time(), key),
+            )
+
+    def ledger_failed(self, key: str, error: str) -> None:
+        with self.tx() as c:
+            c.execute(
+                "UPDATE ledger SET status = 'failed', error = ?, updated_at = ? WHERE key = ?",
+                (error, time.time(), key),
+            )
+
+    def ledger_for_run(self, run_id: str) -> list[dict[str, Any]]:
+        rows = self.conn.execute(
+            "SELECT * FROM ledger WHERE run_id = ? ORDER BY COALESCE(done_seq, 0), created_at",
+            (run_id,),
+        )
+        return [_ledger_row(self.conn, r) for r in rows]
+
+    def ledger_mark_undone(self, key: str) -> None:
+        with self.tx() as c:
+            c.execute(
+                "UPDATE ledger SET undone = 1, updated_at = ? WHERE key = ?", (time.time(), key)
+            )
+
+    # -- approvals ---------------------------------------------------------------------------
+    def approval_get(self, run_id: str, node_id: str) -> dict[str, Any] | None:
+        row = self.conn.execute(
+            "SELECT * FROM approvals WHERE run_id = ? AND node_id = ?", (run_id, node_id)
+        ).fetchone()
+        return _approval_row(self.conn, row) if row else None
+
+    def approval_request(self, run_id: str, node_id: str, **row: Any) -> None:
+        row = {
+            "run_id": run_id,
+            "node_id": node_id,
+            "status": "waiting",
+            "requested_at": time.time(),
+            **row,
+        }
+        for k in ("assignees", "decision_schema"):
+            row[k] = dumps(row.get(k))
+        cols = ", ".join(row)
+        marks = ", ".join("?" for _ in row)
+        with self.tx() as c:
+            c.execute(
+                f"INSERT OR IGNORE INTO approvals ({cols}) VALUES ({marks})", tuple(row.values())
+            )
+            c.execute(
+                "INSERT INTO events (run_id, ts, type, node_id, data) "
+                "VALUES (?, ?, 'approval_requested', ?, ?)",
+                (run_id, time.time(), node_id, dumps({"summary": row.get("summary")})),
+            )
+
+    def approval_decide(
+        self,
+        run_id: str,
+        node_id: str,
+        *,
+        status: str,
+        by: str,
+        decision: Any = None,
+        reason: str | None = None,
+    ) -> None:
+        """Decide a waiting approval exactly once; a second decision is refused, not applied."""
+        with self.tx() as c:
+            cur = c.execute(
+                "UPDATE approvals SET status = ?, decided_by = ?, decided_at = ?, decision = ?, "
+                "reason = ? "
+                "WHERE run_id = ? AND node_id = ? AND status = 'waiting'",
+                (status, by, time.time(), dumps(decision), reason, run_id, node_id),
+            )
+            if cur.rowcount == 0:
+                row = c.execute(
+                    "SELECT status, decided_by FROM approvals WHERE run_id = ? AND node_id = ?",
+                    (run_id, node_id),
+                ).fetchone()
+                if row is None:
+                    raise NotFound(f"run {run_id!r} has no approval waiting at node {node_id!r}")
+                by_text = f" by {row[1]}" if row[1] else ""
+                raise NotFound(
+                    f"the approval of {run_id!r} at {node_id!r} is already {row[0]}{by_text}"
+                )
+            c.execute(
+                "INSERT INTO events (run_id, ts, type, node_id, data) VALUES (?, ?, ?, ?, ?)",
+                (
+                    run_id,
+                    time.time(),
+                    f"approval_{status}",
+                    node_id,
+                    dumps({"by": by, "reason": reason}),
+                ),
+            )
+
+    def inbox(self) -> list[dict[str, Any]]:
+        rows = self.conn.execute(
+            "SELECT * FROM approvals WHERE status = 'waiting' "
+            "ORDER BY requested_at, run_id, node_id"
+        )
+        return [_approval_row(self.conn, r) for r in rows]
+
+    # -- switches ----------------------------------------------------------------------------
+    def writes_enabled(self) -> bool:
+        row = self.conn.execute("SELECT value FROM switches WHERE name = 'writes'").fetchone()
+        return row is None or row[0] == "on"
+
+    def set_writes(self, on: bool, by: str | None) -> None:
+        with self.tx() as c:
+            c.execute(
+                "INSERT INTO switches (name, value, changed_by, changed_at) "
+                "VALUES ('writes', ?, ?, ?) ON CONFLICT(name) DO UPDATE SET "
+                "value = excluded.value, changed_by = excluded.changed_by, "
+                "changed_at = excluded.changed_at",
+                ("on" if on else "off", by, time.time()),
+            )
+            c.execute(
+                "INSERT INTO events (run_id, ts, type, data) VALUES ('*', ?, 'writes_switch', ?)",
+                (time.time(), dumps({"on": on, "by": by})),
+            )
+
+
+def _cols(conn: sqlite3.Connection, table: str) -> list[str]:
+    return [d[1] for d in conn.execute(f"PRAGMA table_info({table})")]
+
+
+def _ledger_row(conn: sqlite3.Connection, row: tuple[Any, ...]) -> dict[str, Any]:
+    d = dict(zip(_cols(conn, "ledger"), row, strict=True))
+    d["args"] = loads(d["args"])
+    d["result"] = loads(d["result"])
+    return d
+
+
+def _approval_row(conn: sqlite3.Connection, row: tuple[Any, ...]) -> dict[str, Any]:
+    d = dict(zip(_cols(conn, "approvals"), row, strict=True))
+    for k in ("assignees", "decision_schema", "decision"):
+        d[k] = loads(d[k])
+    return d
+
+
+def _statements(script: str) -> list[str]:
+    return [s.strip() for s in script.split(";") if s.strip()]
+
+
+_RUN_COLS: list[str] = []
+
+
+def _run_row(conn: sqlite3.Connection, row: tuple[Any, ...]) -> RunRow:
+    if not _RUN_COLS:
+        _RUN_COLS.extend(d[1] for d in conn.execute("PRAGMA table_info(runs)"))
+    d = dict(zip(_RUN_COLS, row, strict=True))
+    d["inputs"] = loads(d["inputs"])
+    d["outputs"] = loads(d["outputs"])
+    d["options"] = loads(d["options"])
+    d["kill_requested"] = bool(d["kill_requested"])
+    return RunRow(**d)
