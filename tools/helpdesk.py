@@ -73,14 +73,22 @@ def get_ticket(ticket_id: str) -> Ticket:
         }
 
 
-def add_note(ticket_id: str, body: str) -> Note:
-    """Leave an internal note (what the workflow did and why) on a ticket."""
+def add_note(ticket_id: str, body: str, idempotency_key: str | None = None) -> Note:
+    """Leave an internal note (what the workflow did and why) on a ticket, once per key."""
     _require_body(body, "note")
     with closing(connect()) as conn, transaction(conn):
+        if idempotency_key is not None:
+            existing: sqlite3.Row | None = conn.execute(
+                "SELECT note_id, ticket_id FROM ticket_notes WHERE idempotency_key = ?",
+                (idempotency_key,),
+            ).fetchone()
+            if existing is not None:
+                return {"note_id": existing["note_id"], "ticket_id": existing["ticket_id"]}
         _require_ticket(conn, ticket_id)
         cur = conn.execute(
-            "INSERT INTO ticket_notes (ticket_id, body, created_at) VALUES (?, ?, ?)",
-            (ticket_id, body, now_iso()),
+            "INSERT INTO ticket_notes (ticket_id, body, idempotency_key, created_at)"
+            " VALUES (?, ?, ?, ?)",
+            (ticket_id, body, idempotency_key, now_iso()),
         )
         note_id = cur.lastrowid
         assert note_id is not None  # an INSERT into a rowid table always sets it

@@ -565,7 +565,7 @@ class Compiler:
                     roots,
                     node_id=node_id,
                     deps=deps,
-                    in_template=True,
+                    template=spec.summary,
                     locals_schema=locals_schema,
                 )
         if spec.decision is not None and not self.check_schema(

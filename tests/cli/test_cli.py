@@ -21,7 +21,7 @@ from tests.cli.conftest import (
 )
 
 SCHEMA_FILE = REPO / "schema" / "flowrun-v1.schema.json"
-KINDS = {"tool": 4, "llm": 3, "switch": 1, "gate": 1}
+KINDS = {"tool": 4, "llm": 3, "switch": 1, "gate": 1, "approval": 1}
 PROFILES = ["default", "ci", "prod", "local"]
 ANSI_OR_CR = ("\x1b[", "\r")
 

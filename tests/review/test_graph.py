@@ -25,7 +25,8 @@ def test_mermaid_of_reference_spec(flowrun: click.Group, runner: CliRunner) -> N
     assert 'n_route{"route<br/>switch"}' in out  # switch: rhombus
     assert 'n_route -->|"default"| n_answer' in out
     assert 'n_route -->|"nodes.classify.output.category == #quot;refund#quot; #amp;#amp;' in out
-    assert "class n_verify guard" in out and "class n_act,n_log write" in out
+    assert "class n_verify,n_approve guard" in out and "class n_act,n_log write" in out
+    assert "n_approve" in out  # the approval node is drawn
 
 
 def test_profile_changes_the_resolved_model(flowrun: click.Group, runner: CliRunner) -> None:
@@ -35,7 +36,7 @@ def test_profile_changes_the_resolved_model(flowrun: click.Group, runner: CliRun
     ).stdout
     assert "llm strong: anthropic/claude-sonnet-4-5" in default
     assert "llm strong: openai/gpt-4o-mini" in ci
-    assert "act: guarded by verify" in ci and "log: guarded by verify" in ci
+    assert "act: guarded by approve, verify" in ci and "log: guarded by approve, verify" in ci
 
 
 def test_dot_output(flowrun: click.Group, runner: CliRunner) -> None:

@@ -115,4 +115,4 @@ def test_every_emitted_mermaid_renders(tmp_path: Path) -> None:
     )
     failed = {n: r.get("error") for n, r in results.items() if n != "broken" and not r["ok"]}
     assert not failed, failed
-    assert results["graph:None"]["nodes"] == 9  # every node of the reference spec was drawn
+    assert results["graph:None"]["nodes"] == 10  # every node of the reference spec was drawn
