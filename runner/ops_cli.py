@@ -67,16 +67,7 @@ def _resume(store: Any, run_id: str, fmt: str) -> None:
 
     from runner.store.runtime import resume as resume_run
 
-    row = store.get_run(run_id)
-    _prepare_models(row)
     _finish(asyncio.run(resume_run(store, run_id)), fmt)
-
-
-def _prepare_models(row: Any) -> None:
-    if "llm:" in row.spec_text or "\n    llm:" in row.spec_text:
-        from runner.models.client import ensure_litellm
-
-        ensure_litellm()
 
 
 @click.command()
@@ -354,7 +345,6 @@ def sweep(store_opt: str | None) -> None:
         {a["run_id"] for a in store.inbox() if a.get("timeout_at") and a["timeout_at"] <= now}
     )
     for run_id in due:
-        _prepare_models(store.get_run(run_id))
         result = asyncio.run(resume_run(store, run_id))
         click.echo(f"{run_id}: {result.status}")
     if not due:

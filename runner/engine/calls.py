@@ -37,7 +37,7 @@ async def call_llm(ctx: NodeContext, step: LLMStep, messages: list[dict[str, str
         recorded = None
         if run.responses is not None:
             recorded = run.responses.get(ctx.node_id, ctx.index, n)
-            if recorded is None:
+            if recorded is None and run.responses.serves(ctx.node_id):
                 where = f"node {ctx.node_id!r}" + (
                     f" item {ctx.index}" if ctx.index is not None else ""
                 )
@@ -71,7 +71,9 @@ async def call_llm(ctx: NodeContext, step: LLMStep, messages: list[dict[str, str
             params=dict(cfg.params),
         )
         try:
-            resp = await complete(req, recorded)
+            with run.telemetry.llm_call(ctx, req) as call:
+                resp = await complete(req, recorded)
+                call.response(resp)
         except ProviderError as e:
             run.budget.release(reservation)
             errors.append(f"{model}: {e.kind}: {e.message}")
@@ -148,10 +150,12 @@ async def call_tool(ctx: NodeContext, step: ToolStep, args: Any, *, idempotency_
     )
     crash_point(f"before-effect:{ctx.node_id}")
     try:
-        if step.is_async:
-            result = await step.fn(**kwargs)
-        else:
-            result = await asyncio.to_thread(step.fn, **kwargs)
+        with run.telemetry.tool_call(ctx, step.name, args) as call:
+            if step.is_async:
+                result = await step.fn(**kwargs)
+            else:
+                result = await asyncio.to_thread(step.fn, **kwargs)
+            call.result(result)
     except (BudgetExceeded, NodeFailure, NodeStop, asyncio.CancelledError):
         raise  # a cancelled call (timeout, kill) leaves the intent: its outcome is unknown
     except Exception as e:
@@ -164,12 +168,11 @@ async def call_tool(ctx: NodeContext, step: ToolStep, args: Any, *, idempotency_
     except (TypeError, ValueError) as e:
         svc.ledger_failed(ledger_key, f"result is not JSON: {e}")
         raise NodeFailure(f"tool {step.name!r} returned a value that is not JSON: {e}") from None
-    svc.ledger_done(ledger_key, result)
     if step.result_schema is not None:
         problems = schemas.validation_errors(step.result_schema, result)
         if problems:
-            raise NodeFailure(
-                f"tool {step.name!r} result does not match its schema: " + "; ".join(problems),
-                kind="invalid_output",
-            )
+            message = f"tool {step.name!r} result does not match its schema: " + "; ".join(problems)
+            svc.ledger_failed(ledger_key, message)  # a retry calls the tool again
+            raise NodeFailure(message, kind="invalid_output")
+    svc.ledger_done(ledger_key, result)
     return result

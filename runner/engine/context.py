@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, Any
 
 from runner.engine.budget import BudgetLedger
 from runner.engine.results import NodeResult, Usage
+from runner.engine.telemetry import Telemetry
 
 if TYPE_CHECKING:
     from runner.engine.hooks import Hooks
@@ -51,6 +52,7 @@ class RunState:
     responses: RecordedResponses | None
     hooks: Hooks
     services: Services = field(default_factory=lambda: _memory())
+    telemetry: Telemetry = field(default_factory=Telemetry)  # spans and call records
     results: dict[str, NodeResult] = field(default_factory=dict)
     views: dict[str, dict[str, Any]] = field(default_factory=dict)
     calls: dict[tuple[str, int | None], int] = field(default_factory=dict)

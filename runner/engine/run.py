@@ -15,6 +15,7 @@ from runner.engine.crash import crash_point
 from runner.engine.hooks import Hooks
 from runner.engine.results import STOPPING, NodeResult, RunResult, RunStatus, Usage
 from runner.engine.services import MemoryServices, Services
+from runner.engine.telemetry import Telemetry
 from runner.errors import UsageError
 from runner.expr.cel import ExprError, truthy
 from runner.models.responses import RecordedResponses
@@ -165,6 +166,7 @@ async def execute(
     hooks: Hooks | None = None,
     completed: Mapping[str, NodeResult] | None = None,
     services: Services | None = None,
+    telemetry: Telemetry | None = None,
 ) -> RunResult:
     """Run a plan to an outcome. `completed` holds checkpointed results that are not run again."""
     state = RunState(
@@ -175,6 +177,7 @@ async def execute(
         responses=responses,
         hooks=hooks or Hooks(),
         services=services or MemoryServices(),
+        telemetry=telemetry or Telemetry(),
     )
     started = time.time()
     t0 = time.perf_counter()

@@ -120,7 +120,7 @@ class CompiledExpr:
     """A parsed CEL expression; immutable and shareable between runs and threads."""
 
     source: str
-    _program: _cel.Program = field(repr=False, compare=False)
+    _program: Any = field(repr=False, compare=False)
 
     def evaluate(self, activation: Mapping[str, object]) -> object:
         """Evaluate against `activation`; every failure becomes a one-line CelEvalError."""
@@ -167,7 +167,7 @@ def compile_cel(source: str) -> CompiledExpr:
 
 
 @functools.lru_cache(maxsize=8192)
-def _compile_program(source: str) -> _cel.Program:
+def _compile_program(source: str) -> Any:
     try:
         return _cel.compile(source)
     except ValueError as exc:

@@ -21,6 +21,7 @@ ProviderErrorKind = Literal[
     "bad_request",
     "auth",
     "connection",
+    "config",  # the model cannot run here (e.g. `local/` without flowrun[local]); not retried
     "unknown",
 ]
 RETRYABLE: frozenset[str] = frozenset(
@@ -85,6 +86,9 @@ def ensure_litellm() -> ModuleType:
     if "LITELLM_LOG" not in os.environ:
         for name in _LITELLM_LOGGERS:
             logging.getLogger(name).setLevel(logging.CRITICAL)
+    from runner.models import local  # registers `local/...` ids; llama_cpp loads at first call
+
+    local.register(litellm)
     _litellm = litellm
     return litellm
 
@@ -158,7 +162,12 @@ def _call_kwargs(req: LLMRequest) -> dict[str, object]:
     # provider SDK must not retry behind its back unless the spec asks for it in params.
     kwargs: dict[str, object] = {"max_retries": 0, **req.params}
     kwargs.update(model=req.model, messages=req.messages, max_tokens=req.max_tokens)
-    if req.output_schema is not None:
+    # `structured_output: json_object` is for OpenAI-compatible servers that take the schema
+    # inside a json_object response_format (llama-cpp-python's server), not as json_schema
+    style = kwargs.pop("structured_output", "json_schema")
+    if req.output_schema is not None and style == "json_object":
+        kwargs["response_format"] = {"type": "json_object", "schema": req.output_schema}
+    elif req.output_schema is not None:
         kwargs["response_format"] = {
             "type": "json_schema",
             "json_schema": {"name": req.schema_name, "schema": req.output_schema, "strict": False},
@@ -216,6 +225,11 @@ def _kind(litellm: ModuleType, exc: Exception) -> ProviderErrorKind:
 
 
 def _to_provider_error(litellm: ModuleType, exc: Exception, model: str) -> ProviderError:
+    from runner.models.local import LocalModelError
+
+    for cause in _chain(exc):
+        if isinstance(cause, LocalModelError):  # litellm wraps it; its own text is the fix
+            return ProviderError("config", str(cause), model=model)
     message = getattr(exc, "message", None)
     return ProviderError(
         _kind(litellm, exc),

@@ -235,6 +235,10 @@ class RecordedResponses:
         """The recorded answer for this attempt, or None when the recording has run out."""
         return self._by_key.get((node, index, attempt))
 
+    def serves(self, node: str) -> bool:
+        """Whether calls of `node` must come from here (a replay lets changed nodes call out)."""
+        return True
+
     def nodes(self) -> frozenset[str]:
         return frozenset(e.node for e in self._entries)
 

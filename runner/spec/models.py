@@ -302,6 +302,31 @@ _KIND_CLASSES: dict[str, type[_NodeBase]] = {
 NodeId = Annotated[str, Field(pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")]
 
 
+class EvalGates(_Model):
+    """Thresholds `flowrun eval` holds a change to, so a regression fails CI before it merges."""
+
+    min_task_completion: Annotated[float, Field(ge=0, le=1)] | None = Field(
+        default=None, description="share of runs that meet every expectation of their case"
+    )
+    min_escalation_correctness: Annotated[float, Field(ge=0, le=1)] | None = Field(
+        default=None, description="share of runs that escalated exactly when their case expects"
+    )
+    max_policy_violations: Annotated[int, Field(ge=0)] = Field(
+        default=0, description="write tool calls that a case forbids but that happened"
+    )
+    max_cost_per_task_usd: Annotated[float, Field(ge=0)] | None = None
+    max_p95_latency_s: Annotated[float, Field(gt=0)] | None = None
+    min_tool_recovery: Annotated[float, Field(ge=0, le=1)] | None = Field(
+        default=None, description="share of fault-injected runs expected to recover that did"
+    )
+    drift_tolerance: Annotated[float, Field(ge=0)] = Field(
+        default=0.10, description="allowed rise of cost, tool calls, tokens per task vs baseline"
+    )
+    min_pass_rate: Annotated[float, Field(ge=0, le=1)] = Field(
+        default=0.8, description="per case: 95% Wilson lower bound of its pass rate (--repeat K)"
+    )
+
+
 class Spec(_Model):
     """A flowrun workflow (apiVersion flowrun/v1)."""
 
@@ -326,6 +351,7 @@ class Spec(_Model):
     tools: dict[Identifier, ToolContract] = Field(default_factory=dict)
     budget: Budget = Field(default_factory=Budget)
     nodes: Annotated[dict[NodeId, Node], Field(min_length=1)]
+    eval: EvalGates | None = Field(default=None, description="gates for `flowrun eval`")
 
 
 def node_kind(node: object) -> str:

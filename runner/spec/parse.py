@@ -40,7 +40,11 @@ def _model_at(path: PathKey, data: Any) -> type[BaseModel] | None:
     if not path:
         return m.Spec
     head = path[0]
-    simple: dict[str, type[BaseModel]] = {"metadata": m.Metadata, "budget": m.Budget}
+    simple: dict[str, type[BaseModel]] = {
+        "metadata": m.Metadata,
+        "budget": m.Budget,
+        "eval": m.EvalGates,
+    }
     if len(path) == 1:
         return simple.get(str(head))
     if head == "tools":

@@ -14,7 +14,7 @@ from typing import Any
 
 from runner.errors import ExitCode, FlowrunError
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 APP_ID = 0x464C5752  # "FLWR": PRAGMA application_id marks a store as ours
 DEFAULT_STORE = ".flowrun/flowrun.db"
 BUSY_TIMEOUT_MS = 30_000
@@ -107,6 +107,23 @@ _MIGRATIONS: dict[int, str] = {
     CREATE TABLE switches (
         name TEXT PRIMARY KEY, value TEXT NOT NULL, changed_by TEXT, changed_at REAL
     );
+    """,
+    # every model and tool call as made: what `flowrun trace`, `stats` and `replay` read
+    2: """
+    CREATE TABLE calls (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        run_id TEXT NOT NULL,
+        node_id TEXT NOT NULL,
+        idx INTEGER,
+        attempt INTEGER NOT NULL,
+        kind TEXT NOT NULL,
+        name TEXT NOT NULL,
+        data TEXT NOT NULL,
+        error TEXT,
+        started_at REAL NOT NULL,
+        duration_s REAL NOT NULL
+    );
+    CREATE INDEX calls_run ON calls(run_id, id);
     """,
 }
 
@@ -364,6 +381,23 @@ class Store:
             {"id": i, "run_id": r, "ts": ts, "type": t, "node_id": n, "data": loads(d)}
             for i, r, ts, t, n, d in self.conn.execute(sql, args)
         ]
+
+    # -- calls (model and tool calls, for trace, stats and replay) ----------------------------
+    def record_call(self, **row: Any) -> None:
+        row = {**row, "data": dumps(row["data"])}
+        cols = ", ".join(row)
+        marks = ", ".join("?" for _ in row)
+        with self.tx() as c:
+            c.execute(f"INSERT INTO calls ({cols}) VALUES ({marks})", tuple(row.values()))
+
+    def calls(self, run_id: str) -> list[dict[str, Any]]:
+        rows = self.conn.execute("SELECT * FROM calls WHERE run_id = ? ORDER BY id", (run_id,))
+        out = []
+        for r in rows:
+            d = dict(zip(_cols(self.conn, "calls"), r, strict=True))
+            d["data"] = loads(d["data"])
+            out.append(d)
+        return out
 
     # -- the idempotency ledger --------------------------------------------------------------
     def ledger_get(self, key: str) -> dict[str, Any] | None:

@@ -99,6 +99,7 @@ async def run_durably(
     responses: Any = None,
     hooks: Hooks | None = None,
     completed: dict[str, NodeResult] | None = None,
+    telemetry: Any = None,
 ) -> RunResult:
     from runner.engine.run import execute
 
@@ -111,6 +112,7 @@ async def run_durably(
         hooks=hs,
         completed=completed,
         services=store,
+        telemetry=telemetry,
     )
 
 

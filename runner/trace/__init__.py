@@ -1,0 +1,1 @@
+"""Observability: OpenTelemetry spans, redacted transcripts, `trace`, `stats` and `replay`."""

@@ -1,0 +1,507 @@
+"""One observer per run: run/node/call spans, the JSONL transcript, and call records for replay."""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import IO, TYPE_CHECKING, Any, Literal
+
+from opentelemetry import context as otel_context
+from opentelemetry import trace
+from opentelemetry.trace import Span, SpanKind, Status, StatusCode
+
+from runner.engine.hooks import Hooks
+from runner.engine.results import NodeResult, RunResult, Usage
+from runner.engine.telemetry import CallRecord, Telemetry
+from runner.trace.redact import redact
+
+if TYPE_CHECKING:
+    from runner.engine.context import NodeContext
+    from runner.models.client import LLMRequest, LLMResponse
+    from runner.plan.model import Plan
+    from runner.store.db import Store
+    from runner.trace.otel import Tracing
+
+Capture = Literal["off", "default", "full"]
+CAPTURES: tuple[str, ...] = ("default", "full", "off")
+ERROR_KINDS = {"rate_limit", "internal_server_error", "context_window", "timeout", "bad_request"}
+
+
+def transcript_path(store_path: Path, run_id: str) -> Path:
+    return store_path.parent / "transcripts" / f"{run_id}.jsonl"
+
+
+def _json(value: Any) -> str:
+    return json.dumps(value, sort_keys=True, default=str, ensure_ascii=False)
+
+
+def _provider(model: str) -> str:
+    provider, sep, _ = model.partition("/")
+    return provider if sep else "openai"
+
+
+def _split_cost(model: str, prompt_tokens: int, total: float) -> tuple[float, float]:
+    from runner.models.pricing import price_of
+
+    price = price_of(model)
+    prompt = min(price.input_per_token * prompt_tokens, total) if price is not None else 0.0
+    return prompt, max(total - prompt, 0.0)
+
+
+class _Call(CallRecord):
+    def __init__(self) -> None:
+        self.resp: LLMResponse | None = None
+        self.value: Any = None
+        self.has_value = False
+
+    def response(self, resp: LLMResponse) -> None:
+        self.resp = resp
+
+    def result(self, value: Any) -> None:
+        try:
+            self.value = json.loads(json.dumps(value))
+        except (TypeError, ValueError):
+            self.value = repr(value)
+        self.has_value = True
+
+
+class RunObserver(Hooks, Telemetry):
+    """Hooks for run and node spans plus the call seam; everything it writes is redacted."""
+
+    def __init__(
+        self,
+        *,
+        store: Store | None,
+        tracing: Tracing | None,
+        capture: Capture = "default",
+        tenant: str | None = None,
+        actor: str | None = None,
+        attempt: int = 1,
+        transcript: Path | None = None,
+    ) -> None:
+        self.store = store
+        self.tracing = tracing
+        self.capture = capture
+        self.tenant = tenant
+        self.actor = actor
+        self.attempt = attempt
+        self.transcript_file = transcript
+        self._out: IO[str] | None = None
+        self._run_span: Span | None = None
+        self._node_spans: dict[str, Span] = {}
+        self._plan: Plan | None = None
+        self._run_id = ""
+        self._spent = Usage()
+        self._tool_calls: dict[tuple[str, int | None], int] = {}
+
+    # -- transcript --------------------------------------------------------------------------
+    def _content(self, value: Any) -> Any:
+        """Content as the transcript keeps it: none, PII-redacted, or full (secrets always go)."""
+        if self.capture == "off":
+            return None
+        return redact(value, pii=self.capture == "default")
+
+    def _write(self, event: str, **data: Any) -> None:
+        if self._out is None:
+            return
+        line = {"ts": round(time.time(), 6), "event": event, "run_id": self._run_id, **data}
+        self._out.write(_json(line) + "\n")
+        self._out.flush()
+
+    def _open_transcript(self) -> None:
+        if self.transcript_file is None:
+            return
+        self.transcript_file.parent.mkdir(parents=True, exist_ok=True)
+        mode = 0o600 if self.capture == "full" else 0o644
+        fd = os.open(self.transcript_file, os.O_WRONLY | os.O_CREAT | os.O_APPEND, mode)
+        if self.capture == "full":
+            os.chmod(self.transcript_file, 0o600)
+        self._out = os.fdopen(fd, "a", encoding="utf-8")
+
+    # -- hooks: run and node spans -------------------------------------------------------------
+    async def run_started(
+        self, *, run_id: str, plan: Plan, inputs: dict[str, Any], **_: Any
+    ) -> None:
+        self._plan, self._run_id = plan, run_id
+        self._open_transcript()
+        self._write(
+            "run_started",
+            workflow=plan.name,
+            profile=plan.profile,
+            tenant=self.tenant,
+            actor=self.actor,
+            attempt=self.attempt,
+            capture=self.capture,
+            inputs=self._content(inputs),
+        )
+        if self.tracing is None:
+            return
+        span = self.tracing.tracer.start_span(
+            f"invoke_workflow {plan.name}", kind=SpanKind.INTERNAL
+        )
+        attrs: dict[str, Any] = {
+            "gen_ai.operation.name": "invoke_workflow",
+            "openinference.span.kind": "CHAIN",
+            "flowrun.run_id": run_id,
+            "flowrun.workflow": plan.name,
+            "flowrun.attempt": self.attempt,
+            "session.id": run_id,
+        }
+        for key, value in (
+            ("flowrun.tenant", self.tenant),
+            ("flowrun.actor", self.actor),
+            ("user.id", self.actor),
+            ("flowrun.profile", plan.profile),
+        ):
+            if value is not None:
+                attrs[key] = value
+        if self.capture == "full":
+            attrs["input.value"] = _json(redact(inputs, pii=False))
+        span.set_attributes(attrs)
+        self._run_span = span
+
+    async def node_started(self, *, run_id: str, node_id: str, **_: Any) -> None:
+        self._write("node_started", node_id=node_id)
+        if self.tracing is None or self._plan is None:
+            return
+        span = self._start_node_span(node_id)
+        # node_started runs inside the node's task: its call spans become this span's children
+        otel_context.attach(trace.set_span_in_context(span))
+
+    def _start_node_span(self, node_id: str) -> Span:
+        assert self.tracing is not None and self._plan is not None
+        node = self._plan.nodes[node_id]
+        parent = trace.set_span_in_context(self._run_span) if self._run_span else None
+        span = self.tracing.tracer.start_span(node_id, context=parent)
+        kind = "LLM" if node.kind == "llm" else "TOOL" if node.kind == "tool" else "CHAIN"
+        span.set_attributes(
+            {
+                "openinference.span.kind": "CHAIN" if kind != "CHAIN" else kind,
+                "flowrun.run_id": self._run_id,
+                "flowrun.node.id": node_id,
+                "flowrun.node.kind": node.kind,
+            }
+        )
+        self._node_spans[node_id] = span
+        return span
+
+    def _remaining(self) -> dict[str, float]:
+        assert self._plan is not None
+        caps = self._plan.budget
+        out: dict[str, float] = {}
+        if caps.max_usd is not None:
+            out["flowrun.budget.remaining_usd"] = round(caps.max_usd - self._spent.cost_usd, 9)
+        if caps.max_tokens is not None:
+            out["flowrun.budget.remaining_tokens"] = caps.max_tokens - self._spent.tokens
+        return out
+
+    async def node_finished(self, *, run_id: str, result: NodeResult, **_: Any) -> None:
+        self._spent += result.usage
+        u = result.usage
+        self._write(
+            "node_finished",
+            node_id=result.node_id,
+            kind=result.kind,
+            status=result.status,
+            attempts=result.attempts,
+            model=result.model,
+            duration_s=round(result.duration_s, 6),
+            usage={
+                "input_tokens": u.input_tokens,
+                "output_tokens": u.output_tokens,
+                "cost_usd": u.cost_usd,
+                "llm_calls": u.llm_calls,
+                "tool_calls": u.tool_calls,
+            },
+            error=redact(result.error, pii=self.capture != "full"),
+            detail=self._content(result.detail),
+            output=self._content(result.output),
+        )
+        if self.tracing is None or self._plan is None:
+            return
+        span = self._node_spans.pop(result.node_id, None) or self._start_node_span(result.node_id)
+        self._node_spans.pop(result.node_id, None)
+        attrs: dict[str, Any] = {
+            "flowrun.node.status": result.status,
+            "flowrun.node.attempts": result.attempts,
+            "flowrun.usage.cost_usd": u.cost_usd,
+            "flowrun.usage.input_tokens": u.input_tokens,
+            "flowrun.usage.output_tokens": u.output_tokens,
+            **self._remaining(),
+        }
+        if result.model:
+            attrs["flowrun.node.model"] = result.model
+        for key in ("policy", "ledger", "reason", "retried", "rejected", "provider_errors"):
+            if key in result.detail:
+                attrs[f"flowrun.{key}"] = _json(redact(result.detail[key], pii=True))
+        if result.status not in ("succeeded", "skipped"):
+            attrs["error.type"] = result.status
+            span.set_status(Status(StatusCode.ERROR, redact(result.error or "", pii=True)))
+        if self.capture == "full" and result.output is not None:
+            attrs["output.value"] = _json(redact(result.output, pii=False))
+        span.set_attributes(attrs)
+        span.end()
+
+    async def run_finished(self, *, result: RunResult, **_: Any) -> None:
+        u = result.usage
+        self._write(
+            "run_finished",
+            status=result.status,
+            reason=redact(result.reason, pii=self.capture != "full"),
+            duration_s=round(result.duration_s, 6),
+            usage={"input_tokens": u.input_tokens, "output_tokens": u.output_tokens},
+            cost_usd=u.cost_usd,
+            outputs=self._content(result.outputs),
+        )
+        if self._out is not None:
+            self._out.close()
+            self._out = None
+        if self.tracing is None:
+            return
+        for cut in self._node_spans.values():
+            cut.end()  # nodes cut short by a stop or the run's deadline
+        self._node_spans.clear()
+        span = self._run_span
+        if span is not None:
+            attrs: dict[str, Any] = {
+                "flowrun.status": result.status,
+                "flowrun.usage.cost_usd": u.cost_usd,
+                "flowrun.usage.input_tokens": u.input_tokens,
+                "flowrun.usage.output_tokens": u.output_tokens,
+                "flowrun.usage.llm_calls": u.llm_calls,
+                "flowrun.usage.tool_calls": u.tool_calls,
+                **self._remaining(),
+            }
+            if result.status != "succeeded":
+                attrs["error.type"] = result.status
+                span.set_status(Status(StatusCode.ERROR, redact(result.reason or "", pii=True)))
+            if self.capture == "full":
+                attrs["output.value"] = _json(redact(result.outputs, pii=False))
+            span.set_attributes(attrs)
+            span.end()
+            self._run_span = None
+        self.tracing.flush()
+
+    # -- telemetry: call spans and records ---------------------------------------------------
+    def _record(self, ctx: NodeContext, **row: Any) -> None:
+        if self.store is None:
+            return
+        self.store.record_call(run_id=ctx.run.run_id, node_id=ctx.node_id, idx=ctx.index, **row)
+
+    @contextmanager
+    def llm_call(self, ctx: NodeContext, req: LLMRequest) -> Iterator[CallRecord]:
+        call = _Call()
+        attempt = ctx.run.calls.get((ctx.node_id, ctx.index), 1)
+        started, t0 = time.time(), time.perf_counter()
+        span = None
+        if self.tracing is not None:
+            span = self.tracing.tracer.start_span(f"chat {req.model}", kind=SpanKind.CLIENT)
+            attrs: dict[str, Any] = {
+                "gen_ai.operation.name": "chat",
+                "gen_ai.provider.name": _provider(req.model),
+                "gen_ai.request.model": req.model,
+                "gen_ai.request.max_tokens": req.max_tokens,
+                "openinference.span.kind": "LLM",
+                "llm.model_name": req.model,
+                "llm.provider": _provider(req.model),
+                "flowrun.node.id": ctx.node_id,
+                "flowrun.call.attempt": attempt,
+            }
+            if req.temperature is not None:
+                attrs["gen_ai.request.temperature"] = req.temperature
+            if ctx.index is not None:
+                attrs["flowrun.map.index"] = ctx.index
+            if self.capture == "full":
+                for i, m in enumerate(redact(req.messages, pii=False)):
+                    attrs[f"llm.input_messages.{i}.message.role"] = m.get("role", "")
+                    attrs[f"llm.input_messages.{i}.message.content"] = m.get("content", "")
+            span.set_attributes(attrs)
+        error: str | None = None
+        token = otel_context.attach(trace.set_span_in_context(span)) if span else None
+        try:
+            yield call
+        except BaseException as e:
+            error = getattr(e, "kind", None) or type(e).__name__
+            raise
+        finally:
+            if token is not None:
+                otel_context.detach(token)
+            self._finish_llm(ctx, req, call, span, error, attempt, started, t0)
+
+    def _finish_llm(
+        self,
+        ctx: NodeContext,
+        req: LLMRequest,
+        call: _Call,
+        span: Span | None,
+        error: str | None,
+        attempt: int,
+        started: float,
+        t0: float,
+    ) -> None:
+        resp = call.resp
+        duration = time.perf_counter() - t0
+        data: dict[str, Any] = {"model": req.model, "max_tokens": req.max_tokens}
+        if resp is not None:
+            data.update(
+                response_model=resp.model,
+                usage={
+                    "prompt_tokens": resp.prompt_tokens,
+                    "completion_tokens": resp.completion_tokens,
+                },
+                cost_usd=resp.cost_usd,
+                finish_reason=resp.finish_reason,
+            )
+        captured = self.capture != "off"
+        data["captured"] = captured
+        if captured:
+            data["messages"] = redact(req.messages, pii=False)
+            if resp is not None:
+                data["content"] = redact(resp.content, pii=False)
+        self._record(
+            ctx,
+            attempt=attempt,
+            kind="llm",
+            name=req.model,
+            data=data,
+            error=error,
+            started_at=started,
+            duration_s=duration,
+        )
+        self._write(
+            "llm_call",
+            node_id=ctx.node_id,
+            index=ctx.index,
+            attempt=attempt,
+            model=req.model,
+            response_model=data.get("response_model"),
+            usage=data.get("usage"),
+            cost_usd=data.get("cost_usd"),
+            error=error,
+            duration_s=round(duration, 6),
+            messages=self._content(req.messages),
+            content=self._content(resp.content) if resp is not None else None,
+        )
+        if span is None:
+            return
+        attrs: dict[str, Any] = {}
+        if resp is not None:
+            prompt_usd, completion_usd = _split_cost(req.model, resp.prompt_tokens, resp.cost_usd)
+            attrs.update(
+                {
+                    "gen_ai.response.model": resp.model,
+                    "gen_ai.usage.input_tokens": resp.prompt_tokens,
+                    "gen_ai.usage.output_tokens": resp.completion_tokens,
+                    "gen_ai.response.finish_reasons": [resp.finish_reason or "stop"],
+                    "llm.token_count.prompt": resp.prompt_tokens,
+                    "llm.token_count.completion": resp.completion_tokens,
+                    "llm.token_count.total": resp.prompt_tokens + resp.completion_tokens,
+                    "llm.cost.prompt": prompt_usd,
+                    "llm.cost.completion": completion_usd,
+                    "llm.cost.total": resp.cost_usd,
+                }
+            )
+            if self.capture == "full":
+                attrs["llm.output_messages.0.message.role"] = "assistant"
+                attrs["llm.output_messages.0.message.content"] = redact(resp.content, pii=False)
+        if error is not None:
+            attrs["error.type"] = error
+            span.set_status(Status(StatusCode.ERROR, error))
+        span.set_attributes(attrs)
+        span.end()
+
+    @contextmanager
+    def tool_call(self, ctx: NodeContext, tool: str, args: Any) -> Iterator[CallRecord]:
+        call = _Call()
+        key = (ctx.node_id, ctx.index)
+        attempt = self._tool_calls.get(key, 0) + 1
+        self._tool_calls[key] = attempt
+        started, t0 = time.time(), time.perf_counter()
+        span = None
+        if self.tracing is not None:
+            span = self.tracing.tracer.start_span(f"execute_tool {tool}", kind=SpanKind.INTERNAL)
+            attrs: dict[str, Any] = {
+                "gen_ai.operation.name": "execute_tool",
+                "gen_ai.tool.name": tool,
+                "openinference.span.kind": "TOOL",
+                "tool.name": tool,
+                "flowrun.node.id": ctx.node_id,
+                "flowrun.call.attempt": attempt,
+            }
+            if ctx.index is not None:
+                attrs["flowrun.map.index"] = ctx.index
+            if self.capture == "full":
+                attrs["tool.parameters"] = _json(redact(args, pii=False))
+                attrs["input.value"] = attrs["tool.parameters"]
+            span.set_attributes(attrs)
+        error: str | None = None
+        try:
+            yield call
+        except BaseException as e:
+            error = type(e).__name__
+            raise
+        finally:
+            duration = time.perf_counter() - t0
+            captured = self.capture != "off"
+            data: dict[str, Any] = {"captured": captured, "has_result": call.has_value}
+            if captured:
+                data["args"] = redact(args, pii=False)
+                if call.has_value:
+                    data["result"] = redact(call.value, pii=False)
+            self._record(
+                ctx,
+                attempt=attempt,
+                kind="tool",
+                name=tool,
+                data=data,
+                error=error,
+                started_at=started,
+                duration_s=duration,
+            )
+            self._write(
+                "tool_call",
+                node_id=ctx.node_id,
+                index=ctx.index,
+                attempt=attempt,
+                tool=tool,
+                error=error,
+                duration_s=round(duration, 6),
+                args=self._content(args),
+                result=self._content(call.value) if call.has_value else None,
+            )
+            if span is not None:
+                if error is not None:
+                    span.set_attribute("error.type", error)
+                    span.set_status(Status(StatusCode.ERROR, error))
+                elif self.capture == "full" and call.has_value:
+                    span.set_attribute("output.value", _json(redact(call.value, pii=False)))
+                span.end()
+
+
+def observer_for(
+    store: Store,
+    run_id: str,
+    *,
+    otlp_endpoint: str | None = None,
+    console: bool = False,
+    capture: Capture = "default",
+    tenant: str | None = None,
+    actor: str | None = None,
+    attempt: int = 1,
+) -> RunObserver:
+    """The observer `flowrun execute` attaches: spans if configured, always a transcript."""
+    from runner.trace.otel import setup_tracing
+
+    return RunObserver(
+        store=store,
+        tracing=setup_tracing(otlp_endpoint, console=console),
+        capture=capture,
+        tenant=tenant,
+        actor=actor,
+        attempt=attempt,
+        transcript=transcript_path(store.path, run_id),
+    )

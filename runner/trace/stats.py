@@ -1,0 +1,130 @@
+"""`flowrun stats`: completion, escalation, latency and cost percentiles, tool errors, undo rate."""
+
+from __future__ import annotations
+
+import re
+import time
+from datetime import datetime
+from typing import Any
+
+from runner.errors import UsageError
+from runner.store.db import Store
+
+FINISHED = ("succeeded", "failed", "escalated", "budget_exceeded", "denied", "killed")
+_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
+
+
+def parse_since(text: str, now: float | None = None) -> float:
+    """`30m`, `24h`, `7d` ago, or an ISO date/time; as unix seconds."""
+    m = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([smhdw])\s*", text)
+    if m:
+        return (now or time.time()) - float(m.group(1)) * _UNITS[m.group(2)]
+    try:
+        return datetime.fromisoformat(text).timestamp()
+    except ValueError:
+        raise UsageError(
+            f"--since: cannot read {text!r}",
+            hint="give a duration such as 30m, 24h, 7d, or an ISO date such as 2025-01-31",
+        ) from None
+
+
+def percentile(values: list[float], p: float) -> float | None:
+    """Nearest-rank percentile: a value that really occurred."""
+    if not values:
+        return None
+    s = sorted(values)
+    k = max(0, min(len(s) - 1, int(-(-p * len(s) // 100)) - 1))
+    return s[k]
+
+
+def _rate(n: int, d: int) -> float | None:
+    return round(n / d, 4) if d else None
+
+
+def compute_stats(
+    store: Store,
+    *,
+    workflow: str | None = None,
+    tenant: str | None = None,
+    since: float | None = None,
+) -> dict[str, Any]:
+    where = ["status IN (" + ",".join("?" for _ in FINISHED) + ")"]
+    args: list[Any] = list(FINISHED)
+    for col, val in (("workflow", workflow), ("tenant", tenant)):
+        if val is not None:
+            where.append(f"{col} = ?")
+            args.append(val)
+    if since is not None:
+        where.append("created_at >= ?")
+        args.append(since)
+    rows = store.conn.execute(
+        "SELECT run_id, status, duration_s, cost_usd FROM runs WHERE " + " AND ".join(where),
+        args,
+    ).fetchall()
+    ids = [r[0] for r in rows]
+    total = len(rows)
+    by_status: dict[str, int] = {}
+    for r in rows:
+        by_status[r[1]] = by_status.get(r[1], 0) + 1
+    latencies = [r[2] for r in rows]
+    costs = [r[3] for r in rows if r[1] == "succeeded"]
+    tool_calls = tool_errors = 0
+    undone = 0
+    if ids:
+        marks = ",".join("?" for _ in ids)
+        tool_calls, tool_errors = store.conn.execute(
+            "SELECT COUNT(*), COALESCE(SUM(error IS NOT NULL), 0) FROM calls "
+            f"WHERE kind = 'tool' AND run_id IN ({marks})",
+            ids,
+        ).fetchone()
+        undone = store.conn.execute(
+            "SELECT COUNT(DISTINCT run_id) FROM events "
+            f"WHERE type = 'undo' AND run_id IN ({marks})",
+            ids,
+        ).fetchone()[0]
+
+    def pct(values: list[float], p: float, nd: int) -> float | None:
+        v = percentile(values, p)
+        return None if v is None else round(v, nd)
+
+    return {
+        "filters": {"workflow": workflow, "tenant": tenant, "since": since},
+        "runs": total,
+        "by_status": dict(sorted(by_status.items())),
+        "completion_rate": _rate(by_status.get("succeeded", 0), total),
+        "escalation_rate": _rate(by_status.get("escalated", 0), total),
+        "latency_s": {
+            "p50": pct(latencies, 50, 4),
+            "p95": pct(latencies, 95, 4),
+            "p99": pct(latencies, 99, 4),
+        },
+        "cost_per_completed_usd": {
+            "p50": pct(costs, 50, 8),
+            "p95": pct(costs, 95, 8),
+            "max": round(max(costs), 8) if costs else None,
+        },
+        "tool_calls": tool_calls,
+        "tool_error_rate": _rate(tool_errors, tool_calls),
+        "undo_rate": _rate(undone, total),
+    }
+
+
+def render_stats(s: dict[str, Any]) -> str:
+    def f(v: Any, fmt: str) -> str:
+        return "-" if v is None else format(v, fmt)
+
+    lat, cost = s["latency_s"], s["cost_per_completed_usd"]
+    statuses = ", ".join(f"{k} {v}" for k, v in s["by_status"].items()) or "none"
+    return "\n".join(
+        [
+            f"runs                 {s['runs']}  ({statuses})",
+            f"completion rate      {f(s['completion_rate'], '.1%')}",
+            f"escalation rate      {f(s['escalation_rate'], '.1%')}",
+            f"latency p50/p95/p99  {f(lat['p50'], '.3f')}s / {f(lat['p95'], '.3f')}s / "
+            f"{f(lat['p99'], '.3f')}s",
+            f"cost per completed   p50 ${f(cost['p50'], '.6f')}  p95 ${f(cost['p95'], '.6f')}  "
+            f"max ${f(cost['max'], '.6f')}",
+            f"tool error rate      {f(s['tool_error_rate'], '.1%')}  ({s['tool_calls']} calls)",
+            f"undo rate            {f(s['undo_rate'], '.1%')}",
+        ]
+    )

@@ -1,0 +1,94 @@
+"""`flowrun trace`, `flowrun stats`, `flowrun replay`: what a run did, what runs cost, what-ifs."""
+
+from __future__ import annotations
+
+import json
+
+import click
+
+_store_opt = click.option(
+    "--store",
+    "store_opt",
+    metavar="PATH",
+    help="run store (default: $FLOWRUN_STORE or .flowrun/flowrun.db)",
+)
+_output_opt = click.option(
+    "--output", "fmt", type=click.Choice(["text", "json"]), default="text", show_default=True
+)
+
+
+@click.command()
+@click.argument("run_id")
+@_store_opt
+@_output_opt
+def trace(run_id: str, store_opt: str | None, fmt: str) -> None:
+    """Show a recorded run as a tree: per node duration, model, tokens, cost, attempts, policy."""
+    from runner.store import Store, store_path
+    from runner.trace.tree import render_trace, trace_data
+
+    data = trace_data(Store(store_path(store_opt), create=False), run_id)
+    click.echo(json.dumps(data, indent=2) if fmt == "json" else render_trace(data))
+
+
+@click.command()
+@click.option("--workflow", help="only runs of this workflow")
+@click.option("--tenant", help="only runs of this tenant")
+@click.option("--since", metavar="WHEN", help="only runs started since (30m, 24h, 7d, ISO date)")
+@_store_opt
+@_output_opt
+def stats(
+    workflow: str | None, tenant: str | None, since: str | None, store_opt: str | None, fmt: str
+) -> None:
+    """Completion and escalation rates, latency and cost percentiles, tool errors, undo rate."""
+    from runner.store import Store, store_path
+    from runner.trace.stats import compute_stats, parse_since, render_stats
+
+    when = parse_since(since) if since is not None else None
+    s = compute_stats(
+        Store(store_path(store_opt), create=False), workflow=workflow, tenant=tenant, since=when
+    )
+    click.echo(json.dumps(s, indent=2) if fmt == "json" else render_stats(s))
+
+
+@click.command()
+@click.argument("run_id")
+@click.option(
+    "--spec", "spec", metavar="FILE", help="replay against this spec (default: the run's)"
+)
+@click.option("--rerun", metavar="NODE,...", help="run these nodes again even if unchanged")
+@click.option("--profile", help="model routes for the nodes that run again")
+@click.option(
+    "--responses", metavar="FILE", help="recorded answers for the nodes that run again (JSONL)"
+)
+@_store_opt
+@_output_opt
+def replay(
+    run_id: str,
+    spec: str | None,
+    rerun: str | None,
+    profile: str | None,
+    responses: str | None,
+    store_opt: str | None,
+    fmt: str,
+) -> None:
+    """Re-execute a recorded run offline and print what changed; writes never happen.
+
+    Unchanged nodes get their recorded model answers and tool results; changed or named nodes
+    run again (models through --profile or --responses, write tools as dry runs).
+    Exit codes: 0 replayed (whatever the outcome), 2 unknown run or not replayable.
+    """
+    import asyncio
+
+    from runner.store import Store, store_path
+    from runner.trace.replay import outcome_diff, render_diff, replay_run
+
+    names = tuple(n.strip() for n in (rerun or "").split(",") if n.strip())
+    store = Store(store_path(store_opt), create=False)
+    r = asyncio.run(
+        replay_run(store, run_id, spec=spec, rerun=names, profile=profile, responses=responses)
+    )
+    d = outcome_diff(r)
+    click.echo(json.dumps(d, indent=2, default=str) if fmt == "json" else render_diff(d))
+
+
+TRACE_COMMANDS: tuple[click.Command, ...] = (trace, stats, replay)

@@ -1,0 +1,91 @@
+"""Real processes against one run store: `flowrun` runs as a subprocess, as an operator runs it."""
+
+from __future__ import annotations
+
+import json
+import os
+import sqlite3
+import subprocess
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+SPECS = Path(__file__).parent / "specs"
+REFERENCE = ROOT / "specs" / "support_refund.yaml"
+EXAMPLES = ROOT / "examples"
+
+Flowrun = Callable[..., subprocess.CompletedProcess[str]]
+
+
+@pytest.fixture
+def env(tmp_path: Path) -> dict[str, str]:
+    """A private store, support database and tool log for one test."""
+    support = tmp_path / "support.db"
+    subprocess.run(
+        [sys.executable, "-m", "tools.seed", "--db", str(support)],
+        cwd=ROOT,
+        check=True,
+        capture_output=True,
+    )
+    e = dict(os.environ)
+    e.update(
+        FLOWRUN_STORE=str(tmp_path / "flowrun.db"),
+        FLOWRUN_SUPPORT_DB=str(support),
+        DTOOLS_LOG=str(tmp_path / "dtools.log"),
+        PYTHONPATH=str(ROOT),
+    )
+    e.pop("FLOWRUN_CRASH_AT", None)
+    return e
+
+
+@pytest.fixture
+def flowrun(env: dict[str, str]) -> Flowrun:
+    def run(
+        *args: str, crash_at: str | None = None, timeout: float = 120
+    ) -> subprocess.CompletedProcess[str]:
+        e = dict(env)
+        if crash_at is not None:
+            e["FLOWRUN_CRASH_AT"] = crash_at
+        return subprocess.run(
+            [sys.executable, "-m", "runner.cli", *args],
+            cwd=ROOT,
+            env=e,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+        )
+
+    return run
+
+
+def refund_case(name: str) -> list[str]:
+    return [
+        "execute",
+        str(REFERENCE),
+        "--input",
+        str(EXAMPLES / "inputs" / f"{name}.json"),
+        "--responses",
+        str(EXAMPLES / "responses" / f"{name}.jsonl"),
+        "--output",
+        "json",
+    ]
+
+
+def rows(db: str, sql: str) -> list[tuple[object, ...]]:
+    with sqlite3.connect(db) as c:
+        return c.execute(sql).fetchall()
+
+
+def only_run_id(env: dict[str, str]) -> str:
+    (run_id,) = [r[0] for r in rows(env["FLOWRUN_STORE"], "SELECT run_id FROM runs")]
+    return str(run_id)
+
+
+def tool_log(env: dict[str, str]) -> list[dict[str, object]]:
+    path = Path(env["DTOOLS_LOG"])
+    if not path.exists():
+        return []
+    return [json.loads(line) for line in path.read_text().splitlines()]

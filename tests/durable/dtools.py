@@ -1,0 +1,37 @@
+"""Tools for the durable-run tests: each call is appended to the file named by $DTOOLS_LOG."""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+
+
+def _log(entry: dict[str, object]) -> int:
+    path = os.environ["DTOOLS_LOG"]
+    with open(path, "a", encoding="utf-8") as f:
+        f.write(json.dumps(entry) + "\n")
+    with open(path, encoding="utf-8") as f:
+        return sum(1 for line in f if json.loads(line).get("label") == entry.get("label"))
+
+
+def step(label: str) -> dict[str, object]:
+    """A read that records that it ran."""
+    return {"label": label, "n": _log({"label": label, "kind": "read"})}
+
+
+def slow(label: str, seconds: float) -> dict[str, object]:
+    """A read that takes a while, so a kill can land between nodes."""
+    time.sleep(seconds)
+    return {"label": label, "n": _log({"label": label, "kind": "read"})}
+
+
+def effect(label: str, idempotency_key: str | None = None) -> dict[str, object]:
+    """A write that records each time it really happens."""
+    n = _log({"label": label, "kind": "write", "key": idempotency_key})
+    return {"label": label, "n": n, "key": idempotency_key}
+
+
+def unrecord(label: str) -> dict[str, object]:
+    """Compensation of `effect`."""
+    return {"label": label, "undone": _log({"label": f"undo:{label}", "kind": "undo"})}
