@@ -144,7 +144,19 @@ def _read_input(input_path: str | None, input_json: str | None) -> Any:
     help="tighten the spec's budget.max_usd for this run (never loosens it)",
 )
 @click.option("--tenant", help="tenant the run acts for (recorded; filters `flowrun runs`)")
-@click.option("--actor", help="who started the run (recorded)")
+@click.option("--actor", help="who starts the run (the policy principal; recorded)")
+@click.option(
+    "--scopes",
+    metavar="A,B",
+    default="",
+    help="scopes the run holds; a tool that declares scopes the run lacks is denied",
+)
+@click.option(
+    "--live",
+    "live_writes",
+    is_flag=True,
+    help="perform write tools for real (default: dry-run — writes run their preview)",
+)
 @click.option(
     "--store",
     "store_opt",
@@ -171,12 +183,17 @@ def execute(
     max_usd: float | None,
     tenant: str | None,
     actor: str | None,
+    scopes: str,
+    live_writes: bool,
     store_opt: str | None,
     otlp_endpoint: str | None,
     capture: Any,
     trace_console: bool,
 ) -> None:
     """Run a workflow to an outcome; the exit code tells which (see README).
+
+    Writes are a dry run unless --live: a write tool runs its preview and the planned
+    change is recorded. Every tool call is checked against the spec's policies first.
 
     Exit codes: 0 succeeded, 1 failed, 2 invalid input (nothing run), 3 escalated,
     4 budget_exceeded, 5 denied, 6 waiting, 7 killed, 70 internal error.
@@ -216,7 +233,11 @@ def execute(
         responses_path=responses,
         tenant=tenant,
         actor=actor,
-        options={"max_usd": max_usd} if max_usd is not None else None,
+        options={
+            "live": live_writes,
+            "scopes": [s.strip() for s in scopes.split(",") if s.strip()],
+            **({"max_usd": max_usd} if max_usd is not None else {}),
+        },
     )
     hooks, live = progress_hooks(plan, enabled=fmt == "text" and sys.stderr.isatty())
     from runner.engine.hooks import HookSet
@@ -284,8 +305,9 @@ def _register_commands() -> None:
     from runner.ops_cli import OPS_COMMANDS
     from runner.review_cli import diff, graph
     from runner.trace_cli import TRACE_COMMANDS
+    from runner.web_cli import WEB_COMMANDS
 
-    for command in (graph, diff, eval_command, *OPS_COMMANDS, *TRACE_COMMANDS):
+    for command in (graph, diff, eval_command, *OPS_COMMANDS, *TRACE_COMMANDS, *WEB_COMMANDS):
         cli.add_command(command)
 
 

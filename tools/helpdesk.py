@@ -160,3 +160,14 @@ def list_notes(ticket_id: str) -> list[NoteRecord]:
             }
             for r in rows
         ]
+
+
+def plan_note(ticket_id: str, body: str, idempotency_key: str | None = None) -> dict[str, object]:
+    """The dry-run stand-in for add_note: where the note would go and what it would say."""
+    _require_body(body, "note")
+    with closing(connect()) as conn:
+        _require_ticket(conn, ticket_id)
+    return {
+        "result": {"note_id": 0, "ticket_id": ticket_id},
+        "change": {"action": "add_note", "ticket_id": ticket_id, "body": body},
+    }

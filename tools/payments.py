@@ -251,3 +251,20 @@ def void_refund(refund_id: str) -> Refund:
         if row is None:
             raise LookupError(f"refund {refund_id!r} not found")
         return _refund(row)
+
+
+def plan_refund(
+    order_id: str, amount_usd: float, reason: str, idempotency_key: str | None = None
+) -> dict[str, object]:
+    """The dry-run stand-in for issue_refund: the refund it would return, and the planned change."""
+    change = preview_refund(order_id, amount_usd, reason)
+    result = {
+        "refund_id": _refund_id(idempotency_key) if idempotency_key else "R-planned",
+        "order_id": order_id,
+        "amount_usd": amount_usd,
+        "reason": reason,
+        "status": "planned",
+        "idempotency_key": idempotency_key,
+        "created_at": "",
+    }
+    return {"result": result, "change": dict(change)}

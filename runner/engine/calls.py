@@ -1,21 +1,26 @@
 """The one door to models and tools: budget reservation, fallbacks, recorded responses, contracts.
 
-Every model call and tool call of every node kind passes here, so cross-cutting concerns
-(budget now; policy, dry-run, idempotency and tracing as they arrive) live in one place.
+Every model call and tool call of every node kind passes here, so the cross-cutting concerns
+(budget, the writes switch, policy, dry-run, idempotency and tracing) live in one place.
 """
 
 from __future__ import annotations
 
 import asyncio
+import inspect
 import json
+from datetime import UTC, datetime
 from typing import Any
 
 from runner.engine.budget import BudgetExceeded
 from runner.engine.context import NodeContext, NodeFailure, NodeStop
 from runner.engine.crash import crash_point
+from runner.expr.cel import ExprError
 from runner.models.pricing import price_of
 from runner.plan import schemas
 from runner.plan.model import LLMStep, ToolStep
+from runner.plan.tools import accepts_idempotency_key
+from runner.policy import request as policy_request
 
 
 def _reserve_usd(model: str, prompt_tokens: int, max_tokens: int) -> float:
@@ -115,10 +120,21 @@ async def call_tool(ctx: NodeContext, step: ToolStep, args: Any, *, idempotency_
     ledger_key = f"{step.name}/{idempotency_key}"
     if write and not svc.writes_enabled():
         svc.event(run.run_id, "write_refused", ctx.node_id, tool=step.name, key=idempotency_key)
+        ctx.detail["on_deny"] = step.on_deny
         raise NodeStop(
             "denied",
             f"writes are switched off for every run; {step.name!r} was not called "
             "(`flowrun writes on` turns them back on)",
+        )
+    await authorize(ctx, step, args)
+    if write and not run.envelope.live:
+        return await _dry_run(ctx, step, args, idempotency_key)
+    if write and not getattr(svc, "durable", False):
+        ctx.detail["on_deny"] = step.on_deny
+        raise NodeStop(
+            "denied",
+            f"a live write ({step.name!r}) needs a run recorded in the store; "
+            "run it with `flowrun execute --live`",
         )
     row = svc.ledger_get(ledger_key)
     if row is not None and row["status"] == "done":
@@ -175,4 +191,119 @@ async def call_tool(ctx: NodeContext, step: ToolStep, args: Any, *, idempotency_
             svc.ledger_failed(ledger_key, message)  # a retry calls the tool again
             raise NodeFailure(message, kind="invalid_output")
     svc.ledger_done(ledger_key, result)
+    return result
+
+
+def _approval_key(ctx: NodeContext) -> str:
+    return ctx.node_id if ctx.index is None else f"{ctx.node_id}[{ctx.index}]"
+
+
+async def authorize(ctx: NodeContext, step: ToolStep, args: dict[str, Any]) -> None:
+    """Decide the call by policy (scopes, CEL rules, Cedar, defaults); record the decision."""
+    run, svc, env = ctx.run, ctx.run.services, ctx.run.envelope
+    contract = step.contract
+    destination = None
+    if step.destination is not None:
+        try:
+            value = step.destination.evaluate({"args": args, "inputs": run.inputs})
+        except ExprError as e:
+            raise NodeFailure(f"destination of {step.name!r}: {e.message}", kind="config") from None
+        destination = value if isinstance(value, str) else json.dumps(value)
+    req = policy_request(
+        tool=step.name,
+        effect=contract.effect,
+        args=args,
+        actor=env.actor,
+        tenant=env.tenant,
+        workflow=run.plan.name,
+        node=ctx.node_id,
+        scopes=env.scopes,
+        classification=contract.classification,
+        destination=destination,
+        now=datetime.now(UTC).isoformat(timespec="seconds"),
+        tainted=step.tainted_args,
+        inputs=run.inputs,
+    )
+    decision = run.plan.policy.decide(req, required_scopes=contract.scopes)
+    ctx.detail.setdefault("policy", []).append({"tool": step.name, **decision.to_json()})
+    svc.event(run.run_id, "policy_decision", ctx.node_id, tool=step.name, **decision.to_json())
+    if decision.effect == "deny":
+        ctx.detail["on_deny"] = step.on_deny
+        raise NodeStop(
+            "denied",
+            f"policy {decision.rule!r} denied {step.name!r}: {decision.reason}",
+            output={"policy": decision.to_json()},
+        )
+    if decision.effect == "require_approval":
+        key = _approval_key(ctx)
+        row = svc.approval_get(run.run_id, key)
+        if row is None:
+            summary = (
+                f"{step.name}({json.dumps(args, sort_keys=True, default=str)[:300]}) needs "
+                f"approval: {decision.reason}"
+            )
+            svc.approval_request(
+                run.run_id,
+                key,
+                summary=summary,
+                assignees=[],
+                decision_schema=None,
+                timeout_at=None,
+                on_timeout="escalate",
+            )
+            raise NodeStop("waiting", summary)
+        if row["status"] == "waiting":
+            raise NodeStop("waiting", row.get("summary") or "waiting for approval")
+        if row["status"] != "approved":
+            ctx.detail["on_deny"] = step.on_deny
+            raise NodeStop(
+                "denied",
+                f"{step.name!r} was {row['status']} by {row.get('decided_by')}: "
+                f"{row.get('reason') or decision.reason}",
+            )
+        ctx.detail["approved_by"] = row.get("decided_by")
+
+
+async def _dry_run(ctx: NodeContext, step: ToolStep, args: dict[str, Any], key: str) -> Any:
+    """A write in dry-run: run its preview, record the planned change, return the planned result."""
+    run, svc = ctx.run, ctx.run.services
+    if step.preview_fn is None:
+        ctx.detail["on_deny"] = step.on_deny
+        raise NodeStop(
+            "denied",
+            f"dry run: write tool {step.name!r} has no `preview`, so it was not called "
+            "(declare `preview: module:function` in its contract, or run with --live)",
+        )
+    run.budget.reserve_tool(step.name)
+    ctx.usage.tool_calls += 1
+    kwargs = dict(args)
+    if accepts_idempotency_key(step.preview_fn):
+        kwargs["idempotency_key"] = key
+    try:
+        if inspect.iscoroutinefunction(step.preview_fn):
+            value = await step.preview_fn(**kwargs)
+        else:
+            value = await asyncio.to_thread(step.preview_fn, **kwargs)
+        value = json.loads(json.dumps(value))
+    except (BudgetExceeded, NodeFailure, NodeStop, asyncio.CancelledError):
+        raise
+    except Exception as e:
+        raise NodeFailure(
+            f"preview of {step.name!r} raised {type(e).__name__}: {e}", kind="error"
+        ) from None
+    if isinstance(value, dict) and {"result", "change"} <= set(value):
+        result, change = value["result"], value["change"]
+        if step.result_schema is not None:  # downstream nodes rely on the result's shape
+            problems = schemas.validation_errors(step.result_schema, result)
+            if problems:
+                raise NodeFailure(
+                    f"preview of {step.name!r} returned a result that does not match the tool's "
+                    "result schema: " + "; ".join(problems),
+                    kind="invalid_output",
+                )
+    else:
+        result = change = value
+    ctx.detail["dry_run"] = True
+    ctx.detail["planned"] = change
+    svc.event(run.run_id, "planned_change", ctx.node_id, tool=step.name, key=key, change=change)
     return result

@@ -43,6 +43,16 @@ def _memory() -> Services:
     return MemoryServices()
 
 
+@dataclass(frozen=True)
+class Envelope:
+    """Who runs, for whom, with which scopes, and whether writes really happen (live)."""
+
+    live: bool = False
+    actor: str | None = None
+    tenant: str | None = None
+    scopes: tuple[str, ...] = ()
+
+
 @dataclass
 class RunState:
     run_id: str
@@ -53,9 +63,14 @@ class RunState:
     hooks: Hooks
     services: Services = field(default_factory=lambda: _memory())
     telemetry: Telemetry = field(default_factory=Telemetry)  # spans and call records
+    envelope: Envelope = field(default_factory=Envelope)
     results: dict[str, NodeResult] = field(default_factory=dict)
     views: dict[str, dict[str, Any]] = field(default_factory=dict)
     calls: dict[tuple[str, int | None], int] = field(default_factory=dict)
+    # inside a subflow or loop pass: extra names (previous, iteration, map locals) and where
+    # this state sits in the parent ("revise#2/"), which keeps idempotency keys apart
+    scope: dict[str, Any] = field(default_factory=dict)
+    path: str = ""
 
     def next_call(self, node_id: str, index: int | None) -> int:
         """1-based number of the next model call of a node (item); keys recorded responses."""
@@ -86,5 +101,7 @@ class NodeContext:
             "inputs": self.run.inputs,
             "nodes": {d: views[d] for d in self.node.deps if d in views},
         }
+        if self.run.scope:
+            act.update(self.run.scope)
         act.update(self.locals)
         return act

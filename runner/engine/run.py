@@ -10,7 +10,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from runner.engine.budget import BudgetExceeded, BudgetLedger
-from runner.engine.context import NodeContext, NodeFailure, NodeStop, RunState
+from runner.engine.context import Envelope, NodeContext, NodeFailure, NodeStop, RunState
 from runner.engine.crash import crash_point
 from runner.engine.hooks import Hooks
 from runner.engine.results import STOPPING, NodeResult, RunResult, RunStatus, Usage
@@ -19,8 +19,9 @@ from runner.engine.telemetry import Telemetry
 from runner.errors import UsageError
 from runner.expr.cel import ExprError, truthy
 from runner.models.responses import RecordedResponses
-from runner.nodes import approval, gate, llm, map, switch, tool
+from runner.nodes import approval, flow, gate, llm, loop, map, switch, tool
 from runner.plan import schemas
+from runner.plan.compose import llm_node_names
 from runner.plan.model import Plan, PlanNode
 
 RETRY_KINDS = {
@@ -51,11 +52,7 @@ def check_inputs(plan: Plan, inputs: Any, source: str = "input") -> dict[str, An
 
 def check_responses(plan: Plan, responses: RecordedResponses, source: str) -> None:
     """A responses file may only name LLM nodes of this spec (a map's items by index)."""
-    llm_nodes = {
-        n.id
-        for n in plan.nodes.values()
-        if n.llm is not None or (n.map is not None and n.map.inner.llm)
-    }
+    llm_nodes = llm_node_names(plan)
     for name in sorted(responses.nodes()):
         if name not in llm_nodes:
             line = responses.lines_for(name)[0]
@@ -137,7 +134,16 @@ async def _dispatch(ctx: NodeContext) -> Any:
         return await map.run(ctx, execute_node)
     if kind == "approval":
         return await approval.run(ctx)
+    if kind == "flow":
+        return await flow.run(ctx)
+    if kind == "loop":
+        return await loop.run(ctx)
     raise NodeFailure(f"unknown node kind {kind!r}", kind="config")
+
+
+def _passed_over(r: NodeResult) -> bool:
+    """Skipped, or denied with `on_deny: skip`: dependants treat both as not having run."""
+    return r.status == "skipped" or (r.status == "denied" and r.detail.get("on_deny") == "skip")
 
 
 def _skip_reason(state: RunState, node: PlanNode) -> str | None:
@@ -149,7 +155,7 @@ def _skip_reason(state: RunState, node: PlanNode) -> str | None:
         if not isinstance(chosen, dict) or node.id not in chosen.get("chosen", ()):
             return f"switch {sw!r} chose another branch"
     deps = [d for d in node.deps if d not in node.switches]
-    skipped = [d for d in deps if state.results[d].status == "skipped"]
+    skipped = [d for d in deps if _passed_over(state.results[d])]
     if node.join == "all" and skipped:
         return f"{skipped[0]!r} was skipped"
     if node.join == "any" and deps and len(skipped) == len(deps):
@@ -167,6 +173,7 @@ async def execute(
     completed: Mapping[str, NodeResult] | None = None,
     services: Services | None = None,
     telemetry: Telemetry | None = None,
+    envelope: Envelope | None = None,
 ) -> RunResult:
     """Run a plan to an outcome. `completed` holds checkpointed results that are not run again."""
     state = RunState(
@@ -177,6 +184,7 @@ async def execute(
         responses=responses,
         hooks=hooks or Hooks(),
         services=services or MemoryServices(),
+        envelope=envelope or Envelope(),
         telemetry=telemetry or Telemetry(),
     )
     started = time.time()
@@ -209,6 +217,8 @@ async def execute(
     elif stop:
         first = min(stop, key=lambda r: _severity(r.status))
         status = STOPPING[first.status]
+        if first.status == "denied" and first.detail.get("on_deny") == "escalate":
+            status = "escalated"
         reason = f"node {first.node_id!r}: {first.error}"
     else:
         parked = [r for r in state.results.values() if r.status == "waiting"]
@@ -269,7 +279,7 @@ async def _schedule(state: RunState, stop: list[NodeResult]) -> None:
         remaining.discard(res.node_id)
         if res.status == "waiting":
             return []  # its dependants wait with it; independent branches go on
-        if res.status in STOPPING:
+        if res.status in STOPPING and not _passed_over(res):
             stop.append(res)
         ready = []
         for child in plan.dependants.get(res.node_id, ()):

@@ -44,6 +44,8 @@ class Services(Protocol):
 class MemoryServices:
     """Process-local services: same semantics as the store, nothing survives the process."""
 
+    durable = False  # live writes need a run recorded in the store
+
     def __init__(self) -> None:
         self.ledger: dict[str, dict[str, Any]] = {}
         self.approvals: dict[tuple[str, str], dict[str, Any]] = {}

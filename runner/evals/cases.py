@@ -86,6 +86,9 @@ class CaseModel(_M):
         None, description="recorded answers inline, or a JSONL path next to the case file"
     )
     approvals: dict[str, Literal["approve", "reject"]] = Field(default_factory=dict)
+    actor: str | None = Field(None, description="the run's actor (policy principal)")
+    tenant: str | None = None
+    scopes: list[str] | None = Field(None, description="scopes the run holds (else the file's)")
     writes: bool = True
     faults: list[Fault] = Field(default_factory=list)
     expect: Expect
@@ -98,8 +101,17 @@ class Fixture(_M):
     seed: ImplRef
 
 
+class Identity(_M):
+    """Who every case of a file runs as, unless a case says otherwise."""
+
+    actor: str | None = None
+    tenant: str | None = None
+    scopes: list[str] = Field(default_factory=list)
+
+
 class FileModel(_M):
     fixture: Fixture | None = None
+    identity: Identity | None = None
     cases: list[dict[str, Any]]
 
 
@@ -176,6 +188,7 @@ def load_cases(path: str | Path, plan: Plan) -> list[Case]:
 def _cases_in(src: Source, plan: Plan, diags: list[Diagnostic]) -> list[Case]:
     data = src.data
     fixture: Fixture | None = None
+    identity: Identity | None = None
     prefix: PathKey = ()
     if isinstance(data, dict) and "cases" in data:
         try:
@@ -184,6 +197,7 @@ def _cases_in(src: Source, plan: Plan, diags: list[Diagnostic]) -> list[Case]:
             diags.extend(_pydantic(src, (), e))
             return []
         fixture, items, prefix = fm.fixture, fm.cases, ("cases",)
+        identity = fm.identity
     elif isinstance(data, list):
         items = data
     else:
@@ -199,6 +213,14 @@ def _cases_in(src: Source, plan: Plan, diags: list[Diagnostic]) -> list[Case]:
         except ValidationError as e:
             diags.extend(_pydantic(src, at, e))
             continue
+        if identity is not None:
+            model = model.model_copy(
+                update={
+                    "actor": model.actor if model.actor is not None else identity.actor,
+                    "tenant": model.tenant if model.tenant is not None else identity.tenant,
+                    "scopes": model.scopes if model.scopes is not None else identity.scopes,
+                }
+            )
         n = len(diags)
         case = _check(src, at, model, fixture, plan, diags)
         if len(diags) == n:

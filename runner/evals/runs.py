@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import dataclasses
 import importlib
+import inspect
 import json
 import os
 import tempfile
@@ -13,6 +14,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+from runner.engine.context import Envelope
 from runner.engine.results import RunResult
 from runner.engine.run import execute
 from runner.engine.services import MemoryServices
@@ -62,10 +64,8 @@ class _FaultState:
         self.malformed = fault.malformed
 
 
-def _wrap(step: ToolStep, state: _FaultState) -> ToolStep:
-    """The tool with failures in front: raise, hang past the timeout, or return bad data."""
-    real = step.fn
-    is_async = step.is_async
+def _faulty(real: Any, is_async: bool, state: _FaultState) -> Any:
+    """A callable with failures in front: raise, hang past the timeout, or return bad data."""
 
     async def faulty(**kwargs: Any) -> Any:
         if state.error > 0:
@@ -81,7 +81,17 @@ def _wrap(step: ToolStep, state: _FaultState) -> ToolStep:
             return await real(**kwargs)
         return await asyncio.to_thread(real, **kwargs)
 
-    return dataclasses.replace(step, fn=faulty, is_async=True)
+    return faulty
+
+
+def _wrap(step: ToolStep, state: _FaultState) -> ToolStep:
+    """The tool with the fault in front of its impl, and of its preview (what a dry run calls)."""
+    preview = step.preview_fn
+    if preview is not None:
+        preview = _faulty(preview, inspect.iscoroutinefunction(preview), state)
+    return dataclasses.replace(
+        step, fn=_faulty(step.fn, step.is_async, state), is_async=True, preview_fn=preview
+    )
 
 
 def faulted_plan(plan: Plan, faults: list[Fault]) -> Plan:
@@ -242,7 +252,19 @@ def run_case(plan: Plan, case: Case, *, repeat: int, workdir: Path) -> RunRecord
     fplan = faulted_plan(plan, case.model.faults)
     with _fixture(case.fixture, workdir, f"{case.id}-{repeat}"):
         result = asyncio.run(
-            execute(fplan, case.model.input, responses=recorded, run_id=run_id, services=services)
+            execute(
+                fplan,
+                case.model.input,
+                responses=recorded,
+                run_id=run_id,
+                services=services,
+                envelope=Envelope(
+                    live=False,  # evals never write for real: writes run their preview
+                    actor=case.model.actor,
+                    tenant=case.model.tenant,
+                    scopes=tuple(case.model.scopes or ()),
+                ),
+            )
         )
     return judge(plan, case, result, services, repeat)
 

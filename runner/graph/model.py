@@ -18,10 +18,12 @@ DRAWN_KINDS: tuple[str, ...] = (
     "approval",
     "switch",
     "map",
+    "flow",
+    "loop",
     "unknown",
 )
 GUARD_KINDS = frozenset({"gate", "approval"})
-_RAW_KINDS = ("llm", "tool", "gate", "approval", "switch", "map")
+_RAW_KINDS = ("llm", "tool", "gate", "approval", "switch", "map", "flow", "loop")
 _NODE_REF = re.compile(r"\bnodes\s*\.\s*([A-Za-z_][A-Za-z0-9_]*)")
 
 
@@ -37,6 +39,9 @@ class GNode:
     tool: str | None = None
     when: str | None = None
     join: str = "all"
+    # a subflow or loop: what it runs, drawn as a nested block (mermaid `subgraph`)
+    detail: str | None = None
+    children: Graph | None = None
 
 
 @dataclass(frozen=True, kw_only=True, order=True)
@@ -121,6 +126,15 @@ def _plan_node(pn: PlanNode) -> GNode:
     if inner.llm is not None:
         alias = inner.llm.alias
         models = inner.llm.route.models
+    detail = None
+    children = None
+    if inner.flow is not None:
+        shown = getattr(inner.spec, "flow", inner.flow.path)  # as written in the spec
+        detail, children = f"flow {shown}", from_plan(inner.flow.plan)
+    elif inner.loop is not None:
+        lp = inner.loop
+        detail = f"loop ≤{lp.max_iterations} until {_short(lp.until.source, 40)}"
+        children = from_plan(lp.body)
     if kind not in DRAWN_KINDS:
         kind = "approval" if kind == "approval" else "unknown"
     when = pn.when.source if pn.when is not None else None
@@ -133,12 +147,15 @@ def _plan_node(pn: PlanNode) -> GNode:
         tool=tool,
         when=when,
         join=pn.join,
+        detail=detail,
+        children=children,
     )
 
 
 def from_plan(plan: Plan) -> Graph:
     """The drawn graph of a compiled plan: switch edges carry their case, `when` labels edges in."""
-    nodes = {n: _plan_node(plan.nodes[n]) for n in plan.loaded.spec.nodes if n in plan.nodes}
+    ids = [n for n in plan.loaded.spec.nodes if n in plan.nodes] or list(plan.nodes)  # a body
+    nodes = {n: _plan_node(plan.nodes[n]) for n in ids}
     case_label: dict[tuple[str, str], str] = {}
     for pn in plan.nodes.values():
         if pn.switch is None:

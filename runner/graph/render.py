@@ -15,6 +15,8 @@ _MERMAID_SHAPE: dict[str, tuple[str, str]] = {
     "approval": ('[/"', '"\\]'),
     "switch": ('{"', '"}'),
     "map": ('>"', '"]'),
+    "flow": ('[["', '"]]'),
+    "loop": ('[["', '"]]'),
     "unknown": ('["', '"]'),
 }
 _DOT_SHAPE: dict[str, str] = {
@@ -25,6 +27,8 @@ _DOT_SHAPE: dict[str, str] = {
     "approval": "trapezium",
     "switch": "diamond",
     "map": "cds",
+    "flow": "folder",
+    "loop": "folder",
     "unknown": "box",
 }
 _CLASSDEFS = {
@@ -75,6 +79,8 @@ def label_lines(node: GNode, ungated: bool = False) -> list[str]:
     elif node.tool:
         effect = "write" if node.write else "read"
         lines.append(f"{'map ' if node.kind == 'map' else ''}tool {node.tool} ({effect})")
+    elif node.detail:
+        lines.append(f"{'map ' if node.kind == 'map' else ''}{node.detail}")
     else:
         lines.append(node.kind)
     if ungated:
@@ -116,6 +122,9 @@ def to_mermaid(
         if status in ("added", "removed", "changed"):
             parts[0] = f"{parts[0]} ({status})"
         text = "<br/>".join(mermaid_text(p) for p in parts)
+        if node.children is not None:
+            lines.extend(_mermaid_block(_mid(node.id), text, node.children, "  "))
+            continue
         lines.append(f"  {_mid(node.id)}{open_}{text}{close}")
         for cls in [*_classes(node, graph), *([status] if status in _CLASSDEFS else [])]:
             assigned.setdefault(cls, []).append(_mid(node.id))
@@ -130,6 +139,24 @@ def to_mermaid(
     for cls, ids in assigned.items():
         lines.append(f"  class {','.join(ids)} {cls}")
     return "\n".join(lines) + "\n"
+
+
+def _mermaid_block(mid: str, title: str, graph: Graph, indent: str) -> list[str]:
+    """A subflow or loop as a `subgraph` holding its own nodes (ids prefixed with its own)."""
+    out = [f'{indent}subgraph {mid}["{title}"]', f"{indent}  direction TB"]
+    for node in graph.nodes.values():
+        cid = f"{mid}__{node.id}"
+        text = "<br/>".join(mermaid_text(p) for p in label_lines(node))
+        if node.children is not None:
+            out.extend(_mermaid_block(cid, text, node.children, indent + "  "))
+            continue
+        open_, close = _MERMAID_SHAPE.get(node.kind, _MERMAID_SHAPE["unknown"])
+        out.append(f"{indent}  {cid}{open_}{text}{close}")
+    for edge in graph.edges:
+        label = f'|"{mermaid_text(edge.label)}"|' if edge.label else ""
+        out.append(f"{indent}  {mid}__{edge.src} -->{label} {mid}__{edge.dst}")
+    out.append(f"{indent}end")
+    return out
 
 
 def _dot_str(text: str) -> str:

@@ -1,4 +1,9 @@
-"""map: run an llm or tool node per list item, at most `max_concurrency` at once, in order."""
+"""map: run a node (llm, tool, flow, loop) per list item, `max_concurrency` at once, in order.
+
+`on_item_failure: collect` keeps going past failed items: the output is then one
+`{ok, output, error}` per item, in input order. Stopping outcomes (budget, kill, escalation,
+denial) still stop the map.
+"""
 
 from __future__ import annotations
 
@@ -9,6 +14,7 @@ from typing import Any
 from runner.engine.context import NodeContext, NodeFailure
 from runner.engine.results import NodeResult
 from runner.expr.cel import ExprError
+from runner.spec.models import MapNode
 
 RunItem = Callable[[NodeContext], Awaitable[NodeResult]]
 
@@ -26,6 +32,8 @@ async def run(ctx: NodeContext, run_item: RunItem) -> Any:
         raise NodeFailure(
             f"`over` gave {len(items)} items; max_items is {step.max_items}", kind="config"
         )
+    spec = ctx.node.spec
+    collect = isinstance(spec, MapNode) and spec.map.on_item_failure == "collect"
     sem = asyncio.Semaphore(step.max_concurrency)
     results: list[NodeResult | None] = [None] * len(items)
 
@@ -37,7 +45,7 @@ async def run(ctx: NodeContext, run_item: RunItem) -> Any:
             res = await run_item(child)
             results[i] = res
             ctx.usage += res.usage
-            if res.status != "succeeded":
+            if res.status != "succeeded" and not (collect and res.status == "failed"):
                 raise _ItemStopped(i, res)
 
     try:
@@ -52,6 +60,18 @@ async def run(ctx: NodeContext, run_item: RunItem) -> Any:
         raise first.as_failure() from None
     done = [r for r in results if r is not None]
     ctx.detail["items"] = done
+    if collect:
+        failed = [i for i, r in enumerate(done) if r.status != "succeeded"]
+        if failed:
+            ctx.detail["failed_items"] = failed
+        return [
+            {
+                "ok": r.status == "succeeded",
+                "output": r.output if r.status == "succeeded" else None,
+                "error": r.error,
+            }
+            for r in done
+        ]
     return [r.output for r in done]
 
 

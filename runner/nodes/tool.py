@@ -20,7 +20,7 @@ def idempotency_key(ctx: NodeContext, step: ToolStep, args: dict[str, Any]) -> s
                 f"idempotency_key of tool {step.name!r}: {e.message}", kind="config"
             ) from None
         return value if isinstance(value, str) else str(value)
-    key = f"{ctx.run.run_id}:{ctx.node_id}"
+    key = f"{ctx.run.run_id}:{ctx.run.path}{ctx.node_id}"
     return key if ctx.index is None else f"{key}:{ctx.index}"
 
 

@@ -20,7 +20,7 @@ from runner.expr.bindings import BindingError, CompiledValue, compile_expr_or_bi
 from runner.expr.cel import CelSyntaxError, CompiledExpr, ExprError
 from runner.expr.refs import Ref, cel_refs
 from runner.expr.templates import PromptTemplate, TemplateError, compile_template, template_refs
-from runner.plan import schemas
+from runner.plan import compose, schemas
 from runner.plan.cost import estimate_cost
 from runner.plan.model import (
     DEFAULT_MAX_TOKENS,
@@ -36,6 +36,7 @@ from runner.plan.model import (
     ToolStep,
 )
 from runner.plan.rules import graph_rules
+from runner.plan.taint import with_taint
 from runner.plan.tools import (
     ImplError,
     accepts_idempotency_key,
@@ -43,12 +44,15 @@ from runner.plan.tools import (
     derive_result_schema,
     import_callable,
 )
+from runner.policy import REQUEST_FIELDS, CedarPolicies, PolicySet, Rule
 from runner.spec import LoadedSpec
 from runner.spec.loader import PathKey
 from runner.spec.models import (
     ApprovalNode,
+    FlowNode,
     GateNode,
     LLMNode,
+    LoopNode,
     MapNode,
     ModelConfig,
     SwitchNode,
@@ -76,6 +80,10 @@ class Compiler:
     loaded: LoadedSpec
     profile: str | None = None
     diags: list[Diagnostic] = field(default_factory=list)
+    # subflows: the files being compiled above this one (resolved, shown), and a per-compile
+    # cache of child plans and composite output schemas (runner/plan/compose.py)
+    flow_chain: tuple[tuple[str, str], ...] = ()
+    flow_plans: dict[Any, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         self.spec = self.loaded.spec
@@ -364,7 +372,13 @@ class Compiler:
         if isinstance(node, SwitchNode):
             return schemas.SWITCH_OUTPUT
         if isinstance(node, MapNode):
-            return {"type": "array", "items": self._output_schema(node.map.node, inner=True) or {}}
+            inner_schema = self._output_schema(node.map.node, inner=True)
+            return {
+                "type": "array",
+                "items": compose.map_item_schema(inner_schema, compose.is_collect(node)),
+            }
+        if isinstance(node, FlowNode | LoopNode):
+            return compose.output_schema(self, node)
         if isinstance(node, ApprovalNode):
             return schemas.approval_output(node.approval.decision)
         return None
@@ -517,8 +531,20 @@ class Compiler:
             common["map"] = m
             common["output_schema"] = {
                 "type": "array",
-                "items": (m.inner.output_schema if m else None) or {},
+                "items": compose.map_item_schema(
+                    m.inner.output_schema if m else None, compose.is_collect(node)
+                ),
             }
+        elif isinstance(node, FlowNode):
+            fs = compose.compile_flow(self, node_id, node, path, roots, locals_schema, deps)
+            ok = fs is not None
+            common["flow"] = fs
+            common["output_schema"] = compose.flow_output_schema(fs.plan) if fs else None
+        elif isinstance(node, LoopNode):
+            ls = compose.compile_loop(self, node_id, node, path, routes, roots, locals_schema, deps)
+            ok = ls is not None
+            common["loop"] = ls
+            common["output_schema"] = compose.output_schema(self, node) if ls else None
         elif isinstance(node, ApprovalNode):
             a = self._approval(node_id, node, path, roots, locals_schema, deps)
             ok = a is not None
@@ -749,11 +775,37 @@ class Compiler:
                     node_id=None,
                     deps=None,
                 )
+        preview_fn = None
+        if contract.preview is not None:
+            try:
+                preview_fn = import_callable(contract.preview, self.loaded.directory)
+            except ImplError as e:
+                self.error(
+                    ("tools", node.tool, "preview"),
+                    "unknown-impl",
+                    f"tool {node.tool!r} preview: {e}",
+                )
+                return None
+        destination = None
+        if contract.destination is not None:
+            destination = self.value(contract.destination, ("tools", node.tool, "destination"))
+            if destination is None:
+                return None
+            self.check_refs(
+                [r for _, r in path_refs(destination)],
+                ("tools", node.tool, "destination"),
+                frozenset({"args", "inputs"}),
+                node_id=None,
+                deps=None,
+            )
         if impl is None or args is None:
             return None
         fn, args_schema, result_schema = impl
         self._check_static_args(node, args_schema, path)
         return ToolStep(
+            preview_fn=preview_fn,
+            destination=destination,
+            on_deny=node.on_deny,
             name=node.tool,
             contract=contract,
             fn=fn,
@@ -936,6 +988,8 @@ class Compiler:
                 if d in spec.nodes:
                     graph.add_edge(d, node_id)
         self.diags.extend(graph_rules(self, graph, nodes, switches_of))
+        nodes = with_taint(nodes, graph, self.order_index)
+        policy = self.compile_policies()
         # every compiled step is useful only if the whole spec compiled
         errors = errors_only(self.diags)
         if errors:
@@ -976,7 +1030,68 @@ class Compiler:
             cost=cost,
             warnings=tuple(sorted(warnings)),
             dependants=dependants,
+            policy=policy,
         )
+
+    def compile_policies(self) -> PolicySet:
+        """Policy rules (CEL over the request) and Cedar files, checked before any call."""
+        spec = self.spec
+        rules: list[Rule] = []
+        seen: dict[str, int] = {}
+        for i, p in enumerate(spec.policies):
+            path: PathKey = ("policies", i)
+            if p.id in seen:
+                self.error(
+                    (*path, "id"),
+                    "duplicate-policy-id",
+                    f"policy id {p.id!r} is used twice (first at policies[{seen[p.id]}])",
+                    hint="decisions are recorded by id: give every rule its own",
+                )
+            seen.setdefault(p.id, i)
+            when = self.cel(p.when, (*path, "when"))
+            if when is None:
+                continue
+            self.check_refs(
+                expr_refs(p.when, when), (*path, "when"), REQUEST_FIELDS, node_id=None, deps=None
+            )
+            rules.append(Rule(id=p.id, when=when, effect=p.effect, reason=p.reason))
+        cedar = None
+        if spec.policy_files:
+            texts = []
+            for i, name in enumerate(spec.policy_files):
+                file = self.loaded.directory / name
+                try:
+                    text = file.read_text(encoding="utf-8")
+                except (OSError, UnicodeDecodeError) as e:
+                    why = e.strerror if isinstance(e, OSError) else "not UTF-8"
+                    self.error(
+                        ("policy_files", i),
+                        "file-not-found",
+                        f"cannot read policy file {name!r}: {why}",
+                    )
+                    continue
+                try:
+                    CedarPolicies.parse(text)
+                except ValueError as e:
+                    self.error(("policy_files", i), "cedar-syntax", f"{name}: {e}")
+                    continue
+                texts.append(text)
+            if texts:
+                cedar = CedarPolicies.parse("\n".join(texts))
+        writes = [n for n, t in spec.tools.items() if t.effect == "write"]
+        allows = any(p.effect == "allow" for p in spec.policies) or bool(spec.policy_files)
+        if writes and spec.policy_default.write == "deny" and not allows:
+            self.warn(
+                ("tools", writes[0]),
+                "write-never-allowed",
+                f"no policy allows write tool {writes[0]!r}, and writes are denied by default",
+                hint="add a rule with `effect: allow` for it, or set policy_default.write: allow",
+                key=True,
+            )
+        errors = errors_only(self.diags)
+        if errors:
+            raise SpecError(errors)
+        return PolicySet(rules=tuple(rules), default=spec.policy_default, cedar=cedar)
 
 
 def expr_refs(raw: str, expr: CompiledExpr) -> list[Ref]:

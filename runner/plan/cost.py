@@ -37,6 +37,13 @@ def estimate_cost(
     total_calls = 0
     total_out = 0
     for node_id, node in nodes.items():
+        sub = composite_cost(node, routes)
+        if sub is not None:
+            per_node[node_id] = sub.usd
+            total_calls += sub.llm_calls
+            total_out += sub.output_tokens
+            unpriced.update(sub.unpriced_models)
+            continue
         step, calls = llm_calls_bound(node)
         if step is None:
             continue
@@ -61,4 +68,25 @@ def estimate_cost(
         output_tokens=total_out,
         per_node=per_node,
         unpriced_models=tuple(sorted(unpriced)),
+    )
+
+
+def composite_cost(
+    node: PlanNode, routes: Mapping[str, Route] | None = None
+) -> CostEstimate | None:
+    """Worst case of a subflow (its own plan's), a loop (body × max_iterations), × map items."""
+    inner, fan = (node.map.inner, node.map.max_items) if node.map is not None else (node, 1)
+    if inner.flow is not None:
+        est, times = inner.flow.plan.cost, 1  # a child is priced under its own routes
+    elif inner.loop is not None:
+        est, times = estimate_cost(inner.loop.body.nodes, routes), inner.loop.max_iterations
+    else:
+        return None
+    k = fan * times * inner.retry.max_attempts
+    return CostEstimate(
+        usd=est.usd * k,
+        llm_calls=est.llm_calls * k,
+        output_tokens=est.output_tokens * k,
+        per_node={},
+        unpriced_models=est.unpriced_models,
     )

@@ -11,6 +11,7 @@ import networkx as nx
 from runner.expr.bindings import CompiledValue
 from runner.expr.cel import CompiledExpr
 from runner.expr.templates import PromptTemplate
+from runner.policy import PolicySet
 from runner.spec import LoadedSpec
 from runner.spec.models import AnyNode, Budget, ModelConfig, Retry, ToolContract
 
@@ -53,6 +54,10 @@ class ToolStep:
     args_schema: dict[str, Any]
     result_schema: dict[str, Any] | None
     idempotency_key: CompiledValue | None
+    preview_fn: Callable[..., Any] | None = None  # runs instead of fn in dry-run
+    destination: CompiledValue | None = None
+    on_deny: str = "halt"
+    tainted_args: tuple[str, ...] = ()  # arguments bound from untrusted data (static taint)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -84,6 +89,25 @@ class MapStep:
 
 
 @dataclass(frozen=True, kw_only=True)
+class FlowStep:
+    """A child spec compiled into its own plan; it runs as one node of this one."""
+
+    path: str  # as shown in diagnostics: relative to the parent's folder
+    plan: Plan
+    inputs: CompiledValue
+
+
+@dataclass(frozen=True, kw_only=True)
+class LoopStep:
+    """A bounded repeat of a body plan; the outer graph stays a DAG (the loop is one node)."""
+
+    body: Plan  # body nodes only; their deps may name outer nodes, seeded before each pass
+    until: CompiledExpr
+    max_iterations: int
+    on_exhausted: str  # escalate | fail | last
+
+
+@dataclass(frozen=True, kw_only=True)
 class ApprovalStep:
     when: CompiledExpr | None
     summary: PromptTemplate | None
@@ -110,6 +134,8 @@ class PlanNode:
     switch: SwitchStep | None = None
     map: MapStep | None = None
     approval: ApprovalStep | None = None
+    flow: FlowStep | None = None
+    loop: LoopStep | None = None
     output_schema: dict[str, Any] | None = None
 
 
@@ -138,6 +164,7 @@ class Plan:
     cost: CostEstimate
     warnings: tuple[Any, ...] = field(default_factory=tuple)
     dependants: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
+    policy: PolicySet = field(default_factory=PolicySet)
 
     @property
     def name(self) -> str:

@@ -15,7 +15,17 @@ from pydantic import (
     WithJsonSchema,
 )
 
-NODE_KINDS: tuple[str, ...] = ("llm", "tool", "gate", "switch", "map", "approval")
+NODE_KINDS: tuple[str, ...] = (
+    "llm",
+    "tool",
+    "gate",
+    "switch",
+    "map",
+    "approval",
+    "flow",
+    "loop",
+)
+INNER_KINDS: tuple[str, ...] = ("llm", "tool", "flow", "loop")  # what a map runs per item
 
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?\s*$")
 _UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, None: 1.0}
@@ -143,6 +153,21 @@ class ToolContract(_Model):
     )
     idempotent: bool = False
     compensate: Annotated[str, Field(pattern=r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$")] | None = None
+    preview: Annotated[str, Field(pattern=r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$")] | None = Field(
+        default=None,
+        description="module:function returning the planned change; runs instead of impl in dry-run",
+    )
+    scopes: list[str] = Field(default_factory=list, description="scopes a run must hold to call it")
+    trust: Literal["trusted", "untrusted"] = Field(
+        default="trusted",
+        description="untrusted: results (and LLM output computed from them) carry a taint label",
+    )
+    destination: str | None = Field(
+        default=None, description="binding over args: where the call sends data (for policies)"
+    )
+    classification: str | None = Field(
+        default=None, description="data classification of what the tool touches (for policies)"
+    )
 
 
 class Budget(_Model):
@@ -190,6 +215,14 @@ class LLMNode(_NodeBase):
 class ToolNode(_NodeBase):
     tool: Annotated[str, Field(min_length=1)]
     args: dict[str, Any] = Field(default_factory=dict)
+    on_deny: Literal["escalate", "halt", "skip"] = Field(
+        default="halt",
+        description="when policy denies the call: halt (run denied), escalate, or skip the node",
+    )
+    ungated: str | None = Field(
+        default=None,
+        description="why this write may run without a gate or approval (printed as a warning)",
+    )
 
 
 class GateCheck(_Model):
@@ -218,17 +251,23 @@ class SwitchNode(_NodeBase):
 
 def _inner_kind(v: Any) -> str | None:
     if isinstance(v, dict):
-        kinds = [k for k in ("llm", "tool") if k in v]
+        kinds = [k for k in INNER_KINDS if k in v]
         return kinds[0] if len(kinds) == 1 else None
-    return "llm" if isinstance(v, LLMNode) else "tool" if isinstance(v, ToolNode) else None
+    for kind in INNER_KINDS:
+        if isinstance(v, _KIND_CLASSES[kind]):
+            return kind
+    return None
 
 
 InnerNode = Annotated[
-    Annotated[LLMNode, Tag("llm")] | Annotated[ToolNode, Tag("tool")],
+    Annotated[LLMNode, Tag("llm")]
+    | Annotated[ToolNode, Tag("tool")]
+    | Annotated["FlowNode", Tag("flow")]
+    | Annotated["LoopNode", Tag("loop")],
     Discriminator(
         _inner_kind,
         custom_error_type="node-kind",
-        custom_error_message="a map's node must have exactly one of: llm, tool",
+        custom_error_message="a map's node must have exactly one of: llm, tool, flow, loop",
     ),
 ]
 
@@ -238,6 +277,11 @@ class MapSpec(_Model):
     as_: Identifier = Field(default="item", alias="as")
     max_items: Annotated[int, Field(ge=1, le=100_000)] = 100
     max_concurrency: Annotated[int, Field(ge=1, le=1000)] = 4
+    on_item_failure: Literal["fail_fast", "collect"] = Field(
+        default="fail_fast",
+        description="fail_fast: a failed item fails the map;"
+        " collect: each item becomes {ok, output, error}",
+    )
     node: InnerNode
 
 
@@ -264,6 +308,39 @@ class ApprovalNode(_NodeBase):
     approval: ApprovalSpec
 
 
+class FlowNode(_NodeBase):
+    """Another spec run as one node; its outputs are this node's output."""
+
+    flow: Annotated[
+        str, Field(min_length=1, description="path of the child spec, from this spec's folder")
+    ]
+    inputs: dict[str, Any] = Field(
+        default_factory=dict, description="child input name → value or ${{ }} binding"
+    )
+
+
+class LoopSpec(_Model):
+    """A bounded repeat of a small graph until a CEL condition holds (docs/composition.md)."""
+
+    body: Annotated[
+        dict[Annotated[str, Field(pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")], Node],
+        Field(min_length=1),
+    ]
+    until: Annotated[
+        str, Field(min_length=1, description="CEL over nodes.<body id>, checked after each pass")
+    ]
+    max_iterations: int | None = Field(
+        default=None, description="required: the most passes (1..100); see rule loop-bound"
+    )
+    on_exhausted: Literal["escalate", "fail", "last"] = Field(
+        default="escalate", description="what happens when `until` never held"
+    )
+
+
+class LoopNode(_NodeBase):
+    loop: LoopSpec
+
+
 def _node_kind(v: Any) -> str | None:
     if isinstance(v, dict):
         kinds = [k for k in NODE_KINDS if k in v]
@@ -280,12 +357,14 @@ Node = Annotated[
     | Annotated[GateNode, Tag("gate")]
     | Annotated[SwitchNode, Tag("switch")]
     | Annotated[MapNode, Tag("map")]
-    | Annotated[ApprovalNode, Tag("approval")],
+    | Annotated[ApprovalNode, Tag("approval")]
+    | Annotated[FlowNode, Tag("flow")]
+    | Annotated[LoopNode, Tag("loop")],
     Discriminator(
         _node_kind,
         custom_error_type="node-kind",
         custom_error_message=(
-            "a node must have exactly one of: llm, tool, gate, switch, map, approval"
+            "a node must have exactly one of: llm, tool, gate, switch, map, approval, flow, loop"
         ),
     ),
 ]
@@ -297,7 +376,11 @@ _KIND_CLASSES: dict[str, type[_NodeBase]] = {
     "switch": SwitchNode,
     "map": MapNode,
     "approval": ApprovalNode,
+    "flow": FlowNode,
+    "loop": LoopNode,
 }
+LoopSpec.model_rebuild()
+MapSpec.model_rebuild()
 
 NodeId = Annotated[str, Field(pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")]
 
@@ -327,6 +410,22 @@ class EvalGates(_Model):
     )
 
 
+class Policy(_Model):
+    """One policy rule, evaluated before every tool call; deny overrides allow."""
+
+    id: Annotated[str, Field(pattern=r"^[a-z0-9][a-z0-9._-]*$", max_length=100)]
+    when: Annotated[str, Field(min_length=1, description="CEL over the request")]
+    effect: Literal["allow", "deny", "require_approval"]
+    reason: str | None = None
+
+
+class PolicyDefault(_Model):
+    """What happens to a call no rule decides: reads allowed, writes denied, unless changed."""
+
+    read: Literal["allow", "deny"] = "allow"
+    write: Literal["allow", "deny"] = "deny"
+
+
 class Spec(_Model):
     """A flowrun workflow (apiVersion flowrun/v1)."""
 
@@ -352,6 +451,11 @@ class Spec(_Model):
     budget: Budget = Field(default_factory=Budget)
     nodes: Annotated[dict[NodeId, Node], Field(min_length=1)]
     eval: EvalGates | None = Field(default=None, description="gates for `flowrun eval`")
+    policies: list[Policy] = Field(default_factory=list, description="ordered policy rules")
+    policy_default: PolicyDefault = Field(default_factory=PolicyDefault)
+    policy_files: list[str] = Field(
+        default_factory=list, description="Cedar policy files next to the spec"
+    )
 
 
 def node_kind(node: object) -> str:
@@ -361,4 +465,4 @@ def node_kind(node: object) -> str:
     raise TypeError(f"not a node: {node!r}")
 
 
-AnyNode = LLMNode | ToolNode | GateNode | SwitchNode | MapNode | ApprovalNode
+AnyNode = LLMNode | ToolNode | GateNode | SwitchNode | MapNode | ApprovalNode | FlowNode | LoopNode

@@ -27,7 +27,8 @@ def _strip_tags(loc: tuple[str | int, ...]) -> PathKey:
             nxt = loc[i]
             if (
                 (n == 2 and out[0] == "nodes" and nxt in m.NODE_KINDS)
-                or (n >= 2 and out[-2:] == ["map", "node"] and nxt in ("llm", "tool"))
+                or (n >= 2 and out[-2:] == ["map", "node"] and nxt in m.INNER_KINDS)
+                or (n >= 3 and out[-3:-1] == ["loop", "body"] and nxt in m.NODE_KINDS)
                 or (n == 2 and out[0] == "models" and nxt in _UNION_TAGS)
                 or (n == 3 and out[0] == "profiles" and nxt in _UNION_TAGS)
             ):
@@ -44,11 +45,14 @@ def _model_at(path: PathKey, data: Any) -> type[BaseModel] | None:
         "metadata": m.Metadata,
         "budget": m.Budget,
         "eval": m.EvalGates,
+        "policy_default": m.PolicyDefault,
     }
     if len(path) == 1:
         return simple.get(str(head))
     if head == "tools":
         return m.ToolContract if len(path) == 2 else m.Retry if path[2:] == ("retry",) else None
+    if head == "policies" and len(path) == 2:
+        return m.Policy
     if head == "models" and len(path) == 2:
         return m.ModelConfig
     if head == "profiles" and len(path) == 3:

@@ -183,6 +183,8 @@ class RunRow:
 class Store:
     """One SQLite file shared by many processes; every write is a short IMMEDIATE transaction."""
 
+    durable = True  # runs recorded here may write live
+
     def __init__(self, path: str | Path, *, create: bool = True) -> None:
         self.path = Path(path)
         if not self.path.exists():

@@ -11,6 +11,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from runner.engine.context import Envelope
 from runner.engine.hooks import Hooks, HookSet
 from runner.engine.results import NodeResult, RunResult
 from runner.errors import FlowrunError, RunError, UsageError
@@ -113,6 +114,18 @@ async def run_durably(
         completed=completed,
         services=store,
         telemetry=telemetry,
+        envelope=envelope_of(store.get_run(run_id)),
+    )
+
+
+def envelope_of(row: Any) -> Envelope:
+    """The run's identity, scopes and live flag as recorded when it started (kept on resume)."""
+    options = row.options or {}
+    return Envelope(
+        live=bool(options.get("live", False)),
+        actor=row.actor,
+        tenant=row.tenant,
+        scopes=tuple(options.get("scopes") or ()),
     )
 
 

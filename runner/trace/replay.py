@@ -13,6 +13,7 @@ from runner.errors import ExitCode, FlowrunError, UsageError
 from runner.models.responses import Recorded, RecordedResponses, RecordedUsage
 from runner.plan.model import Plan, PlanNode, ToolStep
 from runner.store.db import RunRow, Store
+from runner.store.runtime import envelope_of
 
 _PROVIDER_KINDS = {"rate_limit", "internal_server_error", "context_window", "timeout", "auth"}
 
@@ -116,13 +117,14 @@ def _served_tool(step: ToolStep, node_id: str, calls: list[dict[str, Any]]) -> T
             raise RuntimeError(f"recorded failure: {pick['error']}")
         return pick["data"]["result"]
 
-    return dataclasses.replace(step, fn=serve, is_async=False)
+    # a replay is never live: writes go through preview_fn, which serves the record too
+    return dataclasses.replace(step, fn=serve, is_async=False, preview_fn=serve)
 
 
 def _dry_run_tool(step: ToolStep, node_id: str, calls: list[dict[str, Any]]) -> ToolStep:
     """A changed node's write never happens in replay: its recorded result, else a stub."""
-    if step.contract.effect != "write":
-        return step  # reads have no effect: a changed read node reads again
+    if step.contract.effect != "write" or step.preview_fn is not None:
+        return step  # reads read again; a write with a preview runs it (a real dry run)
 
     recorded = [c for c in calls if c["kind"] == "tool" and c["node_id"] == node_id]
 
@@ -133,7 +135,7 @@ def _dry_run_tool(step: ToolStep, node_id: str, calls: list[dict[str, Any]]) -> 
         args = {k: v for k, v in kwargs.items() if k != "idempotency_key"}
         return {"dry_run": True, "tool": step.name, "args": args}
 
-    return dataclasses.replace(step, fn=dry_run, is_async=False)
+    return dataclasses.replace(step, fn=dry_run, is_async=False, preview_fn=dry_run)
 
 
 def _with_tools(plan: Plan, rerun: set[str], calls: list[dict[str, Any]]) -> Plan:
@@ -214,6 +216,8 @@ async def replay_run(
         responses=ReplayResponses(entries, live),
         run_id=replay_id,
         services=services,
+        # the original identity and scopes, so policy decides as it did; never live writes
+        envelope=dataclasses.replace(envelope_of(row), live=False),
     )
     nodes = store.node_results(run_id)
     original = {

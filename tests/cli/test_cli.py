@@ -219,7 +219,7 @@ def test_clirunner_unknown_key_has_position_and_hint(tmp_path: Path) -> None:
     bad.write_text(SPEC.read_text(encoding="utf-8").replace("\nbudget:\n", "\nbudjet:\n"))
     r = CliRunner().invoke(cli, ["validate", str(bad)])
     assert r.exit_code == 2, r.output
-    assert f"{bad}:49:1: unknown-key: unknown key 'budjet'" in r.stderr
+    assert f"{bad}:68:1: unknown-key: unknown key 'budjet'" in r.stderr
     assert "hint: did you mean 'budget'?" in r.stderr
     assert r.stdout == ""
     assert r.exception is None or isinstance(r.exception, SystemExit)

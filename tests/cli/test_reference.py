@@ -44,6 +44,9 @@ def _case_args(case: str, fmt: str = "json") -> list[str | Path]:
         fmt,
         "--run-id",
         f"t-{case}-{fmt}",
+        "--live",
+        "--scopes",
+        "refunds:write",
     ]
     if case == "budget_too_small":
         args += ["--max-usd", str(TIGHT_MAX_USD)]

@@ -71,6 +71,9 @@ def refund_case(name: str) -> list[str]:
         str(EXAMPLES / "responses" / f"{name}.jsonl"),
         "--output",
         "json",
+        "--live",
+        "--scopes",
+        "refunds:write",
     ]
 
 

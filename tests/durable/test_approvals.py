@@ -68,7 +68,7 @@ def test_several_approvals_in_one_run_never_repeat_earlier_work(
     flowrun: Flowrun, env: dict[str, str]
 ) -> None:
     spec = str(SPECS / "two_approvals.yaml")
-    assert flowrun("execute", spec).returncode == 6
+    assert flowrun("execute", spec, "--live").returncode == 6
     run_id = only_run_id(env)
     # the branch that does not depend on the approval went on while the run waited
     assert sorted(e["label"] for e in tool_log(env)) == ["first", "side"]

@@ -25,7 +25,7 @@ async def main(n):
     store = Store(store_path())
     for _ in range(n):
         run_id = new_run_id()
-        create_run(store, plan, {}, run_id=run_id, responses_path=None)
+        create_run(store, plan, {}, run_id=run_id, responses_path=None, options={"live": True})
         result = await run_durably(store, plan, {}, run_id=run_id)
         assert result.status == "succeeded", result.reason
 asyncio.run(main(int(sys.argv[2])))
@@ -34,6 +34,7 @@ asyncio.run(main(int(sys.argv[2])))
 SPEC = """apiVersion: flowrun/v1
 kind: Workflow
 metadata: {name: busy}
+policy_default: {write: allow}
 tools:
   step: {impl: tests.durable.dtools:step}
   effect: {impl: tests.durable.dtools:effect, effect: write}

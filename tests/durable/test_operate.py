@@ -79,7 +79,7 @@ def test_undo_runs_compensations_in_reverse_once(flowrun: Flowrun, env: dict[str
 
 def test_undo_reverses_in_completion_order(flowrun: Flowrun, env: dict[str, str]) -> None:
     spec = str(SPECS / "two_approvals.yaml")
-    assert flowrun("execute", spec).returncode == 6
+    assert flowrun("execute", spec, "--live").returncode == 6
     run_id = only_run_id(env)
     flowrun("approve", run_id, "ok1", "--by", "a")
     assert (

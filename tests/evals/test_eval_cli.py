@@ -21,7 +21,10 @@ SPEC = REPO / "specs" / "support_refund.yaml"
 CASES = REPO / "examples" / "evals" / "support_refund"
 BASELINE = REPO / "examples" / "evals" / "baseline.support_refund.json"
 REGRESSED = Path(__file__).resolve().parent / "regressed"
-FIXTURE = 'fixture: {env: FLOWRUN_SUPPORT_DB, seed: "tools.seed:seed"}\n'
+FIXTURE = (
+    'fixture: {env: FLOWRUN_SUPPORT_DB, seed: "tools.seed:seed"}\n'
+    'identity: {scopes: ["refunds:write"]}\n'
+)
 
 GOOD_CASE = """
   - id: damaged
@@ -235,13 +238,13 @@ def _bad(tmp_path: Path, *args: str | Path) -> Result:
 def test_case_input_that_does_not_match_the_spec(tmp_path: Path) -> None:
     body = (GOOD_CASE % "succeeded").replace("{ticket_id: T-1001}", "{ticket: 1001}")
     res = _bad(tmp_path, "--cases", cases_file(tmp_path, body))
-    assert "cases.yaml:6:12: eval-input: case 'damaged': input does not match" in res.stderr
+    assert "cases.yaml:7:12: eval-input: case 'damaged': input does not match" in res.stderr
 
 
 def test_unknown_node_in_an_assertion(tmp_path: Path) -> None:
     body = (GOOD_CASE % "succeeded") + "      assert: [nodes.verfy.status == 'succeeded']\n"
     res = _bad(tmp_path, "--cases", cases_file(tmp_path, body))
-    assert "cases.yaml:16:16: eval-unknown-node: case 'damaged': unknown node 'verfy'" in res.stderr
+    assert "cases.yaml:17:16: eval-unknown-node: case 'damaged': unknown node 'verfy'" in res.stderr
     assert "did you mean 'verify'?" in res.stderr
 
 
@@ -249,7 +252,7 @@ def test_unknown_key(tmp_path: Path) -> None:
     body = (GOOD_CASE % "succeeded").replace("    expect:", "    expected: 1\n    expect:")
     res = _bad(tmp_path, "--cases", cases_file(tmp_path, body))
     assert (
-        "cases.yaml:14:5: eval-case: unknown key 'expected'; did you mean 'expect'?" in res.stderr
+        "cases.yaml:15:5: eval-case: unknown key 'expected'; did you mean 'expect'?" in res.stderr
     )
 
 

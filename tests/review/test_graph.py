@@ -83,7 +83,12 @@ nodes:
     gate: [{check: "nodes.a.output.subject != ''", message: empty}]
   b: {tool: get_ticket, args: {ticket_id: "T-2"}}
   w_all: {tool: add_note, needs: [g, b], args: {ticket_id: "T-1", body: x}}
-  w_any: {tool: add_note, needs: [g, b], join: any, args: {ticket_id: "T-1", body: x}}
+  w_any:
+    tool: add_note
+    needs: [g, b]
+    join: any
+    ungated: "a join-any write, drawn as ungated"
+    args: {ticket_id: "T-1", body: x}
 """
 
 

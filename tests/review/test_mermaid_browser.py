@@ -51,6 +51,9 @@ def _cases() -> list[dict[str, str]]:
                 "text": to_mermaid(from_plan(compile_plan(loaded, profile))),
             }
         )
+    for extra in ("support_faq.yaml", "support_batch.yaml"):  # subflow and loop subgraphs
+        plan = compile_plan(load_spec(REFERENCE.parent / extra))
+        out.append({"name": f"graph:{extra}", "text": to_mermaid(from_plan(plan))})
     for pair in sorted(p for p in PAIRS.iterdir() if p.is_dir()):
         base, head = (
             load_file_side(str(pair / "base.yaml")),

@@ -94,6 +94,7 @@ def test_reference_run_spans_land_in_phoenix(phoenix: str, tmp_path: Path) -> No
         "--input", EXAMPLES / "inputs" / "refund_granted.json",
         "--responses", EXAMPLES / "responses" / "refund_granted.jsonl",
         "--run-id", "t-phoenix", "--output", "json", "--otlp-endpoint", phoenix,
+        "--live", "--scopes", "refunds:write",
         cwd=tmp_path, db=db, env={"FLOWRUN_TRACE_PROJECT": PROJECT},
     )  # fmt: skip
     assert p.rc == 0, p

@@ -29,7 +29,7 @@ def _execute(tmp: Path, db: Path, case: str, run_id: str, *extra: str, **env: st
         "execute", SPEC,
         "--input", EXAMPLES / "inputs" / f"{case}.json",
         "--responses", EXAMPLES / "responses" / f"{case}.jsonl",
-        "--run-id", run_id, "--output", "json", *extra,
+        "--run-id", run_id, "--output", "json", "--live", "--scopes", "refunds:write", *extra,
         cwd=tmp, db=db, env=env,
     )  # fmt: skip
 

@@ -8,12 +8,17 @@ from typing import TYPE_CHECKING, Any
 import networkx as nx
 
 from runner.errors import Diagnostic
-from runner.plan.rules import needs_cycle, unreachable_node
+from runner.plan.rules import needs_cycle, tainted_write, ungated_write, unreachable_node
 
 if TYPE_CHECKING:
     from runner.plan.model import PlanNode
 
-GRAPH_RULES = (needs_cycle.check, unreachable_node.check)
+GRAPH_RULES = (
+    needs_cycle.check,
+    unreachable_node.check,
+    ungated_write.check,
+    tainted_write.check,
+)
 
 # Every rule id the loader and compiler can report, with what it means (README and docs list them).
 RULES: dict[str, str] = {
@@ -30,7 +35,7 @@ RULES: dict[str, str] = {
     "unknown-key": "a key the spec language does not define",
     "missing-key": "a required key is missing",
     "invalid-value": "a value has the wrong type or form",
-    "node-kind": "a node has none or several of llm, tool, gate, switch, map, approval",
+    "node-kind": "a node has none or several of llm, tool, gate, switch, map, approval, flow, loop",
     "unknown-node": "a reference to a node that is not defined",
     "unknown-model": "a model alias that `models` does not define",
     "unknown-tool": "a tool that `tools` does not define",
@@ -47,8 +52,17 @@ RULES: dict[str, str] = {
     "template-syntax": "a Jinja2 prompt that does not parse",
     "invalid-json-schema": "a JSON Schema that is not valid",
     "map-not-array": "a map over a value that is not a list",
+    "flow-not-found": "a subflow path that does not exist",
+    "flow-invalid": "a subflow spec that does not validate (its problems follow, in its file)",
+    "flow-recursion": "subflows that include each other (the chain is printed)",
+    "loop-bound": "a loop without max_iterations, or with one outside 1..100",
     "needs-cycle": "the dependency graph has a cycle",
     "unreachable-node": "a node that can never run",
+    "ungated-write": "a write tool node that can run without passing a gate or approval",
+    "tainted-write": "a write argument from untrusted data that no gate checks and no one approves",
+    "duplicate-policy-id": "two policy rules share an id",
+    "cedar-syntax": "a Cedar policy file that does not parse",
+    "write-never-allowed": "warning: a write tool that no policy can allow",
     "no-price": "warning: a model litellm has no price for (counted as $0)",
 }
 

@@ -1,0 +1,123 @@
+"""A private store and support database per test, runs started as an operator starts them."""
+
+from __future__ import annotations
+
+import os
+import re
+import sqlite3
+import subprocess
+import sys
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+from starlette.testclient import TestClient
+
+from runner.web import ConsoleConfig, create_app
+
+ROOT = Path(__file__).resolve().parents[2]
+SPECS = Path(__file__).parent / "specs"
+DURABLE_SPECS = ROOT / "tests" / "durable" / "specs"
+REFERENCE = ROOT / "specs" / "support_refund.yaml"
+EXAMPLES = ROOT / "examples"
+TOKEN = "console-test-token"
+XSS = "<script>alert(1)</script><img src=x onerror=alert(2)>"
+
+Flowrun = Callable[..., subprocess.CompletedProcess[str]]
+
+
+def make_env(tmp: Path) -> dict[str, str]:
+    """A store, a seeded support database and a tool log under `tmp`."""
+    support = tmp / "support.db"
+    subprocess.run(
+        [sys.executable, "-m", "tools.seed", "--db", str(support)],
+        cwd=ROOT,
+        check=True,
+        capture_output=True,
+    )
+    e = dict(os.environ)
+    e.update(
+        FLOWRUN_STORE=str(tmp / "flowrun.db"),
+        FLOWRUN_SUPPORT_DB=str(support),
+        DTOOLS_LOG=str(tmp / "dtools.log"),
+        PYTHONPATH=str(ROOT),
+    )
+    e.pop("FLOWRUN_CRASH_AT", None)
+    e.pop("FLOWRUN_CONSOLE_TOKEN", None)
+    return e
+
+
+def make_flowrun(env: dict[str, str]) -> Flowrun:
+    def run(*args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "runner.cli", *args],
+            cwd=ROOT,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+        )
+
+    return run
+
+
+def refund_case(name: str, run_id: str) -> list[str]:
+    return [
+        "execute",
+        str(REFERENCE),
+        "--input",
+        str(EXAMPLES / "inputs" / f"{name}.json"),
+        "--responses",
+        str(EXAMPLES / "responses" / f"{name}.jsonl"),
+        "--run-id",
+        run_id,
+    ]
+
+
+def set_ticket_body(env: dict[str, str], ticket_id: str, body: str) -> None:
+    """Untrusted text enters through the helpdesk: the ticket a run reads."""
+    with sqlite3.connect(env["FLOWRUN_SUPPORT_DB"]) as c:
+        c.execute("UPDATE tickets SET body = ? WHERE ticket_id = ?", (body, ticket_id))
+
+
+def rows(db: str, sql: str) -> list[tuple[object, ...]]:
+    with sqlite3.connect(db) as c:
+        return c.execute(sql).fetchall()
+
+
+@pytest.fixture
+def env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> dict[str, str]:
+    e = make_env(tmp_path)
+    for k in ("FLOWRUN_STORE", "FLOWRUN_SUPPORT_DB", "DTOOLS_LOG"):
+        monkeypatch.setenv(k, e[k])
+    return e
+
+
+@pytest.fixture
+def flowrun(env: dict[str, str]) -> Flowrun:
+    return make_flowrun(env)
+
+
+@pytest.fixture
+def client(env: dict[str, str], flowrun: Flowrun) -> Iterator[TestClient]:
+    """A console over the test's store (created by a first run if the test made none)."""
+    if not Path(env["FLOWRUN_STORE"]).exists():
+        assert flowrun("writes", "on").returncode == 0
+    config = ConsoleConfig(
+        store_path=Path(env["FLOWRUN_STORE"]), token=TOKEN, resume_wait_s=30, env=env
+    )
+    with TestClient(create_app(config), base_url="http://127.0.0.1:8765") as c:
+        yield c
+
+
+def login(client: TestClient) -> str:
+    """Log in with the token; the CSRF token of the session."""
+    r = client.post("/login", data={"token": TOKEN}, follow_redirects=False)
+    assert r.status_code == 303, r.text
+    return csrf_of(client.get("/").text)
+
+
+def csrf_of(html: str) -> str:
+    m = re.search(r'name="csrf" value="([^"]+)"', html)
+    assert m, "no CSRF token in the page"
+    return m.group(1)

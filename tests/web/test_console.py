@@ -1,0 +1,268 @@
+"""The console over a real store: auth, CSRF, escaping, approvals, operations (TestClient)."""
+
+from __future__ import annotations
+
+import html
+import json
+
+import pytest
+from starlette.testclient import TestClient
+
+from tests.web.conftest import (
+    SPECS,
+    XSS,
+    Flowrun,
+    csrf_of,
+    login,
+    rows,
+    set_ticket_body,
+)
+
+REVIEW = str(SPECS / "ticket_review.yaml")
+
+
+def review(flowrun: Flowrun, run_id: str, ticket: str = "T-1005", live: bool = True) -> None:
+    proc = flowrun(
+        "execute",
+        REVIEW,
+        "--input-json",
+        json.dumps({"ticket_id": ticket}),
+        "--run-id",
+        run_id,
+        *(["--live"] if live else []),
+    )
+    assert proc.returncode == 6, proc.stderr
+
+
+def test_every_page_needs_the_token(client: TestClient, flowrun: Flowrun) -> None:
+    review(flowrun, "r1")
+    for path in ("/", "/inbox", "/runs", "/runs/r1", "/runs/r1/trace", "/runs/r1/undo"):
+        r = client.get(path, follow_redirects=False)
+        assert r.status_code == 303 and r.headers["location"] == "/login", path
+        assert "Refund on" not in r.text
+    for path in ("/writes", "/runs/r1/kill", "/approvals/r1/approve/approve", "/runs/r1/undo"):
+        r = client.post(path, data={"state": "off", "by": "x"}, follow_redirects=False)
+        assert r.status_code == 403, path
+    assert client.get("/login?token=wrong").status_code == 401
+    assert client.post("/login", data={"token": "wrong"}).status_code == 401
+    client.cookies.set("flowrun_session", "forged.123.abc")
+    assert client.get("/inbox", follow_redirects=False).status_code == 303
+    assert rows(
+        client.app.state.console.config.store_path.as_posix(),  # type: ignore[attr-defined]
+        "SELECT status FROM approvals",
+    ) == [("waiting",)]
+
+
+def test_login_sets_a_strict_httponly_session_and_strict_headers(client: TestClient) -> None:
+    r = client.post("/login", data={"token": "console-test-token"}, follow_redirects=False)
+    cookie = r.headers["set-cookie"].lower()
+    assert "httponly" in cookie and "samesite=strict" in cookie
+    for page in (
+        client.get("/"),
+        client.get("/login"),
+        client.get("/runs/nope"),
+        client.get("/static/console.css"),
+    ):
+        csp = page.headers["content-security-policy"]
+        assert (
+            "script-src 'self'" in csp
+            and "unsafe-inline" not in csp.split("script-src")[1].split(";")[0]
+        )
+        assert page.headers["x-frame-options"] == "DENY"
+    assert client.get("/runs/nope").status_code == 404
+    # logging out revokes the session even if the cookie is replayed
+    old = client.cookies.get("flowrun_session")
+    csrf = csrf_of(client.get("/").text)
+    client.post("/logout", data={"csrf": csrf})
+    client.cookies.set("flowrun_session", old or "")
+    assert client.get("/", follow_redirects=False).status_code == 303
+
+
+def test_a_post_without_the_csrf_token_changes_nothing(
+    client: TestClient, env: dict[str, str]
+) -> None:
+    csrf = login(client)
+    store = env["FLOWRUN_STORE"]
+    assert client.post("/writes", data={"state": "off", "by": "eve"}).status_code == 403
+    assert (
+        client.post("/writes", data={"state": "off", "by": "eve", "csrf": "x" * 64}).status_code
+        == 403
+    )
+    cross = client.post(
+        "/writes",
+        data={"state": "off", "by": "eve", "csrf": csrf},
+        headers={"origin": "http://evil.example"},
+    )
+    assert cross.status_code == 403
+    assert rows(store, "SELECT COUNT(*) FROM switches WHERE value = 'off'") == [(0,)]
+    ok = client.post("/writes", data={"state": "off", "by": "ops@example.com", "csrf": csrf})
+    assert ok.status_code == 200 and "writes OFF" in ok.text
+    assert rows(store, "SELECT value, changed_by FROM switches") == [("off", "ops@example.com")]
+    missing = client.post("/writes", data={"state": "on", "csrf": csrf})
+    assert missing.status_code == 400 and "your name is required" in missing.text
+
+
+def test_untrusted_text_is_escaped_everywhere(
+    client: TestClient, flowrun: Flowrun, env: dict[str, str]
+) -> None:
+    set_ticket_body(env, "T-1005", XSS)
+    review(flowrun, "xss")
+    login(client)
+    for page in ("/inbox", "/runs/xss", "/runs/xss/trace", "/runs"):
+        text = client.get(page).text
+        assert "<script>alert" not in text and "<img src=x" not in text, page
+    assert html.escape(XSS, quote=False) in client.get("/inbox").text
+    assert html.escape(XSS) in client.get("/runs/xss").text
+
+
+def test_approve_in_the_inbox_resumes_the_run_once(
+    client: TestClient, flowrun: Flowrun, env: dict[str, str]
+) -> None:
+    review(flowrun, "a1")
+    csrf = login(client)
+    inbox = client.get("/inbox").text
+    assert "Refund on O-5005 for T-1005" in inbox and 'name="d_amount_usd"' in inbox
+    assert "support-leads" in inbox and "times out in 23h" in inbox
+    url = "/approvals/a1/approve/approve"
+    bad = client.post(
+        url, data={"csrf": csrf, "by": "lead", "d_amount_usd": "0", "d_channel": "card"}
+    )
+    assert bad.status_code == 400 and "decision schema" in bad.text
+    assert rows(env["FLOWRUN_STORE"], "SELECT status FROM approvals") == [("waiting",)]
+    done = client.post(
+        url,
+        data={
+            "csrf": csrf,
+            "by": "lead@example.com",
+            "d_amount_usd": "12.5",
+            "d_channel": "card",
+            "d_note": "",
+        },
+    )
+    assert done.status_code == 200, done.text
+    assert "Approved; the run continues." in done.text
+    assert 'id="run-status"><span class="status" style="background: #2e7d32">succeeded' in done.text
+    assert rows(env["FLOWRUN_SUPPORT_DB"], "SELECT order_id, amount_usd FROM refunds") == [
+        ("O-5005", 12.5)
+    ]
+    assert rows(env["FLOWRUN_STORE"], "SELECT decided_by, decision FROM approvals") == [
+        ("lead@example.com", '{"amount_usd":12.5,"channel":"card"}')
+    ]
+    again = client.post(
+        url, data={"csrf": csrf, "by": "other", "d_amount_usd": "20", "d_channel": "card"}
+    )
+    assert again.status_code == 409 and "already approved by lead@example.com" in again.text
+    assert rows(env["FLOWRUN_SUPPORT_DB"], "SELECT COUNT(*) FROM refunds") == [(1,)]
+    assert "Nothing waits for approval." in client.get("/inbox").text
+
+
+def test_reject_needs_a_reason_and_ends_the_run_denied(
+    client: TestClient, flowrun: Flowrun, env: dict[str, str]
+) -> None:
+    review(flowrun, "j1")
+    csrf = login(client)
+    url = "/approvals/j1/approve/reject"
+    assert client.post(url, data={"csrf": csrf, "by": "lead"}).status_code == 400
+    r = client.post(url, data={"csrf": csrf, "by": "lead", "reason": "needs photos"})
+    assert r.status_code == 200
+    assert "rejected by lead: needs photos" in r.text and ">denied<" in r.text
+    assert rows(env["FLOWRUN_SUPPORT_DB"], "SELECT COUNT(*) FROM refunds") == [(0,)]
+    events = rows(env["FLOWRUN_STORE"], "SELECT data FROM events WHERE type = 'approval_rejected'")
+    assert json.loads(str(events[0][0])) == {"by": "lead", "reason": "needs photos"}
+
+
+def test_kill_a_waiting_run_and_undo_a_finished_one_with_confirmation(
+    client: TestClient, flowrun: Flowrun, env: dict[str, str]
+) -> None:
+    review(flowrun, "k1")
+    review(flowrun, "u1", ticket="T-1001")
+    csrf = login(client)
+    r = client.post("/runs/k1/kill", data={"csrf": csrf, "by": "ops"})
+    assert r.status_code == 200 and "The run was killed." in r.text and ">killed<" in r.text
+    assert client.post("/runs/k1/kill", data={"csrf": csrf, "by": "ops"}).status_code == 409
+
+    client.post(
+        "/approvals/u1/approve/approve",
+        data={"csrf": csrf, "by": "lead", "d_amount_usd": "5", "d_channel": "voucher"},
+    )
+    page = client.get("/runs/u1").text
+    assert "undo 1 write(s)" in page
+    confirm = client.get("/runs/u1/undo").text
+    assert "tools.payments:void_refund" in confirm
+    refused = client.post("/runs/u1/undo", data={"csrf": csrf, "by": "ops", "confirm": "nope"})
+    assert refused.status_code == 400 and "undo not confirmed" in refused.text
+    assert rows(env["FLOWRUN_SUPPORT_DB"], "SELECT status FROM refunds") == [("issued",)]
+    done = client.post("/runs/u1/undo", data={"csrf": csrf, "by": "ops", "confirm": "u1"})
+    assert done.status_code == 200 and "undone" in done.text
+    assert rows(env["FLOWRUN_SUPPORT_DB"], "SELECT status FROM refunds") == [("voided",)]
+
+
+def test_runs_filter_overview_figures_and_trace(client: TestClient, flowrun: Flowrun) -> None:
+    review(flowrun, "f1")
+    assert (
+        flowrun(
+            "execute",
+            REVIEW,
+            "--input-json",
+            '{"ticket_id": "T-1003"}',
+            "--run-id",
+            "f2",
+            "--tenant",
+            "acme",
+        ).returncode
+        == 6
+    )
+    csrf = login(client)
+    client.post(
+        "/approvals/f2/approve/reject", data={"csrf": csrf, "by": "x", "reason": "no order"}
+    )
+    listed = client.get("/runs?status=waiting").text
+    assert 'data-run="f1"' in listed and 'data-run="f2"' not in listed
+    tenant = client.get("/runs?tenant=acme").text
+    assert 'data-run="f2"' in tenant and 'data-run="f1"' not in tenant
+    overview = client.get("/").text
+    assert 'id="tile-waiting">1<' in overview and "runs by status" in overview
+    assert "<svg" in overview
+    trace = client.get("/runs/f2/trace").text
+    assert "approval_rejected" in trace or "denied" in trace
+    page = client.get("/runs/f1").text
+    assert "flowchart TD" in page and "class n_intake st_succeeded" in page
+    assert 'id="trace-link"' in page
+
+
+def test_mermaid_is_served_only_when_configured(client: TestClient) -> None:
+    login(client)
+    assert client.get("/mermaid/mermaid.esm.min.mjs").status_code == 404
+    assert client.get("/static/../app.py").status_code == 404
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--store", "/nonexistent/flowrun.db"], "no run store"),
+        (["--mermaid", "/nonexistent/mermaid.mjs"], "is not a mermaid ESM file"),
+        (["--token", "short"], "at least 8 characters"),
+    ],
+)
+def test_serve_refuses_bad_options(flowrun: Flowrun, args: list[str], message: str) -> None:
+    flowrun("writes", "on")
+    proc = flowrun("serve", *args, timeout=30)
+    assert proc.returncode == 2, proc.stderr
+    assert message in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_a_dry_run_shows_its_planned_change_and_policy_decisions(
+    client: TestClient, flowrun: Flowrun, env: dict[str, str]
+) -> None:
+    review(flowrun, "d1", live=False)
+    csrf = login(client)
+    r = client.post(
+        "/approvals/d1/approve/approve",
+        data={"csrf": csrf, "by": "lead", "d_amount_usd": "7", "d_channel": "card"},
+    )
+    assert r.status_code == 200
+    assert rows(env["FLOWRUN_SUPPORT_DB"], "SELECT COUNT(*) FROM refunds") == [(0,)]
+    page = client.get("/runs/d1").text
+    assert "Planned changes" in page and "planned change at <code>act</code>" in page
+    assert "O-5005" in page.split("Planned changes")[1]
+    assert "Policy decisions" in page
