@@ -303,11 +303,13 @@ def _register_commands() -> None:
     """Every command lives in the module of its concern; this is the one place they meet."""
     from runner.eval_cli import eval_command
     from runner.ops_cli import OPS_COMMANDS
+    from runner.policy_cli import POLICY_COMMANDS
     from runner.review_cli import diff, graph
     from runner.trace_cli import TRACE_COMMANDS
     from runner.web_cli import WEB_COMMANDS
 
-    for command in (graph, diff, eval_command, *OPS_COMMANDS, *TRACE_COMMANDS, *WEB_COMMANDS):
+    commands = (graph, diff, eval_command, *OPS_COMMANDS, *POLICY_COMMANDS, *TRACE_COMMANDS)
+    for command in (*commands, *WEB_COMMANDS):
         cli.add_command(command)
 
 

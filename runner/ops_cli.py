@@ -178,6 +178,11 @@ def show(run_id: str, store_opt: str | None, fmt: str) -> None:
         click.echo(f"  {node_id:<16} {n['status']:<15} {', '.join(bits)}")
         if n.get("output") is not None:
             click.echo(f"      output: {json.dumps(n['output'], default=str)[:300]}")
+        planned = (n.get("detail") or {}).get("planned")
+        if planned is not None:
+            click.echo(f"      planned change (dry run): {json.dumps(planned, default=str)[:500]}")
+        for d in (n.get("detail") or {}).get("policy") or []:
+            click.echo(f"      policy: {d['effect']} by {d['rule']} — {d['reason']}")
         if n.get("error"):
             click.echo(f"      error: {n['error']}")
     for a in approvals:

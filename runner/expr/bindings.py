@@ -8,7 +8,15 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TypeAlias
 
-from runner.expr.cel import CelEvalError, CelSyntaxError, CompiledExpr, ExprError, compile_cel
+from runner.expr.cel import (
+    CelEvalError,
+    CelSyntaxError,
+    CompiledExpr,
+    ExprError,
+    Prepared,
+    compile_cel,
+    prepare,
+)
 from runner.expr.refs import Ref, cel_refs
 
 __all__ = [
@@ -99,8 +107,10 @@ class CompiledValue:
         self.refs: tuple[Ref, ...] = tuple(r for s in sites for r in s.refs)
         self.is_static: bool = not sites
 
-    def evaluate(self, activation: Mapping[str, object]) -> object:
+    def evaluate(self, activation: Mapping[str, object] | Prepared) -> object:
         """The value with every binding replaced; errors name the field that failed."""
+        if len(self.sites) > 1 and not isinstance(activation, Prepared):
+            activation = prepare(activation)  # convert once, not once per binding
         return _eval(self._root, activation)
 
     def __repr__(self) -> str:
@@ -271,7 +281,7 @@ def _skip_string(text: str, i: int, opener: str) -> int:
     return -1
 
 
-def _eval(node: _Node, activation: Mapping[str, object]) -> object:
+def _eval(node: _Node, activation: Mapping[str, object] | Prepared) -> object:
     if isinstance(node, _Static):
         return node.value
     if isinstance(node, _Whole):
@@ -285,7 +295,7 @@ def _eval(node: _Node, activation: Mapping[str, object]) -> object:
     return [_eval(v, activation) for v in node.items]
 
 
-def _eval_site(node: _Whole, activation: Mapping[str, object]) -> object:
+def _eval_site(node: _Whole, activation: Mapping[str, object] | Prepared) -> object:
     try:
         return node.expr.evaluate(activation)
     except CelEvalError as exc:

@@ -115,6 +115,27 @@ def registered_functions() -> frozenset[str]:
     return frozenset(_FUNCTIONS)
 
 
+class Prepared:
+    """An activation converted to CEL values once, to evaluate many expressions against it.
+
+    Converting a Python mapping costs ~25 µs an evaluation; a prepared one costs nothing more.
+    """
+
+    __slots__ = ("context", "values")
+
+    def __init__(self, values: Mapping[str, object]) -> None:
+        self.values = values
+        self.context = _cel.Context()
+        for name, value in values.items():
+            self.context.add_variable(name, value)
+        for name, fn in _FUNCTIONS.items():
+            self.context.add_function(name, fn)
+
+
+def prepare(activation: Mapping[str, object]) -> Prepared:
+    return Prepared(activation)
+
+
 @dataclass(frozen=True)
 class CompiledExpr:
     """A parsed CEL expression; immutable and shareable between runs and threads."""
@@ -122,11 +143,15 @@ class CompiledExpr:
     source: str
     _program: Any = field(repr=False, compare=False)
 
-    def evaluate(self, activation: Mapping[str, object]) -> object:
+    def evaluate(self, activation: Mapping[str, object] | Prepared) -> object:
         """Evaluate against `activation`; every failure becomes a one-line CelEvalError."""
-        ctx = activation if type(activation) is dict else dict(activation)
-        if _FUNCTIONS:
-            ctx = {**ctx, **_FUNCTIONS}
+        ctx: Any
+        if isinstance(activation, Prepared):
+            ctx, activation = activation.context, activation.values
+        else:
+            ctx = activation if type(activation) is dict else dict(activation)
+            if _FUNCTIONS:
+                ctx = {**ctx, **_FUNCTIONS}
         try:
             return self._program.execute(ctx)
         except Exception as exc:  # the extension raises many builtin types; none may leak
@@ -138,7 +163,7 @@ class CompiledExpr:
                 message = f"function {name!r} failed: {type(failure).__name__}: {failure}"
                 raise CelEvalError(message, _find_name(self.source, name)) from failure
             message, offset = _eval_message(exc, self.source)
-            null = _null_output(self.source, ctx)
+            null = _null_output(self.source, activation)
             if null is not None:
                 message = f"{null} is null (the node did not produce an output): {message}"
             raise CelEvalError(message, offset) from None

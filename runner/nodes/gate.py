@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from runner.engine.context import NodeContext, NodeFailure, NodeStop
-from runner.expr.cel import ExprError, truthy
+from runner.expr.cel import ExprError, prepare, truthy
 
 
 class GateStop(NodeStop):
@@ -15,7 +15,7 @@ class GateStop(NodeStop):
 async def run(ctx: NodeContext) -> Any:
     gate = ctx.node.gate
     assert gate is not None
-    act = ctx.activation()
+    act = prepare(ctx.activation())
     failed: list[str] = []
     for expr, message in gate.checks:
         try:

@@ -5,13 +5,13 @@ from __future__ import annotations
 from typing import Any
 
 from runner.engine.context import NodeContext, NodeFailure
-from runner.expr.cel import ExprError, truthy
+from runner.expr.cel import ExprError, prepare, truthy
 
 
 async def run(ctx: NodeContext) -> Any:
     sw = ctx.node.switch
     assert sw is not None
-    act = ctx.activation()
+    act = prepare(ctx.activation())
     for i, (expr, targets) in enumerate(sw.cases):
         try:
             hit = truthy(expr.evaluate(act))

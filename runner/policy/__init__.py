@@ -7,7 +7,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from runner.expr.cel import CompiledExpr, ExprError, truthy
+from runner.expr.cel import CompiledExpr, ExprError, prepare, truthy
 from runner.spec.models import PolicyDefault
 
 # The names a policy condition can read (the request).
@@ -168,7 +168,7 @@ class PolicySet:
                 f"that {req['tool']!r} requires",
             )
         votes: list[Decision] = []
-        act = dict(req)
+        act = prepare(req)  # converted to CEL once for every rule
         for rule in self.rules:
             try:
                 hit = truthy(rule.when.evaluate(act))

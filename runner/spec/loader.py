@@ -158,7 +158,7 @@ class _Loader(_Base):  # type: ignore[valid-type,misc]
     pass
 
 
-def load_file(path: str | Path, *, display: str | None = None) -> Source:
+def load_file(path: str | Path, *, display: str | None = None, mapping: bool = True) -> Source:
     """Read and parse a spec file; every failure is a SpecError with a position."""
     shown = display or str(path)
     p = Path(path)
@@ -191,10 +191,11 @@ def load_file(path: str | Path, *, display: str | None = None) -> Source:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as e:
         raise fail("not-utf8", f"spec is not UTF-8 text (byte {e.start})") from None
-    return load_text(text, shown)
+    return load_text(text, shown, mapping=mapping)
 
 
-def load_text(text: str, path: str = "<string>") -> Source:
+def load_text(text: str, path: str = "<string>", *, mapping: bool = True) -> Source:
+    """Parse YAML with positions; `mapping=False` also accepts a list (case files, not specs)."""
     if len(text.encode("utf-8", errors="replace")) > MAX_SPEC_BYTES:
         raise SpecError(
             [
@@ -282,7 +283,7 @@ def load_text(text: str, path: str = "<string>") -> Source:
     data = conv.convert(node, ())
     if conv.diagnostics:
         raise SpecError(conv.diagnostics)
-    if not isinstance(data, dict):
+    if mapping and not isinstance(data, dict):
         kind = "a list" if isinstance(data, list) else f"a {type(data).__name__}"
         raise SpecError(
             [
