@@ -189,6 +189,30 @@ class Compiler:
             self.error((*path, *e.path), "cel-syntax", e.message, offset=e.offset)
             return None
 
+    def bound_value(
+        self,
+        value: Any,
+        path: PathKey,
+        roots: frozenset[str],
+        *,
+        node_id: str | None,
+        deps: set[str] | None,
+        locals_schema: Mapping[str, Any] | None = None,
+    ) -> CompiledValue | None:
+        """Compile a value with `${{ }}` bindings and check every reference it makes."""
+        cv = self.value(value, path)
+        if cv is not None:
+            for site_path, ref in path_refs(cv):
+                self.check_refs(
+                    [ref],
+                    (*path, *site_path),
+                    roots,
+                    node_id=node_id,
+                    deps=deps,
+                    locals_schema=locals_schema,
+                )
+        return cv
+
     def template(
         self, text: str, path: PathKey, *, file: str | None = None
     ) -> PromptTemplate | None:
@@ -752,17 +776,14 @@ class Compiler:
             )
             return None
         contract = self.spec.tools[node.tool]
-        args = self.value(node.args, (*path, "args"))
-        if args is not None:
-            for site_path, ref in path_refs(args):
-                self.check_refs(
-                    [ref],
-                    (*path, "args", *site_path),
-                    roots,
-                    node_id=node_id,
-                    deps=deps,
-                    locals_schema=locals_schema,
-                )
+        args = self.bound_value(
+            node.args,
+            (*path, "args"),
+            roots,
+            node_id=node_id,
+            deps=deps,
+            locals_schema=locals_schema,
+        )
         impl = self.tool_impl(node.tool)
         key = None
         if contract.idempotency_key is not None:
@@ -861,13 +882,11 @@ class Compiler:
         deps: set[str],
     ) -> MapStep | None:
         spec = node.map
-        over = self.value(spec.over, (*path, "map", "over"))
+        over = self.bound_value(
+            spec.over, (*path, "map", "over"), roots, node_id=node_id, deps=deps
+        )
         item_schema: Any = {}
         if over is not None:
-            for site_path, ref in path_refs(over):
-                self.check_refs(
-                    [ref], (*path, "map", "over", *site_path), roots, node_id=node_id, deps=deps
-                )
             item_schema = self._check_map_over(over, spec.over, (*path, "map", "over"))
         inner_roots = roots | {spec.as_, "index"}
         locals_schema = {spec.as_: item_schema, "index": {"type": "integer"}}
@@ -974,12 +993,8 @@ class Compiler:
                         deps_of[t].add(node_id)
         outputs: dict[str, CompiledValue] = {}
         for name, binding in spec.outputs.items():
-            cv = self.value(binding, ("outputs", name))
+            cv = self.bound_value(binding, ("outputs", name), NODE_ROOTS, node_id=None, deps=None)
             if cv is not None:
-                for site_path, ref in path_refs(cv):
-                    self.check_refs(
-                        [ref], ("outputs", name, *site_path), NODE_ROOTS, node_id=None, deps=None
-                    )
                 outputs[name] = cv
         graph: nx.DiGraph = nx.DiGraph()
         graph.add_nodes_from(self.node_ids)

@@ -180,19 +180,16 @@ def compile_flow(
     locals_schema: Mapping[str, Any] | None,
     deps: set[str],
 ) -> FlowStep | None:
-    from runner.plan.compile import did_you_mean, path_refs
+    from runner.plan.compile import did_you_mean
 
-    inputs = c.value(node.inputs, (*path, "inputs"))
-    if inputs is not None:
-        for site_path, ref in path_refs(inputs):
-            c.check_refs(
-                [ref],
-                (*path, "inputs", *site_path),
-                roots,
-                node_id=node_id,
-                deps=deps,
-                locals_schema=locals_schema,
-            )
+    inputs = c.bound_value(
+        node.inputs,
+        (*path, "inputs"),
+        roots,
+        node_id=node_id,
+        deps=deps,
+        locals_schema=locals_schema,
+    )
     plan = child_plan(c, node, path)
     if plan is None or inputs is None:
         return None

@@ -9,7 +9,7 @@ from pydantic import BaseModel, ValidationError
 
 from runner.errors import Diagnostic, SpecError
 from runner.spec import models as m
-from runner.spec.loader import PathKey, Source
+from runner.spec.loader import PathKey, Source, _get
 
 _UNION_TAGS = {"constrained-str", "str", "ModelConfig"}
 
@@ -81,15 +81,6 @@ def _model_at(path: PathKey, data: Any) -> type[BaseModel] | None:
 def _node_class(node: Any) -> type[BaseModel] | None:
     kind = m._node_kind(node)
     return m._KIND_CLASSES.get(kind) if kind else None
-
-
-def _get(data: Any, path: PathKey) -> Any:
-    for part in path:
-        try:
-            data = data[part]
-        except (KeyError, IndexError, TypeError):
-            return None
-    return data
 
 
 def _field_names(model: type[BaseModel]) -> list[str]:
