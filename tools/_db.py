@@ -1,4 +1,4 @@
-"""Shared SQLite access for the support tools, so every tool sees one seeded database."""
+"""Shared SQLite access for the reference tools: each workflow's tools see one seeded database."""
 
 from __future__ import annotations
 
@@ -6,18 +6,58 @@ import os
 import sqlite3
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
-ENV_VAR = "FLOWRUN_SUPPORT_DB"
-DEFAULT_PATH = Path(".flowrun") / "support.db"
-REQUIRED_TABLES = frozenset({"tickets", "orders", "refunds", "ticket_notes", "kb_articles"})
+
+@dataclass(frozen=True)
+class Database:
+    """One workflow's SQLite file: where it lives, what a seeded one holds, how to seed it.
+
+    Each reference workflow's tools own one (`SUPPORT` below); the path comes from an
+    environment variable so that tests and runs point the tools at their own file.
+    """
+
+    env_var: str
+    default_path: Path
+    required_tables: frozenset[str]
+    seed_command: str
+
+    def path(self) -> Path:
+        raw = os.environ.get(self.env_var, "").strip()
+        return Path(raw) if raw else self.default_path
+
+    def connect(self) -> sqlite3.Connection:
+        """Open the seeded database, failing with the fix when it was never seeded."""
+        path = self.path()
+        not_seeded = RuntimeError(f"database {path} is not seeded; run: {self.seed_command}")
+        if not path.is_file():  # never create an empty file here: that would hide the real fix
+            raise not_seeded
+        conn = open_db(path)
+        try:
+            names = {row[0] for row in conn.execute("SELECT name FROM sqlite_master")}
+        except sqlite3.DatabaseError:
+            conn.close()
+            raise
+        if not names >= self.required_tables:
+            conn.close()
+            raise not_seeded
+        return conn
+
+
+SUPPORT = Database(
+    env_var="FLOWRUN_SUPPORT_DB",
+    default_path=Path(".flowrun") / "support.db",
+    required_tables=frozenset({"tickets", "orders", "refunds", "ticket_notes", "kb_articles"}),
+    seed_command="python -m tools.seed",
+)
+ENV_VAR = SUPPORT.env_var
 
 
 def db_path() -> Path:
-    """Resolve the database location so tests and runs can point tools at their own file."""
-    raw = os.environ.get(ENV_VAR, "").strip()
-    return Path(raw) if raw else DEFAULT_PATH
+    """Where the support database is (FLOWRUN_SUPPORT_DB, else .flowrun/support.db)."""
+    return SUPPORT.path()
 
 
 def open_db(path: Path) -> sqlite3.Connection:
@@ -33,21 +73,8 @@ def open_db(path: Path) -> sqlite3.Connection:
 
 
 def connect() -> sqlite3.Connection:
-    """Open the seeded support database, failing with the fix when it was never seeded."""
-    path = db_path()
-    not_seeded = RuntimeError(f"support database {path} is not seeded; run: python -m tools.seed")
-    if not path.is_file():  # never create an empty file here: that would hide the real fix
-        raise not_seeded
-    conn = open_db(path)
-    try:
-        names = {row[0] for row in conn.execute("SELECT name FROM sqlite_master")}
-    except sqlite3.DatabaseError:
-        conn.close()
-        raise
-    if not names >= REQUIRED_TABLES:
-        conn.close()
-        raise not_seeded
-    return conn
+    """Open the seeded support database."""
+    return SUPPORT.connect()
 
 
 @contextmanager
