@@ -302,13 +302,14 @@ def schema(check_file: str | None) -> None:
 def _register_commands() -> None:
     """Every command lives in the module of its concern; this is the one place they meet."""
     from runner.eval_cli import eval_command
+    from runner.init_cli import init_command
     from runner.ops_cli import OPS_COMMANDS
     from runner.policy_cli import POLICY_COMMANDS
     from runner.review_cli import diff, graph
     from runner.trace_cli import TRACE_COMMANDS
     from runner.web_cli import WEB_COMMANDS
 
-    commands = (graph, diff, eval_command, *OPS_COMMANDS, *POLICY_COMMANDS, *TRACE_COMMANDS)
+    commands = (graph, diff, eval_command, init_command, *OPS_COMMANDS, *POLICY_COMMANDS, *TRACE_COMMANDS)
     for command in (*commands, *WEB_COMMANDS):
         cli.add_command(command)
 
