@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import sqlite3
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -116,6 +117,12 @@ def test_refund_granted_issues_one_refund_of_35(runs: dict[str, Ran]) -> None:
     assert rows[0]["refund_id"] == data["outputs"]["refund"]["refund_id"]
     assert data["totals"]["llm_calls"] == 2
     assert 0 < data["totals"]["cost_usd"] <= 0.05
+    conn = sqlite3.connect(f"file:{ran.db}?mode=ro", uri=True)
+    try:
+        notes = [r[0] for r in conn.execute("SELECT body FROM ticket_notes WHERE ticket_id = 'T-1001'")]
+    finally:
+        conn.close()
+    assert notes == [f"refund {rows[0]['refund_id']} of 35.0 USD issued: item arrived damaged"]
 
 
 def test_refund_over_cap_escalates_without_refunding(runs: dict[str, Ran]) -> None:
