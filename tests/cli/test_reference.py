@@ -119,7 +119,9 @@ def test_refund_granted_issues_one_refund_of_35(runs: dict[str, Ran]) -> None:
     assert 0 < data["totals"]["cost_usd"] <= 0.05
     conn = sqlite3.connect(f"file:{ran.db}?mode=ro", uri=True)
     try:
-        notes = [r[0] for r in conn.execute("SELECT body FROM ticket_notes WHERE ticket_id = 'T-1001'")]
+        notes = [
+            r[0] for r in conn.execute("SELECT body FROM ticket_notes WHERE ticket_id = 'T-1001'")
+        ]
     finally:
         conn.close()
     assert notes == [f"refund {rows[0]['refund_id']} of 35.0 USD issued: item arrived damaged"]
