@@ -5,12 +5,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
-import importlib
 import inspect
 import json
 import os
 import tempfile
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +22,7 @@ from runner.evals.cases import Case, Fault, Fixture
 from runner.expr.cel import ExprError, truthy
 from runner.models.responses import RecordedResponses
 from runner.plan.model import Plan, PlanNode, ToolStep
+from runner.plan.tools import ImplError, import_callable
 
 INVALID_JSON = "Sure! Here is what I think: {not json"
 MALFORMED: dict[str, Any] = {"malformed": True, "note": "injected by flowrun eval"}
@@ -192,15 +192,17 @@ def response_lines(case: Case) -> list[dict[str, Any]]:
 
 
 @contextlib.contextmanager
-def _fixture(fixture: Fixture | None, workdir: Path, name: str) -> Iterator[None]:
-    """A freshly seeded resource for one run, its path in the env var for the run's duration."""
+def _fixture(fixture: Fixture | None, workdir: Path, name: str, case_dir: Path) -> Iterator[None]:
+    """A freshly seeded resource for one run, its path in the env var for the run's duration.
+
+    The seed is looked up like a tool `impl`: from the case file's folder up to the project root.
+    """
     if fixture is None:
         yield
         return
-    module, _, fn_name = fixture.seed.partition(":")
     try:
-        fn: Callable[..., Any] = getattr(importlib.import_module(module), fn_name)
-    except (ImportError, AttributeError) as e:
+        fn = import_callable(fixture.seed, case_dir)
+    except ImplError as e:
         raise UsageError(f"fixture seed {fixture.seed!r} cannot be imported: {e}") from None
     path = workdir / f"{name}.db"
     fn(path)
@@ -250,7 +252,7 @@ def run_case(plan: Plan, case: Case, *, repeat: int, workdir: Path) -> RunRecord
         except UsageError as e:
             raise UsageError(f"{case.file}:{case.line}: case {case.id!r}: {e.message}") from None
     fplan = faulted_plan(plan, case.model.faults)
-    with _fixture(case.fixture, workdir, f"{case.id}-{repeat}"):
+    with _fixture(case.fixture, workdir, f"{case.id}-{repeat}", Path(case.file).resolve().parent):
         result = asyncio.run(
             execute(
                 fplan,
