@@ -1,0 +1,1 @@
+"""Accounts-payable tools for the invoice reconciliation workflow (SQLite, money in cents)."""
