@@ -11,7 +11,7 @@ import asyncio
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from runner.engine.context import NodeContext, NodeFailure
+from runner.engine.context import NodeContext, NodeFailure, NodeStop
 from runner.engine.results import NodeResult
 from runner.expr.cel import ExprError
 from runner.spec.models import MapNode
@@ -82,8 +82,12 @@ class _ItemStopped(Exception):
         self.result = result
 
     def as_failure(self) -> Exception:
+        """The map ends with its first stopped item's outcome: denied stays denied, and so on."""
         from runner.engine.budget import BudgetExceeded
 
+        message = f"item {self.index}: {self.result.error}"
         if self.result.status == "budget_exceeded":
-            return BudgetExceeded("item", f"item {self.index}: {self.result.error}")
-        return NodeFailure(f"item {self.index}: {self.result.error}", kind="item")
+            return BudgetExceeded("item", message)
+        if self.result.status == "failed":
+            return NodeFailure(message, kind="item")
+        return NodeStop(self.result.status, message)

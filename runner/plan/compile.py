@@ -864,6 +864,8 @@ class Compiler:
                 sub = props.get(name)
                 if not isinstance(sub, dict) or _has_binding(value):
                     continue
+                if "$defs" in schema:  # a parameter's `$ref`s point at the arguments' root
+                    sub = {**sub, "$defs": schema["$defs"]}
                 errs = schemas.validation_errors(sub, value, limit=1)
                 if errs:
                     self.error(

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import importlib
 import inspect
+import json
 import sys
 import typing
 from collections.abc import Callable, Iterator
@@ -85,6 +86,7 @@ def derive_args_schema(fn: Callable[..., Any]) -> dict[str, Any]:
     except Exception:
         hints = {}
     props: dict[str, Any] = {}
+    defs: dict[str, Any] = {}
     required: list[str] = []
     extra = False
     for name, p in sig.parameters.items():
@@ -109,11 +111,41 @@ def derive_args_schema(fn: Callable[..., Any]) -> dict[str, Any]:
         else:
             required.append(name)
         schema.pop("title", None)
-        props[name] = schema
+        props[name] = _hoist_defs(schema, defs)
     out: dict[str, Any] = {"type": "object", "properties": props, "additionalProperties": extra}
     if required:
         out["required"] = required
+    if defs:
+        out["$defs"] = defs
     return out
+
+
+def _hoist_defs(schema: dict[str, Any], defs: dict[str, Any]) -> dict[str, Any]:
+    """Move a parameter schema's `$defs` to the arguments schema's root, where its `$ref`s point.
+
+    Two parameters may bring different definitions under one name: the later one is renamed
+    and its references rewritten, so every `#/$defs/...` resolves to what pydantic meant.
+    """
+    own = schema.pop("$defs", None)
+    if not own:
+        return schema
+    renames: dict[str, str] = {}
+    for name, definition in own.items():
+        new = name
+        n = 2
+        while new in defs and defs[new] != definition:
+            new = f"{name}_{n}"
+            n += 1
+        renames[name] = new
+    if any(old != new for old, new in renames.items()):
+        text = json.dumps({"schema": schema, "defs": own})
+        for old, new in renames.items():
+            text = text.replace(f'"#/$defs/{old}"', f'"#/$defs/{new}"')
+        moved = json.loads(text)
+        schema, own = moved["schema"], moved["defs"]
+    for name, definition in own.items():
+        defs[renames[name]] = definition
+    return schema
 
 
 def derive_result_schema(fn: Callable[..., Any]) -> dict[str, Any] | None:

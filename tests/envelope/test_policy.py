@@ -228,3 +228,22 @@ def test_policy_test_command(tmp_path: Path) -> None:
         cwd=ROOT, capture_output=True, text=True,
     )  # fmt: skip
     assert err.returncode == 2 and "broken.yaml:3:" in err.stderr and "Traceback" not in err.stderr
+
+
+def test_a_denied_call_inside_a_map_ends_the_map_and_the_run_denied() -> None:
+    body = """
+policies:
+  - {id: big, when: 'tool == "pay" && args.amount > 50.0', effect: deny, reason: too big}
+  - {id: pay-ok, when: 'tool == "pay"', effect: allow}
+nodes:
+  each:
+    map:
+      over: "${{ [10.0, 80.0, 20.0] }}"
+      as: amount
+      max_concurrency: 1
+      node: {tool: pay, ungated: the policies bound each payment, args: {to: "${{ inputs.to }}", amount: "${{ amount }}"}}
+"""
+    result = run(plan_of(body), {"to": "bob"}, live=True, services=DurableMemory())
+    assert result.status == "denied", result.reason
+    assert result.nodes["each"].status == "denied"
+    assert "item 1" in (result.reason or "") and "too big" in (result.reason or "")
