@@ -1016,6 +1016,9 @@ class Compiler:
         for node_id in order:
             pn = nodes[node_id]
             deps_sorted = tuple(sorted(deps_of[node_id], key=lambda n: self.order_index[n]))
+            if pn.map is not None:  # each item reads the nodes its map node needs
+                inner = _replace(pn.map.inner, deps=deps_sorted)
+                pn = _replace(pn, map=dc_replace(pn.map, inner=inner))
             final[node_id] = _replace(
                 pn, deps=deps_sorted, switches=tuple(switches_of.get(node_id, ()))
             )

@@ -631,6 +631,26 @@ def test_a_failing_item_fails_the_map(backend: Run) -> None:
     assert result.outputs == {}
 
 
+def test_map_items_read_the_nodes_the_map_needs(backend: Run) -> None:
+    plan = plan_of(
+        """
+        nodes:
+          base: {tool: echo, args: {value: 100}}
+          each:
+            map:
+              over: "${{ [1, 2, 3] }}"
+              as: n
+              node: {tool: echo, args: {value: "${{ nodes.base.output.value + n }}"}}
+        outputs:
+          values: "${{ nodes.each.output.map(x, x.value) }}"
+        """
+    )
+    assert plan.nodes["each"].deps == ("base",)
+    result = run(backend, plan, {})
+    assert result.status == "succeeded", result.reason
+    assert result.outputs == {"values": [101, 102, 103]}
+
+
 def test_map_over_more_than_max_items_fails_before_any_call(backend: Run) -> None:
     items = [{"n": i, "s": 0.01} for i in range(6)]
     result = run(backend, plan_of(MAP), {"items": items})
