@@ -59,11 +59,16 @@ def cli() -> None:
 @click.option(
     "--output", "fmt", type=click.Choice(["text", "json"]), default="text", show_default=True
 )
-def validate(spec: str, profile: str | None, fmt: str) -> None:
+@click.option("--check-mcp", is_flag=True, help="also ask the MCP servers; fail on a stale lock")
+def validate(spec: str, profile: str | None, fmt: str, check_mcp: bool) -> None:
     """Check a spec without spending a token: exit 0 with a summary, or 2 with every problem."""
     from runner.summary import summarize
 
     plan = _load_plan(spec, profile)
+    if check_mcp:  # connect to the MCP servers: the lock must match them (runner/mcp_cli.py)
+        from runner.mcp_cli import check_mcp as check_servers
+
+        check_servers(plan)
     summary = summarize(plan)
     if fmt == "json":
         click.echo(json.dumps(summary, indent=2, sort_keys=False))
@@ -172,6 +177,19 @@ def _read_input(input_path: str | None, input_json: str | None) -> Any:
     help="message content kept: PII-redacted, full (mode 0600 transcript, spans), or none",
 )
 @click.option("--trace-console", is_flag=True, help="print spans to stderr (debugging)")
+# -- the Temporal backend (issue 10): runner/temporal_cli.py ------------------------------------
+@click.option(
+    "--backend",
+    type=click.Choice(["local", "temporal"]),
+    default="local",
+    show_default=True,
+    help="run here (local) or as a Temporal workflow run by `flowrun worker` (temporal)",
+)
+@click.option(
+    "--temporal-address", default="127.0.0.1:7233", show_default=True, metavar="HOST:PORT"
+)
+@click.option("--namespace", default="default", show_default=True, help="Temporal namespace")
+@click.option("--task-queue", default="flowrun", show_default=True, help="Temporal task queue")
 def execute(
     spec: str,
     input_path: str | None,
@@ -189,6 +207,10 @@ def execute(
     otlp_endpoint: str | None,
     capture: Any,
     trace_console: bool,
+    backend: str = "local",
+    temporal_address: str = "127.0.0.1:7233",
+    namespace: str = "default",
+    task_queue: str = "flowrun",
 ) -> None:
     """Run a workflow to an outcome; the exit code tells which (see README).
 
@@ -205,6 +227,10 @@ def execute(
     from runner.store import Store, store_path
     from runner.store.runtime import create_run, run_durably
 
+    if backend != "local":  # say which extra is missing before anything else
+        from runner.temporal_cli import check_backend
+
+        check_backend(backend)
     plan = _load_plan(spec, profile)
     if max_usd is not None:
         plan = _tighten_max_usd(plan, max_usd)
@@ -225,6 +251,38 @@ def execute(
     # everything above only reads: a bad spec, input or file changes nothing
     store = Store(store_path(store_opt))
     run_id = run_id or new_run_id()
+    if backend == "temporal":
+        from runner.temporal_cli import execute_temporal
+
+        if otlp_endpoint or trace_console:
+            click.echo("note: spans are not exported on --backend temporal (yet)", err=True)
+
+        result = execute_temporal(
+            plan=plan,
+            inputs=inputs,
+            store=store,
+            run_id=run_id,
+            responses=responses,
+            tenant=tenant,
+            actor=actor,
+            options={
+                "live": live_writes,
+                "scopes": [s.strip() for s in scopes.split(",") if s.strip()],
+                **({"max_usd": max_usd} if max_usd is not None else {}),
+            },
+            address=temporal_address,
+            namespace=namespace,
+            task_queue=task_queue,
+        )
+        if fmt == "json":
+            click.echo(json.dumps(result.to_json(), indent=2, default=str))
+        else:
+            from runner.progress import render_result
+
+            click.echo(render_result(plan, result))
+        from runner.temporal_cli import exit_command
+
+        exit_command(STATUS_EXIT[result.status])
     create_run(
         store,
         plan,
@@ -303,14 +361,16 @@ def _register_commands() -> None:
     """Every command lives in the module of its concern; this is the one place they meet."""
     from runner.eval_cli import eval_command
     from runner.init_cli import init_command
+    from runner.mcp_cli import MCP_COMMANDS
     from runner.ops_cli import OPS_COMMANDS
     from runner.policy_cli import POLICY_COMMANDS
     from runner.review_cli import diff, graph
+    from runner.temporal_cli import TEMPORAL_COMMANDS
     from runner.trace_cli import TRACE_COMMANDS
     from runner.web_cli import WEB_COMMANDS
 
-    commands = (graph, diff, eval_command, init_command, *OPS_COMMANDS, *POLICY_COMMANDS, *TRACE_COMMANDS)
-    for command in (*commands, *WEB_COMMANDS):
+    commands = (graph, diff, eval_command, init_command, *OPS_COMMANDS, *POLICY_COMMANDS)
+    for command in (*commands, *TRACE_COMMANDS, *WEB_COMMANDS, *TEMPORAL_COMMANDS, *MCP_COMMANDS):
         cli.add_command(command)
 
 

@@ -52,6 +52,11 @@ def _when(ts: float | None) -> str:
 
 def _finish(result: Any, fmt: str) -> None:
     """Print a run's outcome after resuming it, and exit with the outcome's code."""
+    _finish_text(result, fmt)
+    sys.exit(STATUS_EXIT[result.status])
+
+
+def _finish_text(result: Any, fmt: str) -> None:
     if fmt == "json":
         click.echo(json.dumps(result.to_json(), indent=2, default=str))
     else:
@@ -59,7 +64,6 @@ def _finish(result: Any, fmt: str) -> None:
         if result.reason:
             line += f" — {result.reason}"
         click.echo(line)
-    sys.exit(STATUS_EXIT[result.status])
 
 
 def _resume(store: Any, run_id: str, fmt: str) -> None:
@@ -209,6 +213,21 @@ def resume(run_id: str, store_opt: str | None, fmt: str) -> None:
     _resume(_open(store_opt), run_id, fmt)
 
 
+def _continue(store: Any, run_id: str, node: str, fmt: str, no_resume: bool) -> None:
+    """After a decision: resume a local run here; wake a Temporal run's workflow (issue 10)."""
+    from runner.temporal_cli import backend_of
+
+    if backend_of(store.get_run(run_id)) == "temporal":
+        from runner.temporal_cli import decide_temporal, exit_command
+
+        result = decide_temporal(store, run_id, node, wait=not no_resume)
+        if result is not None:
+            _finish_text(result, fmt)
+        exit_command(STATUS_EXIT[result.status] if result is not None else 0)
+    if not no_resume:
+        _resume(store, run_id, fmt)
+
+
 def _decision(text: str | None) -> Any:
     if text is None:
         return None
@@ -241,8 +260,7 @@ def approve(
     store = _open(store_opt)
     decide(store, run_id, node, approve=True, by=by, decision=_decision(decision))
     click.echo(f"approved {run_id} at {node} by {by}", err=True)
-    if not no_resume:
-        _resume(store, run_id, fmt)
+    _continue(store, run_id, node, fmt, no_resume)
 
 
 @click.command()
@@ -262,8 +280,7 @@ def reject(
     store = _open(store_opt)
     decide(store, run_id, node, approve=False, by=by, reason=reason)
     click.echo(f"rejected {run_id} at {node} by {by}", err=True)
-    if not no_resume:
-        _resume(store, run_id, fmt)
+    _continue(store, run_id, node, fmt, no_resume)
 
 
 @click.command()
@@ -300,6 +317,9 @@ def kill(run_id: str, by: str | None, store_opt: str | None) -> None:
     from runner.store.runtime import kill as kill_run
 
     click.echo(f"{run_id}: {kill_run(_open(store_opt), run_id, by=by)}")
+    from runner.temporal import hard_exit_if_needed  # a Temporal run was cancelled (issue 10)
+
+    hard_exit_if_needed(0)
 
 
 @click.command()

@@ -36,7 +36,12 @@ def summarize(plan: Plan) -> dict[str, Any]:
         "edges": plan.graph.number_of_edges(),
         "order": list(plan.order),
         "routes": routes,
-        "tools": {name: t.effect for name, t in spec.tools.items()},
+        "tools": {name: t.effect for name, t in spec.tools.items()}
+        | {  # MCP tools: the effect resolved from the lock (runner/mcp/contracts.py)
+            n.tool.name: n.tool.contract.effect
+            for n in plan.nodes.values()
+            if n.tool is not None and n.tool.contract.mcp is not None
+        },
         "budget": spec.budget.model_dump(exclude_none=True),
         "worst_case_cost": costs,
         "warnings": [w.render() for w in plan.warnings],

@@ -170,6 +170,9 @@ def load_side(
             side.plan = compile_plan(side.loaded, None)
         except SpecError as e:
             side.diagnostics = _relabel(e.diagnostics, compile_path, label)
+    from runner.mcp.lock import with_locked_tools  # MCP contracts: what their lock says
+
+    side.data = with_locked_tools(side.data, compile_path, read)
     side.prompts = _collect_prompts(side.data, read)
     if side.plan is not None:
         side.graph = from_plan(side.plan)

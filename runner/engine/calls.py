@@ -16,6 +16,7 @@ from runner.engine.budget import BudgetExceeded
 from runner.engine.context import NodeContext, NodeFailure, NodeStop
 from runner.engine.crash import crash_point
 from runner.expr.cel import ExprError
+from runner.mcp.pool import McpTool
 from runner.models.pricing import price_of
 from runner.plan import schemas
 from runner.plan.model import LLMStep, ToolStep
@@ -167,7 +168,9 @@ async def call_tool(ctx: NodeContext, step: ToolStep, args: Any, *, idempotency_
     crash_point(f"before-effect:{ctx.node_id}")
     try:
         with run.telemetry.tool_call(ctx, step.name, args) as call:
-            if step.is_async:
+            if isinstance(step.fn, McpTool):  # an MCP server's tool, over the run's connection
+                result = await step.fn.call(ctx, kwargs)
+            elif step.is_async:
                 result = await step.fn(**kwargs)
             else:
                 result = await asyncio.to_thread(step.fn, **kwargs)

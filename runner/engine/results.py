@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+import copy
+from dataclasses import asdict, dataclass, field, is_dataclass
 from typing import Any, Literal
 
 NodeStatus = Literal[
@@ -46,6 +47,26 @@ class Usage:
         return self.input_tokens + self.output_tokens
 
 
+def _plain(value: Any) -> Any:
+    """What `dataclasses.asdict` makes of a field value: new containers, dataclasses as dicts."""
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_plain(v) for v in value]
+    if isinstance(value, tuple):
+        return (
+            type(value)(*map(_plain, value))
+            if hasattr(value, "_fields")
+            else tuple(map(_plain, value))
+        )
+    if is_dataclass(value) and not isinstance(value, type):
+        return asdict(value)
+    return copy.deepcopy(value) if not isinstance(value, _LEAVES) else value
+
+
+_LEAVES = (str, int, float, bool, type(None))
+
+
 @dataclass(kw_only=True)
 class NodeResult:
     node_id: str
@@ -86,10 +107,32 @@ class NodeResult:
         )
 
     def to_json(self) -> dict[str, Any]:
-        d = asdict(self)
-        d["usage"]["tokens"] = self.usage.tokens
-        if self.items is None:
-            d.pop("items")
+        # perf (issue 11): the store checkpoints every node through this; dataclasses.asdict
+        # deep-copied every leaf and was a tenth of a traced node. Same shape and key order,
+        # containers copied, immutable leaves shared.
+        u = self.usage
+        d: dict[str, Any] = {
+            "node_id": self.node_id,
+            "kind": self.kind,
+            "status": self.status,
+            "output": _plain(self.output),
+            "error": self.error,
+            "attempts": self.attempts,
+            "model": self.model,
+            "usage": {
+                "llm_calls": u.llm_calls,
+                "tool_calls": u.tool_calls,
+                "input_tokens": u.input_tokens,
+                "output_tokens": u.output_tokens,
+                "cost_usd": u.cost_usd,
+                "tokens": u.tokens,
+            },
+            "started_at": self.started_at,
+            "duration_s": self.duration_s,
+            "detail": _plain(self.detail),
+        }
+        if self.items is not None:
+            d["items"] = [i.to_json() for i in self.items]
         return d
 
 

@@ -18,6 +18,7 @@ from runner.engine.services import MemoryServices, Services
 from runner.engine.telemetry import Telemetry
 from runner.errors import UsageError
 from runner.expr.cel import ExprError, truthy
+from runner.mcp.pool import close_run_servers
 from runner.models.responses import RecordedResponses
 from runner.nodes import approval, flow, gate, llm, loop, map, switch, tool
 from runner.plan import schemas
@@ -204,6 +205,8 @@ async def execute(
         timed_out = False
     except TimeoutError:
         timed_out = True
+    finally:
+        await close_run_servers(state.run_id)  # MCP servers this run started (runner/mcp)
     status: RunStatus = "succeeded"
     reason: str | None = None
     if timed_out:
@@ -267,6 +270,7 @@ async def _schedule(state: RunState, stop: list[NodeResult]) -> None:
         nid: sum(1 for d in plan.nodes[nid].deps if d not in state.results) for nid in plan.order
     }
     running: dict[str, asyncio.Task[NodeResult]] = {}
+    rank = {nid: i for i, nid in enumerate(plan.order)}
     remaining = {nid for nid in plan.order if nid not in state.results}
 
     async def run_one(node: PlanNode) -> NodeResult:
@@ -329,7 +333,10 @@ async def _schedule(state: RunState, stop: list[NodeResult]) -> None:
             # wait on the tasks themselves: an exception in one (a hook, an engine bug) surfaces
             # here instead of leaving the loop waiting for a result that never comes
             await asyncio.wait(running.values(), return_when=asyncio.FIRST_COMPLETED)
-            for nid in [n for n in plan.order if n in running and running[n].done()]:
+            # perf (issue 11): look only at the running tasks (not all of plan.order, which made
+            # a long chain quadratic); finished ones are still taken in plan order
+            done = [n for n, task in running.items() if task.done()]
+            for nid in sorted(done, key=rank.__getitem__):
                 res = running.pop(nid).result()
                 await state.hooks.node_finished(run_id=state.run_id, result=res)
                 crash_point(f"after:{nid}")

@@ -415,6 +415,12 @@ class Compiler:
             return cache[name]
         contract = self.spec.tools[name]
         result: tuple[Any, dict[str, Any], dict[str, Any] | None] | None = None
+        if contract.mcp is not None:  # an MCP server's tool, resolved from the lock
+            from runner.mcp.contracts import resolve as resolve_mcp
+
+            cache[name] = resolve_mcp(self, name)
+            return cache[name]
+        assert contract.impl is not None
         try:
             fn = import_callable(contract.impl, self.loaded.directory)
         except ImplError as e:
@@ -822,6 +828,7 @@ class Compiler:
         if impl is None or args is None:
             return None
         fn, args_schema, result_schema = impl
+        contract = getattr(fn, "contract", contract)  # an MCP tool's contract, from the lock
         self._check_static_args(node, args_schema, path)
         return ToolStep(
             preview_fn=preview_fn,

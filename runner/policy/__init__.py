@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import Any
 
 from runner.expr.cel import CompiledExpr, ExprError, prepare, truthy
@@ -158,6 +159,17 @@ class PolicySet:
     default: PolicyDefault = field(default_factory=PolicyDefault)
     cedar: CedarPolicies | None = None
 
+    @cached_property
+    def _read_names(self) -> frozenset[str] | None:
+        """The request fields the CEL rules read (top-level names); None if any is unknown."""
+        names: set[str] = set()
+        for rule in self.rules:
+            try:
+                names.update(rule.when._program.variables())
+            except Exception:
+                return None
+        return frozenset(names)
+
     def decide(self, req: Mapping[str, Any], *, required_scopes: Sequence[str] = ()) -> Decision:
         missing = [s for s in required_scopes if s not in req.get("scopes", ())]
         if missing:
@@ -168,7 +180,10 @@ class PolicySet:
                 f"that {req['tool']!r} requires",
             )
         votes: list[Decision] = []
-        act = prepare(req)  # converted to CEL once for every rule
+        # converted to CEL once for every rule; perf (issue 11): only the fields the rules read
+        # (converting all of them, `inputs` included, was most of a decision's cost)
+        names = self._read_names
+        act = prepare(req if names is None else {k: v for k, v in req.items() if k in names})
         for rule in self.rules:
             try:
                 hit = truthy(rule.when.evaluate(act))

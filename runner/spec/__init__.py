@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 
 from runner.spec.loader import Source, load_file, load_text
@@ -19,7 +20,7 @@ class LoadedSpec:
     def path(self) -> str:
         return self.source.path
 
-    @property
+    @cached_property  # perf (issue 11): read on every tool call; resolve() stats each component
     def directory(self) -> Path:
         return Path(self.source.path).resolve().parent
 

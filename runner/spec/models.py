@@ -13,6 +13,7 @@ from pydantic import (
     Field,
     Tag,
     WithJsonSchema,
+    model_validator,
 )
 
 NODE_KINDS: tuple[str, ...] = (
@@ -133,12 +134,43 @@ class Retry(_Model):
     )
 
 
+class McpServer(_Model):
+    """An MCP server whose tools a spec may use: a command (stdio) or a URL (streamable HTTP)."""
+
+    command: Annotated[list[str], Field(min_length=1)] | None = Field(
+        default=None, description="argv of a server spoken to over stdio"
+    )
+    env: dict[str, str] = Field(default_factory=dict, description="extra environment (stdio)")
+    cwd: str | None = Field(default=None, description="working directory (stdio), from the spec")
+    url: Annotated[str, Field(pattern=r"^https?://")] | None = Field(
+        default=None, description="streamable HTTP endpoint, e.g. http://127.0.0.1:8000/mcp"
+    )
+    timeout: Duration | None = Field(
+        default=None, description="bound on start-up and on each call (default 30s)"
+    )
+
+    @model_validator(mode="after")
+    def _one_transport(self) -> McpServer:
+        if (self.command is None) == (self.url is None):
+            raise ValueError("an MCP server needs exactly one of `command` (stdio) or `url` (HTTP)")
+        return self
+
+
 class ToolContract(_Model):
     """What a tool may do: its implementation, schemas, effect and limits."""
 
-    impl: Annotated[
-        str, Field(pattern=r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$", description="module:function")
-    ]
+    impl: (
+        Annotated[
+            str, Field(pattern=r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$", description="module:function")
+        ]
+        | None
+    ) = None
+    mcp: str | None = Field(
+        default=None, description="name of an `mcp_servers` entry that provides this tool"
+    )
+    tool: str | None = Field(
+        default=None, description="the MCP tool's name on its server (default: this contract's)"
+    )
     description: str | None = None
     effect: Literal["read", "write"] = "read"
     args: JsonSchema | None = Field(
@@ -168,6 +200,14 @@ class ToolContract(_Model):
     classification: str | None = Field(
         default=None, description="data classification of what the tool touches (for policies)"
     )
+
+    @model_validator(mode="after")
+    def _one_source(self) -> ToolContract:
+        if (self.impl is None) == (self.mcp is None):
+            raise ValueError("a tool needs one of `impl` (module:function) or `mcp` (a server)")
+        if self.tool is not None and self.mcp is None:
+            raise ValueError("`tool` names an MCP tool; it needs `mcp` (the server)")
+        return self
 
 
 class Budget(_Model):
@@ -448,6 +488,9 @@ class Spec(_Model):
         default_factory=dict, description="named alias maps chosen with --profile"
     )
     tools: dict[Identifier, ToolContract] = Field(default_factory=dict)
+    mcp_servers: dict[Identifier, McpServer] = Field(
+        default_factory=dict, description="MCP servers tools come from (docs/mcp.md)"
+    )
     budget: Budget = Field(default_factory=Budget)
     nodes: Annotated[dict[NodeId, Node], Field(min_length=1)]
     eval: EvalGates | None = Field(default=None, description="gates for `flowrun eval`")

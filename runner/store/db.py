@@ -420,7 +420,14 @@ class Store:
 
     def ledger_done(self, key: str, result: Any) -> None:
         with self.tx() as c:
-            seq = c.execute("SELECT COALESCE(MAX(done_seq), 0) + 1 FROM ledger").fetchone()[0]
+            # done_seq orders the completed effects of one run (undo walks them newest first).
+            # perf (issue 11): the max within the key's run is read through the ledger_run index;
+            # the max over the whole ledger scanned every row on every tool call
+            seq = c.execute(
+                "SELECT COALESCE(MAX(done_seq), 0) + 1 FROM ledger "
+                "WHERE run_id = (SELECT run_id FROM ledger WHERE key = ?)",
+                (key,),
+            ).fetchone()[0]
             c.execute(
                 "UPDATE ledger SET status = 'done', result = ?, error = NULL, done_seq = ?, "
                 "updated_at = ? WHERE key = ?",
@@ -543,8 +550,18 @@ class Store:
             )
 
 
+_COLS: dict[str, list[str]] = {}
+
+
 def _cols(conn: sqlite3.Connection, table: str) -> list[str]:
-    return [d[1] for d in conn.execute(f"PRAGMA table_info({table})")]
+    # perf (issue 11): every ledger read (one per tool call) ran PRAGMA table_info; columns are
+    # fixed once _open has migrated a store to SCHEMA_VERSION, as _RUN_COLS below relies on too
+    cols = _COLS.get(table)
+    if cols is None:
+        cols = [d[1] for d in conn.execute(f"PRAGMA table_info({table})")]
+        if cols:
+            _COLS[table] = cols
+    return cols
 
 
 def _ledger_row(conn: sqlite3.Connection, row: tuple[Any, ...]) -> dict[str, Any]:

@@ -151,6 +151,12 @@ def claim(store: Store, run_id: str) -> Any:
             f"run {run_id!r} already finished ({row.status}); nothing to resume",
             hint="start a new run with `flowrun execute`",
         )
+    if (row.options or {}).get("backend") == "temporal":  # issue 10: its workflow is durable
+        raise UsageError(
+            f"run {run_id!r} runs on Temporal: a `flowrun worker` continues it",
+            hint="decide its approvals with `flowrun approve`/`reject`; stop it with "
+            "`flowrun kill`",
+        )
     if row.status == "running" and _alive(row.pid, row.host):
         raise UsageError(f"run {run_id!r} is still running in process {row.pid}")
     with store.tx() as c:
@@ -262,6 +268,10 @@ def kill(store: Store, run_id: str, *, by: str | None) -> str:
     row = store.get_run(run_id)
     if row.status in TERMINAL:
         raise UsageError(f"run {run_id!r} already finished ({row.status})")
+    if (row.options or {}).get("backend") == "temporal":  # issue 10: cancel its workflow
+        from runner.temporal_cli import kill_temporal
+
+        return kill_temporal(store, run_id, by=by)
     store.request_kill(run_id, by)
     if row.status == "waiting" or not _alive(row.pid, row.host):
         store.update_run(

@@ -36,13 +36,26 @@ def _luhn(digits: str) -> bool:
     return total % 10 == 0
 
 
+# perf (issue 11): scanning os.environ decodes every variable, and redact() runs for every
+# string of every node; the scan was a third of a traced run. The list is recomputed whenever
+# the environment differs from the snapshot it was taken from (one C-level dict compare).
+_ENV_CACHE: tuple[dict[Any, Any], list[str]] | None = None
+
+
 def _env_secrets() -> list[str]:
     """Values of key-like environment variables: a key echoed anywhere is still a key."""
-    return [
+    global _ENV_CACHE
+    raw = getattr(os.environ, "_data", None)
+    if raw is not None and _ENV_CACHE is not None and _ENV_CACHE[0] == raw:
+        return _ENV_CACHE[1]
+    values = [
         v
         for k, v in os.environ.items()
         if k.upper().endswith(_ENV_SUFFIXES) and len(v) >= 8 and not v.isdigit()
     ]
+    if raw is not None:
+        _ENV_CACHE = (dict(raw), values)
+    return values
 
 
 def redact_secrets(text: str) -> str:

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Any
 import networkx as nx
 
 from runner.errors import Diagnostic
-from runner.plan.rules import needs_cycle, tainted_write, ungated_write, unreachable_node
+from runner.plan.rules import mcp, needs_cycle, tainted_write, ungated_write, unreachable_node
 
 if TYPE_CHECKING:
     from runner.plan.model import PlanNode
@@ -64,6 +64,7 @@ RULES: dict[str, str] = {
     "cedar-syntax": "a Cedar policy file that does not parse",
     "write-never-allowed": "warning: a write tool that no policy can allow",
     "no-price": "warning: a model litellm has no price for (counted as $0)",
+    **mcp.RULES,  # MCP tool contracts (runner/plan/rules/mcp.py)
 }
 
 

@@ -1,0 +1,250 @@
+"""`flowrun mcp serve`: each workflow as one MCP tool; every call is a normal, recorded run.
+
+The tool's input schema is the spec's `inputs`; its description the spec's metadata; its
+annotations what the spec can do: readOnly when no tool it calls writes, else destructive.
+A call validates its input, records a run in the store under the serve command's envelope
+(dry-run unless --live, its scopes and actor), runs it to an outcome, and answers with the
+run id, status, outputs and reason as structured content. A run parked for approval answers
+`waiting` with its run id; `flowrun approve` and `flowrun resume` continue it.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from runner.engine.context import Envelope
+from runner.errors import FlowrunError, UsageError
+from runner.plan.model import Plan
+
+RESULT_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "properties": {
+        "run_id": {"type": "string"},
+        "status": {
+            "type": "string",
+            "enum": [
+                "succeeded",
+                "failed",
+                "escalated",
+                "budget_exceeded",
+                "denied",
+                "waiting",
+                "killed",
+            ],
+        },
+        "outputs": {"type": "object"},
+        "reason": {"type": ["string", "null"]},
+    },
+    "required": ["run_id", "status", "outputs"],
+}
+
+
+def _steps(plan: Plan) -> list[Any]:
+    """Every tool step of a plan, inside maps, subflows and loop bodies too."""
+    out: list[Any] = []
+    for node in plan.nodes.values():
+        if node.tool is not None:
+            out.append(node.tool)
+        if node.map is not None and node.map.inner.tool is not None:
+            out.append(node.map.inner.tool)
+        if node.flow is not None:
+            out += _steps(node.flow.plan)
+        if node.loop is not None:
+            out += _steps(node.loop.body)
+    return out
+
+
+def can_write(plan: Plan) -> bool:
+    return any(step.contract.effect == "write" for step in _steps(plan))
+
+
+def _has_llm(plan: Plan) -> bool:
+    return any(
+        n.llm is not None or (n.map is not None and n.map.inner.llm is not None)
+        for n in plan.nodes.values()
+    )
+
+
+@dataclass
+class Served:
+    """The workflows one `flowrun mcp serve` exposes, and the envelope of every run it starts."""
+
+    plans: dict[str, Plan]
+    envelope: Envelope
+    responses: Any
+    responses_path: str | None
+    store: str | None
+
+    @classmethod
+    def load(
+        cls,
+        specs: list[str],
+        *,
+        profile: str | None,
+        responses: str | None,
+        envelope: Envelope,
+        store: str | None,
+    ) -> Served:
+        from runner.plan.compile import compile_plan
+        from runner.spec import load_spec
+
+        plans: dict[str, Plan] = {}
+        for spec in specs:
+            plan = compile_plan(load_spec(spec), profile)
+            if plan.name in plans:
+                raise UsageError(
+                    f"two specs are named {plan.name!r}: {plans[plan.name].loaded.path} and {spec}",
+                    hint="each served workflow is a tool named by metadata.name",
+                )
+            plans[plan.name] = plan
+        recorded = None
+        if responses is not None:
+            from runner.engine.run import check_responses
+            from runner.models.responses import RecordedResponses
+
+            recorded = RecordedResponses.load(Path(responses))
+            if len(plans) == 1:
+                check_responses(next(iter(plans.values())), recorded, responses)
+        if any(_has_llm(p) for p in plans.values()):
+            from runner.models.client import ensure_litellm
+
+            ensure_litellm()  # import once, before the first call
+        return cls(
+            plans=plans,
+            envelope=envelope,
+            responses=recorded,
+            responses_path=responses,
+            store=store,
+        )
+
+    def names(self) -> str:
+        return ", ".join(sorted(self.plans))
+
+    def tools(self) -> list[Any]:
+        from mcp.types import Tool, ToolAnnotations
+
+        out = []
+        for name, plan in sorted(self.plans.items()):
+            meta = plan.loaded.spec.metadata
+            schema = dict(plan.inputs_schema)
+            schema.setdefault("type", "object")
+            writes = can_write(plan)
+            mode = "live" if self.envelope.live else "dry-run"
+            description = (meta.description or f"flowrun workflow {name}").strip()
+            description += (
+                f" (a governed flowrun run, {mode}; returns run_id, status and outputs"
+                + ("; may write" if writes else "; reads only")
+                + ")"
+            )
+            out.append(
+                Tool(
+                    name=name,
+                    title=meta.description.split("\n")[0][:80] if meta.description else name,
+                    description=description,
+                    input_schema=schema,
+                    output_schema=RESULT_SCHEMA,
+                    annotations=ToolAnnotations(
+                        read_only_hint=not writes,
+                        destructive_hint=writes,
+                        idempotent_hint=False,
+                        open_world_hint=True,
+                    ),
+                )
+            )
+        return out
+
+    async def run(self, name: str, arguments: dict[str, Any]) -> dict[str, Any]:
+        """One call: a normal flowrun run, recorded in the store; raises UsageError on bad input."""
+        from runner.engine.run import check_inputs, new_run_id
+        from runner.store import Store, store_path
+        from runner.store.runtime import create_run, run_durably
+        from runner.trace.observe import observer_for
+
+        plan = self.plans.get(name)
+        if plan is None:
+            raise UsageError(f"no workflow named {name!r}; served: {self.names()}")
+        inputs = check_inputs(plan, arguments, f"arguments of {name!r}")
+        store = Store(store_path(self.store))
+        run_id = new_run_id()
+        env = self.envelope
+        create_run(
+            store,
+            plan,
+            inputs,
+            run_id=run_id,
+            responses_path=self.responses_path,
+            tenant=env.tenant,
+            actor=env.actor,
+            options={"live": env.live, "scopes": list(env.scopes), "via": "mcp"},
+        )
+        obs = observer_for(store, run_id, tenant=env.tenant, actor=env.actor)
+        result = await run_durably(
+            store, plan, inputs, run_id=run_id, responses=self.responses, telemetry=obs
+        )
+        return {
+            "run_id": result.run_id,
+            "status": result.status,
+            "outputs": result.outputs,
+            "reason": result.reason,
+        }
+
+
+def build_server(served: Served) -> Any:
+    from mcp.server import Server
+    from mcp.types import CallToolResult, ListToolsResult, TextContent
+
+    from runner import __version__
+
+    async def list_tools(ctx: Any, params: Any) -> ListToolsResult:
+        return ListToolsResult(tools=served.tools())
+
+    async def call_tool(ctx: Any, params: Any) -> CallToolResult:
+        try:
+            out = await served.run(params.name, dict(params.arguments or {}))
+        except FlowrunError as e:
+            return CallToolResult(
+                content=[TextContent(type="text", text=e.render())], is_error=True
+            )
+        text = json.dumps(out, default=str, ensure_ascii=False)
+        return CallToolResult(content=[TextContent(type="text", text=text)], structured_content=out)
+
+    def input_schema(name: str) -> dict[str, Any] | None:
+        for tool in served.tools():
+            if tool.name == name:
+                schema: dict[str, Any] = tool.input_schema
+                return schema
+        return None
+
+    return Server(
+        "flowrun",
+        version=__version__,
+        instructions="Each tool runs one flowrun workflow inside its envelope (policy, budget, "
+        "dry-run unless served --live); the answer carries the run id for `flowrun show`.",
+        get_tool_input_schema=input_schema,
+        on_list_tools=list_tools,
+        on_call_tool=call_tool,
+    )
+
+
+def serve_stdio(served: Served) -> None:
+    import anyio
+    from mcp.server.stdio import stdio_server
+
+    server = build_server(served)
+
+    async def main() -> None:
+        async with stdio_server() as (read, write):
+            await server.run(read, write, server.create_initialization_options())
+
+    anyio.run(main)
+
+
+def serve_http(served: Served, host: str, port: int) -> None:
+    import uvicorn
+
+    server = build_server(served)
+    app = server.streamable_http_app(host=host, json_response=True)
+    uvicorn.Server(uvicorn.Config(app, host=host, port=port, log_level="warning")).run()

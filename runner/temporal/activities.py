@@ -1,0 +1,173 @@
+"""Activities: an LLM, tool, map, approval, flow or loop node run through the local engine's code.
+
+A node activity calls `runner.engine.run.execute_node`, so budget reservation, policy, dry-run,
+idempotency (the SQLite ledger) and taint go through `runner/engine/calls.py` exactly as on the
+local backend. The node's own retry and timeout policy runs inside the activity; Temporal's retry
+re-runs the activity only when an attempt was lost (a worker died, a heartbeat stopped), which
+the idempotency ledger makes safe.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from pathlib import Path
+from typing import Any
+
+from temporalio import activity
+from temporalio.exceptions import ApplicationError
+
+from runner.engine.budget import BudgetLedger
+from runner.engine.context import Envelope, NodeContext, RunState
+from runner.engine.hooks import Hooks
+from runner.engine.results import NodeResult, RunResult
+from runner.store.db import Store
+from runner.temporal import FINISH_ACTIVITY, NODE_ACTIVITY
+from runner.temporal.plans import plan_for
+from runner.temporal.types import FinishTask, NodeTask, RunInput
+
+HEARTBEAT_EVERY_S = 1.0
+
+_STORES: dict[str, Store] = {}
+_RESPONSES: dict[str, Any] = {}
+
+
+def store_at(path: str) -> Store:
+    """One store connection per path and worker process (writes are short transactions)."""
+    store = _STORES.get(path)
+    if store is None:
+        store = _STORES[path] = Store(path)
+    return store
+
+
+def _responses(path: str | None) -> Any:
+    if path is None:
+        return None
+    if path not in _RESPONSES:
+        from runner.models.responses import RecordedResponses
+
+        _RESPONSES[path] = RecordedResponses.load(Path(path))
+    return _RESPONSES[path]
+
+
+def _envelope(run: RunInput) -> Envelope:
+    return Envelope(
+        live=bool(run.options.get("live", False)),
+        actor=run.actor,
+        tenant=run.tenant,
+        scopes=tuple(run.options.get("scopes") or ()),
+    )
+
+
+async def _heartbeat() -> None:
+    while True:
+        activity.heartbeat()
+        await asyncio.sleep(HEARTBEAT_EVERY_S)
+
+
+@activity.defn(name=NODE_ACTIVITY)
+async def run_node(task: NodeTask) -> dict[str, Any]:
+    """Run one node to a result (node errors never raise) and checkpoint it in the store."""
+    from runner.engine.run import execute_node
+    from runner.trace.observe import RunObserver
+
+    run = task.run
+    beat = asyncio.create_task(_heartbeat())
+    try:
+        plan = plan_for(run)
+        store = store_at(run.store_path)
+        budget = BudgetLedger(plan.budget)
+        budget.spent_usd = float(task.spent.get("usd", 0.0))
+        budget.spent_tokens = int(task.spent.get("tokens", 0))
+        budget.llm_calls = int(task.spent.get("llm_calls", 0))
+        budget.tool_calls = int(task.spent.get("tool_calls", 0))
+        observer = RunObserver(store=store, tracing=None)
+        state = RunState(
+            run_id=run.run_id,
+            plan=plan,
+            inputs=run.inputs,
+            budget=budget,
+            responses=_responses(run.responses_path),
+            hooks=Hooks(),
+            services=store,
+            telemetry=observer,
+            envelope=_envelope(run),
+        )
+        state.views.update(task.views)
+        for nid, view in task.views.items():
+            state.results[nid] = NodeResult(
+                node_id=nid,
+                kind=plan.nodes[nid].kind if nid in plan.nodes else "tool",
+                status=view["status"],
+                output=view.get("output"),
+                error=view.get("error"),
+            )
+        result = await execute_node(NodeContext(run=state, node=plan.nodes[task.node_id]))
+        store.save_node(run.run_id, result.node_id, result.status, result.to_json())
+        return result.to_json()
+    except asyncio.CancelledError:
+        raise
+    except Exception as e:  # an engine bug or an unusable store: fail the node, do not retry
+        raise ApplicationError(
+            f"node {task.node_id!r}: {type(e).__name__}: {e}",
+            type="FlowrunInternal",
+            non_retryable=True,
+        ) from None
+    finally:
+        beat.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await beat
+
+
+@activity.defn(name=FINISH_ACTIVITY)
+async def finish_run(task: FinishTask) -> None:
+    """Checkpoint the workflow-evaluated nodes and the run's totals, as the local StoreHooks do."""
+    store = store_at(task.store_path)
+    for node in task.nodes:
+        store.save_node(task.run_id, node["node_id"], node["status"], node)
+    result = task.run
+    totals = result["totals"]
+    prior = store.get_run(task.run_id)
+    store.update_run(
+        task.run_id,
+        status=result["status"],
+        reason=result["reason"],
+        outputs=result["outputs"],
+        cost_usd=totals["cost_usd"],
+        tokens=totals["tokens"],
+        llm_calls=totals["llm_calls"],
+        tool_calls=totals["tool_calls"],
+        duration_s=prior.duration_s + result["duration_s"],
+        pid=None,
+        finished_at=time.time() if task.terminal else None,
+    )
+    store.event(task.run_id, "run_finished", status=result["status"], reason=result["reason"])
+
+
+def run_result_from_json(d: dict[str, Any]) -> RunResult:
+    """Rebuild what the workflow returned (RunResult.to_json) for the CLI's renderers."""
+    from runner.engine.results import Usage
+
+    t = d["totals"]
+    return RunResult(
+        run_id=d["run_id"],
+        workflow=d["workflow"],
+        status=d["status"],
+        outputs=d["outputs"] or {},
+        nodes={k: NodeResult.from_json(v) for k, v in d["nodes"].items()},
+        usage=Usage(
+            llm_calls=t["llm_calls"],
+            tool_calls=t["tool_calls"],
+            input_tokens=t["input_tokens"],
+            output_tokens=t["output_tokens"],
+            cost_usd=t["cost_usd"],
+        ),
+        started_at=d["started_at"],
+        duration_s=d["duration_s"],
+        reason=d["reason"],
+        profile=d.get("profile"),
+    )
+
+
+ACTIVITIES = (run_node, finish_run)

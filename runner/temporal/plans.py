@@ -1,0 +1,34 @@
+"""Plans compiled from a run's spec text, cached per process by digest (workflow and activities)."""
+
+from __future__ import annotations
+
+import hashlib
+from typing import TYPE_CHECKING
+
+from runner.errors import UsageError
+
+if TYPE_CHECKING:
+    from runner.plan.model import Plan
+    from runner.temporal.types import RunInput
+
+_PLANS: dict[tuple[str, str, str | None, float | None], Plan] = {}
+
+
+def plan_for(run: RunInput) -> Plan:
+    """The run's own plan: compiled once per process from the spec text the run carries."""
+    max_usd = run.options.get("max_usd")
+    key = (run.spec_digest, run.spec_path, run.profile, max_usd)
+    plan = _PLANS.get(key)
+    if plan is not None:
+        return plan
+    if hashlib.sha256(run.spec_text.encode()).hexdigest() != run.spec_digest:
+        raise UsageError(f"run {run.run_id!r}: the spec text does not match its digest")
+    from runner.plan.compile import compile_plan
+    from runner.spec import load_spec_text
+    from runner.store.runtime import tighten_budget
+
+    plan = compile_plan(load_spec_text(run.spec_text, run.spec_path), run.profile)
+    if max_usd is not None:
+        plan = tighten_budget(plan, max_usd=float(max_usd))
+    _PLANS[key] = plan
+    return plan

@@ -1,0 +1,45 @@
+"""What crosses the wire between client, workflow and activities: plain JSON-shaped dataclasses."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+
+@dataclass
+class RunInput:
+    """Everything a run needs, so that its history replays by itself (spec text, digest, inputs)."""
+
+    run_id: str
+    spec_text: str
+    spec_path: str
+    spec_digest: str
+    profile: str | None
+    inputs: dict[str, Any]
+    store_path: str
+    responses_path: str | None = None
+    options: dict[str, Any] = field(default_factory=dict)  # live, scopes, max_usd
+    tenant: str | None = None
+    actor: str | None = None
+    interpreter_version: int = 1
+
+
+@dataclass
+class NodeTask:
+    """One activity node: the plan by reference (spec text), its needs' views, the spend so far."""
+
+    run: RunInput
+    node_id: str
+    views: dict[str, dict[str, Any]]
+    spent: dict[str, float]  # usd, tokens, llm_calls, tool_calls of the nodes finished so far
+
+
+@dataclass
+class FinishTask:
+    """Record the workflow-evaluated nodes and the run's outcome (or parking) in the store."""
+
+    run_id: str
+    store_path: str
+    nodes: list[dict[str, Any]]
+    run: dict[str, Any]  # RunResult.to_json()
+    terminal: bool

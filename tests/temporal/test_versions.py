@@ -1,0 +1,43 @@
+"""A worker older than the interpreter a run needs fails the run with a clear message."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from runner.errors import ExitCode
+from runner.plan.compile import compile_plan
+from runner.spec import load_spec
+from runner.store.db import Store
+from runner.temporal import INTERPRETER_VERSION
+from tests.temporal.conftest import SPECS, Workers
+
+
+@pytest.mark.slow
+def test_a_run_needing_a_newer_interpreter_fails_clearly(
+    workers: Workers, env: dict[str, str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from runner.temporal.client import TemporalRunError
+    from runner.temporal_cli import execute_temporal
+
+    for k, v in env.items():
+        monkeypatch.setenv(k, v)
+    workers.start()
+    store = Store(tmp_path / "flowrun.db")
+    plan = compile_plan(load_spec(str(SPECS / "crash.yaml")))
+    with pytest.raises(TemporalRunError) as caught:
+        execute_temporal(
+            plan=plan, inputs={"seconds": 0}, store=store, run_id="v1", responses=None,
+            tenant=None, actor=None, options={"live": True}, address=workers.address,
+            namespace="default", task_queue=workers.queue,
+            interpreter_version=INTERPRETER_VERSION + 1,
+        )  # fmt: skip
+    assert caught.value.exit_code == ExitCode.FAILED
+    assert (
+        f"needs interpreter version {INTERPRETER_VERSION + 1}; this worker has version "
+        f"{INTERPRETER_VERSION}: upgrade the worker's flowrun" in caught.value.message
+    )
+    row = store.get_run("v1")
+    assert row.status == "failed"
+    assert row.reason is not None and "upgrade the worker" in row.reason
