@@ -26,6 +26,19 @@ def slow(label: str, seconds: float) -> dict[str, object]:
     return {"label": label, "n": _log({"label": label, "kind": "read"})}
 
 
+def held(label: str, seconds: float = 30.0) -> dict[str, object]:
+    """A read that waits until the test creates `$DTOOLS_LOG.go` (at most `seconds`).
+
+    It holds a run between two nodes for exactly as long as the test needs, however slowly the
+    machine starts the other process, instead of hoping a sleep is long enough.
+    """
+    go = os.environ["DTOOLS_LOG"] + ".go"
+    deadline = time.monotonic() + seconds
+    while not os.path.exists(go) and time.monotonic() < deadline:
+        time.sleep(0.02)
+    return {"label": label, "n": _log({"label": label, "kind": "read"})}
+
+
 def effect(label: str, idempotency_key: str | None = None) -> dict[str, object]:
     """A write that records each time it really happens."""
     n = _log({"label": label, "kind": "write", "key": idempotency_key})
