@@ -34,6 +34,18 @@ HEARTBEAT_TIMEOUT = timedelta(seconds=10)  # a lost worker is noticed this fast
 FINISH_TIMEOUT = timedelta(seconds=60)
 
 
+def _spends_capped(plan: Plan, node: PlanNode) -> bool:
+    """Whether the node's activity can spend something the budget caps (then it runs alone)."""
+    b = plan.budget
+    llm = b.max_usd is not None or b.max_tokens is not None or b.max_llm_calls is not None
+    tools = b.max_tool_calls is not None
+    if node.kind == "llm":
+        return llm
+    if node.kind == "tool":
+        return tools
+    return node.kind in ("map", "flow", "loop") and (llm or tools)
+
+
 def _activity_options(node: PlanNode) -> dict[str, Any]:
     """The node's timeout and backoff; flowrun's own retry loop runs inside the activity."""
     r = node.retry
@@ -65,6 +77,11 @@ class Interpreter:
         self.remaining: set[str] = set()
         self.running: set[str] = set()
         self.recorded: set[str] = set()  # node results already checkpointed in the store
+        # activities that spend a capped resource run one at a time, each seeing what the ones
+        # before it spent: parallel activities cannot see each other's reservations, so without
+        # this a fan-out could spend past max_usd (the local backend reserves across them)
+        self.budget_lock = asyncio.Lock()
+        self.spent_by: dict[str, Usage] = {}  # what each finished activity spent
 
     # -- the run -------------------------------------------------------------------------------
     @workflow.run
@@ -237,9 +254,18 @@ class Interpreter:
         )
 
     async def _activity(self, run: RunInput, state: RunState, node: PlanNode) -> NodeResult:
+        if not _spends_capped(state.plan, node):
+            return await self._dispatch(run, state, node)
+        async with self.budget_lock:
+            return await self._dispatch(run, state, node)
+
+    async def _dispatch(self, run: RunInput, state: RunState, node: PlanNode) -> NodeResult:
         spent = Usage()
-        for r in self.results.values():
-            spent += r.usage
+        for used in self.spent_by.values():
+            spent += used
+        for nid, r in self.results.items():
+            if nid not in self.spent_by:
+                spent += r.usage
         task = NodeTask(
             run=run,
             node_id=node.id,
@@ -264,7 +290,9 @@ class Interpreter:
                 error=cause,
                 detail={"activity_error": True},
             )
-        return NodeResult.from_json(data)
+        result = NodeResult.from_json(data)
+        self.spent_by[node.id] = result.usage
+        return result
 
     def _outcome(
         self,

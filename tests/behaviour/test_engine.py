@@ -453,6 +453,14 @@ def test_concurrent_calls_reserve_before_spending(backend: Run) -> None:
     assert result.usage.cost_usd <= 0.00017
 
 
+def test_parallel_llm_nodes_never_pass_max_llm_calls(backend: Run) -> None:
+    plan = plan_of("budget: {max_llm_calls: 2}\nnodes:\n" + "".join(llm_node(n) for n in "abc"))
+    result = run(backend, plan, responses=[answer(n, latency_s=0.05) for n in "abc"])
+    assert result.status == "budget_exceeded"
+    assert result.usage.llm_calls == 2
+    assert sorted(statuses(result).values()) == ["budget_exceeded", "succeeded", "succeeded"]
+
+
 def test_max_llm_calls_stops_a_reask(backend: Run) -> None:
     plan = plan_of("budget: {max_llm_calls: 1}\nnodes:\n" + llm_node("c"))
     result = run(backend, plan, responses=REASK)
