@@ -21,6 +21,7 @@ from runner.models.pricing import price_of
 from runner.plan import schemas
 from runner.plan.model import LLMStep, ToolStep
 from runner.plan.tools import accepts_idempotency_key
+from runner.policy import Decision
 from runner.policy import request as policy_request
 
 
@@ -201,6 +202,9 @@ def _approval_key(ctx: NodeContext) -> str:
     return ctx.node_id if ctx.index is None else f"{ctx.node_id}[{ctx.index}]"
 
 
+_STRICTNESS = {"allow": 0, "require_approval": 1, "deny": 2}
+
+
 async def authorize(ctx: NodeContext, step: ToolStep, args: dict[str, Any]) -> None:
     """Decide the call by policy (scopes, CEL rules, Cedar, defaults); record the decision."""
     run, svc, env = ctx.run, ctx.run.services, ctx.run.envelope
@@ -230,6 +234,13 @@ async def authorize(ctx: NodeContext, step: ToolStep, args: dict[str, Any]) -> N
     decision = run.plan.policy.decide(req, required_scopes=contract.scopes)
     ctx.detail.setdefault("policy", []).append({"tool": step.name, **decision.to_json()})
     svc.event(run.run_id, "policy_decision", ctx.node_id, tool=step.name, **decision.to_json())
+    for workflow, outer in run.outer_policies:  # a subflow's call passes its parents' rules too
+        d = outer.decide(req, required_scopes=contract.scopes)
+        entry = {"tool": step.name, "workflow": workflow, **d.to_json()}
+        ctx.detail["policy"].append(entry)
+        svc.event(run.run_id, "policy_decision", ctx.node_id, **entry)
+        if _STRICTNESS[d.effect] > _STRICTNESS[decision.effect]:
+            decision = Decision(d.effect, d.rule, f"{d.reason} (policies of {workflow!r})")
     if decision.effect == "deny":
         ctx.detail["on_deny"] = step.on_deny
         raise NodeStop(

@@ -19,6 +19,7 @@ from runner.engine.hooks import Hooks
 from runner.engine.results import STOPPING, NodeResult, RunStatus
 from runner.models.responses import Recorded, RecordedResponses
 from runner.plan.model import Plan
+from runner.policy import PolicySet
 
 
 class ScopedResponses(RecordedResponses):
@@ -88,6 +89,13 @@ class ChildRun:
     stopped: list[NodeResult]
 
 
+def _outer_policies(parent: RunState, plan: Plan) -> tuple[tuple[str, PolicySet], ...]:
+    """The parent's enclosing policies, plus its own when the child is another spec."""
+    if plan.policy is parent.plan.policy:  # a loop pass: the same spec, the same rules
+        return parent.outer_policies
+    return (*parent.outer_policies, (parent.plan.name, parent.plan.policy))
+
+
 async def run_child(
     ctx: NodeContext,
     plan: Plan,
@@ -120,6 +128,7 @@ async def run_child(
         envelope=parent.envelope,
         scope=dict(scope or {}),
         path=parent.path + label,
+        outer_policies=_outer_policies(parent, plan),
     )
     if calls is not None:
         state.calls = calls

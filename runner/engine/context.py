@@ -15,6 +15,7 @@ if TYPE_CHECKING:
     from runner.engine.services import Services
     from runner.models.responses import RecordedResponses
     from runner.plan.model import Plan, PlanNode
+    from runner.policy import PolicySet
 
 
 class NodeFailure(Exception):
@@ -71,6 +72,9 @@ class RunState:
     # this state sits in the parent ("revise#2/"), which keeps idempotency keys apart
     scope: dict[str, Any] = field(default_factory=dict)
     path: str = ""
+    # the policies of the workflows around a subflow, outermost first: a call inside a child
+    # must pass them too, so a subflow cannot widen what its parent allows
+    outer_policies: tuple[tuple[str, PolicySet], ...] = ()
 
     def next_call(self, node_id: str, index: int | None) -> int:
         """1-based number of the next model call of a node (item); keys recorded responses."""

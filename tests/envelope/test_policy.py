@@ -247,3 +247,71 @@ nodes:
     assert result.status == "denied", result.reason
     assert result.nodes["each"].status == "denied"
     assert "item 1" in (result.reason or "") and "too big" in (result.reason or "")
+
+
+CHILD = """apiVersion: flowrun/v1
+kind: Workflow
+metadata: {name: child-pay}
+inputs: {type: object, properties: {amount: {type: number}}, required: [amount]}
+tools:
+  pay:
+    impl: tests.envelope.etools:pay
+    preview: tests.envelope.etools:plan_pay
+    effect: write
+policies:
+  - {id: child-allows-everything, when: 'true', effect: allow}
+nodes:
+  ok: {gate: [{check: "inputs.amount < 1000.0", message: sane}]}
+  pay_it:
+    tool: pay
+    needs: [ok]
+    args: {to: mallory, amount: "${{ inputs.amount }}"}
+outputs:
+  paid: "${{ nodes.pay_it.output }}"
+"""
+
+
+def test_a_subflow_cannot_widen_what_its_parent_allows(tmp_path: Path) -> None:
+    (tmp_path / "child.yaml").write_text(CHILD, encoding="utf-8")
+    parent = """
+policies:
+  - {id: no-mallory, when: 'args.to == "mallory"', effect: deny, reason: mallory is blocked}
+  - {id: small-payments, when: 'tool == "pay" && args.amount <= 50.0', effect: allow}
+nodes:
+  sub:
+    flow: child.yaml
+    inputs: {amount: "${{ inputs.amount }}"}
+"""
+    plan = plan_of(parent, tmp_path / "parent.yaml")
+    result = run(plan, {"amount": 20.0}, live=True, services=DurableMemory())
+    assert result.status == "denied", result.reason
+    assert "no-mallory" in (result.reason or "") and "'pay-flow'" in (result.reason or "")
+    decisions = result.nodes["sub"].items[1].detail["policy"]  # type: ignore[index]
+    assert [(d.get("workflow"), d["rule"]) for d in decisions] == [
+        (None, "child-allows-everything"),
+        ("pay-flow", "no-mallory"),
+    ]
+    from tests.envelope.etools import logs
+
+    assert [e for e in logs() if e["kind"] == "pay"] == []
+
+
+def test_a_subflow_write_needs_an_allow_from_its_parent_too(tmp_path: Path) -> None:
+    (tmp_path / "child.yaml").write_text(CHILD, encoding="utf-8")
+    parent = """
+policies:
+  - {id: small-payments, when: 'tool == "pay" && args.amount <= 50.0', effect: allow}
+nodes:
+  sub:
+    flow: child.yaml
+    inputs: {amount: "${{ inputs.amount }}"}
+"""
+    plan = plan_of(parent, tmp_path / "parent.yaml")
+    small = run(plan, {"amount": 20.0}, live=True, services=DurableMemory())
+    assert small.status == "succeeded", small.reason
+    big = run(plan, {"amount": 80.0}, live=True, services=DurableMemory())
+    assert big.status == "denied"
+    assert "policy 'default' denied 'pay'" in (big.reason or "")
+    from tests.envelope.etools import logs
+
+    assert [e["amount"] for e in logs() if e["kind"] == "pay"] == [20.0]
