@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 DEMO_DB := .flowrun/support.db
 
-.PHONY: demo demo-recorded test lint bench
+.PHONY: demo demo-recorded test lint bench bench-core
 
 $(BIN)/flowrun: pyproject.toml
 	$(PY) -m venv $(VENV)
@@ -40,5 +40,9 @@ lint: $(BIN)/flowrun
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
 
-bench: $(BIN)/flowrun
+# every benchmark, flowrun vs LangGraph side by side (LangGraph only in .bench-venv)
+bench:
+	tests/bench/run.sh
+
+bench-core: $(BIN)/flowrun
 	$(BIN)/python tests/bench/bench_core.py

@@ -1,0 +1,90 @@
+"""Smoke run of the LangGraph comparison at tiny sizes: figures are produced and sane (no timings).
+
+The flowrun side always runs; LangGraph's columns are checked only where it is importable
+(the benchmark venv, `tests/bench/run.sh`), never installed by the test suite.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.bench import bench_langgraph as bench
+
+ROOT = Path(__file__).resolve().parents[2]
+HAS_LANGGRAPH = bench.langgraph_version() is not None
+
+
+@pytest.fixture
+def flowrun(tmp_path: Path) -> bench.Flowrun:
+    return bench.Flowrun.make(tmp_path)
+
+
+def test_full_stack_chain_checkpoints_every_node_and_traces_it(flowrun: bench.Flowrun) -> None:
+    per_node = bench.fr_chain(flowrun, 12, full=True)
+    assert per_node > 0
+    store = flowrun.store
+    (run_id,) = [r.run_id for r in store.list_runs()]
+    assert store.get_run(run_id).status == "succeeded"
+    assert len(store.node_results(run_id)) == 12  # one checkpoint per node
+    decisions = store.events(run_id, "policy_decision")
+    assert len(decisions) == 12 and {e["data"]["rule"] for e in decisions} == {"default"}
+    assert len(store.calls(run_id)) == 12
+    transcript = (store.path.parent / "transcripts" / f"{run_id}.jsonl").read_text()
+    assert transcript.count('"event": "node_finished"') == 12
+
+
+def test_bare_and_concurrent_runs_give_figures(flowrun: bench.Flowrun) -> None:
+    assert bench.fr_chain(flowrun, 12, full=False) > 0
+    assert bench.fr_runs(flowrun, 8, full=False) > 0
+    assert bench.fr_runs(flowrun, 8, full=True) > 0
+    assert len(flowrun.store.list_runs(status="succeeded", limit=100)) == 8
+
+
+def test_fan_out_branches_run_concurrently(flowrun: bench.Flowrun) -> None:
+    ratio = bench.fr_fanout(flowrun, 10, full=True)
+    # 10 branches of 0.2 s: one after another would be >= 10x the critical path
+    assert 1.0 <= ratio < 5.0
+
+
+def test_validation_figure_is_for_a_spec_that_compiles(flowrun: bench.Flowrun) -> None:
+    assert bench.fr_validate(flowrun, 60) > 0
+
+
+def test_waiting_runs_are_persisted_in_the_store(tmp_path: Path) -> None:
+    data = bench.memory_flowrun(10, tmp_path)
+    assert data["persisted"] == 10
+    assert set(data) == {"held_kib", "rss_kib", "persisted"}
+
+
+@pytest.mark.skipif(not HAS_LANGGRAPH, reason="LangGraph is installed only in the bench venv")
+def test_langgraph_side_runs_the_same_shapes() -> None:
+    assert bench.lg_chain(12, full=True) > 0
+    assert bench.lg_runs(8, full=True) > 0
+    assert 1.0 <= bench.lg_fanout(10, full=True) < 5.0
+    assert bench.memory_langgraph(10)["persisted"] == 0
+
+
+@pytest.mark.slow
+def test_the_command_prints_one_table_with_every_benchmark() -> None:
+    args = [sys.executable, "tests/bench/bench_langgraph.py", "--small", "--repeat", "1", "--json"]
+    if not HAS_LANGGRAPH:
+        args.append("--no-langgraph")
+    proc = subprocess.run(args, cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    *table, last = proc.stdout.strip().splitlines()
+    rows = json.loads(last)
+    names = [r["name"] for r in rows]
+    assert len(names) == 9
+    for word in ("chain", "concurrent runs", "fan-out", "validate", "waiting for approval"):
+        assert any(word in n for n in names), word
+        assert any(word in line for line in table), word
+    assert all(r["flowrun"] is not None and r["flowrun"] >= 0 for r in rows)
+    persisted = next(r for r in rows if "persisted" in r["name"])
+    assert persisted["flowrun"] == 20
+    if HAS_LANGGRAPH:
+        assert all(r["langgraph"] is not None for r in rows)
