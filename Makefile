@@ -42,7 +42,7 @@ lint: $(BIN)/flowrun
 
 # every benchmark, flowrun vs LangGraph side by side (LangGraph only in .bench-venv)
 bench:
-	tests/bench/run.sh
+	sh tests/bench/run.sh
 
 bench-core: $(BIN)/flowrun
 	$(BIN)/python tests/bench/bench_core.py
