@@ -95,3 +95,37 @@ def test_tainted_arguments_need_a_gate_that_checks_them(check: str, ok: bool) ->
     assert (problems == []) is ok, problems
     if not ok:
         assert problems[0][0] == "tainted-write" and "argument 'to'" in problems[0][1]
+
+
+LOOP = """nodes:
+  a: {tool: read, args: {key: a}}
+  repeat:
+    needs: [a]
+    loop:
+      max_iterations: 3
+      until: "nodes.w.status == 'succeeded'"
+      body:
+        CHECK
+        w: {tool: pay, NEEDS args: {to: x, amount: 1.0}}
+"""
+
+
+def test_a_write_inside_a_loop_body_needs_a_gate_too() -> None:
+    ungated = LOOP.replace("CHECK\n", "").replace("NEEDS ", "")
+    assert _problems(ungated) == [
+        (
+            "ungated-write",
+            "loop node 'repeat' (write node 'w' in its body) can run without passing a gate or "
+            "approval: a -> repeat",
+        )
+    ]
+    gate_in_body = LOOP.replace(
+        "CHECK", 'ok: {gate: [{check: "nodes.a.output.amount < 50.0", message: m}]}'
+    ).replace("NEEDS ", "needs: [ok], ")
+    assert _problems(gate_in_body) == []
+    gate_before_loop = ungated.replace("needs: [a]", "needs: [ok]").replace(
+        "nodes:\n", 'nodes:\n  ok: {gate: [{check: "nodes.a.output.amount < 50.0", message: m}]}\n'
+    )
+    assert _problems(gate_before_loop) == []
+    stated = LOOP.replace("CHECK\n", "").replace("NEEDS ", "ungated: idempotent and tiny, ")
+    assert _problems(stated) == []

@@ -19,6 +19,24 @@ def _spec_node(compiler: Any, node_id: str) -> Any:
     return node.map.node if hasattr(node, "map") and not isinstance(node.map, dict) else node
 
 
+def _unguarded_body_writes(pn: Any) -> list[str]:
+    """Write nodes of a loop body (and of loops inside it) with no gate or approval before them
+    within the body itself."""
+    if pn.loop is None:
+        return []
+    body = pn.loop.body
+    bg = guards(body.graph, body.nodes)
+    out: list[str] = []
+    for bid in body.order:
+        inner = body.nodes[bid]
+        if bg.get(bid) or getattr(inner.spec, "ungated", None):
+            continue
+        if write_step(inner) is not None:
+            out.append(bid)
+        out.extend(f"{bid}.{n}" for n in _unguarded_body_writes(inner))
+    return out
+
+
 def check(
     compiler: Any, graph: nx.DiGraph, nodes: Mapping[str, Any], switches_of: Any
 ) -> Iterable[Diagnostic]:
@@ -27,15 +45,24 @@ def check(
         return
     for node_id in compiler.node_ids:
         pn = nodes.get(node_id)
-        if pn is None or write_step(pn) is None or g.get(node_id):
+        if pn is None or g.get(node_id):
+            continue
+        body_writes = _unguarded_body_writes(pn)
+        if write_step(pn) is None and not body_writes:
             continue
         path = " -> ".join(ungated_path(graph, node_id, g))
+        what = (
+            f"loop node {node_id!r} (write node{'s' if len(body_writes) > 1 else ''} "
+            f"{', '.join(repr(b) for b in body_writes)} in its body)"
+            if write_step(pn) is None
+            else f"write node {node_id!r}"
+        )
         reason = getattr(_spec_node(compiler, node_id), "ungated", None)
         if reason:
             yield compiler.src.diag(
                 ("nodes", node_id),
                 RULE,
-                f"write node {node_id!r} runs without a gate or approval ({path}): {reason}",
+                f"{what} runs without a gate or approval ({path}): {reason}",
                 key=True,
                 severity="warning",
             )
@@ -43,8 +70,12 @@ def check(
         yield compiler.src.diag(
             ("nodes", node_id),
             RULE,
-            f"write node {node_id!r} can run without passing a gate or approval: {path}",
-            hint="add a gate or approval before it (needs: [...]), or state why not with "
-            '`ungated: "<reason>"`',
+            f"{what} can run without passing a gate or approval: {path}",
+            hint=(
+                "add a gate or approval before it (needs: [...])"
+                if write_step(pn) is not None
+                else "add a gate or approval before the loop, or one in its body before the write"
+            )
+            + ', or state why not with `ungated: "<reason>"`',
             key=True,
         )
