@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import argparse
 import os
 import sqlite3
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -92,3 +93,26 @@ def transaction(conn: sqlite3.Connection) -> Iterator[sqlite3.Connection]:
 def now_iso() -> str:
     """Timestamp rows in one sortable UTC format."""
     return datetime.now(UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
+
+
+def seed_main(
+    argv: list[str] | None,
+    *,
+    database: Database,
+    prog: str,
+    description: str,
+    fill: Callable[[Path, bool], int],
+    contents: str,
+) -> int:
+    """The `python -m tools.<x>.seed [--db PATH] [--reset]` command every reference seed has."""
+    parser = argparse.ArgumentParser(prog=prog, description=description)
+    parser.add_argument(
+        "--db", type=Path, default=None, help=f"database file (default: {database.path()})"
+    )
+    parser.add_argument("--reset", action="store_true", help="drop all tables first")
+    args = parser.parse_args(argv)
+    path: Path = args.db if args.db is not None else database.path()
+    added = fill(path, args.reset)
+    action = "reset and seeded" if args.reset else "seeded"
+    print(f"{action} {path}: {contents} ({added} rows added)")
+    return 0

@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import argparse
 import json
 import sqlite3
 from pathlib import Path
 
-from tools._db import db_path, open_db, transaction
+from tools._db import SUPPORT, open_db, seed_main, transaction
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS orders (
@@ -347,22 +346,14 @@ def seed(path: Path, reset: bool = False) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     """Seed from the command line."""
-    parser = argparse.ArgumentParser(
-        prog="python -m tools.seed", description="Create and fill the support database."
+    return seed_main(
+        argv,
+        database=SUPPORT,
+        prog="python -m tools.seed",
+        description="Create and fill the support database.",
+        fill=_seed,
+        contents=f"{len(TICKETS)} tickets, {len(ORDERS)} orders, {len(KB_ARTICLES)} kb articles",
     )
-    parser.add_argument(
-        "--db", type=Path, default=None, help=f"database file (default: {db_path()})"
-    )
-    parser.add_argument("--reset", action="store_true", help="drop all tables first")
-    args = parser.parse_args(argv)
-    path: Path = args.db if args.db is not None else db_path()
-    added = _seed(path, args.reset)
-    action = "reset and seeded" if args.reset else "seeded"
-    print(
-        f"{action} {path}: {len(TICKETS)} tickets, {len(ORDERS)} orders, "
-        f"{len(KB_ARTICLES)} kb articles ({added} rows added)"
-    )
-    return 0
 
 
 if __name__ == "__main__":

@@ -6,13 +6,12 @@ calendar. Run: `python -m tools.crm.seed --db PATH --reset`.
 
 from __future__ import annotations
 
-import argparse
 import sqlite3
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-from tools._db import open_db, transaction
-from tools.crm.db import db_path
+from tools._db import open_db, seed_main, transaction
+from tools.crm.db import CRM
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS accounts (
@@ -303,22 +302,14 @@ def seed(path: Path, reset: bool = False) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     """Seed from the command line."""
-    parser = argparse.ArgumentParser(
-        prog="python -m tools.crm.seed", description="Create and fill the CRM database."
+    return seed_main(
+        argv,
+        database=CRM,
+        prog="python -m tools.crm.seed",
+        description="Create and fill the CRM database.",
+        fill=_seed,
+        contents=f"{len(ACCOUNTS)} accounts, {len(CONTACTS)} contacts, {len(DEALS)} deals",
     )
-    parser.add_argument(
-        "--db", type=Path, default=None, help=f"database file (default: {db_path()})"
-    )
-    parser.add_argument("--reset", action="store_true", help="drop all tables first")
-    args = parser.parse_args(argv)
-    path: Path = args.db if args.db is not None else db_path()
-    added = _seed(path, args.reset)
-    action = "reset and seeded" if args.reset else "seeded"
-    print(
-        f"{action} {path}: {len(ACCOUNTS)} accounts, {len(CONTACTS)} contacts, "
-        f"{len(DEALS)} deals ({added} rows added)"
-    )
-    return 0
 
 
 if __name__ == "__main__":

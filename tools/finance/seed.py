@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-import argparse
 import sqlite3
 from pathlib import Path
 
-from tools._db import open_db, transaction
+from tools._db import open_db, seed_main, transaction
 from tools.finance.db import FINANCE
 
 SCHEMA = """
@@ -231,23 +230,15 @@ def seed(path: Path, reset: bool = False) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     """Seed from the command line."""
-    parser = argparse.ArgumentParser(
+    return seed_main(
+        argv,
+        database=FINANCE,
         prog="python -m tools.finance.seed",
         description="Create and fill the finance (invoice reconciliation) database.",
+        fill=_seed,
+        contents=f"{len(VENDORS)} vendors, {len(INVOICES)} invoices, "
+        f"{len(PAYMENTS)} payments, {len(PAST)} past reconciliations",
     )
-    parser.add_argument(
-        "--db", type=Path, default=None, help=f"database file (default: {FINANCE.path()})"
-    )
-    parser.add_argument("--reset", action="store_true", help="drop all tables first")
-    args = parser.parse_args(argv)
-    path: Path = args.db if args.db is not None else FINANCE.path()
-    added = _seed(path, args.reset)
-    action = "reset and seeded" if args.reset else "seeded"
-    print(
-        f"{action} {path}: {len(VENDORS)} vendors, {len(INVOICES)} invoices, "
-        f"{len(PAYMENTS)} payments, {len(PAST)} past reconciliations ({added} rows added)"
-    )
-    return 0
 
 
 if __name__ == "__main__":

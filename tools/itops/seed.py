@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import argparse
 import json
 import sqlite3
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-from tools._db import open_db, transaction
+from tools._db import open_db, seed_main, transaction
 from tools.itops import ITOPS
 
 SCHEMA = """
@@ -523,24 +522,15 @@ def seed(path: Path, reset: bool = False) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     """Seed from the command line."""
-    parser = argparse.ArgumentParser(
+    return seed_main(
+        argv,
+        database=ITOPS,
         prog="python -m tools.itops.seed",
         description="Create and fill the IT operations database (incident triage).",
+        fill=_seed,
+        contents=f"{len(SERVICES)} services, {len(HOSTS)} hosts, {len(INCIDENTS)} incidents, "
+        f"{len(RUNBOOKS)} runbooks, {len(FREEZES)} change freezes",
     )
-    parser.add_argument(
-        "--db", type=Path, default=None, help=f"database file (default: {ITOPS.path()})"
-    )
-    parser.add_argument("--reset", action="store_true", help="drop all tables first")
-    args = parser.parse_args(argv)
-    path: Path = args.db if args.db is not None else ITOPS.path()
-    added = _seed(path, args.reset)
-    action = "reset and seeded" if args.reset else "seeded"
-    print(
-        f"{action} {path}: {len(SERVICES)} services, {len(HOSTS)} hosts, "
-        f"{len(INCIDENTS)} incidents, {len(RUNBOOKS)} runbooks, {len(FREEZES)} change freezes "
-        f"({added} rows added)"
-    )
-    return 0
 
 
 if __name__ == "__main__":
