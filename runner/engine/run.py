@@ -263,6 +263,24 @@ def _severity(status: str) -> int:
     return _ORDER.index(status) if status in _ORDER else len(_ORDER)
 
 
+def settled_without_running(state: RunState, node: PlanNode) -> NodeResult | None:
+    """A ready node's result when it will not run: skipped (a need skipped, a switch chose
+    another branch, `when` false) or failed (`when` could not be evaluated); else None."""
+    reason = _skip_reason(state, node)
+    if reason is None and node.when is not None:
+        try:
+            act = NodeContext(run=state, node=node).activation()
+            if not truthy(node.when.evaluate(act)):
+                reason = "its `when` is false"
+        except ExprError as e:
+            return NodeResult(
+                node_id=node.id, kind=node.kind, status="failed", error=f"when: {e.message}"
+            )
+    if reason is None:
+        return None
+    return NodeResult(node_id=node.id, kind=node.kind, status="skipped", detail={"reason": reason})
+
+
 async def _schedule(state: RunState, stop: list[NodeResult]) -> None:
     """Start every node whose needs are done; stop starting new ones after a stopping outcome."""
     plan = state.plan
@@ -298,21 +316,7 @@ async def _schedule(state: RunState, stop: list[NodeResult]) -> None:
         while todo:
             nid = todo.pop()
             node = plan.nodes[nid]
-            res: NodeResult | None = None
-            reason = _skip_reason(state, node)
-            if reason is None and node.when is not None:
-                try:
-                    act = NodeContext(run=state, node=node).activation()
-                    if not truthy(node.when.evaluate(act)):
-                        reason = "its `when` is false"
-                except ExprError as e:
-                    res = NodeResult(
-                        node_id=nid, kind=node.kind, status="failed", error=f"when: {e.message}"
-                    )
-            if res is None and reason is not None:
-                res = NodeResult(
-                    node_id=nid, kind=node.kind, status="skipped", detail={"reason": reason}
-                )
+            res = settled_without_running(state, node)
             if res is not None:
                 await state.hooks.node_finished(run_id=state.run_id, result=res)
                 todo.extend(reversed(finish(res)))

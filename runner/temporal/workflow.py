@@ -21,8 +21,8 @@ with workflow.unsafe.imports_passed_through():
     from runner.engine.context import NodeContext, NodeFailure, NodeStop, RunState
     from runner.engine.hooks import Hooks
     from runner.engine.results import STOPPING, NodeResult, RunResult, RunStatus, Usage
-    from runner.engine.run import _passed_over, _severity, _skip_reason
-    from runner.expr.cel import ExprError, truthy
+    from runner.engine.run import _passed_over, _severity, settled_without_running
+    from runner.expr.cel import ExprError
     from runner.nodes import gate, switch
     from runner.plan.model import Plan, PlanNode
     from runner.temporal import FINISH_ACTIVITY, INTERPRETER_VERSION, NODE_ACTIVITY
@@ -209,21 +209,7 @@ class Interpreter:
         while todo:
             nid = todo.pop()
             node = plan.nodes[nid]
-            res: NodeResult | None = None
-            reason = _skip_reason(state, node)
-            if reason is None and node.when is not None:
-                try:
-                    act = NodeContext(run=state, node=node).activation()
-                    if not truthy(node.when.evaluate(act)):
-                        reason = "its `when` is false"
-                except ExprError as e:
-                    res = NodeResult(
-                        node_id=nid, kind=node.kind, status="failed", error=f"when: {e.message}"
-                    )
-            if res is None and reason is not None:
-                res = NodeResult(
-                    node_id=nid, kind=node.kind, status="skipped", detail={"reason": reason}
-                )
+            res = settled_without_running(state, node)
             if res is None and not stop and node.kind in PURE:
                 res = await self._pure(state, node)
             if res is not None:
