@@ -91,4 +91,5 @@ def tool_log(env: dict[str, str]) -> list[dict[str, object]]:
     path = Path(env["DTOOLS_LOG"])
     if not path.exists():
         return []
-    return [json.loads(line) for line in path.read_text().splitlines()]
+    complete = path.read_text().split("\n")[:-1]  # a line still being written has no newline
+    return [json.loads(line) for line in complete]

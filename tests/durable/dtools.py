@@ -2,16 +2,20 @@
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import time
 
 
 def _log(entry: dict[str, object]) -> int:
+    """Append the entry and count this label's entries, under a lock: many processes log here."""
     path = os.environ["DTOOLS_LOG"]
-    with open(path, "a", encoding="utf-8") as f:
+    with open(path, "a+", encoding="utf-8") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)  # a reader must never see another writer's half line
         f.write(json.dumps(entry) + "\n")
-    with open(path, encoding="utf-8") as f:
+        f.flush()
+        f.seek(0)
         return sum(1 for line in f if json.loads(line).get("label") == entry.get("label"))
 
 
