@@ -38,9 +38,11 @@ def _reads_untrusted(step: LLMStep | None, tool: ToolStep | None, out: set[str])
     return step is not None and bool(_refs_to(_template_refs(step), out))
 
 
-def tainted_nodes(graph: nx.DiGraph, nodes: Mapping[str, PlanNode]) -> set[str]:
-    """Nodes whose output carries untrusted data."""
-    out: set[str] = set()
+def tainted_nodes(
+    graph: nx.DiGraph, nodes: Mapping[str, PlanNode], outer: Iterable[str] = ()
+) -> set[str]:
+    """Nodes whose output carries untrusted data (`outer`: tainted nodes around a loop body)."""
+    out: set[str] = set(outer)
     if not nx.is_directed_acyclic_graph(graph):
         return out
     for n in nx.topological_sort(graph):

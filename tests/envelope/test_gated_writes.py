@@ -129,3 +129,34 @@ def test_a_write_inside_a_loop_body_needs_a_gate_too() -> None:
     assert _problems(gate_before_loop) == []
     stated = LOOP.replace("CHECK\n", "").replace("NEEDS ", "ungated: idempotent and tiny, ")
     assert _problems(stated) == []
+
+
+def test_untrusted_data_reaching_a_write_in_a_loop_body_must_be_checked() -> None:
+    body = """nodes:
+  a: {tool: untrusted_read, args: {key: a}}
+  ok: {gate: [{check: "nodes.a.output.amount < 50.0", message: m}]}
+  repeat:
+    needs: [ok]
+    loop:
+      max_iterations: 2
+      until: "nodes.w.status == 'succeeded'"
+      body:
+        w: {tool: pay, args: {to: "${{ nodes.a.output.text }}", amount: 1.0}}
+"""
+    assert _problems(body) == [
+        (
+            "tainted-write",
+            "argument 'to' of write node 'repeat.w' comes from untrusted data "
+            "(nodes.a.output.text) that no gate before it checks",
+        )
+    ]
+    checked_in_body = body.replace(
+        "      body:\n",
+        "      body:\n        vet: {gate: [{check: \"size(nodes.a.output.text) < 20\", message: m}]}\n",
+    ).replace("w: {tool: pay, args", "w: {tool: pay, needs: [vet], args")
+    assert _problems(checked_in_body) == []
+    checked_outside = body.replace(
+        'check: "nodes.a.output.amount < 50.0"',
+        'check: "nodes.a.output.amount < 50.0 && nodes.a.output.text == \'bob\'"',
+    )
+    assert _problems(checked_outside) == []
