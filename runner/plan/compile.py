@@ -408,6 +408,14 @@ class Compiler:
         return None
 
     # -- tools -------------------------------------------------------------------------------
+    def _effect(self, name: str) -> str:
+        """A tool's effect as it will run: an MCP tool's comes from its lock unless the spec
+        set it (tool_impl resolved it, or found it broken: then the spec's word)."""
+        resolved = self._tool_cache.get(name)
+        fn = resolved[0] if resolved is not None else None
+        contract = getattr(fn, "contract", None)
+        return str(getattr(contract, "effect", self.spec.tools[name].effect))
+
     def tool_impl(self, name: str) -> tuple[Any, dict[str, Any], dict[str, Any] | None] | None:
         """(callable, args schema, result schema) for a tool contract, or None if it is broken."""
         cache = self._tool_cache
@@ -1105,7 +1113,7 @@ class Compiler:
                 texts.append(text)
             if texts:
                 cedar = CedarPolicies.parse("\n".join(texts))
-        writes = [n for n, t in spec.tools.items() if t.effect == "write"]
+        writes = [n for n in spec.tools if self._effect(n) == "write"]
         allows = any(p.effect == "allow" for p in spec.policies) or bool(spec.policy_files)
         if writes and spec.policy_default.write == "deny" and not allows:
             self.warn(

@@ -120,3 +120,22 @@ def test_diff_shows_a_server_change_that_reached_the_lock(tmp_path: Path) -> Non
     assert tool["effect"] == "read → write"
     assert "locked" in tool["fields"]
     assert any(f["class"] == "new-write-path" for f in out["flags"]), out["flags"]
+
+
+def test_a_write_known_only_from_its_annotations_is_warned_when_nothing_allows_it(
+    tmp_path: Path,
+) -> None:
+    nodes = '  ok: {gate: [{check: "true", message: m}]}\n'
+    spec = write_spec(
+        tmp_path,
+        spec_text(nodes=nodes).replace(
+            "args: {repo_path: .}}", "needs: [ok], args: {repo_path: .}}"
+        ),
+    )
+    locked(spec, "git-log", _entry(False, REPO))
+    res = flowrun("validate", str(spec))
+    assert res.exit_code == 0, res.output
+    assert "write-never-allowed: no policy allows write tool 'git_log'" in res.output
+    locked(spec, "git-log", _entry(True, REPO))
+    res = flowrun("validate", str(spec))
+    assert res.exit_code == 0 and "write-never-allowed" not in res.output, res.output
