@@ -14,13 +14,14 @@ $(BIN)/flowrun: pyproject.toml
 	touch $@
 
 # the real embedded model (local/gemma-3-270m), offline and without keys, on a clean .flowrun/;
-# escalated (3) and waiting for approval (6) are outcomes the workflow is built to reach
+# a dry run (writes are previewed) as the support bot with its refund scope; escalated (3) and
+# waiting for approval (6) are outcomes the workflow is built to reach
 demo: $(BIN)/flowrun
 	rm -f .flowrun/flowrun.db .flowrun/flowrun.db-wal .flowrun/flowrun.db-shm
 	$(BIN)/python -m tools.seed --db $(DEMO_DB) --reset
 	FLOWRUN_SUPPORT_DB=$(DEMO_DB) $(BIN)/flowrun validate specs/support_refund.yaml --profile local
 	rc=0; FLOWRUN_SUPPORT_DB=$(DEMO_DB) $(BIN)/flowrun execute specs/support_refund.yaml \
-		--profile local --input examples/inputs/refund_granted.json || rc=$$?; \
+		--profile local --input examples/inputs/refund_granted.json --scopes refunds:write || rc=$$?; \
 		case $$rc in 0|3|6) ;; *) exit $$rc ;; esac
 
 # the same case on recorded responses of the default profile, through litellm's mock path
@@ -29,7 +30,7 @@ demo-recorded: $(BIN)/flowrun
 	$(BIN)/python -m tools.seed --db $(DEMO_DB) --reset
 	FLOWRUN_SUPPORT_DB=$(DEMO_DB) $(BIN)/flowrun execute specs/support_refund.yaml \
 		--input examples/inputs/refund_granted.json \
-		--responses examples/responses/refund_granted.jsonl
+		--responses examples/responses/refund_granted.jsonl --scopes refunds:write
 
 test: $(BIN)/flowrun
 	$(BIN)/ruff check .
