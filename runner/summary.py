@@ -6,7 +6,7 @@ from collections import Counter
 from typing import Any
 
 from runner.plan.compile import Compiler
-from runner.plan.cost import estimate_cost
+from runner.plan.cost import cost_under
 from runner.plan.model import Plan
 
 
@@ -20,7 +20,7 @@ def summarize(plan: Plan) -> dict[str, Any]:
         label = prof or "default"
         r = compiler.resolve_routes(prof)
         routes[label] = {alias: list(route.models) for alias, route in r.items()}
-        est = plan.cost if prof == plan.profile else estimate_cost(plan.nodes, r)
+        est = cost_under(plan, prof)
         costs[label] = {
             "usd": round(est.usd, 6),
             "llm_calls": est.llm_calls,

@@ -568,16 +568,14 @@ def _other_sections(base: Side, head: Side) -> list[dict[str, Any]]:
 
 
 def _costs(base: Side, head: Side) -> dict[str, Any]:
-    from runner.plan.compile import Compiler
-    from runner.plan.cost import estimate_cost
+    from runner.plan.cost import cost_under
 
     def per_profile(side: Side) -> dict[str, float]:
         if side.plan is None or side.loaded is None:
             return {}
-        out = {DEFAULT_PROFILE: round(side.plan.cost.usd, 6)}
-        comp = Compiler(side.loaded)
+        out = {DEFAULT_PROFILE: round(cost_under(side.plan, None).usd, 6)}
         for p in side.loaded.spec.profiles:
-            out[p] = round(estimate_cost(side.plan.nodes, comp.resolve_routes(p)).usd, 6)
+            out[p] = round(cost_under(side.plan, p).usd, 6)
         return out
 
     b, h = per_profile(base), per_profile(head)

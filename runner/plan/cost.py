@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 
 from runner.models.pricing import estimate_tokens, price_of
-from runner.plan.model import CostEstimate, LLMStep, PlanNode, Route
+from runner.plan.model import CostEstimate, LLMStep, Plan, PlanNode, Route
+
+FlowPricer = Callable[[Plan], CostEstimate]
 
 
 def _prompt_estimate(step: LLMStep) -> int:
@@ -29,15 +31,18 @@ def llm_calls_bound(node: PlanNode) -> tuple[LLMStep | None, int]:
 
 
 def estimate_cost(
-    nodes: Mapping[str, PlanNode], routes: Mapping[str, Route] | None = None
+    nodes: Mapping[str, PlanNode],
+    routes: Mapping[str, Route] | None = None,
+    flows: FlowPricer | None = None,
 ) -> CostEstimate:
-    """Worst case per node; `routes` re-prices the same plan under another profile's routes."""
+    """Worst case per node; `routes` re-prices the same plan under another profile's routes,
+    and `flows` its subflows (see cost_under)."""
     per_node: dict[str, float] = {}
     unpriced: set[str] = set()
     total_calls = 0
     total_out = 0
     for node_id, node in nodes.items():
-        sub = composite_cost(node, routes)
+        sub = composite_cost(node, routes, flows)
         if sub is not None:
             per_node[node_id] = sub.usd
             total_calls += sub.llm_calls
@@ -72,14 +77,16 @@ def estimate_cost(
 
 
 def composite_cost(
-    node: PlanNode, routes: Mapping[str, Route] | None = None
+    node: PlanNode, routes: Mapping[str, Route] | None = None, flows: FlowPricer | None = None
 ) -> CostEstimate | None:
     """Worst case of a subflow (its own plan's), a loop (body × max_iterations), × map items."""
     inner, fan = (node.map.inner, node.map.max_items) if node.map is not None else (node, 1)
     if inner.flow is not None:
-        est, times = inner.flow.plan.cost, 1  # a child is priced under its own routes
+        # a child is priced under its own routes (for the profile being priced, when given)
+        est, times = (flows(inner.flow.plan) if flows else inner.flow.plan.cost), 1
     elif inner.loop is not None:
-        est, times = estimate_cost(inner.loop.body.nodes, routes), inner.loop.max_iterations
+        est = estimate_cost(inner.loop.body.nodes, routes, flows)
+        times = inner.loop.max_iterations
     else:
         return None
     k = fan * times * inner.retry.max_attempts
@@ -90,3 +97,16 @@ def composite_cost(
         per_node={},
         unpriced_models=est.unpriced_models,
     )
+
+
+def cost_under(plan: Plan, profile: str | None) -> CostEstimate:
+    """The plan's worst case had it been compiled under `profile` (None: the default routes):
+    its own routes for that profile, and every subflow priced the same way (a child without
+    that profile under its default routes, as it would run)."""
+    if profile == plan.profile:
+        return plan.cost
+    from runner.plan.compile import Compiler
+
+    own = profile if profile in plan.loaded.spec.profiles else None
+    routes = Compiler(plan.loaded).resolve_routes(own)
+    return estimate_cost(plan.nodes, routes, lambda child: cost_under(child, profile))

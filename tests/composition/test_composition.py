@@ -231,6 +231,17 @@ def test_worst_case_cost_multiplies_loops_and_maps() -> None:
     assert batch.cost.llm_calls == child.cost.llm_calls * 20
 
 
+def test_worst_case_per_profile_prices_subflows_under_that_profile() -> None:
+    from runner.summary import summarize
+
+    for spec in ("support_faq.yaml", "support_batch.yaml"):
+        default = summarize(compile_plan(load_spec(SPECS / spec)))["worst_case_cost"]
+        local = summarize(compile_plan(load_spec(SPECS / spec), "local"))["worst_case_cost"]
+        assert default == local, spec  # the same figures whichever profile was compiled
+        assert default["local"]["usd"] == 0.0, spec  # the child runs on the free local model too
+        assert default["default"]["usd"] > 0.0, spec
+
+
 def test_responses_may_name_nested_nodes_only(tmp_path: Path) -> None:
     plan = compile_plan(load_spec(SPECS / "support_faq.yaml"))
     rec = responses(tmp_path, [{"node": "polish.revize", "content": GOOD}])
