@@ -207,36 +207,7 @@ async def execute(
         timed_out = True
     finally:
         await close_run_servers(state.run_id)  # MCP servers this run started (runner/mcp)
-    status: RunStatus = "succeeded"
-    reason: str | None = None
-    if timed_out:
-        status = "budget_exceeded"
-        reason = f"max_seconds {plan.budget.max_seconds:g} reached"
-        for nid in plan.order:
-            if nid not in state.results:
-                state.results[nid] = NodeResult(
-                    node_id=nid, kind=plan.nodes[nid].kind, status="budget_exceeded", error=reason
-                )
-    elif stop:
-        first = min(stop, key=lambda r: _severity(r.status))
-        status = STOPPING[first.status]
-        if first.status == "denied" and first.detail.get("on_deny") == "escalate":
-            status = "escalated"
-        reason = f"node {first.node_id!r}: {first.error}"
-    else:
-        parked = [r for r in state.results.values() if r.status == "waiting"]
-        if parked:
-            status = "waiting"
-            reason = "; ".join(f"node {r.node_id!r} waits for approval: {r.error}" for r in parked)
-    outputs: dict[str, Any] = {}
-    if status == "succeeded":
-        act = {"inputs": inputs, "nodes": state.views}
-        for name, cv in plan.outputs.items():
-            try:
-                outputs[name] = cv.evaluate(act)
-            except ExprError as e:
-                status, reason = "failed", f"output {name!r}: {e.message}"
-                break
+    status, reason, outputs = run_outcome(plan, inputs, state.results, state.views, stop, timed_out)
     usage = Usage()
     for r in state.results.values():
         usage += r.usage
@@ -254,6 +225,51 @@ async def execute(
     )
     await state.hooks.run_finished(result=result)
     return result
+
+
+def run_outcome(
+    plan: Plan,
+    inputs: dict[str, Any],
+    results: dict[str, NodeResult],
+    views: dict[str, dict[str, Any]],
+    stop: list[NodeResult],
+    timed_out: bool,
+) -> tuple[RunStatus, str | None, dict[str, Any]]:
+    """A run's status, reason and outputs from its node results (both backends).
+
+    Under `timed_out`, the nodes that never finished are added to `results` as budget_exceeded.
+    """
+    status: RunStatus = "succeeded"
+    reason: str | None = None
+    if timed_out:
+        status = "budget_exceeded"
+        reason = f"max_seconds {plan.budget.max_seconds:g} reached"
+        for nid in plan.order:
+            if nid not in results:
+                results[nid] = NodeResult(
+                    node_id=nid, kind=plan.nodes[nid].kind, status="budget_exceeded", error=reason
+                )
+    elif stop:
+        first = min(stop, key=lambda r: _severity(r.status))
+        status = STOPPING[first.status]
+        if first.status == "denied" and first.detail.get("on_deny") == "escalate":
+            status = "escalated"
+        reason = f"node {first.node_id!r}: {first.error}"
+    else:
+        parked = [r for r in results.values() if r.status == "waiting"]
+        if parked:
+            status = "waiting"
+            reason = "; ".join(f"node {r.node_id!r} waits for approval: {r.error}" for r in parked)
+    outputs: dict[str, Any] = {}
+    if status == "succeeded":
+        act = {"inputs": inputs, "nodes": views}
+        for name, cv in plan.outputs.items():
+            try:
+                outputs[name] = cv.evaluate(act)
+            except ExprError as e:
+                status, reason = "failed", f"output {name!r}: {e.message}"
+                break
+    return status, reason, outputs
 
 
 _ORDER = ["budget_exceeded", "killed", "denied", "failed", "escalated", "waiting"]

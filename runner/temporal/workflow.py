@@ -21,8 +21,7 @@ with workflow.unsafe.imports_passed_through():
     from runner.engine.context import NodeContext, NodeFailure, NodeStop, RunState
     from runner.engine.hooks import Hooks
     from runner.engine.results import STOPPING, NodeResult, RunResult, RunStatus, Usage
-    from runner.engine.run import _passed_over, _severity, settled_without_running
-    from runner.expr.cel import ExprError
+    from runner.engine.run import _passed_over, run_outcome, settled_without_running
     from runner.nodes import gate, switch
     from runner.plan.model import Plan, PlanNode
     from runner.temporal import FINISH_ACTIVITY, INTERPRETER_VERSION, NODE_ACTIVITY
@@ -291,8 +290,9 @@ class Interpreter:
         t0: float,
     ) -> RunResult:
         plan = state.plan
-        status: RunStatus = "succeeded"
+        status: RunStatus = "killed"
         reason: str | None = None
+        outputs: dict[str, Any] = {}
         if killed:
             status, reason = "killed", "killed on request (the workflow was cancelled)"
             # nodes cut off mid-call and nodes parked for approval end killed; others never ran
@@ -302,39 +302,10 @@ class Interpreter:
                     self.results[nid] = NodeResult(
                         node_id=nid, kind=plan.nodes[nid].kind, status="killed", error=reason
                     )
-        elif timed_out:
-            status = "budget_exceeded"
-            reason = f"max_seconds {plan.budget.max_seconds:g} reached"
-            for nid in plan.order:
-                if nid not in self.results:
-                    self.results[nid] = NodeResult(
-                        node_id=nid,
-                        kind=plan.nodes[nid].kind,
-                        status="budget_exceeded",
-                        error=reason,
-                    )
-        elif stop:
-            first = min(stop, key=lambda r: _severity(r.status))
-            status = STOPPING[first.status]
-            if first.status == "denied" and first.detail.get("on_deny") == "escalate":
-                status = "escalated"
-            reason = f"node {first.node_id!r}: {first.error}"
         else:
-            parked = [r for r in self.results.values() if r.status == "waiting"]
-            if parked:
-                status = "waiting"
-                reason = "; ".join(
-                    f"node {r.node_id!r} waits for approval: {r.error}" for r in parked
-                )
-        outputs: dict[str, Any] = {}
-        if status == "succeeded":
-            act = {"inputs": run.inputs, "nodes": state.views}
-            for name, cv in plan.outputs.items():
-                try:
-                    outputs[name] = cv.evaluate(act)
-                except ExprError as e:
-                    status, reason = "failed", f"output {name!r}: {e.message}"
-                    break
+            status, reason, outputs = run_outcome(
+                plan, run.inputs, self.results, state.views, stop, timed_out
+            )
         self.running.clear()
         usage = Usage()
         for r in self.results.values():
