@@ -20,10 +20,10 @@ EXAMPLES = ROOT / "examples"
 Flowrun = Callable[..., subprocess.CompletedProcess[str]]
 
 
-@pytest.fixture
-def env(tmp_path: Path) -> dict[str, str]:
-    """A private store, support database and tool log for one test."""
-    support = tmp_path / "support.db"
+def process_env(tmp: Path, **extra: str) -> dict[str, str]:
+    """The environment of a flowrun process under test: its own store and seeded support
+    database under `tmp`, the repository importable, no crash point; plus `extra`."""
+    support = tmp / "support.db"
     subprocess.run(
         [sys.executable, "-m", "tools.seed", "--db", str(support)],
         cwd=ROOT,
@@ -32,13 +32,19 @@ def env(tmp_path: Path) -> dict[str, str]:
     )
     e = dict(os.environ)
     e.update(
-        FLOWRUN_STORE=str(tmp_path / "flowrun.db"),
+        FLOWRUN_STORE=str(tmp / "flowrun.db"),
         FLOWRUN_SUPPORT_DB=str(support),
-        DTOOLS_LOG=str(tmp_path / "dtools.log"),
         PYTHONPATH=str(ROOT),
+        **extra,
     )
     e.pop("FLOWRUN_CRASH_AT", None)
     return e
+
+
+@pytest.fixture
+def env(tmp_path: Path) -> dict[str, str]:
+    """A private store, support database and tool log for one test."""
+    return process_env(tmp_path, DTOOLS_LOG=str(tmp_path / "dtools.log"))
 
 
 @pytest.fixture

@@ -16,6 +16,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.durable.conftest import process_env
+
 ROOT = Path(__file__).resolve().parents[2]
 SPECS = Path(__file__).parent / "specs"
 READY_TIMEOUT_S = 60.0
@@ -106,22 +108,7 @@ def temporal_address(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
 @pytest.fixture
 def env(tmp_path: Path) -> dict[str, str]:
     """A private store, support database and tool log for one test."""
-    support = tmp_path / "support.db"
-    subprocess.run(
-        [sys.executable, "-m", "tools.seed", "--db", str(support)],
-        cwd=ROOT,
-        check=True,
-        capture_output=True,
-    )
-    e = dict(os.environ)
-    e.update(
-        FLOWRUN_STORE=str(tmp_path / "flowrun.db"),
-        FLOWRUN_SUPPORT_DB=str(support),
-        TTOOLS_LOG=str(tmp_path / "ttools.log"),
-        PYTHONPATH=str(ROOT),
-    )
-    e.pop("FLOWRUN_CRASH_AT", None)
-    return e
+    return process_env(tmp_path, TTOOLS_LOG=str(tmp_path / "ttools.log"))
 
 
 @pytest.fixture

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import re
 import sqlite3
 import subprocess
@@ -14,6 +13,7 @@ import pytest
 from starlette.testclient import TestClient
 
 from runner.web import ConsoleConfig, create_app
+from tests.durable.conftest import process_env
 
 ROOT = Path(__file__).resolve().parents[2]
 SPECS = Path(__file__).parent / "specs"
@@ -28,21 +28,7 @@ Flowrun = Callable[..., subprocess.CompletedProcess[str]]
 
 def make_env(tmp: Path) -> dict[str, str]:
     """A store, a seeded support database and a tool log under `tmp`."""
-    support = tmp / "support.db"
-    subprocess.run(
-        [sys.executable, "-m", "tools.seed", "--db", str(support)],
-        cwd=ROOT,
-        check=True,
-        capture_output=True,
-    )
-    e = dict(os.environ)
-    e.update(
-        FLOWRUN_STORE=str(tmp / "flowrun.db"),
-        FLOWRUN_SUPPORT_DB=str(support),
-        DTOOLS_LOG=str(tmp / "dtools.log"),
-        PYTHONPATH=str(ROOT),
-    )
-    e.pop("FLOWRUN_CRASH_AT", None)
+    e = process_env(tmp, DTOOLS_LOG=str(tmp / "dtools.log"))
     e.pop("FLOWRUN_CONSOLE_TOKEN", None)
     return e
 
