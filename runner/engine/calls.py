@@ -165,6 +165,7 @@ async def call_tool(ctx: NodeContext, step: ToolStep, args: Any, *, idempotency_
         args=args,
         compensate=step.contract.compensate,
         spec_dir=str(run.plan.loaded.directory),
+        defer=not write,  # only a write's intent must be durable before the call
     )
     crash_point(f"before-effect:{ctx.node_id}")
     try:
@@ -194,7 +195,7 @@ async def call_tool(ctx: NodeContext, step: ToolStep, args: Any, *, idempotency_
             message = f"tool {step.name!r} result does not match its schema: " + "; ".join(problems)
             svc.ledger_failed(ledger_key, message)  # a retry calls the tool again
             raise NodeFailure(message, kind="invalid_output")
-    svc.ledger_done(ledger_key, result)
+    svc.ledger_done(ledger_key, result, defer=not write)
     return result
 
 

@@ -298,18 +298,39 @@ def settled_without_running(state: RunState, node: PlanNode) -> NodeResult | Non
 
 
 async def _schedule(state: RunState, stop: list[NodeResult]) -> None:
-    """Start every node whose needs are done; stop starting new ones after a stopping outcome."""
+    """Start every node whose needs are done; stop starting new ones after a stopping outcome.
+
+    perf (issue 11): a node's own task, once the node has finished, records its result and
+    starts the dependants it made ready; the scheduler only waits for the last task to end
+    (waiting on every running task after each completion cost O(running) per node)."""
     plan = state.plan
     waiting = {
         nid: sum(1 for d in plan.nodes[nid].deps if d not in state.results) for nid in plan.order
     }
-    running: dict[str, asyncio.Task[NodeResult]] = {}
-    rank = {nid: i for i, nid in enumerate(plan.order)}
+    running: dict[str, asyncio.Task[None]] = {}
     remaining = {nid for nid in plan.order if nid not in state.results}
+    loop = asyncio.get_running_loop()
+    idle: asyncio.Future[None] = loop.create_future()  # set when no task runs any more
 
-    async def run_one(node: PlanNode) -> NodeResult:
-        await state.hooks.node_started(run_id=state.run_id, node_id=node.id)
-        return await execute_node(NodeContext(run=state, node=node))
+    async def run_one(node: PlanNode) -> None:
+        try:
+            # the checkpoints this node reads are durable before it starts (one group commit
+            # for every node that starts in the same loop iteration)
+            await state.services.barrier()
+            await state.hooks.node_started(run_id=state.run_id, node_id=node.id)
+            res = await execute_node(NodeContext(run=state, node=node))
+            await state.hooks.node_finished(run_id=state.run_id, result=res)
+            crash_point(f"after:{node.id}")
+            await consider(finish(res))
+        except asyncio.CancelledError:
+            raise
+        except BaseException as e:  # a hook or an engine bug: the run ends with it
+            if not idle.done():
+                idle.set_exception(e)
+        finally:
+            running.pop(node.id, None)
+            if not running and not idle.done():
+                idle.set_result(None)
 
     def finish(res: NodeResult) -> list[str]:
         state.results[res.node_id] = res
@@ -345,25 +366,16 @@ async def _schedule(state: RunState, stop: list[NodeResult]) -> None:
                     )
                     continue
                 crash_point(f"before:{nid}")
-                running[nid] = asyncio.create_task(run_one(node), name=f"node:{nid}")
+                running[nid] = loop.create_task(run_one(node), name=f"node:{nid}")
 
     try:
         await consider([nid for nid in plan.order if nid in remaining and waiting[nid] == 0])
-        while running:
-            # wait on the tasks themselves: an exception in one (a hook, an engine bug) surfaces
-            # here instead of leaving the loop waiting for a result that never comes
-            await asyncio.wait(running.values(), return_when=asyncio.FIRST_COMPLETED)
-            # perf (issue 11): look only at the running tasks (not all of plan.order, which made
-            # a long chain quadratic); finished ones are still taken in plan order
-            done = [n for n, task in running.items() if task.done()]
-            for nid in sorted(done, key=rank.__getitem__):
-                res = running.pop(nid).result()
-                await state.hooks.node_finished(run_id=state.run_id, result=res)
-                crash_point(f"after:{nid}")
-                await consider(finish(res))
+        if running:
+            await idle
     finally:
-        for task in running.values():
+        tasks = list(running.values())
+        for task in tasks:
             task.cancel()
-        for task in running.values():
+        for task in tasks:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task

@@ -13,9 +13,9 @@ from typing import Any, Protocol
 class Services(Protocol):
     def ledger_get(self, key: str) -> dict[str, Any] | None: ...
 
-    def ledger_intent(self, key: str, **row: Any) -> None: ...
+    def ledger_intent(self, key: str, *, defer: bool = False, **row: Any) -> None: ...
 
-    def ledger_done(self, key: str, result: Any) -> None: ...
+    def ledger_done(self, key: str, result: Any, *, defer: bool = False) -> None: ...
 
     def ledger_failed(self, key: str, error: str) -> None: ...
 
@@ -40,6 +40,9 @@ class Services(Protocol):
 
     def event(self, run_id: str, type_: str, node_id: str | None = None, **data: Any) -> None: ...
 
+    async def barrier(self) -> None:
+        """Return once everything written so far is durable (the store group-commits)."""
+
 
 class MemoryServices:
     """Process-local services: same semantics as the store, nothing survives the process."""
@@ -57,10 +60,10 @@ class MemoryServices:
     def ledger_get(self, key: str) -> dict[str, Any] | None:
         return self.ledger.get(key)
 
-    def ledger_intent(self, key: str, **row: Any) -> None:
+    def ledger_intent(self, key: str, *, defer: bool = False, **row: Any) -> None:
         self.ledger[key] = {"key": key, **row, "status": "intent", "result": None, "undone": 0}
 
-    def ledger_done(self, key: str, result: Any) -> None:
+    def ledger_done(self, key: str, result: Any, *, defer: bool = False) -> None:
         self._seq += 1
         self.ledger[key].update(status="done", result=result, done_seq=self._seq)
 
@@ -107,3 +110,6 @@ class MemoryServices:
 
     def event(self, run_id: str, type_: str, node_id: str | None = None, **data: Any) -> None:
         self.events.append({"run_id": run_id, "type": type_, "node_id": node_id, "data": data})
+
+    async def barrier(self) -> None:
+        return None

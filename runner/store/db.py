@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import asyncio
+import atexit
 import json
 import os
 import sqlite3
+import threading
 import time
+import weakref
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -18,6 +22,9 @@ SCHEMA_VERSION = 2
 APP_ID = 0x464C5752  # "FLWR": PRAGMA application_id marks a store as ours
 DEFAULT_STORE = ".flowrun/flowrun.db"
 BUSY_TIMEOUT_MS = 30_000
+# group commit: the longest a deferred row waits for its transaction when nothing else (a node
+# starting, a write, a read of its table, the run's end) commits it sooner
+GROUP_COMMIT_S = 0.005
 
 _MIGRATIONS: dict[int, str] = {
     1: """
@@ -180,8 +187,29 @@ class RunRow:
     finished_at: float | None
 
 
+_OPEN: weakref.WeakSet[Store] = weakref.WeakSet()
+
+
+@atexit.register
+def _flush_open_stores() -> None:
+    """Rows still queued when the process exits normally (a loop closed under them) commit."""
+    for store in list(_OPEN):
+        with suppress(Exception):
+            store.flush()
+
+
 class Store:
-    """One SQLite file shared by many processes; every write is a short IMMEDIATE transaction."""
+    """One SQLite file shared by many processes; every write is a short IMMEDIATE transaction.
+
+    Group commit (issue 11): the rows a running node writes as it goes (events, call records,
+    its checkpoint, the ledger rows of calls without side effects) are *deferred*: queued, then
+    committed together with everything else queued, in one transaction. The queue is committed
+    before any node starts (`barrier`, so a node's checkpoint is durable before its dependants
+    run), before any other write transaction (a write's ledger intent, an approval, the run's
+    outcome: rows commit in the order they were made), before a read of a table with queued rows,
+    and at the latest GROUP_COMMIT_S after the first queued row. Outside an event loop nothing is
+    deferred: every write commits at once, as before.
+    """
 
     durable = True  # runs recorded here may write live
 
@@ -196,6 +224,13 @@ class Store:
             self.path.parent.mkdir(parents=True, exist_ok=True)
         elif self.path.is_dir():
             raise StoreError(f"store path {str(self.path)!r} is a directory")
+        self._lock = threading.RLock()
+        self._pending: list[tuple[str, tuple[Any, ...]]] = []
+        self._dirty: set[str] = set()  # tables with queued rows
+        self._dirty_keys: set[str] = set()  # ledger keys with queued rows
+        self._timer: asyncio.TimerHandle | None = None
+        self._barrier: asyncio.Future[None] | None = None
+        _OPEN.add(self)
         try:
             self.conn = sqlite3.connect(
                 self.path,
@@ -241,27 +276,97 @@ class Store:
 
     @contextmanager
     def tx(self) -> Iterator[sqlite3.Connection]:
-        """A write transaction taken up front (BEGIN IMMEDIATE): it never deadlocks on upgrade."""
-        for attempt in range(50):
+        """A write transaction taken up front (BEGIN IMMEDIATE): it never deadlocks on upgrade.
+
+        Queued (deferred) rows are written first, in the same transaction."""
+        with self._lock:
+            for attempt in range(50):
+                try:
+                    self.conn.execute("BEGIN IMMEDIATE")
+                    break
+                except sqlite3.OperationalError as e:
+                    if "locked" not in str(e) and "busy" not in str(e):
+                        raise
+                    time.sleep(min(0.01 * (attempt + 1), 0.2))
+            else:
+                raise StoreError(f"{self.path}: the store stayed locked for too long")
+            pending, self._pending = self._pending, []
+            dirty, self._dirty = self._dirty, set()
+            keys, self._dirty_keys = self._dirty_keys, set()
             try:
-                self.conn.execute("BEGIN IMMEDIATE")
-                break
-            except sqlite3.OperationalError as e:
-                if "locked" not in str(e) and "busy" not in str(e):
-                    raise
-                time.sleep(min(0.01 * (attempt + 1), 0.2))
-        else:
-            raise StoreError(f"{self.path}: the store stayed locked for too long")
+                for sql, params in pending:
+                    self.conn.execute(sql, params)
+                yield self.conn
+            except BaseException:
+                self.conn.execute("ROLLBACK")
+                # the queued rows were fine: they wait for the next transaction
+                self._pending[:0] = pending
+                self._dirty |= dirty
+                self._dirty_keys |= keys
+                raise
+            else:
+                self.conn.execute("COMMIT")
+
+    def _defer(self, table: str, sql: str, params: tuple[Any, ...]) -> None:
+        """Queue a row for the next commit, or write it now when no event loop runs here."""
         try:
-            yield self.conn
-        except BaseException:
-            self.conn.execute("ROLLBACK")
-            raise
-        else:
-            self.conn.execute("COMMIT")
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            with self.tx() as c:
+                c.execute(sql, params)
+            return
+        with self._lock:
+            self._pending.append((sql, params))
+            self._dirty.add(table)
+            if self._timer is None or self._timer.cancelled():
+                self._timer = loop.call_later(GROUP_COMMIT_S, self._timed_flush)
+
+    def _timed_flush(self) -> None:
+        self._timer = None
+        self.flush()
+
+    def flush(self) -> None:
+        """Commit every queued row now (one transaction); nothing to do when none is queued."""
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        if self._pending:
+            with self.tx():
+                pass
+
+    async def barrier(self) -> None:
+        """Wait until every row queued so far is committed. Callers that arrive while one
+        commit is on its way share it: one transaction for all of them."""
+        if not self._pending:
+            return
+        loop = asyncio.get_running_loop()
+        fut = self._barrier
+        if fut is None or fut.done() or fut.get_loop() is not loop:
+            fut = self._barrier = loop.create_future()
+            loop.call_soon(self._commit_barrier, fut)
+        await asyncio.shield(fut)
+
+    def _commit_barrier(self, fut: asyncio.Future[None]) -> None:
+        if self._barrier is fut:
+            self._barrier = None
+        try:
+            self.flush()
+        except BaseException as e:
+            if not fut.done():
+                fut.set_exception(e)
+            return
+        if not fut.done():
+            fut.set_result(None)
+
+    def _fresh(self, table: str) -> None:
+        """Before a read of `table`: commit its queued rows, so this connection reads them."""
+        if table in self._dirty:
+            self.flush()
 
     def close(self) -> None:
+        self.flush()
         self.conn.close()
+        _OPEN.discard(self)
 
     # -- runs ------------------------------------------------------------------------------
     def create_run(self, **row: Any) -> None:
@@ -286,7 +391,21 @@ class Store:
         with self.tx() as c:
             c.execute(f"UPDATE runs SET {sets} WHERE run_id = ?", (*fields.values(), run_id))
 
+    def finish_run(self, run_id: str, *, add_duration_s: float, **fields: Any) -> None:
+        """A run's outcome and totals at the end of an execution (deferred, see the class):
+        `add_duration_s` adds this execution's time to the time of earlier ones."""
+        fields["updated_at"] = time.time()
+        if "outputs" in fields:
+            fields["outputs"] = dumps(fields["outputs"])
+        sets = ", ".join(f"{k} = ?" for k in fields)
+        self._defer(
+            "runs",
+            f"UPDATE runs SET {sets}, duration_s = duration_s + ? WHERE run_id = ?",
+            (*fields.values(), add_duration_s, run_id),
+        )
+
     def get_run(self, run_id: str) -> RunRow:
+        self._fresh("runs")
         row = self.conn.execute("SELECT * FROM runs WHERE run_id = ?", (run_id,)).fetchone()
         if row is None:
             near = self.conn.execute(
@@ -312,6 +431,7 @@ class Store:
             if val is not None:
                 where.append(f"{col} = ?")
                 args.append(val)
+        self._fresh("runs")
         sql = "SELECT * FROM runs" + (" WHERE " + " AND ".join(where) if where else "")
         sql += " ORDER BY created_at DESC LIMIT ?"
         return [_run_row(self.conn, r) for r in self.conn.execute(sql, (*args, limit))]
@@ -335,26 +455,25 @@ class Store:
 
     # -- node results (append-only) ----------------------------------------------------------
     def save_node(self, run_id: str, node_id: str, status: str, result: dict[str, Any]) -> None:
+        """A node's checkpoint (deferred: durable before any node starts, see `barrier`)."""
         now = time.time()
-        with self.tx() as c:
-            seq = c.execute(
-                "SELECT COALESCE(MAX(seq), 0) + 1 FROM node_results "
-                "WHERE run_id = ? AND node_id = ?",
-                (run_id, node_id),
-            ).fetchone()[0]
-            c.execute(
-                "INSERT INTO node_results (run_id, node_id, seq, status, result, created_at) "
-                "VALUES (?, ?, ?, ?, ?, ?)",
-                (run_id, node_id, seq, status, dumps(result), now),
-            )
-            c.execute(
-                "INSERT INTO events (run_id, ts, type, node_id, data) "
-                "VALUES (?, ?, 'node_finished', ?, ?)",
-                (run_id, now, node_id, dumps({"status": status})),
-            )
+        self._defer(
+            "node_results",
+            "INSERT INTO node_results (run_id, node_id, seq, status, result, created_at) "
+            "SELECT ?, ?, COALESCE(MAX(seq), 0) + 1, ?, ?, ? FROM node_results "
+            "WHERE run_id = ? AND node_id = ?",
+            (run_id, node_id, status, dumps(result), now, run_id, node_id),
+        )
+        self._defer(
+            "events",
+            "INSERT INTO events (run_id, ts, type, node_id, data) "
+            "VALUES (?, ?, 'node_finished', ?, ?)",
+            (run_id, now, node_id, dumps({"status": status})),
+        )
 
     def node_results(self, run_id: str) -> dict[str, dict[str, Any]]:
         """The latest result of every node of a run."""
+        self._fresh("node_results")
         rows = self.conn.execute(
             "SELECT node_id, result FROM node_results WHERE run_id = ? ORDER BY node_id, seq",
             (run_id,),
@@ -363,13 +482,15 @@ class Store:
 
     # -- events ------------------------------------------------------------------------------
     def event(self, run_id: str, type_: str, node_id: str | None = None, **data: Any) -> None:
-        with self.tx() as c:
-            c.execute(
-                "INSERT INTO events (run_id, ts, type, node_id, data) VALUES (?, ?, ?, ?, ?)",
-                (run_id, time.time(), type_, node_id, dumps(data)),
-            )
+        """An audit event (deferred: committed with the next transaction, see the class)."""
+        self._defer(
+            "events",
+            "INSERT INTO events (run_id, ts, type, node_id, data) VALUES (?, ?, ?, ?, ?)",
+            (run_id, time.time(), type_, node_id, dumps(data)),
+        )
 
     def events(self, run_id: str | None = None, type_: str | None = None) -> list[dict[str, Any]]:
+        self._fresh("events")
         where, args = [], []
         if run_id is not None:
             where.append("run_id = ?")
@@ -386,13 +507,14 @@ class Store:
 
     # -- calls (model and tool calls, for trace, stats and replay) ----------------------------
     def record_call(self, **row: Any) -> None:
+        """A model or tool call as made (deferred, see the class)."""
         row = {**row, "data": dumps(row["data"])}
         cols = ", ".join(row)
         marks = ", ".join("?" for _ in row)
-        with self.tx() as c:
-            c.execute(f"INSERT INTO calls ({cols}) VALUES ({marks})", tuple(row.values()))
+        self._defer("calls", f"INSERT INTO calls ({cols}) VALUES ({marks})", tuple(row.values()))
 
     def calls(self, run_id: str) -> list[dict[str, Any]]:
+        self._fresh("calls")
         rows = self.conn.execute("SELECT * FROM calls WHERE run_id = ? ORDER BY id", (run_id,))
         out = []
         for r in rows:
@@ -403,36 +525,44 @@ class Store:
 
     # -- the idempotency ledger --------------------------------------------------------------
     def ledger_get(self, key: str) -> dict[str, Any] | None:
+        if key in self._dirty_keys:  # only this key's queued rows matter to this read
+            self.flush()
         row = self.conn.execute("SELECT * FROM ledger WHERE key = ?", (key,)).fetchone()
         return _ledger_row(self.conn, row) if row else None
 
-    def ledger_intent(self, key: str, **row: Any) -> None:
-        """Record that a call is about to happen; written before the side effect."""
+    def ledger_intent(self, key: str, *, defer: bool = False, **row: Any) -> None:
+        """Record that a call is about to happen. A write's intent commits before its side
+        effect; `defer` (calls without side effects) lets it ride with the next commit."""
         now = time.time()
         row = {"key": key, **row, "status": "intent", "created_at": now, "updated_at": now}
         row["args"] = dumps(row["args"])
         cols = ", ".join(row)
         marks = ", ".join("?" for _ in row)
+        sql = f"INSERT OR REPLACE INTO ledger ({cols}) VALUES ({marks})"
+        if defer:
+            self._defer("ledger", sql, tuple(row.values()))
+            self._dirty_keys.add(key)
+            return
         with self.tx() as c:
-            c.execute(
-                f"INSERT OR REPLACE INTO ledger ({cols}) VALUES ({marks})", tuple(row.values())
-            )
+            c.execute(sql, tuple(row.values()))
 
-    def ledger_done(self, key: str, result: Any) -> None:
+    def ledger_done(self, key: str, result: Any, *, defer: bool = False) -> None:
+        # done_seq orders the completed effects of one run (undo walks them newest first).
+        # perf (issue 11): the max within the key's run is read through the ledger_run index;
+        # the max over the whole ledger scanned every row on every tool call
+        sql = (
+            "UPDATE ledger SET status = 'done', result = ?, error = NULL, done_seq = ("
+            "SELECT COALESCE(MAX(done_seq), 0) + 1 FROM ledger "
+            "WHERE run_id = (SELECT run_id FROM ledger WHERE key = ?)"
+            "), updated_at = ? WHERE key = ?"
+        )
+        params = (dumps(result), key, time.time(), key)
+        if defer:
+            self._defer("ledger", sql, params)
+            self._dirty_keys.add(key)
+            return
         with self.tx() as c:
-            # done_seq orders the completed effects of one run (undo walks them newest first).
-            # perf (issue 11): the max within the key's run is read through the ledger_run index;
-            # the max over the whole ledger scanned every row on every tool call
-            seq = c.execute(
-                "SELECT COALESCE(MAX(done_seq), 0) + 1 FROM ledger "
-                "WHERE run_id = (SELECT run_id FROM ledger WHERE key = ?)",
-                (key,),
-            ).fetchone()[0]
-            c.execute(
-                "UPDATE ledger SET status = 'done', result = ?, error = NULL, done_seq = ?, "
-                "updated_at = ? WHERE key = ?",
-                (dumps(result), seq, time.time(), key),
-            )
+            c.execute(sql, params)
 
     def ledger_failed(self, key: str, error: str) -> None:
         with self.tx() as c:
@@ -442,6 +572,7 @@ class Store:
             )
 
     def ledger_for_run(self, run_id: str) -> list[dict[str, Any]]:
+        self._fresh("ledger")
         rows = self.conn.execute(
             "SELECT * FROM ledger WHERE run_id = ? ORDER BY COALESCE(done_seq, 0), created_at",
             (run_id,),

@@ -33,8 +33,7 @@ class StoreHooks(Hooks):
 
     async def run_finished(self, *, result: RunResult, **_: Any) -> None:
         u = result.usage
-        prior = self.store.get_run(result.run_id)
-        self.store.update_run(
+        self.store.finish_run(
             result.run_id,
             status=result.status,
             reason=result.reason,
@@ -43,7 +42,7 @@ class StoreHooks(Hooks):
             tokens=u.tokens,
             llm_calls=u.llm_calls,
             tool_calls=u.tool_calls,
-            duration_s=prior.duration_s + result.duration_s,
+            add_duration_s=result.duration_s,
             pid=None,
             finished_at=time.time() if result.status in TERMINAL else None,
         )
@@ -105,17 +104,23 @@ async def run_durably(
     from runner.engine.run import execute
 
     hs = HookSet([StoreHooks(store), *([hooks] if hooks is not None else [])])
-    return await execute(
-        plan,
-        inputs,
-        responses=responses,
-        run_id=run_id,
-        hooks=hs,
-        completed=completed,
-        services=store,
-        telemetry=telemetry,
-        envelope=envelope_of(store.get_run(run_id)),
-    )
+    try:
+        result = await execute(
+            plan,
+            inputs,
+            responses=responses,
+            run_id=run_id,
+            hooks=hs,
+            completed=completed,
+            services=store,
+            telemetry=telemetry,
+            envelope=envelope_of(store.get_run(run_id)),
+        )
+    except BaseException:
+        store.flush()  # what the run recorded before it broke off (group commit, see Store)
+        raise
+    await store.barrier()  # the outcome is durable before anyone hears of it
+    return result
 
 
 def envelope_of(row: Any) -> Envelope:

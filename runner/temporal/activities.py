@@ -105,6 +105,7 @@ async def run_node(task: NodeTask) -> dict[str, Any]:
             )
         result = await execute_node(NodeContext(run=state, node=plan.nodes[task.node_id]))
         store.save_node(run.run_id, result.node_id, result.status, result.to_json())
+        store.flush()  # durable before Temporal records the activity as completed
         return result.to_json()
     except asyncio.CancelledError:
         raise
@@ -128,8 +129,7 @@ async def finish_run(task: FinishTask) -> None:
         store.save_node(task.run_id, node["node_id"], node["status"], node)
     result = task.run
     totals = result["totals"]
-    prior = store.get_run(task.run_id)
-    store.update_run(
+    store.finish_run(
         task.run_id,
         status=result["status"],
         reason=result["reason"],
@@ -138,11 +138,12 @@ async def finish_run(task: FinishTask) -> None:
         tokens=totals["tokens"],
         llm_calls=totals["llm_calls"],
         tool_calls=totals["tool_calls"],
-        duration_s=prior.duration_s + result["duration_s"],
+        add_duration_s=result["duration_s"],
         pid=None,
         finished_at=time.time() if task.terminal else None,
     )
     store.event(task.run_id, "run_finished", status=result["status"], reason=result["reason"])
+    store.flush()
 
 
 def run_result_from_json(d: dict[str, Any]) -> RunResult:
