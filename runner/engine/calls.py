@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import inspect
 import json
+import time
 from datetime import UTC, datetime
 from typing import Any
 
@@ -204,6 +205,17 @@ def _approval_key(ctx: NodeContext) -> str:
 
 
 _STRICTNESS = {"allow": 0, "require_approval": 1, "deny": 2}
+_NOW: tuple[int, str] = (0, "")
+
+
+def _now_iso() -> str:
+    """The time policies see (`now`), to the second; perf (issue 11): formatted once a second."""
+    global _NOW
+    second = int(time.time())
+    if _NOW[0] != second:
+        stamp = datetime.fromtimestamp(second, UTC).isoformat(timespec="seconds")
+        _NOW = (second, stamp)
+    return _NOW[1]
 
 
 async def authorize(ctx: NodeContext, step: ToolStep, args: dict[str, Any]) -> None:
@@ -228,13 +240,14 @@ async def authorize(ctx: NodeContext, step: ToolStep, args: dict[str, Any]) -> N
         scopes=env.scopes,
         classification=contract.classification,
         destination=destination,
-        now=datetime.now(UTC).isoformat(timespec="seconds"),
+        now=_now_iso(),
         tainted=step.tainted_args,
         inputs=run.inputs,
     )
     decision = run.plan.policy.decide(req, required_scopes=contract.scopes)
-    ctx.detail.setdefault("policy", []).append({"tool": step.name, **decision.to_json()})
-    svc.event(run.run_id, "policy_decision", ctx.node_id, tool=step.name, **decision.to_json())
+    decided = decision.to_json()
+    ctx.detail.setdefault("policy", []).append({"tool": step.name, **decided})
+    svc.event(run.run_id, "policy_decision", ctx.node_id, tool=step.name, **decided)
     for workflow, outer in run.outer_policies:  # a subflow's call passes its parents' rules too
         d = outer.decide(req, required_scopes=contract.scopes)
         entry = {"tool": step.name, "workflow": workflow, **d.to_json()}

@@ -314,12 +314,13 @@ async def _schedule(state: RunState, stop: list[NodeResult]) -> None:
 
     async def run_one(node: PlanNode) -> None:
         try:
-            # the checkpoints this node reads are durable before it starts (one group commit
-            # for every node that starts in the same loop iteration)
-            await state.services.barrier()
             await state.hooks.node_started(run_id=state.run_id, node_id=node.id)
             res = await execute_node(NodeContext(run=state, node=node))
             await state.hooks.node_finished(run_id=state.run_id, result=res)
+            if res.usage.llm_calls:
+                # a paid answer is durable before anything builds on it (the store group-commits
+                # the rest: see runner/store/db.py)
+                await state.services.barrier()
             crash_point(f"after:{node.id}")
             await consider(finish(res))
         except asyncio.CancelledError:

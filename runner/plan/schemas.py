@@ -108,8 +108,92 @@ def validator(schema: dict[str, Any]) -> Any:
     return v
 
 
+# perf (issue 11): every tool call validates its args and its result; jsonschema's is_valid
+# costs ~5-15 µs even for `{"type": "object", ...}`. `_surely_valid` walks the schema itself
+# (no compiled cache, so a schema can never be stale) for the common keywords and answers
+# only "certainly valid"; anything else (other keywords, `$schema`, non-JSON Python types,
+# bools for integers...) answers False and jsonschema decides, and writes the messages.
+_ANNOTATIONS = frozenset(
+    {"title", "description", "default", "examples", "$comment", "deprecated", "readOnly"}
+    | {"writeOnly"}
+)
+_JSON_VALUE_TYPES = frozenset({dict, list, str, int, float, bool, type(None)})
+_TYPE_OF: dict[str, tuple[type, ...]] = {
+    "object": (dict,),
+    "array": (list,),
+    "string": (str,),
+    "integer": (int,),
+    "number": (int, float),
+    "boolean": (bool,),
+    "null": (type(None),),
+}
+
+
+def _type_ok(name: object, t: type) -> bool:
+    allowed = _TYPE_OF.get(name) if type(name) is str else None
+    return allowed is not None and t in allowed
+
+
+def _surely_valid(schema: Any, value: Any) -> bool:
+    """True only when `value` certainly satisfies `schema` (exact JSON types, common keywords)."""
+    if schema is True:
+        return True
+    if type(schema) is not dict:
+        return False
+    t = type(value)
+    if t not in _JSON_VALUE_TYPES:
+        return False
+    for key, sub in schema.items():
+        if key == "type":
+            if type(sub) is list:
+                if not any(_type_ok(x, t) for x in sub):
+                    return False
+            elif not _type_ok(sub, t):
+                return False
+        elif key == "properties":
+            if type(sub) is not dict:
+                return False
+            if t is dict:
+                for name, sub_schema in sub.items():
+                    if name in value and not _surely_valid(sub_schema, value[name]):
+                        return False
+        elif key == "additionalProperties":
+            if t is dict and sub is not True:
+                props = schema.get("properties", {})
+                if type(props) is not dict:
+                    return False
+                if sub is False:
+                    if any(k not in props for k in value):
+                        return False
+                elif type(sub) is dict:
+                    for k, x in value.items():
+                        if k not in props and not _surely_valid(sub, x):
+                            return False
+                else:
+                    return False
+        elif key == "required":
+            if type(sub) is not list:
+                return False
+            if t is dict and not all(type(r) is str and r in value for r in sub):
+                return False
+        elif key == "items":
+            if t is list and sub is not True:
+                if type(sub) is not dict:
+                    return False
+                if not all(_surely_valid(sub, x) for x in value):
+                    return False
+        elif key not in _ANNOTATIONS:
+            return False
+    return True
+
+
 def validation_errors(schema: dict[str, Any], value: Any, limit: int = 8) -> list[str]:
     """Readable validation errors, each naming the field path; [] when the value is valid."""
+    try:
+        if _surely_valid(schema, value):
+            return []
+    except RecursionError:
+        pass
     v = validator(schema)
     if v.is_valid(value):
         return []

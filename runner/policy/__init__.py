@@ -183,7 +183,7 @@ class PolicySet:
         # converted to CEL once for every rule; perf (issue 11): only the fields the rules read
         # (converting all of them, `inputs` included, was most of a decision's cost)
         names = self._read_names
-        act = prepare(req if names is None else {k: v for k, v in req.items() if k in names})
+        act = prepare(req if names is None else {k: req[k] for k in names if k in req})
         for rule in self.rules:
             try:
                 hit = truthy(rule.when.evaluate(act))
@@ -198,15 +198,23 @@ class PolicySet:
                 votes.append(Decision(rule.effect, rule.id, rule.reason or f"rule {rule.id}"))
         if self.cedar is not None:
             votes.extend(self.cedar.votes(req))
-        for effect in EFFECT_ORDER:
-            for v in votes:
-                if v.effect == effect:
-                    return v
-        kind = "write" if req.get("effect") == "write" else "read"
-        effect = self.default.write if kind == "write" else self.default.read
-        return Decision(
-            effect,
-            "default",
-            f"no rule decided; {kind} tools are {'allowed' if effect == 'allow' else 'denied'} "
-            "by default",
-        )
+        if votes:
+            for effect in EFFECT_ORDER:
+                for v in votes:
+                    if v.effect == effect:
+                        return v
+        return self._defaults["write" if req.get("effect") == "write" else "read"]
+
+    @cached_property
+    def _defaults(self) -> dict[str, Decision]:
+        """The decision when no rule decided, per kind (Decisions are immutable: shared)."""
+        out: dict[str, Decision] = {}
+        for kind in ("read", "write"):
+            effect = self.default.write if kind == "write" else self.default.read
+            out[kind] = Decision(
+                effect,
+                "default",
+                f"no rule decided; {kind} tools are "
+                f"{'allowed' if effect == 'allow' else 'denied'} by default",
+            )
+        return out

@@ -149,8 +149,12 @@ def store_path(explicit: str | None = None) -> Path:
     return Path(explicit or os.environ.get("FLOWRUN_STORE") or DEFAULT_STORE)
 
 
+# perf (issue 11): json.dumps with options builds a new encoder on every call (~7 rows a node)
+_ENCODER = json.JSONEncoder(sort_keys=True, separators=(",", ":"), default=str)
+
+
 def dumps(value: Any) -> str:
-    return json.dumps(value, sort_keys=True, separators=(",", ":"), default=str)
+    return _ENCODER.encode(value)
 
 
 def loads(text: str | None) -> Any:
@@ -202,13 +206,15 @@ class Store:
     """One SQLite file shared by many processes; every write is a short IMMEDIATE transaction.
 
     Group commit (issue 11): the rows a running node writes as it goes (events, call records,
-    its checkpoint, the ledger rows of calls without side effects) are *deferred*: queued, then
-    committed together with everything else queued, in one transaction. The queue is committed
-    before any node starts (`barrier`, so a node's checkpoint is durable before its dependants
-    run), before any other write transaction (a write's ledger intent, an approval, the run's
-    outcome: rows commit in the order they were made), before a read of a table with queued rows,
-    and at the latest GROUP_COMMIT_S after the first queued row. Outside an event loop nothing is
-    deferred: every write commits at once, as before.
+    its checkpoint, the ledger rows of calls without side effects, the run's outcome) are
+    *deferred*: queued, then committed together with everything else queued, in one transaction
+    and in the order they were made. The queue is committed by any other write transaction (a
+    write's ledger intent, so everything a side effect builds on is durable before it happens;
+    an approval request, so a parked run is complete), by `barrier` (after a node that called a
+    model, at the end of a run), before a read of a table with queued rows, and at the latest
+    GROUP_COMMIT_S after its first row. A crash can therefore lose only the last moments of
+    effect-free work (tool reads, gates), which resume does again; never a side effect's record
+    or a model's answer. Outside an event loop nothing is deferred: every write commits at once.
     """
 
     durable = True  # runs recorded here may write live
@@ -230,6 +236,8 @@ class Store:
         self._dirty_keys: set[str] = set()  # ledger keys with queued rows
         self._timer: asyncio.TimerHandle | None = None
         self._barrier: asyncio.Future[None] | None = None
+        self._kill_cache: dict[str, bool] = {}
+        self._kill_version = -1
         _OPEN.add(self)
         try:
             self.conn = sqlite3.connect(
@@ -437,6 +445,7 @@ class Store:
         return [_run_row(self.conn, r) for r in self.conn.execute(sql, (*args, limit))]
 
     def request_kill(self, run_id: str, by: str | None) -> None:
+        self._kill_cache.clear()
         with self.tx() as c:
             c.execute(
                 "UPDATE runs SET kill_requested = 1, updated_at = ? WHERE run_id = ?",
@@ -448,10 +457,21 @@ class Store:
             )
 
     def kill_requested(self, run_id: str) -> bool:
+        # perf (issue 11): asked before every node starts. A kill arrives as a commit, by another
+        # process (data_version changes) or through this connection (request_kill forgets the
+        # cache), so an answer stands while neither happened
+        version = self.conn.execute("PRAGMA data_version").fetchone()[0]
+        if version != self._kill_version:
+            self._kill_cache.clear()
+            self._kill_version = version
+        known = self._kill_cache.get(run_id)
+        if known is not None:
+            return known
         row = self.conn.execute(
             "SELECT kill_requested FROM runs WHERE run_id = ?", (run_id,)
         ).fetchone()
-        return bool(row and row[0])
+        killed = self._kill_cache[run_id] = bool(row and row[0])
+        return killed
 
     # -- node results (append-only) ----------------------------------------------------------
     def save_node(self, run_id: str, node_id: str, status: str, result: dict[str, Any]) -> None:

@@ -152,11 +152,11 @@ def test_untrusted_data_reaching_a_write_in_a_loop_body_must_be_checked() -> Non
     ]
     checked_in_body = body.replace(
         "      body:\n",
-        "      body:\n        vet: {gate: [{check: \"size(nodes.a.output.text) < 20\", message: m}]}\n",
+        '      body:\n        vet: {gate: [{check: "size(nodes.a.output.text) < 20", message: m}]}\n',
     ).replace("w: {tool: pay, args", "w: {tool: pay, needs: [vet], args")
     assert _problems(checked_in_body) == []
     checked_outside = body.replace(
         'check: "nodes.a.output.amount < 50.0"',
-        'check: "nodes.a.output.amount < 50.0 && nodes.a.output.text == \'bob\'"',
+        "check: \"nodes.a.output.amount < 50.0 && nodes.a.output.text == 'bob'\"",
     )
     assert _problems(checked_outside) == []
