@@ -235,6 +235,7 @@ class Store:
         self._dirty: set[str] = set()  # tables with queued rows
         self._dirty_keys: set[str] = set()  # ledger keys with queued rows
         self._timer: asyncio.TimerHandle | None = None
+        self._timer_loop: asyncio.AbstractEventLoop | None = None
         self._barrier: asyncio.Future[None] | None = None
         self._kill_cache: dict[str, bool] = {}
         self._kill_version = -1
@@ -301,6 +302,9 @@ class Store:
             pending, self._pending = self._pending, []
             dirty, self._dirty = self._dirty, set()
             keys, self._dirty_keys = self._dirty_keys, set()
+            if pending and self._timer is not None:  # its rows are in this transaction
+                self._timer.cancel()
+                self._timer = None
             try:
                 for sql, params in pending:
                     self.conn.execute(sql, params)
@@ -326,8 +330,10 @@ class Store:
         with self._lock:
             self._pending.append((sql, params))
             self._dirty.add(table)
-            if self._timer is None or self._timer.cancelled():
+            # a timer of a loop that has ended (asyncio.run returned) never fires: start anew
+            if self._timer is None or self._timer_loop is not loop:
                 self._timer = loop.call_later(GROUP_COMMIT_S, self._timed_flush)
+                self._timer_loop = loop
 
     def _timed_flush(self) -> None:
         self._timer = None
@@ -335,9 +341,6 @@ class Store:
 
     def flush(self) -> None:
         """Commit every queued row now (one transaction); nothing to do when none is queued."""
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
         if self._pending:
             with self.tx():
                 pass
