@@ -46,6 +46,15 @@ class Usage:
     def tokens(self) -> int:
         return self.input_tokens + self.output_tokens
 
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "llm_calls": self.llm_calls,
+            "tool_calls": self.tool_calls,
+            "input_tokens": self.input_tokens,
+            "output_tokens": self.output_tokens,
+            "cost_usd": self.cost_usd,
+        }
+
 
 def _plain(value: Any) -> Any:
     """What `dataclasses.asdict` makes of a field value: new containers, dataclasses as dicts."""
@@ -110,7 +119,6 @@ class NodeResult:
         # perf (issue 11): the store checkpoints every node through this; dataclasses.asdict
         # deep-copied every leaf and was a tenth of a traced node. Same shape and key order,
         # containers copied, immutable leaves shared.
-        u = self.usage
         d: dict[str, Any] = {
             "node_id": self.node_id,
             "kind": self.kind,
@@ -119,14 +127,7 @@ class NodeResult:
             "error": self.error,
             "attempts": self.attempts,
             "model": self.model,
-            "usage": {
-                "llm_calls": u.llm_calls,
-                "tool_calls": u.tool_calls,
-                "input_tokens": u.input_tokens,
-                "output_tokens": u.output_tokens,
-                "cost_usd": u.cost_usd,
-                "tokens": u.tokens,
-            },
+            "usage": {**self.usage.to_json(), "tokens": self.usage.tokens},
             "started_at": self.started_at,
             "duration_s": self.duration_s,
             "detail": _plain(self.detail),

@@ -319,8 +319,11 @@ class Store:
             else:
                 self.conn.execute("COMMIT")
 
-    def _defer(self, table: str, sql: str, params: tuple[Any, ...]) -> None:
-        """Queue a row for the next commit, or write it now when no event loop runs here."""
+    def _defer(
+        self, table: str, sql: str, params: tuple[Any, ...], *, key: str | None = None
+    ) -> None:
+        """Queue a row for the next commit, or write it now when no event loop runs here.
+        `key`: the ledger key the row is about (a read of that key commits the queue first)."""
         try:
             loop = asyncio.get_running_loop()
         except RuntimeError:
@@ -330,6 +333,8 @@ class Store:
         with self._lock:
             self._pending.append((sql, params))
             self._dirty.add(table)
+            if key is not None:
+                self._dirty_keys.add(key)
             # a timer of a loop that has ended (asyncio.run returned) never fires: start anew
             if self._timer is None or self._timer_loop is not loop:
                 self._timer = loop.call_later(GROUP_COMMIT_S, self._timed_flush)
@@ -563,8 +568,7 @@ class Store:
         marks = ", ".join("?" for _ in row)
         sql = f"INSERT OR REPLACE INTO ledger ({cols}) VALUES ({marks})"
         if defer:
-            self._defer("ledger", sql, tuple(row.values()))
-            self._dirty_keys.add(key)
+            self._defer("ledger", sql, tuple(row.values()), key=key)
             return
         with self.tx() as c:
             c.execute(sql, tuple(row.values()))
@@ -581,8 +585,7 @@ class Store:
         )
         params = (dumps(result), key, time.time(), key)
         if defer:
-            self._defer("ledger", sql, params)
-            self._dirty_keys.add(key)
+            self._defer("ledger", sql, params, key=key)
             return
         with self.tx() as c:
             c.execute(sql, params)

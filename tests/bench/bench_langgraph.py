@@ -582,49 +582,57 @@ def collect(sizes: Sizes, repeat: int, with_langgraph: bool, memory: bool = True
     rows: list[Row] = []
     with tempfile.TemporaryDirectory() as tmp:
         fr = Flowrun.make(Path(tmp))
-        c = sizes.chain
-        for full, label, lg_label in (
-            (True, "store+tracing+policy", "InMemorySaver"),
-            (False, "bare", "bare"),
-        ):
-            rows.append(
-                Row(
-                    f"{c}-node chain, µs/node (flowrun {label} | LangGraph {lg_label})",
-                    "µs/node",
-                    median_of(repeat, lambda full=full: fr_chain(fr, c, full)),  # type: ignore[misc]
-                    median_of(repeat, lambda full=full: lg_chain(c, full)) if lg else None,  # type: ignore[misc]
-                    "lower",
-                    "≤ 0.25×" if full else "",
+
+        def full_and_bare(
+            name: str,
+            unit: str,
+            flowrun: Callable[[bool], float],
+            langgraph: Callable[[bool], float],
+            better: str,
+            target: str,
+            full_label: str = "store+tracing+policy",
+        ) -> None:
+            """Two rows: both engines with everything on, then both bare. `name` takes the
+            labels through {fr} and {lg}; `target` is for the full row only."""
+            for full in (True, False):
+                fr_label, lg_label = (full_label, "InMemorySaver") if full else ("bare", "bare")
+                rows.append(
+                    Row(
+                        name.format(fr=fr_label, lg=lg_label),
+                        unit,
+                        median_of(repeat, lambda: flowrun(full)),  # noqa: B023 (called here)
+                        median_of(repeat, lambda: langgraph(full)) if lg else None,  # noqa: B023
+                        better,
+                        target if full else "",
+                    )
                 )
-            )
-        r = sizes.runs
-        for full, label, lg_label in (
-            (True, "store+tracing+policy", "InMemorySaver"),
-            (False, "bare", "bare"),
-        ):
-            rows.append(
-                Row(
-                    f"7-node workflow × {r} concurrent runs (flowrun {label} | LangGraph {lg_label})",
-                    "runs/s",
-                    median_of(repeat, lambda full=full: fr_runs(fr, r, full)),  # type: ignore[misc]
-                    median_of(repeat, lambda full=full: lg_runs(r, full)) if lg else None,  # type: ignore[misc]
-                    "higher",
-                    "≥ 3×" if full else "",
-                )
-            )
-        f = sizes.fanout
-        for full, label, lg_label in ((True, "full", "InMemorySaver"), (False, "bare", "bare")):
-            rows.append(
-                Row(
-                    f"{f}-way fan-out × {SLEEP_S:g} s await, wall ÷ critical path "
-                    f"({label} | {lg_label})",
-                    "×",
-                    median_of(repeat, lambda full=full: fr_fanout(fr, f, full)),  # type: ignore[misc]
-                    median_of(repeat, lambda full=full: lg_fanout(f, full)) if lg else None,  # type: ignore[misc]
-                    "lower",
-                    "≤ 1.02",
-                )
-            )
+
+        c, r, f = sizes.chain, sizes.runs, sizes.fanout
+        full_and_bare(
+            f"{c}-node chain, µs/node (flowrun {{fr}} | LangGraph {{lg}})",
+            "µs/node",
+            lambda full: fr_chain(fr, c, full),
+            lambda full: lg_chain(c, full),
+            "lower",
+            "≤ 0.25×",
+        )
+        full_and_bare(
+            f"7-node workflow × {r} concurrent runs (flowrun {{fr}} | LangGraph {{lg}})",
+            "runs/s",
+            lambda full: fr_runs(fr, r, full),
+            lambda full: lg_runs(r, full),
+            "higher",
+            "≥ 3×",
+        )
+        full_and_bare(
+            f"{f}-way fan-out × {SLEEP_S:g} s await, wall ÷ critical path ({{fr}} | {{lg}})",
+            "×",
+            lambda full: fr_fanout(fr, f, full),
+            lambda full: lg_fanout(f, full),
+            "lower",
+            "≤ 1.02",
+            full_label="full",
+        )
         rows.append(
             Row(
                 f"{f} × asyncio.sleep({SLEEP_S:g}) gathered, no engine: the floor of the row above",
