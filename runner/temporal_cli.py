@@ -73,7 +73,8 @@ def execute_temporal(
                 "temporal": {**target.to_json(), "workflow_id": workflow_id(run_id)},
             },
         )
-        store.update_run(run_id, pid=None)  # the worker runs it, not this process
+        store.run_ended(run_id)  # a worker runs it, through a store of its own,
+        store.update_run(run_id, pid=None)  # not this process
         text = plan.loaded.source.text
         run = RunInput(
             run_id=run_id,

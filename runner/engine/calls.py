@@ -139,7 +139,8 @@ async def call_tool(ctx: NodeContext, step: ToolStep, args: Any, *, idempotency_
             f"a live write ({step.name!r}) needs a run recorded in the store; "
             "run it with `flowrun execute --live`",
         )
-    row = svc.ledger_get(ledger_key)
+    # a default key ("<run id>:<node>") is this run's own: the store may know it has no row
+    row = svc.ledger_get(ledger_key, run_id=run.run_id if step.idempotency_key is None else None)
     if row is not None and row["status"] == "done":
         ctx.detail["ledger"] = "replayed"
         svc.event(run.run_id, "ledger_replayed", ctx.node_id, tool=step.name, key=idempotency_key)

@@ -11,7 +11,7 @@ from typing import Any, Protocol
 
 
 class Services(Protocol):
-    def ledger_get(self, key: str) -> dict[str, Any] | None: ...
+    def ledger_get(self, key: str, *, run_id: str | None = None) -> dict[str, Any] | None: ...
 
     def ledger_intent(self, key: str, *, defer: bool = False, **row: Any) -> None: ...
 
@@ -57,7 +57,7 @@ class MemoryServices:
         self.events: list[dict[str, Any]] = []
         self._seq = 0
 
-    def ledger_get(self, key: str) -> dict[str, Any] | None:
+    def ledger_get(self, key: str, *, run_id: str | None = None) -> dict[str, Any] | None:
         return self.ledger.get(key)
 
     def ledger_intent(self, key: str, *, defer: bool = False, **row: Any) -> None:

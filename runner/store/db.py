@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import atexit
+import functools
 import json
 import os
 import sqlite3
@@ -24,7 +25,7 @@ DEFAULT_STORE = ".flowrun/flowrun.db"
 BUSY_TIMEOUT_MS = 30_000
 # group commit: the longest a deferred row waits for its transaction when nothing else (a node
 # starting, a write, a read of its table, the run's end) commits it sooner
-GROUP_COMMIT_S = 0.005
+GROUP_COMMIT_S = 0.02
 
 _MIGRATIONS: dict[int, str] = {
     1: """
@@ -135,6 +136,12 @@ _MIGRATIONS: dict[int, str] = {
 }
 
 
+_EVENT_SQL = "INSERT INTO events (run_id, ts, type, node_id, data) VALUES (?, ?, ?, ?, ?)"
+# a completed call's number among its run's completed calls (undo walks them newest first);
+# perf (issue 11): the max within the key's run is read through the ledger_run index
+_DONE_SEQ = "(SELECT COALESCE(MAX(done_seq), 0) + 1 FROM ledger WHERE run_id = ?)"
+
+
 class StoreError(FlowrunError):
     """The store cannot be used: missing, corrupt, not ours, or from a newer flowrun."""
 
@@ -231,9 +238,14 @@ class Store:
         elif self.path.is_dir():
             raise StoreError(f"store path {str(self.path)!r} is a directory")
         self._lock = threading.RLock()
-        self._pending: list[tuple[str, tuple[Any, ...]]] = []
+        self._pending: list[tuple[str, str, tuple[Any, ...]]] = []  # (table, sql, params)
         self._dirty: set[str] = set()  # tables with queued rows
         self._dirty_keys: set[str] = set()  # ledger keys with queued rows
+        # a queued ledger intent's place in _pending, so that its `done` can replace it
+        self._queued_intents: dict[str, tuple[int, dict[str, Any]]] = {}
+        # runs created through this store and not yet finished or broken off, each with the
+        # ledger keys made for it here: what `ledger_get(key, run_id=...)` may answer from
+        self._new_runs: dict[str, set[str]] = {}
         self._timer: asyncio.TimerHandle | None = None
         self._timer_loop: asyncio.AbstractEventLoop | None = None
         self._barrier: asyncio.Future[None] | None = None
@@ -302,17 +314,19 @@ class Store:
             pending, self._pending = self._pending, []
             dirty, self._dirty = self._dirty, set()
             keys, self._dirty_keys = self._dirty_keys, set()
+            self._queued_intents.clear()
             if pending and self._timer is not None:  # its rows are in this transaction
                 self._timer.cancel()
                 self._timer = None
             try:
-                for sql, params in pending:
-                    self.conn.execute(sql, params)
+                if pending:
+                    _write_queued(self.conn, pending)
                 yield self.conn
             except BaseException:
                 self.conn.execute("ROLLBACK")
                 # the queued rows were fine: they wait for the next transaction
                 self._pending[:0] = pending
+                self._queued_intents.clear()
                 self._dirty |= dirty
                 self._dirty_keys |= keys
                 raise
@@ -321,17 +335,17 @@ class Store:
 
     def _defer(
         self, table: str, sql: str, params: tuple[Any, ...], *, key: str | None = None
-    ) -> None:
-        """Queue a row for the next commit, or write it now when no event loop runs here.
+    ) -> bool:
+        """Queue a row for the next commit (True), or write it now when no event loop runs here.
         `key`: the ledger key the row is about (a read of that key commits the queue first)."""
         try:
             loop = asyncio.get_running_loop()
         except RuntimeError:
             with self.tx() as c:
                 c.execute(sql, params)
-            return
+            return False
         with self._lock:
-            self._pending.append((sql, params))
+            self._pending.append((table, sql, params))
             self._dirty.add(table)
             if key is not None:
                 self._dirty_keys.add(key)
@@ -339,6 +353,7 @@ class Store:
             if self._timer is None or self._timer_loop is not loop:
                 self._timer = loop.call_later(GROUP_COMMIT_S, self._timed_flush)
                 self._timer_loop = loop
+        return True
 
     def _timed_flush(self) -> None:
         self._timer = None
@@ -398,6 +413,7 @@ class Store:
                 "INSERT INTO events (run_id, ts, type, data) VALUES (?, ?, 'run_created', ?)",
                 (row["run_id"], now, dumps({"workflow": row["workflow"]})),
             )
+        self._new_runs[row["run_id"]] = set()
 
     def update_run(self, run_id: str, **fields: Any) -> None:
         fields["updated_at"] = time.time()
@@ -414,11 +430,17 @@ class Store:
         if "outputs" in fields:
             fields["outputs"] = dumps(fields["outputs"])
         sets = ", ".join(f"{k} = ?" for k in fields)
+        self.run_ended(run_id)
         self._defer(
             "runs",
             f"UPDATE runs SET {sets}, duration_s = duration_s + ? WHERE run_id = ?",
             (*fields.values(), add_duration_s, run_id),
         )
+
+    def run_ended(self, run_id: str) -> None:
+        """This process's execution of a run has ended (finished, parked or broken off): from
+        now on its ledger is read from the file, whoever wrote it."""
+        self._new_runs.pop(run_id, None)
 
     def get_run(self, run_id: str) -> RunRow:
         self._fresh("runs")
@@ -493,10 +515,7 @@ class Store:
             (run_id, node_id, status, dumps(result), now, run_id, node_id),
         )
         self._defer(
-            "events",
-            "INSERT INTO events (run_id, ts, type, node_id, data) "
-            "VALUES (?, ?, 'node_finished', ?, ?)",
-            (run_id, now, node_id, dumps({"status": status})),
+            "events", _EVENT_SQL, (run_id, now, "node_finished", node_id, dumps({"status": status}))
         )
 
     def node_results(self, run_id: str) -> dict[str, dict[str, Any]]:
@@ -511,11 +530,7 @@ class Store:
     # -- events ------------------------------------------------------------------------------
     def event(self, run_id: str, type_: str, node_id: str | None = None, **data: Any) -> None:
         """An audit event (deferred: committed with the next transaction, see the class)."""
-        self._defer(
-            "events",
-            "INSERT INTO events (run_id, ts, type, node_id, data) VALUES (?, ?, ?, ?, ?)",
-            (run_id, time.time(), type_, node_id, dumps(data)),
-        )
+        self._defer("events", _EVENT_SQL, (run_id, time.time(), type_, node_id, dumps(data)))
 
     def events(self, run_id: str | None = None, type_: str | None = None) -> list[dict[str, Any]]:
         self._fresh("events")
@@ -552,7 +567,13 @@ class Store:
         return out
 
     # -- the idempotency ledger --------------------------------------------------------------
-    def ledger_get(self, key: str) -> dict[str, Any] | None:
+    def ledger_get(self, key: str, *, run_id: str | None = None) -> dict[str, Any] | None:
+        """The ledger row of `key`, if any. `run_id`: the key is one only that run makes (a
+        default key, "<run id>:<node>"), so for a run created through this store and running
+        here no row exists that was not made here, and those are the only ones worth a read."""
+        made = self._new_runs.get(run_id) if run_id is not None else None
+        if made is not None and key not in made:
+            return None
         if key in self._dirty_keys:  # only this key's queued rows matter to this read
             self.flush()
         row = self.conn.execute("SELECT * FROM ledger WHERE key = ?", (key,)).fetchone()
@@ -564,26 +585,42 @@ class Store:
         now = time.time()
         row = {"key": key, **row, "status": "intent", "created_at": now, "updated_at": now}
         row["args"] = dumps(row["args"])
-        cols = ", ".join(row)
-        marks = ", ".join("?" for _ in row)
-        sql = f"INSERT OR REPLACE INTO ledger ({cols}) VALUES ({marks})"
+        made = self._new_runs.get(row.get("run_id"))  # type: ignore[arg-type]
+        if made is not None:
+            made.add(key)
+        sql = _ledger_insert(tuple(row))
         if defer:
-            self._defer("ledger", sql, tuple(row.values()), key=key)
+            with self._lock:
+                if self._defer("ledger", sql, tuple(row.values()), key=key):
+                    self._queued_intents[key] = (len(self._pending) - 1, row)
             return
         with self.tx() as c:
             c.execute(sql, tuple(row.values()))
 
     def ledger_done(self, key: str, result: Any, *, defer: bool = False) -> None:
-        # done_seq orders the completed effects of one run (undo walks them newest first).
-        # perf (issue 11): the max within the key's run is read through the ledger_run index;
-        # the max over the whole ledger scanned every row on every tool call
+        # done_seq orders the completed effects of one run (undo walks them newest first)
+        now = time.time()
+        if defer:
+            with self._lock:
+                queued = self._queued_intents.pop(key, None)
+                if queued is not None:
+                    # perf (issue 11): its intent has not been written yet: one row says both
+                    i, row = queued
+                    row = {**row, "status": "done", "result": dumps(result), "updated_at": now}
+                    cols = tuple(row)
+                    self._pending[i] = (
+                        "ledger",
+                        _ledger_insert(cols, done_seq=True),
+                        (*row.values(), row["run_id"]),
+                    )
+                    return
         sql = (
             "UPDATE ledger SET status = 'done', result = ?, error = NULL, done_seq = ("
             "SELECT COALESCE(MAX(done_seq), 0) + 1 FROM ledger "
             "WHERE run_id = (SELECT run_id FROM ledger WHERE key = ?)"
             "), updated_at = ? WHERE key = ?"
         )
-        params = (dumps(result), key, time.time(), key)
+        params = (dumps(result), key, now, key)
         if defer:
             self._defer("ledger", sql, params, key=key)
             return
@@ -708,6 +745,50 @@ class Store:
 
 
 _COLS: dict[str, list[str]] = {}
+
+
+@functools.lru_cache(maxsize=64)
+def _ledger_insert(cols: tuple[str, ...], *, done_seq: bool = False) -> str:
+    """INSERT OR REPLACE of a ledger row with these columns (and, for a done row, its done_seq
+    from one more parameter, the run id). One string per shape: queued rows of one shape are
+    written by one executemany."""
+    marks = ", ".join("?" for _ in cols)
+    if done_seq:
+        return (
+            f"INSERT OR REPLACE INTO ledger ({', '.join(cols)}, done_seq) "
+            f"VALUES ({marks}, {_DONE_SEQ})"
+        )
+    return f"INSERT OR REPLACE INTO ledger ({', '.join(cols)}) VALUES ({marks})"
+
+
+def _write_queued(
+    conn: sqlite3.Connection, pending: list[tuple[str, str, tuple[Any, ...]]]
+) -> None:
+    """Queued rows, inside the caller's transaction: table by table, each table's in the order
+    they were queued, and runs of one statement as one executemany.
+
+    perf (issue 11): a statement executed one row at a time made a cursor and looked its SQL up
+    per row. Regrouping by table keeps every outcome: no queued statement reads another table
+    (the subqueries for `seq` and `done_seq` read their own), and the transaction is atomic.
+    """
+    by_table: dict[str, list[tuple[str, tuple[Any, ...]]]] = {}
+    for table, sql, params in pending:
+        rows = by_table.get(table)
+        if rows is None:
+            rows = by_table[table] = []
+        rows.append((sql, params))
+    for rows in by_table.values():
+        start = 0
+        while start < len(rows):
+            sql = rows[start][0]
+            end = start + 1
+            while end < len(rows) and rows[end][0] == sql:
+                end += 1
+            if end - start == 1:
+                conn.execute(sql, rows[start][1])
+            else:
+                conn.executemany(sql, [params for _, params in rows[start:end]])
+            start = end
 
 
 def _cols(conn: sqlite3.Connection, table: str) -> list[str]:

@@ -117,6 +117,7 @@ async def run_durably(
             envelope=envelope_of(store.get_run(run_id)),
         )
     except BaseException:
+        store.run_ended(run_id)
         store.flush()  # what the run recorded before it broke off (group commit, see Store)
         raise
     await store.barrier()  # the outcome is durable before anyone hears of it

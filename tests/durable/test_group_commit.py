@@ -164,3 +164,110 @@ def test_a_kill_from_another_process_is_seen_at_the_next_node(tmp_path: Path) ->
     assert runner_side.kill_requested("r1") is False  # answered from what it knows
     Store(path).request_kill("r1", by="ops")  # another connection: another process
     assert runner_side.kill_requested("r1") is True
+
+
+def _new_run(store: Store, run_id: str) -> None:
+    store.create_run(
+        run_id=run_id,
+        workflow="w",
+        spec_path="w.yaml",
+        spec_dir=".",
+        spec_text="",
+        spec_digest="",
+        inputs={},
+        status="running",
+    )
+
+
+def _intent(store: Store, key: str, run_id: str, node_id: str) -> None:
+    store.ledger_intent(
+        key,
+        run_id=run_id,
+        node_id=node_id,
+        tool="get",
+        effect="read",
+        args={"i": 1},
+        compensate=None,
+        spec_dir=".",
+        defer=True,
+    )
+
+
+def test_a_queued_intent_and_its_result_commit_as_one_done_row_in_order(tmp_path: Path) -> None:
+    path = tmp_path / "s.db"
+    store = Store(path)
+    _new_run(store, "r1")
+
+    async def run() -> None:
+        for i in range(3):
+            _intent(store, f"get/r1:n{i}", "r1", f"n{i}")
+            store.ledger_done(f"get/r1:n{i}", {"i": i}, defer=True)
+        _intent(store, "get/r1:n3", "r1", "n3")  # no result yet: stays an intent
+        await store.barrier()
+
+    asyncio.run(run())
+    conn = sqlite3.connect(path)
+    rows = conn.execute(
+        "SELECT key, status, result, done_seq, error FROM ledger ORDER BY key"
+    ).fetchall()
+    conn.close()
+    assert rows == [
+        ("get/r1:n0", "done", '{"i":0}', 1, None),
+        ("get/r1:n1", "done", '{"i":1}', 2, None),
+        ("get/r1:n2", "done", '{"i":2}', 3, None),
+        ("get/r1:n3", "intent", None, None, None),
+    ]
+    # and a result that comes after its intent was committed updates the row
+    store.ledger_done("get/r1:n3", {"i": 3})
+    row = store.ledger_get("get/r1:n3") or {}
+    assert (row.get("status"), row.get("result"), row.get("done_seq")) == ("done", {"i": 3}, 4)
+
+
+def test_a_new_runs_ledger_is_known_here_and_read_from_the_file_once_it_ended(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "s.db"
+    store = Store(path)
+    _new_run(store, "r1")
+    # nobody else makes this run's default keys while it runs here: no read needed
+    assert store.ledger_get("get/r1:n0", run_id="r1") is None
+    _intent(store, "get/r1:n0", "r1", "n0")  # outside a loop: committed at once
+    assert (store.ledger_get("get/r1:n0", run_id="r1") or {})["status"] == "intent"
+    # a key that is not the run's own is always read, even during a new run
+    other = Store(path)
+    _intent(other, "get/shared-key", "r0", "n0")
+    assert (store.ledger_get("get/shared-key") or {})["status"] == "intent"
+    # once this process's execution of the run has ended, its ledger is read from the file
+    store.run_ended("r1")
+    _intent(other, "get/r1:n9", "r1", "n9")  # e.g. a resume in another process
+    assert (store.ledger_get("get/r1:n9", run_id="r1") or {})["status"] == "intent"
+
+
+def test_queued_rows_of_many_kinds_keep_their_order_within_each_table(tmp_path: Path) -> None:
+    path = tmp_path / "s.db"
+    store = Store(path)
+
+    async def run() -> None:
+        for i in range(4):
+            store.event("r1", "note", "n1", i=i)
+            store.save_node("r1", "n1", "succeeded", {"attempt": i})
+            store.record_call(
+                run_id="r1",
+                node_id="n1",
+                idx=None,
+                attempt=i + 1,
+                kind="tool",
+                name="get",
+                data={"i": i},
+                error=None,
+                started_at=float(i),
+                duration_s=0.0,
+            )
+        await store.barrier()
+
+    asyncio.run(run())
+    assert [e["data"].get("i") for e in store.events("r1") if e["type"] == "note"] == [0, 1, 2, 3]
+    assert [c["attempt"] for c in store.calls("r1")] == [1, 2, 3, 4]
+    assert store.node_results("r1") == {"n1": {"attempt": 3}}  # the latest of four checkpoints
+    seqs = _committed(path, "SELECT MAX(seq) FROM node_results WHERE run_id = 'r1'")
+    assert seqs == 4
