@@ -282,6 +282,7 @@ class RunObserver(Hooks, Telemetry):
     async def node_finished(self, *, run_id: str, result: NodeResult, **_: Any) -> None:
         self._spent += result.usage
         u = result.usage
+        detail: Any = None  # the transcript's copy of result.detail, when it has one
         if self._out is not None:
             if self.capture == "off":
                 error, detail, output = redact(result.error, pii=True), None, None
@@ -317,9 +318,14 @@ class RunObserver(Hooks, Telemetry):
         }
         if result.model:
             attrs["flowrun.node.model"] = result.model
+        # the span's copy is PII-redacted: the default transcript's copy already is
+        redacted = detail if self.capture == "default" and isinstance(detail, dict) else None
         for key in ("policy", "ledger", "reason", "retried", "rejected", "provider_errors"):
             if key in result.detail:
-                attrs[f"flowrun.{key}"] = _json(redact(result.detail[key], pii=True))
+                value = (
+                    redacted[key] if redacted is not None else redact(result.detail[key], pii=True)
+                )
+                attrs[f"flowrun.{key}"] = _json(value)
         if result.status not in ("succeeded", "skipped"):
             attrs["error.type"] = result.status
             span.set_status(Status(StatusCode.ERROR, redact(result.error or "", pii=True)))
