@@ -158,6 +158,9 @@ class _Loader(_Base):  # type: ignore[valid-type,misc]
     pass
 
 
+_STR = "tag:yaml.org,2002:str"
+
+
 def load_file(path: str | Path, *, display: str | None = None, mapping: bool = True) -> Source:
     """Read and parse a spec file; every failure is a SpecError with a position."""
     shown = display or str(path)
@@ -360,7 +363,7 @@ class _Converter:
                 if not isinstance(knode, yaml.ScalarNode):
                     self._err(knode, "invalid-key", "mapping keys must be plain strings")
                     continue
-                key = self.loader.construct_object(knode)
+                key = knode.value if knode.tag == _STR else self.loader.construct_object(knode)
                 if not isinstance(key, str):
                     key = str(knode.value)
                 kpath = (*path, key)
@@ -379,6 +382,8 @@ class _Converter:
             return out
         if isinstance(node, yaml.SequenceNode):
             return [self.convert(item, (*path, i)) for i, item in enumerate(node.value)]
+        if node.tag == _STR:  # what construct_object gives a str scalar, without its machinery
+            return node.value
         try:
             return self.loader.construct_object(node)
         except yaml.YAMLError as e:

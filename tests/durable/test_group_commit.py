@@ -147,25 +147,6 @@ def test_rows_queued_when_a_run_breaks_off_are_committed_on_close(tmp_path: Path
     assert _events(path, "r1") == 1
 
 
-def test_a_kill_from_another_process_is_seen_at_the_next_node(tmp_path: Path) -> None:
-    path = tmp_path / "s.db"
-    runner_side = Store(path)
-    runner_side.create_run(
-        run_id="r1",
-        workflow="w",
-        spec_path="w.yaml",
-        spec_dir=".",
-        spec_text="",
-        spec_digest="",
-        inputs={},
-        status="running",
-    )
-    assert runner_side.kill_requested("r1") is False
-    assert runner_side.kill_requested("r1") is False  # answered from what it knows
-    Store(path).request_kill("r1", by="ops")  # another connection: another process
-    assert runner_side.kill_requested("r1") is True
-
-
 def _new_run(store: Store, run_id: str) -> None:
     store.create_run(
         run_id=run_id,
@@ -177,6 +158,16 @@ def _new_run(store: Store, run_id: str) -> None:
         inputs={},
         status="running",
     )
+
+
+def test_a_kill_from_another_process_is_seen_at_the_next_node(tmp_path: Path) -> None:
+    path = tmp_path / "s.db"
+    runner_side = Store(path)
+    _new_run(runner_side, "r1")
+    assert runner_side.kill_requested("r1") is False
+    assert runner_side.kill_requested("r1") is False  # answered from what it knows
+    Store(path).request_kill("r1", by="ops")  # another connection: another process
+    assert runner_side.kill_requested("r1") is True
 
 
 def _intent(store: Store, key: str, run_id: str, node_id: str) -> None:
