@@ -353,28 +353,19 @@ def _binary(op: str, left: _Fn, right: _Fn) -> _Fn:
 
 
 # `&&` and `||` absorb errors the CEL way: `false && <error>` is false from either side.
-def _and(left: _Fn, right: _Fn) -> _Fn:
+def _junction(left: _Fn, right: _Fn, *, absorbing: bool) -> _Fn:
+    """`&&` (absorbing False) or `||` (absorbing True): the absorbing value from either side
+    wins; both sides the other value gives that value; anything else is not decided here."""
+    other = not absorbing
+
     def f(act: Mapping[str, Any]) -> Any:
         a = left(act)
-        if a is False:
-            return False
+        if a is absorbing:
+            return absorbing
         b = right(act)
-        if b is False:
-            return False
-        return True if a is True and b is True else NO
-
-    return f
-
-
-def _or(left: _Fn, right: _Fn) -> _Fn:
-    def f(act: Mapping[str, Any]) -> Any:
-        a = left(act)
-        if a is True:
-            return True
-        b = right(act)
-        if b is True:
-            return True
-        return False if a is False and b is False else NO
+        if b is absorbing:
+            return absorbing
+        return other if a is other and b is other else NO
 
     return f
 
@@ -482,14 +473,14 @@ class _Parser:
         left = self.and_()
         while self.is_op("||"):
             self.take()
-            left = _or(left, self.and_())
+            left = _junction(left, self.and_(), absorbing=True)
         return left
 
     def and_(self) -> _Fn:
         left = self.relation()
         while self.is_op("&&"):
             self.take()
-            left = _and(left, self.relation())
+            left = _junction(left, self.relation(), absorbing=False)
         return left
 
     def relation(self) -> _Fn:

@@ -198,11 +198,10 @@ class PolicySet:
                 votes.append(Decision(rule.effect, rule.id, rule.reason or f"rule {rule.id}"))
         if self.cedar is not None:
             votes.extend(self.cedar.votes(req))
-        if votes:
-            for effect in EFFECT_ORDER:
-                for v in votes:
-                    if v.effect == effect:
-                        return v
+        for effect in EFFECT_ORDER:
+            for v in votes:
+                if v.effect == effect:
+                    return v
         return self._defaults["write" if req.get("effect") == "write" else "read"]
 
     @cached_property

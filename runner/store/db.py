@@ -137,9 +137,19 @@ _MIGRATIONS: dict[int, str] = {
 
 
 _EVENT_SQL = "INSERT INTO events (run_id, ts, type, node_id, data) VALUES (?, ?, ?, ?, ?)"
-# a completed call's number among its run's completed calls (undo walks them newest first);
-# perf (issue 11): the max within the key's run is read through the ledger_run index
-_DONE_SEQ = "(SELECT COALESCE(MAX(done_seq), 0) + 1 FROM ledger WHERE run_id = ?)"
+
+
+def _done_seq(run_id: str) -> str:
+    """A completed call's number among its run's completed calls (undo walks them newest
+    first); perf (issue 11): the max within the run is read through the ledger_run index."""
+    return f"(SELECT COALESCE(MAX(done_seq), 0) + 1 FROM ledger WHERE run_id = {run_id})"
+
+
+_LEDGER_DONE = (
+    "UPDATE ledger SET status = 'done', result = ?, error = NULL, done_seq = "
+    + _done_seq("(SELECT run_id FROM ledger WHERE key = ?)")
+    + ", updated_at = ? WHERE key = ?"
+)
 
 
 class StoreError(FlowrunError):
@@ -585,7 +595,7 @@ class Store:
         now = time.time()
         row = {"key": key, **row, "status": "intent", "created_at": now, "updated_at": now}
         row["args"] = dumps(row["args"])
-        made = self._new_runs.get(row.get("run_id"))  # type: ignore[arg-type]
+        made = self._new_runs.get(str(row.get("run_id")))
         if made is not None:
             made.add(key)
         sql = _ledger_insert(tuple(row))
@@ -614,18 +624,12 @@ class Store:
                         (*row.values(), row["run_id"]),
                     )
                     return
-        sql = (
-            "UPDATE ledger SET status = 'done', result = ?, error = NULL, done_seq = ("
-            "SELECT COALESCE(MAX(done_seq), 0) + 1 FROM ledger "
-            "WHERE run_id = (SELECT run_id FROM ledger WHERE key = ?)"
-            "), updated_at = ? WHERE key = ?"
-        )
         params = (dumps(result), key, now, key)
         if defer:
-            self._defer("ledger", sql, params, key=key)
+            self._defer("ledger", _LEDGER_DONE, params, key=key)
             return
         with self.tx() as c:
-            c.execute(sql, params)
+            c.execute(_LEDGER_DONE, params)
 
     def ledger_failed(self, key: str, error: str) -> None:
         with self.tx() as c:
@@ -756,7 +760,7 @@ def _ledger_insert(cols: tuple[str, ...], *, done_seq: bool = False) -> str:
     if done_seq:
         return (
             f"INSERT OR REPLACE INTO ledger ({', '.join(cols)}, done_seq) "
-            f"VALUES ({marks}, {_DONE_SEQ})"
+            f"VALUES ({marks}, {_done_seq('?')})"
         )
     return f"INSERT OR REPLACE INTO ledger ({', '.join(cols)}) VALUES ({marks})"
 

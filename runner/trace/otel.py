@@ -281,16 +281,16 @@ class _LeanSpan(Span):
                 self._dropped += 1
             attrs[key] = cleaned[key]
 
+    def _bounded(self, most: int | None, attributes: types.Attributes) -> BoundedAttributes:
+        """An event's or link's attributes, cleaned and limited as the SDK does."""
+        return BoundedAttributes(
+            most, attributes, max_value_len=self._lean.limits.max_attribute_length, immutable=True
+        )
+
     def add_event(
         self, name: str, attributes: types.Attributes = None, timestamp: int | None = None
     ) -> None:
-        limits = self._lean.limits
-        bounded = BoundedAttributes(
-            limits.max_event_attributes,
-            attributes,
-            max_value_len=limits.max_attribute_length,
-            immutable=True,
-        )
+        bounded = self._bounded(self._lean.limits.max_event_attributes, attributes)
         if self._end is not None:
             _logger.warning("Tried calling %s on an ended span.", "_add_event")
             return
@@ -299,13 +299,7 @@ class _LeanSpan(Span):
     def add_link(self, context: SpanContext, attributes: types.Attributes = None) -> None:
         if not _valid_link(context, attributes):
             return
-        limits = self._lean.limits
-        bounded = BoundedAttributes(
-            limits.max_link_attributes,
-            attributes,
-            max_value_len=limits.max_attribute_length,
-            immutable=True,
-        )
+        bounded = self._bounded(self._lean.limits.max_link_attributes, attributes)
         if self._end is not None:
             _logger.warning("Tried calling %s on an ended span.", "_add_link")
             return
