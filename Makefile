@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 DEMO_DB := .flowrun/support.db
 
-.PHONY: demo demo-recorded test lint bench bench-core
+.PHONY: demo demo-recorded test test-services lint bench bench-core
 
 $(BIN)/flowrun: pyproject.toml
 	$(PY) -m venv $(VENV)
@@ -32,9 +32,16 @@ demo-recorded: $(BIN)/flowrun
 		--input examples/inputs/refund_granted.json \
 		--responses examples/responses/refund_granted.jsonl --scopes refunds:write
 
-test: $(BIN)/flowrun
+# what the integration tests need besides the venv: Debian's chromium and mermaid (the diagram
+# test), Arize Phoenix in .phoenix-venv (the trace test); each step is idempotent and cached
+test-services:
+	bash tests/review/browser/setup.sh
+	bash tests/traces/setup_phoenix.sh
+
+# the whole suite, as CI runs it: the integration tests fail, not skip, when a service is missing
+test: $(BIN)/flowrun test-services
 	$(BIN)/ruff check .
-	$(BIN)/python -m pytest
+	FLOWRUN_REQUIRE_LOCAL_MODEL=1 $(BIN)/python -m pytest
 
 lint: $(BIN)/flowrun
 	$(BIN)/ruff check .

@@ -55,7 +55,7 @@ def run_flowrun(
     *args: str | Path,
     cwd: Path,
     db: Path | None = None,
-    timeout: float = 120,
+    timeout: float = 600,
     env: Mapping[str, str] | None = None,
 ) -> Proc:
     """Run flowrun to completion and return its exit code and separate stdout/stderr."""
@@ -73,7 +73,7 @@ def run_flowrun(
     return Proc(argv, cp.returncode, cp.stdout, cp.stderr)
 
 
-def run_on_pty(*args: str | Path, cwd: Path, db: Path | None = None, timeout: float = 60) -> Proc:
+def run_on_pty(*args: str | Path, cwd: Path, db: Path | None = None, timeout: float = 600) -> Proc:
     """Run flowrun with stderr on a pseudo-terminal (stdout piped), draining it as it goes."""
     argv = tuple(str(a) for a in args)
     master, slave = pty.openpty()
@@ -116,7 +116,7 @@ def seed_db(path: Path) -> Path:
         env=flowrun_env(None),
         capture_output=True,
         text=True,
-        timeout=60,
+        timeout=600,
         check=False,
     )
     assert cp.returncode == 0, cp.stderr

@@ -137,7 +137,7 @@ def test_validate_does_not_import_litellm(tmp_path: Path) -> None:
         env=flowrun_env(None),
         capture_output=True,
         text=True,
-        timeout=60,
+        timeout=600,
         check=False,
     )
     assert cp.returncode == 0, cp.stderr

@@ -50,7 +50,7 @@ def env(tmp_path: Path) -> dict[str, str]:
 @pytest.fixture
 def flowrun(env: dict[str, str]) -> Flowrun:
     def run(
-        *args: str, crash_at: str | None = None, timeout: float = 120
+        *args: str, crash_at: str | None = None, timeout: float = 600
     ) -> subprocess.CompletedProcess[str]:
         e = dict(env)
         if crash_at is not None:

@@ -86,7 +86,7 @@ def test_every_crash_point_resumes_to_the_uninterrupted_outcome(
                 e["FLOWRUN_CRASH_AT"] = crash_at
             return subprocess.run(
                 [sys.executable, "-m", "runner.cli", *args],
-                cwd=ROOT, env=e, capture_output=True, text=True, timeout=120,
+                cwd=ROOT, env=e, capture_output=True, text=True, timeout=600,
             )  # fmt: skip
 
         return run, env

@@ -19,13 +19,13 @@ def test_kill_stops_a_running_run_at_the_next_node_boundary(
         [sys.executable, "-m", "runner.cli", *command],
         cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
     )  # fmt: skip
-    deadline = time.time() + 30
+    deadline = time.time() + 300
     while time.time() < deadline and len(tool_log(env)) < 1:
         time.sleep(0.05)
     killed = flowrun("kill", only_run_id(env), "--by", "oncall")
     Path(env["DTOOLS_LOG"] + ".go").touch()  # s2 was holding the run until now
     assert killed.returncode == 0 and "kill requested" in killed.stdout
-    out, err = proc.communicate(timeout=30)
+    out, err = proc.communicate(timeout=600)
     assert proc.returncode == 7, err
     result = json.loads(out)
     assert result["status"] == "killed"

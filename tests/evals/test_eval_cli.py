@@ -325,7 +325,7 @@ def test_subprocess_exit_codes(tmp_path: Path) -> None:
         cwd=REPO,
         capture_output=True,
         text=True,
-        timeout=120,
+        timeout=600,
         check=False,
     )
     assert cp.returncode == 2, cp.stderr

@@ -98,7 +98,7 @@ def seeded_db(tmp_path: Path) -> Path:
         env=env_for(None),
         capture_output=True,
         text=True,
-        timeout=60,
+        timeout=600,
         check=False,
     )
     assert cp.returncode == 0, cp.stderr

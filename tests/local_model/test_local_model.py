@@ -164,7 +164,7 @@ def llama_server(gguf: Path, tmp_path: Path) -> Iterator[int]:
         stderr=subprocess.STDOUT,
     )
     try:
-        deadline = time.monotonic() + 120
+        deadline = time.monotonic() + 300
         while True:
             assert proc.poll() is None, (tmp_path / "server.log").read_text()
             try:

@@ -117,7 +117,7 @@ def test_served_over_http(tmp_path: Path, filed: Path) -> None:
         text=True,
     )
     try:
-        deadline = time.monotonic() + 120
+        deadline = time.monotonic() + 300
         while True:
             assert proc.poll() is None, proc.communicate()
             try:
@@ -176,7 +176,7 @@ def test_a_served_workflow_is_a_tool_of_another_spec_over_http(tmp_path: Path) -
         stderr=subprocess.DEVNULL,
     )
     try:
-        deadline = time.monotonic() + 120
+        deadline = time.monotonic() + 300
         while True:
             assert proc.poll() is None
             try:

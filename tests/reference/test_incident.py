@@ -105,7 +105,7 @@ def seed_cli(path: Path) -> Path:
         env=_env(None),
         capture_output=True,
         text=True,
-        timeout=60,
+        timeout=600,
         check=False,
     )
     assert cp.returncode == 0, cp.stderr

@@ -29,7 +29,7 @@ def flowrun(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
         capture_output=True,
         text=True,
         env=env,
-        timeout=60,
+        timeout=600,
     )
 
 

@@ -105,7 +105,7 @@ def test_every_emitted_mermaid_renders(tmp_path: Path) -> None:
                 "--no-first-run", f"--user-data-dir={tmp_path / 'profile'}",
                 "--virtual-time-budget=30000", "--dump-dom", f"http://127.0.0.1:{port}/index.html",
             ],
-            capture_output=True, text=True, timeout=120,
+            capture_output=True, text=True, timeout=600,
         )  # fmt: skip
     m = re.search(r"RESULT:(.*?):END", html.unescape(proc.stdout), flags=re.S)
     assert m, (

@@ -119,7 +119,7 @@ def task_queue(request: pytest.FixtureRequest) -> str:
 @pytest.fixture
 def flowrun(env: dict[str, str]) -> Flowrun:
     def run(
-        *args: str, timeout: float = 120, extra_env: dict[str, str] | None = None
+        *args: str, timeout: float = 600, extra_env: dict[str, str] | None = None
     ) -> subprocess.CompletedProcess[str]:
         return subprocess.run(
             [sys.executable, "-m", "runner.cli", *args],
@@ -140,7 +140,7 @@ class Workers:
         self.env, self.address, self.queue, self.tmp = env, address, queue, tmp
         self.procs: list[subprocess.Popen[str]] = []
 
-    def start(self, timeout: float = 60) -> subprocess.Popen[str]:
+    def start(self, timeout: float = 600) -> subprocess.Popen[str]:
         log = self.tmp / f"worker-{len(self.procs)}.log"
         out = log.open("w")
         proc = subprocess.Popen(

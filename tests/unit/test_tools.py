@@ -380,7 +380,7 @@ def race(db: Path, tmp_path: Path, jobs: list[tuple[str, float, str]]) -> list[d
     go.touch()
     results = []
     for proc in procs:
-        out, err = proc.communicate(timeout=60)
+        out, err = proc.communicate(timeout=600)
         assert proc.returncode == 0, err
         results.append(json.loads(out))
     return results

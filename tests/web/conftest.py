@@ -34,7 +34,7 @@ def make_env(tmp: Path) -> dict[str, str]:
 
 
 def make_flowrun(env: dict[str, str]) -> Flowrun:
-    def run(*args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+    def run(*args: str, timeout: float = 600) -> subprocess.CompletedProcess[str]:
         return subprocess.run(
             [sys.executable, "-m", "runner.cli", *args],
             cwd=ROOT,
