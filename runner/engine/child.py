@@ -16,7 +16,7 @@ from typing import Any
 from runner.engine.budget import BudgetExceeded, BudgetLedger, Reservation
 from runner.engine.context import NodeContext, RunState
 from runner.engine.hooks import Hooks
-from runner.engine.results import STOPPING, NodeResult, RunStatus
+from runner.engine.results import STOPPING, NodeResult, RunStatus, severity
 from runner.models.responses import Recorded, RecordedResponses
 from runner.plan.model import Plan
 from runner.policy import PolicySet
@@ -108,9 +108,8 @@ async def run_child(
     calls: dict[tuple[str, int | None], int] | None = None,
 ) -> ChildRun:
     """Schedule a child plan to its end; `seed` are outer results its nodes may read."""
-    from runner.engine.run import _schedule, _severity
-
     parent = ctx.run
+    assert parent.engine is not None, "a child plan runs on the engine of its parent"
     responses = (
         ScopedResponses(parent.responses, f"{ctx.node_id}.", ctx.index)
         if parent.responses is not None
@@ -129,6 +128,7 @@ async def run_child(
         scope=dict(scope or {}),
         path=parent.path + label,
         outer_policies=_outer_policies(parent, plan),
+        engine=parent.engine,
     )
     if calls is not None:
         state.calls = calls
@@ -140,11 +140,11 @@ async def run_child(
     reason: str | None = None
     try:
         async with asyncio.timeout(plan.budget.max_seconds):
-            await _schedule(state, stop)
+            await parent.engine.schedule(state, stop)
     except TimeoutError:
         status, reason = "budget_exceeded", f"max_seconds {plan.budget.max_seconds:g} reached"
     if status == "succeeded" and stop:
-        first = min(stop, key=lambda r: _severity(r.status))
+        first = min(stop, key=lambda r: severity(r.status))
         status = STOPPING[first.status]
         reason = f"node {first.node_id!r}: {first.error}"
     results = [state.results[n] for n in plan.order if n in state.results]

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -54,6 +54,22 @@ class Envelope:
     scopes: tuple[str, ...] = ()
 
 
+NodeExecutor = Callable[["NodeContext"], Awaitable[NodeResult]]
+Scheduler = Callable[["RunState", list[NodeResult]], Awaitable[None]]
+
+
+@dataclass(frozen=True)
+class Engine:
+    """How nodes that run other nodes (map items, subflows, loop passes) reach the engine.
+
+    Composite node runners recurse into the engine; receiving it here, not by import, keeps
+    the modules in one direction: the scheduler imports node execution, which imports nodes.
+    """
+
+    execute_node: NodeExecutor
+    schedule: Scheduler
+
+
 @dataclass
 class RunState:
     run_id: str
@@ -75,6 +91,8 @@ class RunState:
     # the policies of the workflows around a subflow, outermost first: a call inside a child
     # must pass them too, so a subflow cannot widen what its parent allows
     outer_policies: tuple[tuple[str, PolicySet], ...] = ()
+    # set by the scheduler that drives this state; a child state inherits its parent's
+    engine: Engine | None = None
 
     def next_call(self, node_id: str, index: int | None) -> int:
         """1-based number of the next model call of a node (item); keys recorded responses."""

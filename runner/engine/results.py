@@ -23,6 +23,14 @@ STOPPING: dict[str, RunStatus] = {
     "killed": "killed",
 }
 
+# When several nodes stop a run, the run ends with the most severe of their statuses.
+_SEVERITY = ["budget_exceeded", "killed", "denied", "failed", "escalated", "waiting"]
+
+
+def severity(status: str) -> int:
+    """Rank of a stopping status: lower is more severe (budget before kill before denial...)."""
+    return _SEVERITY.index(status) if status in _SEVERITY else len(_SEVERITY)
+
 
 @dataclass(kw_only=True)
 class Usage:

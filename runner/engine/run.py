@@ -9,27 +9,21 @@ import time
 from collections.abc import Mapping
 from typing import Any
 
-from runner.engine.budget import BudgetExceeded, BudgetLedger
-from runner.engine.context import Envelope, NodeContext, NodeFailure, NodeStop, RunState
+from runner.engine.budget import BudgetLedger
+from runner.engine.context import Engine, Envelope, NodeContext, RunState
 from runner.engine.crash import crash_point
 from runner.engine.hooks import Hooks
-from runner.engine.results import STOPPING, NodeResult, RunResult, RunStatus, Usage
+from runner.engine.node_exec import execute_node as _execute_node
+from runner.engine.results import STOPPING, NodeResult, RunResult, RunStatus, Usage, severity
 from runner.engine.services import MemoryServices, Services
 from runner.engine.telemetry import Telemetry
 from runner.errors import UsageError
 from runner.expr.cel import ExprError, truthy
 from runner.mcp.pool import close_run_servers
 from runner.models.responses import RecordedResponses
-from runner.nodes import approval, flow, gate, llm, loop, map, switch, tool
 from runner.plan import schemas
 from runner.plan.compose import llm_node_names
 from runner.plan.model import Plan, PlanNode
-
-RETRY_KINDS = {
-    "error": {"error", "invalid_output", "item"},
-    "timeout": {"timeout"},
-    "provider_error": {"provider_error"},
-}
 
 
 def new_run_id() -> str:
@@ -70,76 +64,11 @@ def check_responses(plan: Plan, responses: RecordedResponses, source: str) -> No
 
 
 async def execute_node(ctx: NodeContext) -> NodeResult:
-    """Run one node (or map item) under its timeout and retry policy; node errors never raise."""
-    node = ctx.node
-    policy = node.retry
-    started = time.time()
-    t0 = time.perf_counter()
-    attempt = 0
-    status = "succeeded"
-    output: Any = None
-    error: str | None = None
-    while True:
-        attempt += 1
-        try:
-            async with asyncio.timeout(node.timeout):
-                output = await _dispatch(ctx)
-            status, error = "succeeded", None
-            break
-        except TimeoutError:
-            status, error, kind = "failed", f"timed out after {node.timeout:g}s", "timeout"
-        except NodeFailure as e:
-            status, error, kind = "failed", e.message, e.kind
-        except BudgetExceeded as e:
-            status, error = "budget_exceeded", e.message
-            break
-        except NodeStop as g:
-            status, error, output = g.status, g.message, g.output
-            break
-        retryable = any(kind in RETRY_KINDS[k] for k in policy.on)
-        if not retryable or attempt >= policy.max_attempts:
-            break
-        delay = min(policy.backoff * policy.multiplier ** (attempt - 1), policy.max_backoff)
-        ctx.detail.setdefault("retried", []).append(error)
-        await asyncio.sleep(delay)
-    detail = dict(ctx.detail)
-    items = detail.pop("items", None)
-    attempts = detail.get("asks", attempt) if node.kind == "llm" else attempt
-    return NodeResult(
-        node_id=node.id,
-        kind=node.kind,
-        status=status,  # type: ignore[arg-type]
-        output=output,
-        error=error,
-        attempts=attempts,
-        model=ctx.model,
-        usage=ctx.usage,
-        started_at=started,
-        duration_s=time.perf_counter() - t0,
-        detail=detail,
-        items=items,
-    )
-
-
-async def _dispatch(ctx: NodeContext) -> Any:
-    kind = ctx.node.kind
-    if kind == "tool":
-        return await tool.run(ctx)
-    if kind == "llm":
-        return await llm.run(ctx)
-    if kind == "gate":
-        return await gate.run(ctx)
-    if kind == "switch":
-        return await switch.run(ctx)
-    if kind == "map":
-        return await map.run(ctx, execute_node)
-    if kind == "approval":
-        return await approval.run(ctx)
-    if kind == "flow":
-        return await flow.run(ctx)
-    if kind == "loop":
-        return await loop.run(ctx)
-    raise NodeFailure(f"unknown node kind {kind!r}", kind="config")
+    """One node run by another driver (a Temporal activity): its map items, subflows and loop
+    passes run on the local engine."""
+    if ctx.run.engine is None:
+        ctx.run.engine = LOCAL_ENGINE
+    return await _execute_node(ctx)
 
 
 def _passed_over(r: NodeResult) -> bool:
@@ -187,6 +116,7 @@ async def execute(
         services=services or MemoryServices(),
         envelope=envelope or Envelope(),
         telemetry=telemetry or Telemetry(),
+        engine=LOCAL_ENGINE,
     )
     started = time.time()
     t0 = time.perf_counter()
@@ -250,7 +180,7 @@ def run_outcome(
                     node_id=nid, kind=plan.nodes[nid].kind, status="budget_exceeded", error=reason
                 )
     elif stop:
-        first = min(stop, key=lambda r: _severity(r.status))
+        first = min(stop, key=lambda r: severity(r.status))
         status = STOPPING[first.status]
         if first.status == "denied" and first.detail.get("on_deny") == "escalate":
             status = "escalated"
@@ -270,13 +200,6 @@ def run_outcome(
                 status, reason = "failed", f"output {name!r}: {e.message}"
                 break
     return status, reason, outputs
-
-
-_ORDER = ["budget_exceeded", "killed", "denied", "failed", "escalated", "waiting"]
-
-
-def _severity(status: str) -> int:
-    return _ORDER.index(status) if status in _ORDER else len(_ORDER)
 
 
 def settled_without_running(state: RunState, node: PlanNode) -> NodeResult | None:
@@ -380,3 +303,6 @@ async def _schedule(state: RunState, stop: list[NodeResult]) -> None:
         for task in tasks:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task
+
+
+LOCAL_ENGINE = Engine(execute_node=_execute_node, schedule=_schedule)

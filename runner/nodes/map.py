@@ -8,7 +8,6 @@ denial) still stop the map.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable
 from typing import Any
 
 from runner.engine.context import NodeContext, NodeFailure, NodeStop
@@ -16,12 +15,11 @@ from runner.engine.results import NodeResult
 from runner.expr.cel import ExprError
 from runner.spec.models import MapNode
 
-RunItem = Callable[[NodeContext], Awaitable[NodeResult]]
 
-
-async def run(ctx: NodeContext, run_item: RunItem) -> Any:
+async def run(ctx: NodeContext) -> Any:
     step = ctx.node.map
-    assert step is not None
+    assert step is not None and ctx.run.engine is not None
+    run_item = ctx.run.engine.execute_node  # each item under its own timeout and retries
     try:
         items = step.over.evaluate(ctx.activation())
     except ExprError as e:
