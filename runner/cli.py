@@ -10,7 +10,7 @@ from typing import Any, NoReturn
 
 import click
 
-from runner import __version__
+from runner import __version__, files
 from runner.errors import ExitCode, FlowrunError, UsageError
 
 STATUS_EXIT: dict[str, int] = {
@@ -22,6 +22,8 @@ STATUS_EXIT: dict[str, int] = {
     "waiting": ExitCode.WAITING,
     "killed": ExitCode.KILLED,
 }
+
+MAX_INPUT_BYTES = 16 * 1024 * 1024  # a task input is a JSON object, not a data set
 
 
 def _fail(err: FlowrunError) -> NoReturn:
@@ -114,7 +116,7 @@ def _read_input(input_path: str | None, input_json: str | None) -> Any:
         raise UsageError("give --input or --input-json, not both")
     if input_json is not None:
         try:
-            return json.loads(input_json)
+            return files.loads(input_json)
         except json.JSONDecodeError as e:
             raise UsageError(
                 f"--input-json: not JSON: {e.msg} at line {e.lineno} column {e.colno}"
@@ -122,10 +124,10 @@ def _read_input(input_path: str | None, input_json: str | None) -> Any:
     if input_path is None:
         return {}
     p = Path(input_path)
-    if not p.is_file():
+    if not p.exists():
         raise UsageError(f"--input: no such file {input_path!r}")
     try:
-        return json.loads(p.read_text(encoding="utf-8"))
+        return files.loads(files.read_text(p, limit=MAX_INPUT_BYTES))
     except json.JSONDecodeError as e:
         raise UsageError(f"{input_path}:{e.lineno}:{e.colno}: not JSON: {e.msg}") from None
     except (OSError, UnicodeDecodeError) as e:

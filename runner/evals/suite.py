@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from runner import files
 from runner.errors import UsageError
 from runner.evals.cases import Case
 from runner.evals.runs import RunRecord, new_workdir, run_case
@@ -300,7 +301,7 @@ def load_baseline(path: str, plan: Plan) -> dict[str, Any]:
             hint="create it: flowrun eval SPEC --cases PATH --baseline FILE --update-baseline",
         )
     try:
-        data = json.loads(p.read_text(encoding="utf-8"))
+        data = files.loads(files.read_text(p, limit=64 * 1024 * 1024))
     except json.JSONDecodeError as e:
         raise UsageError(f"{path}:{e.lineno}:{e.colno}: baseline is not JSON: {e.msg}") from None
     except (OSError, UnicodeDecodeError) as e:

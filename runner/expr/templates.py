@@ -161,7 +161,10 @@ class PromptTemplate:
 
 def compile_template(source: str, name: str = "<prompt>") -> PromptTemplate:
     """Check a prompt at load time; syntax errors and unknown filters carry the 1-based line."""
-    _check(_parse(source))
+    try:
+        _check(_parse(source))
+    except RecursionError:
+        raise TemplateError(_TOO_DEEP, 1) from None
     return PromptTemplate(source, name)
 
 
@@ -172,6 +175,11 @@ def _parse(source: str) -> jn.Template:
         return ENV.parse(source)
     except jinja2.TemplateSyntaxError as exc:
         raise TemplateError(exc.message or "syntax error", exc.lineno) from None
+    except RecursionError:
+        raise TemplateError(_TOO_DEEP, 1) from None
+
+
+_TOO_DEEP = "the template nests blocks too deeply to compile; flatten it"
 
 
 def _check(tree: jn.Template) -> None:

@@ -7,7 +7,10 @@ import difflib
 import json
 from pathlib import Path
 
+from runner import files
 from runner.errors import UsageError
+
+MAX_RESPONSES_BYTES = 64 * 1024 * 1024
 
 ERROR_KINDS = (
     "rate_limit",
@@ -183,7 +186,7 @@ class RecordedResponses:
     def load(cls, path: Path) -> RecordedResponses:
         """Read and check a JSONL file; every problem names `path:line`."""
         try:
-            text = path.read_text(encoding="utf-8")
+            text = files.read_text(path, limit=MAX_RESPONSES_BYTES)
         except FileNotFoundError:
             raise UsageError(f"{path}: recorded responses file not found") from None
         except (OSError, UnicodeDecodeError) as e:
@@ -210,7 +213,7 @@ class RecordedResponses:
         last_attempt: dict[tuple[str, int | None], int],
     ) -> Recorded:
         try:
-            obj = json.loads(text)
+            obj = files.loads(text)
         except json.JSONDecodeError as e:
             raise _LineError(f"not valid JSON: {e.msg} (column {e.colno})") from None
         if not isinstance(obj, dict):

@@ -1004,7 +1004,7 @@ class Compiler:
         switches_of: dict[str, list[str]] = {}
         for node_id, pn in nodes.items():
             if pn.switch is not None:
-                for t in sorted(pn.switch.targets, key=self.order_index.get):  # type: ignore[arg-type]
+                for t in sorted(pn.switch.targets, key=lambda n: self.order_index.get(n, 0)):
                     if t in spec.nodes:
                         switches_of.setdefault(t, []).append(node_id)
                         deps_of[t].add(node_id)

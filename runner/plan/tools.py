@@ -57,6 +57,11 @@ def import_callable(ref: str, spec_dir: Path) -> Callable[..., Any]:
             raise ImplError(f"cannot import module {module_name!r} ({e.msg})") from None
         except Exception as e:  # a tool module that fails on import is the user's bug to see
             raise ImplError(f"importing {module_name!r} failed: {type(e).__name__}: {e}") from None
+        except SystemExit as e:  # `sys.exit()` at import must not end flowrun with its code
+            raise ImplError(
+                f"importing {module_name!r} called sys.exit({e.code!r});"
+                " a tool module must not exit"
+            ) from None
     fn = getattr(module, attr, None)
     if fn is None:
         names = [n for n in dir(module) if not n.startswith("_") and callable(getattr(module, n))]

@@ -8,6 +8,7 @@ from typing import Any
 
 import yaml
 
+from runner import files
 from runner.errors import Diagnostic, SpecError
 
 MAX_SPEC_BYTES = 4 * 1024 * 1024
@@ -187,7 +188,9 @@ def load_file(path: str | Path, *, display: str | None = None, mapping: bool = T
             "split the workflow into smaller specs",
         )
     try:
-        raw = p.read_bytes()
+        raw = files.read_bytes(p, limit=MAX_SPEC_BYTES)
+    except files.UnreadableFile as e:
+        raise fail("file-unreadable", f"cannot read {str(path)!r}: {e.strerror}") from None
     except OSError as e:
         raise fail("file-unreadable", f"cannot read {str(path)!r}: {e.strerror}") from None
     try:
@@ -334,6 +337,7 @@ class _Converter:
         self.loader = loader
         self.count = 0
         self.diagnostics: list[Diagnostic] = []
+        self.active: set[int] = set()  # collections being converted (an alias back is a cycle)
 
     def _mark(self, node: yaml.Node) -> Pos:
         style = getattr(node, "style", None)
@@ -356,14 +360,58 @@ class _Converter:
                 )
             return None
         self.src.values.setdefault(path, self._mark(node))
+        if isinstance(node, yaml.MappingNode | yaml.SequenceNode):
+            if id(node) in self.active:
+                self._err(
+                    node,
+                    "yaml-alias-cycle",
+                    "an alias refers to a collection that contains it",
+                    hint="a YAML anchor (&name) cannot be used (*name) inside its own value",
+                )
+                return None
+            self.active.add(id(node))
+            try:
+                return self._collection(node, path)
+            finally:
+                self.active.discard(id(node))
+        if node.tag == _STR:  # what construct_object gives a str scalar, without its machinery
+            return node.value
+        return self._scalar(node)
+
+    def _scalar(self, node: yaml.Node) -> Any:
+        """A tagged or plain scalar; a value its tag cannot take (`!!int abc`) is a diagnostic."""
+        try:
+            return self.loader.construct_object(node)
+        except yaml.YAMLError as e:
+            self._err(node, "yaml-syntax", str(getattr(e, "problem", None) or e))
+        except (ValueError, TypeError, OverflowError) as e:
+            tag = node.tag.rsplit(":", 1)[-1]
+            self._err(node, "yaml-syntax", f"invalid !!{tag} value {node.value!r}: {e}")
+        return None
+
+    def _collection(self, node: yaml.MappingNode | yaml.SequenceNode, path: PathKey) -> Any:
         if isinstance(node, yaml.MappingNode):
-            self.loader.flatten_mapping(node)
+            try:
+                self.loader.flatten_mapping(node)
+            except yaml.MarkedYAMLError as e:
+                mark = e.problem_mark or e.context_mark
+                self.diagnostics.append(
+                    Diagnostic(
+                        file=self.src.path,
+                        line=(mark.line + 1) if mark else node.start_mark.line + 1,
+                        col=(mark.column + 1) if mark else node.start_mark.column + 1,
+                        rule="yaml-syntax",
+                        message=f"merge key (<<): {e.problem or 'invalid merge'}",
+                        hint="`<<: *anchor` merges a mapping (or a list of mappings) only",
+                    )
+                )
+                return None
             out: dict[str, Any] = {}
             for knode, vnode in node.value:
                 if not isinstance(knode, yaml.ScalarNode):
                     self._err(knode, "invalid-key", "mapping keys must be plain strings")
                     continue
-                key = knode.value if knode.tag == _STR else self.loader.construct_object(knode)
+                key = knode.value if knode.tag == _STR else self._scalar(knode)
                 if not isinstance(key, str):
                     key = str(knode.value)
                 kpath = (*path, key)
@@ -380,15 +428,7 @@ class _Converter:
                 self.src.keys[kpath] = self._mark(knode)
                 out[key] = self.convert(vnode, kpath)
             return out
-        if isinstance(node, yaml.SequenceNode):
-            return [self.convert(item, (*path, i)) for i, item in enumerate(node.value)]
-        if node.tag == _STR:  # what construct_object gives a str scalar, without its machinery
-            return node.value
-        try:
-            return self.loader.construct_object(node)
-        except yaml.YAMLError as e:
-            self._err(node, "yaml-syntax", str(getattr(e, "problem", e)))
-            return None
+        return [self.convert(item, (*path, i)) for i, item in enumerate(node.value)]
 
     def _err(self, node: yaml.Node, rule: str, message: str, hint: str | None = None) -> None:
         self.diagnostics.append(

@@ -145,7 +145,8 @@ def _one(src: Source, path: PathKey, kind: str, err: Any) -> Diagnostic:
             parent, "missing-key", f"missing required key {name!r}{_where(parent)}", key=at_key
         )
     if kind == "node-kind":
-        found = sorted(src.data.get("nodes", {}).get(path[1], {}) or {}) if len(path) == 2 else []
+        node = _get(src.data, path) if len(path) == 2 else None
+        found = sorted(k for k in node if isinstance(k, str)) if isinstance(node, dict) else []
         kinds = [k for k in found if k in m.NODE_KINDS]
         detail = f" (found {', '.join(map(repr, kinds))})" if len(kinds) > 1 else ""
         return src.diag(

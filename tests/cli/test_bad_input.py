@@ -46,6 +46,13 @@ FILES: dict[str, str] = {
     + GOOD_RESPONSES.read_text(encoding="utf-8").splitlines()[1].replace('"propose"', '"proposal"')
     + "\n",
     "responses_not_jsonl.jsonl": "node: classify\ncontent: refund\n",
+    "input_deep.json": "[" * 100_000 + "]" * 100_000,
+    "responses_deep.jsonl": '{"node": "classify", "content": '
+    + "[" * 100_000
+    + "]" * 100_000
+    + "}\n",
+    "bad_int.yaml": SPEC_TEXT.replace("max_tool_calls: 8", "max_tool_calls: !!int many", 1),
+    "nan_budget.yaml": SPEC_TEXT.replace("max_seconds: 120", "max_seconds: .nan", 1),
 }
 
 
@@ -130,6 +137,24 @@ CASES: dict[str, Case] = {
     "responses_missing": Case(
         _execute("--input-json", GOOD_INPUT, "--responses", "nowhere.jsonl"),
         ("nowhere.jsonl", "not found"),
+    ),
+    "spec_is_a_device": Case(
+        lambda d: ["validate", "/dev/zero"], ("file-unreadable", "not a regular file")
+    ),
+    "spec_bad_int_tag": Case(
+        _validate("bad_int.yaml"), ("yaml-syntax", "invalid !!int value 'many'")
+    ),
+    "spec_nan_duration": Case(_validate("nan_budget.yaml"), ("invalid-value", "finite")),
+    "input_is_a_device": Case(_execute("--input", "/dev/zero"), ("--input", "not a regular file")),
+    "input_nested_too_deep": Case(
+        _execute("--input", "input_deep.json"), ("/input_deep.json:1:1: not JSON: nests deeper/",)
+    ),
+    "input_json_nested_too_deep": Case(
+        _execute("--input-json", "[" * 100_000 + "]" * 100_000), ("--input-json: not JSON", "nests")
+    ),
+    "responses_nested_too_deep": Case(
+        _execute("--input-json", GOOD_INPUT, "--responses", "responses_deep.jsonl"),
+        ("/responses_deep.jsonl:1: /", "nests deeper than 100 levels"),
     ),
     "output_xml": Case(
         _validate(SPEC, "--output", "xml"), ("'xml' is not one of", "'text', 'json'")
@@ -249,3 +274,31 @@ def test_good_files_next_to_the_bad_ones_do_run(tmp_path: Path, fresh_db: Path) 
     p = run_flowrun("validate", SPEC, "--profile", "ci", cwd=tmp_path, db=fresh_db)
     assert p.rc == 0, str(p)
     assert "ok — workflow 'support-refund'" in p.stdout
+
+
+def test_a_fifo_is_refused_unread(tmp_path: Path) -> None:
+    """A FIFO as the spec or the input would block the read forever: refused before opening."""
+    import os
+
+    fifo = tmp_path / "spec.yaml"
+    os.mkfifo(fifo)
+    proc = run_flowrun("validate", fifo, cwd=tmp_path)
+    assert proc.rc == 2 and "file-unreadable" in proc.stderr, str(proc)
+    assert "not a regular file" in proc.stderr
+    proc = run_flowrun("execute", SPEC, "--input", fifo, cwd=tmp_path)
+    assert proc.rc == 2 and "--input: cannot read" in proc.stderr, str(proc)
+
+
+def test_a_tool_module_that_exits_on_import_is_a_diagnostic(tmp_path: Path) -> None:
+    """`sys.exit(0)` in a tool module must not end `validate` with exit 0 and no output."""
+    (tmp_path / "exiting.py").write_text("import sys\nsys.exit(0)\n", encoding="utf-8")
+    spec = tmp_path / "spec.yaml"
+    spec.write_text(
+        "apiVersion: flowrun/v1\nkind: Workflow\nmetadata: {name: t}\n"
+        "tools:\n  t: {impl: 'exiting:f', effect: read}\n"
+        "nodes:\n  a: {tool: t, args: {x: y}}\n",
+        encoding="utf-8",
+    )
+    proc = run_flowrun("validate", spec, cwd=tmp_path)
+    assert proc.rc == 2, str(proc)
+    assert "unknown-impl" in proc.stderr and "sys.exit(0)" in proc.stderr, str(proc)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import pathlib
 import re
 import shutil
 import textwrap
@@ -11,6 +10,7 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
+from runner import files
 from runner.cli import cli
 from runner.errors import Diagnostic, SpecError
 from runner.models.pricing import estimate_tokens, price_of
@@ -72,11 +72,11 @@ def test_unreadable_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Non
     path = tmp_path / "spec.yaml"
     path.write_text(MINIMAL, encoding="utf-8")
 
-    def denied(self: Path) -> bytes:
+    def denied(self: Path, **_: object) -> bytes:
         raise PermissionError(13, "Permission denied", str(self))
 
     # root reads any file whatever its mode, so the OS refusal is simulated
-    monkeypatch.setattr(pathlib.Path, "read_bytes", denied)
+    monkeypatch.setattr(files, "read_bytes", denied)
     d = _only(path)
     assert (d.rule, d.line, d.col) == ("file-unreadable", 1, 1)
     assert "Permission denied" in d.message

@@ -28,6 +28,7 @@ RULES: dict[str, str] = {
     "spec-too-large": "the spec is over 4 MiB or expands to too many YAML nodes",
     "empty-spec": "the spec file is empty",
     "yaml-syntax": "the file is not valid YAML",
+    "yaml-alias-cycle": "a YAML alias is used inside the value of its own anchor",
     "duplicate-key": "a mapping repeats a key",
     "invalid-key": "a mapping key is not a plain string",
     "not-a-mapping": "the document is not a mapping",
