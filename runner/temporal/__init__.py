@@ -10,7 +10,9 @@ from runner.errors import UsageError
 
 # The interpreter's version: a run records the version it needs, a worker refuses (clearly) a
 # run that needs a newer interpreter than it has. Bump it when the workflow's commands change.
-INTERPRETER_VERSION = 2  # 2: activities that spend a capped budget run one at a time
+# 2: activities that spend a capped budget run one at a time
+# 3: the shared scheduler; capped nodes are admitted by worst case and run in parallel (no lock)
+INTERPRETER_VERSION = 3
 WORKFLOW_NAME = "flowrun.interpret"
 NODE_ACTIVITY = "flowrun.node"
 FINISH_ACTIVITY = "flowrun.finish"

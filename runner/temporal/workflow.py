@@ -1,4 +1,5 @@
-"""The generic interpreter workflow: the local scheduler's ready-set loop, deterministically.
+"""The generic interpreter workflow: the one scheduler (runner/engine/scheduler.py), driven
+deterministically; it decides readiness, skips, budget admission and the outcome, as locally.
 
 LLM, tool, map, approval, flow and loop nodes are activities (`flowrun.node`); `when`, gate,
 switch and the run's outputs are CEL evaluated here, with no round trip. Time comes from
@@ -20,8 +21,8 @@ with workflow.unsafe.imports_passed_through():
     from runner.engine.budget import BudgetLedger
     from runner.engine.context import NodeContext, NodeFailure, NodeStop, RunState
     from runner.engine.hooks import Hooks
-    from runner.engine.results import STOPPING, NodeResult, RunResult, RunStatus, Usage
-    from runner.engine.run import _passed_over, run_outcome, settled_without_running
+    from runner.engine.results import NodeResult, RunResult
+    from runner.engine.scheduler import Decisions, Scheduler, assemble_result
     from runner.nodes import gate, switch
     from runner.plan.model import Plan, PlanNode
     from runner.temporal import FINISH_ACTIVITY, INTERPRETER_VERSION, NODE_ACTIVITY
@@ -31,18 +32,7 @@ with workflow.unsafe.imports_passed_through():
 PURE = frozenset({"gate", "switch"})
 HEARTBEAT_TIMEOUT = timedelta(seconds=10)  # a lost worker is noticed this fast
 FINISH_TIMEOUT = timedelta(seconds=60)
-
-
-def _spends_capped(plan: Plan, node: PlanNode) -> bool:
-    """Whether the node's activity can spend something the budget caps (then it runs alone)."""
-    b = plan.budget
-    llm = b.max_usd is not None or b.max_tokens is not None or b.max_llm_calls is not None
-    tools = b.max_tool_calls is not None
-    if node.kind == "llm":
-        return llm
-    if node.kind == "tool":
-        return tools
-    return node.kind in ("map", "flow", "loop") and (llm or tools)
+CANCELLED = "killed on request (the workflow was cancelled)"
 
 
 def _activity_options(node: PlanNode) -> dict[str, Any]:
@@ -66,21 +56,16 @@ def _activity_options(node: PlanNode) -> dict[str, Any]:
 
 @workflow.defn(name="flowrun.interpret")
 class Interpreter:
+    """Drives runner/engine/scheduler.py: activities for the nodes it starts, CEL inline for
+    gates and switches; budget admission is the scheduler's, so capped nodes run in parallel
+    as far as their worst cases fit (no lock)."""
+
     def __init__(self) -> None:
-        self.results: dict[str, NodeResult] = {}
-        self.parked: dict[str, str] = {}  # node id -> why it waits (approval summary)
+        self.sched: Scheduler | None = None
         self.woken: set[str] = set()
         self.settled: dict[str, Any] | None = None  # the run's snapshot when it parks or ends
         self.plan: Plan | None = None
-        self.waiting: dict[str, int] = {}
-        self.remaining: set[str] = set()
-        self.running: set[str] = set()
         self.recorded: set[str] = set()  # node results already checkpointed in the store
-        # activities that spend a capped resource run one at a time, each seeing what the ones
-        # before it spent: parallel activities cannot see each other's reservations, so without
-        # this a fan-out could spend past max_usd (the local backend reserves across them)
-        self.budget_lock = asyncio.Lock()
-        self.spent_by: dict[str, Usage] = {}  # what each finished activity spent
 
     # -- the run -------------------------------------------------------------------------------
     @workflow.run
@@ -102,19 +87,24 @@ class Interpreter:
             responses=None,
             hooks=Hooks(),
         )
-        self.waiting = {nid: len(plan.nodes[nid].deps) for nid in plan.order}
-        self.remaining = set(plan.order)
-        first = [nid for nid in plan.order if self.waiting[nid] == 0]
+        sched = self.sched = Scheduler(plan, run.inputs, results=state.results, views=state.views)
+        decisions = sched.start()
         while True:
             t0 = workflow.time()
             started = workflow.now().timestamp()
-            stop: list[NodeResult] = []
-            killed = False
             try:
-                timed_out = await self._round(run, state, first, stop)
+                if await self._round(run, state, decisions):
+                    sched.timed_out()
             except asyncio.CancelledError:
-                killed, timed_out = True, False
-            result = self._outcome(run, state, stop, timed_out, killed, started, t0)
+                self._killed(sched)
+            result = assemble_result(
+                plan,
+                run.run_id,
+                state.results,
+                sched.outcome(),
+                started_at=started,
+                duration_s=workflow.time() - t0,
+            )
             self.settled = result.to_json()
             terminal = result.status != "waiting"
             await self._record(run, result, terminal)
@@ -128,49 +118,51 @@ class Interpreter:
             except TimeoutError:
                 pass
             except asyncio.CancelledError:
-                result = self._outcome(run, state, [], False, True, started, t0)
+                self._killed(sched)
+                result = assemble_result(
+                    plan,
+                    run.run_id,
+                    state.results,
+                    sched.outcome(),
+                    started_at=started,
+                    duration_s=workflow.time() - t0,
+                )
                 self.settled = result.to_json()
                 await self._record(run, result, True)
                 return self.settled
-            first = sorted(self.woken or set(self.parked), key=plan.order.index)
-            for nid in first:
-                self.results.pop(nid, None)
-                state.results.pop(nid, None)
-                state.views.pop(nid, None)
-                self.parked.pop(nid, None)
-                self.remaining.add(nid)
+            decisions = sched.wake(sorted(self.woken or set(sched.parked), key=plan.order.index))
             self.woken.clear()
             self.settled = None
 
+    def _killed(self, sched: Scheduler) -> None:
+        """A cancellation: nodes cut off mid-call and parked nodes end killed (and are saved)."""
+        for r in sched.killed(CANCELLED).settled:
+            self.recorded.discard(r.node_id)
+
     def _next_timeout(self) -> timedelta | None:
         """Wake up when the earliest parked approval times out, so its on_timeout applies."""
-        assert self.plan is not None
+        assert self.plan is not None and self.sched is not None
         timeouts: list[float] = []
-        for nid in self.parked:
+        for nid in self.sched.parked:
             step = self.plan.nodes[nid].approval
             if step is not None and step.timeout:
                 timeouts.append(step.timeout)
         return timedelta(seconds=min(timeouts) + 1) if timeouts else None
 
-    async def _round(
-        self, run: RunInput, state: RunState, first: list[str], stop: list[NodeResult]
-    ) -> bool:
-        """Schedule until nothing more can start; True when max_seconds ran out."""
+    async def _round(self, run: RunInput, state: RunState, decisions: Decisions) -> bool:
+        """Start what the scheduler decides until it is done; True when max_seconds ran out."""
         plan = state.plan
         running: dict[str, asyncio.Task[NodeResult]] = {}
         try:
             async with asyncio.timeout(plan.budget.max_seconds):
-                await self._consider(run, state, first, stop, running)
+                await self._apply(run, state, decisions, running)
                 while running:
                     await asyncio.wait(running.values(), return_when=asyncio.FIRST_COMPLETED)
                     for nid in [n for n in plan.order if n in running and running[n].done()]:
                         res = running.pop(nid).result()
-                        self.running.discard(nid)
                         if not res.detail.get("activity_error"):
                             self.recorded.add(nid)  # the activity checkpointed it
-                        await self._consider(
-                            run, state, self._finish(state, res, stop), stop, running
-                        )
+                        await self._apply(run, state, self._sched.finished(res), running)
             return False
         except TimeoutError:
             return True
@@ -178,44 +170,29 @@ class Interpreter:
             for task in running.values():
                 task.cancel()
 
-    def _finish(self, state: RunState, res: NodeResult, stop: list[NodeResult]) -> list[str]:
-        plan = state.plan
-        self.results[res.node_id] = state.results[res.node_id] = res
-        state.views[res.node_id] = res.view()
-        self.remaining.discard(res.node_id)
-        if res.status == "waiting":
-            self.parked[res.node_id] = res.error or "waiting for approval"
-            return []
-        if res.status in STOPPING and not _passed_over(res):
-            stop.append(res)
-        ready = []
-        for child in plan.dependants.get(res.node_id, ()):
-            self.waiting[child] -= 1
-            if self.waiting[child] == 0 and child in self.remaining:
-                ready.append(child)
-        return ready
+    @property
+    def _sched(self) -> Scheduler:
+        assert self.sched is not None
+        return self.sched
 
-    async def _consider(
+    async def _apply(
         self,
         run: RunInput,
         state: RunState,
-        first: list[str],
-        stop: list[NodeResult],
+        decisions: Decisions,
         running: dict[str, asyncio.Task[NodeResult]],
     ) -> None:
-        plan = state.plan
-        todo = list(reversed(first))
+        """Start activities; gates and switches are evaluated here and reported at once."""
+        todo = [decisions]
         while todo:
-            nid = todo.pop()
-            node = plan.nodes[nid]
-            res = settled_without_running(state, node)
-            if res is None and not stop and node.kind in PURE:
-                res = await self._pure(state, node)
-            if res is not None:
-                todo.extend(reversed(self._finish(state, res, stop)))
-            elif not stop:
-                self.running.add(nid)
-                running[nid] = asyncio.create_task(self._activity(run, state, node))
+            d = todo.pop(0)
+            for nid in d.start:
+                node = state.plan.nodes[nid]
+                if node.kind in PURE:
+                    todo.append(self._sched.finished(await self._pure(state, node)))
+                else:
+                    spent = self._sched.ledger_start(nid).to_json()
+                    running[nid] = asyncio.create_task(self._dispatch(run, state, node, spent))
 
     async def _pure(self, state: RunState, node: PlanNode) -> NodeResult:
         """A gate or switch: CEL over the views, in the workflow, like the local node runner."""
@@ -238,29 +215,14 @@ class Interpreter:
             detail=dict(ctx.detail),
         )
 
-    async def _activity(self, run: RunInput, state: RunState, node: PlanNode) -> NodeResult:
-        if not _spends_capped(state.plan, node):
-            return await self._dispatch(run, state, node)
-        async with self.budget_lock:
-            return await self._dispatch(run, state, node)
-
-    async def _dispatch(self, run: RunInput, state: RunState, node: PlanNode) -> NodeResult:
-        spent = Usage()
-        for used in self.spent_by.values():
-            spent += used
-        for nid, r in self.results.items():
-            if nid not in self.spent_by:
-                spent += r.usage
+    async def _dispatch(
+        self, run: RunInput, state: RunState, node: PlanNode, spent: dict[str, float]
+    ) -> NodeResult:
         task = NodeTask(
             run=run,
             node_id=node.id,
             views={d: state.views[d] for d in node.deps if d in state.views},
-            spent={
-                "usd": spent.cost_usd,
-                "tokens": spent.tokens,
-                "llm_calls": spent.llm_calls,
-                "tool_calls": spent.tool_calls,
-            },
+            spent=spent,
         )
         try:
             data = await workflow.execute_activity(
@@ -275,53 +237,7 @@ class Interpreter:
                 error=cause,
                 detail={"activity_error": True},
             )
-        result = NodeResult.from_json(data)
-        self.spent_by[node.id] = result.usage
-        return result
-
-    def _outcome(
-        self,
-        run: RunInput,
-        state: RunState,
-        stop: list[NodeResult],
-        timed_out: bool,
-        killed: bool,
-        started: float,
-        t0: float,
-    ) -> RunResult:
-        plan = state.plan
-        status: RunStatus = "killed"
-        reason: str | None = None
-        outputs: dict[str, Any] = {}
-        if killed:
-            status, reason = "killed", "killed on request (the workflow was cancelled)"
-            # nodes cut off mid-call and nodes parked for approval end killed; others never ran
-            for nid in plan.order:
-                if nid in self.running or nid in self.parked:
-                    self.recorded.discard(nid)
-                    self.results[nid] = NodeResult(
-                        node_id=nid, kind=plan.nodes[nid].kind, status="killed", error=reason
-                    )
-        else:
-            status, reason, outputs = run_outcome(
-                plan, run.inputs, self.results, state.views, stop, timed_out
-            )
-        self.running.clear()
-        usage = Usage()
-        for r in self.results.values():
-            usage += r.usage
-        return RunResult(
-            run_id=run.run_id,
-            workflow=plan.name,
-            status=status,
-            outputs=outputs,
-            nodes={nid: self.results[nid] for nid in plan.order if nid in self.results},
-            usage=usage,
-            started_at=started,
-            duration_s=workflow.time() - t0,
-            reason=reason,
-            profile=plan.profile,
-        )
+        return NodeResult.from_json(data)
 
     async def _record(self, run: RunInput, result: RunResult, terminal: bool) -> None:
         """One activity per round: checkpoint what the workflow evaluated, and the outcome."""
@@ -357,8 +273,9 @@ class Interpreter:
 
     def _parked_at(self, key: str) -> str:
         base = key.split("[", 1)[0]
-        if base not in self.parked or base in self.woken:
-            waiting = ", ".join(sorted(set(self.parked) - self.woken)) or "none"
+        parked = self.sched.parked if self.sched is not None else {}
+        if base not in parked or base in self.woken:
+            waiting = ", ".join(sorted(set(parked) - self.woken)) or "none"
             raise ApplicationError(
                 f"the run does not wait for approval at {key!r} (waiting: {waiting})",
                 type="NotWaiting",

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
 import json
 import time
 from typing import Any
@@ -442,15 +443,34 @@ def test_budget_admits_the_first_call_but_not_the_second(backend: Run) -> None:
     assert result.reason is not None and result.reason.startswith("node 'b': ")
 
 
-def test_concurrent_calls_reserve_before_spending(backend: Run) -> None:
-    # room for two reservations of ~$0.00007, not three: the third parallel call is refused
+def test_capped_nodes_whose_worst_case_passes_the_cap_run_one_at_a_time(backend: Run) -> None:
+    # each node could cost ~$0.0017 (three asks on the pricier fallback), more than the whole
+    # cap: the scheduler starts them one at a time, each against what the others really spent
     plan = plan_of("budget: {max_usd: 0.00017}\nnodes:\n" + "".join(llm_node(n) for n in "abc"))
     responses = [answer(n, latency_s=0.05) for n in "abc"]
     result = run(backend, plan, responses=responses)
-    assert result.status == "budget_exceeded"
-    assert statuses(result) == {"a": "succeeded", "b": "succeeded", "c": "budget_exceeded"}
-    assert result.usage.llm_calls == 2
+    assert result.status == "succeeded", result.reason
+    assert result.usage.llm_calls == 3
     assert result.usage.cost_usd <= 0.00017
+    spans = sorted(
+        (r.started_at or 0.0, (r.started_at or 0.0) + r.duration_s) for r in result.nodes.values()
+    )
+    for (_, end), (start, _) in itertools.pairwise(spans):
+        assert start >= end - 0.01  # no two overlapped
+
+
+def test_capped_nodes_run_in_parallel_as_far_as_their_worst_cases_fit(backend: Run) -> None:
+    # room for two worst cases (~$0.00165 each), not three: a and b run together, c waits for
+    # one of them; then real spend (far below the worst case) leaves room for c
+    plan = plan_of("budget: {max_usd: 0.004}\nnodes:\n" + "".join(llm_node(n) for n in "abc"))
+    responses = [answer(n, latency_s=0.3) for n in "abc"]
+    result = run(backend, plan, responses=responses)
+    assert result.status == "succeeded", result.reason
+    assert result.usage.llm_calls == 3 and result.usage.cost_usd <= 0.004
+    a, b, c = (result.nodes[n] for n in "abc")
+    assert a.started_at is not None and b.started_at is not None and c.started_at is not None
+    assert abs(a.started_at - b.started_at) < 0.25  # together
+    assert c.started_at >= min(a.started_at + a.duration_s, b.started_at + b.duration_s) - 0.01
 
 
 def test_parallel_llm_nodes_never_pass_max_llm_calls(backend: Run) -> None:

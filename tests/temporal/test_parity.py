@@ -61,10 +61,6 @@ def backend(request: pytest.FixtureRequest, tmp_path: Path) -> Any:
 
 
 # Cases the two backends share. Left out, with the reason:
-# - test_concurrent_calls_reserve_before_spending: on Temporal, activities that spend a capped
-#   budget run one at a time against what the earlier ones really spent (not their worst-case
-#   reservations), so a third call the local backend refuses can fit; never past the cap
-#   (test_parallel_llm_nodes_never_pass_max_llm_calls is the shared case).
 # - cases that bound the whole call in wall time (fan-out, timeouts, max_seconds): on Temporal
 #   that time also holds starting an in-process worker (~0.1-0.5 s here); a Temporal round trip
 #   per node on a shared 2-core machine makes them flaky, not wrong.
@@ -82,6 +78,8 @@ CASES = [
     "test_every_model_failing_fails_the_node",
     "test_node_retry_covers_provider_errors",
     "test_budget_too_small_for_the_first_call_makes_no_call",
+    "test_capped_nodes_whose_worst_case_passes_the_cap_run_one_at_a_time",
+    "test_capped_nodes_run_in_parallel_as_far_as_their_worst_cases_fit",
     "test_budget_admits_the_first_call_but_not_the_second",
     "test_max_llm_calls_stops_a_reask",
     "test_parallel_llm_nodes_never_pass_max_llm_calls",
