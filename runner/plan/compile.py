@@ -365,7 +365,8 @@ class Compiler:
                     + ", ".join(schemas.JSON_TYPES)
                     + "; for a fixed set of values use `enum: [...]`"
                 )
-            self.error((*path, *where), "invalid-json-schema", problem, hint=hint, key=not where)
+            rule = "schema-ref" if where and where[-1] == "$ref" else "invalid-json-schema"
+            self.error((*path, *where), rule, problem, hint=hint, key=not where)
             return False
         if llm_output and isinstance(schema, dict) and schema.get("type") != "object":
             self.error(

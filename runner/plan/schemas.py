@@ -86,7 +86,7 @@ def _schema_problem_at(schema: Any) -> tuple[str, tuple[str | int, ...]] | None:
         if where and where[-1] == "type":
             message = f"{e.instance!r} is not a JSON Schema type"
         return message + (f" (at {shown})" if shown else ""), where
-    return None
+    return ref_problem(schema)
 
 
 JSON_TYPES = ("array", "boolean", "integer", "null", "number", "object", "string")
@@ -267,3 +267,160 @@ def field_names(schema: Any) -> list[str]:
     if isinstance(schema, dict) and isinstance(schema.get("properties"), dict):
         return sorted(schema["properties"])
     return []
+
+
+# -- $ref ----------------------------------------------------------------------------------------
+# A `$ref` is resolved when a value is validated, at run time: one that leaves the schema would
+# make the validator reach for a file or the network, one that points at nothing fails the run,
+# and one that reaches itself again without descending into the value never ends (RecursionError).
+# So every `$ref` must be a local JSON pointer (or `$anchor`) that exists, and no chain of refs
+# and in-place applicators (allOf, anyOf, oneOf, not, if/then/else, dependentSchemas) may loop.
+
+_CHILD_ONE = (
+    *("additionalProperties", "items", "contains", "propertyNames", "additionalItems"),
+    *("unevaluatedItems", "unevaluatedProperties", "not", "if", "then", "else"),
+)
+_CHILD_LIST = ("allOf", "anyOf", "oneOf", "prefixItems", "items")
+_CHILD_MAP = ("properties", "patternProperties", "$defs", "definitions", "dependentSchemas")
+_IN_PLACE_ONE = ("not", "if", "then", "else")
+_IN_PLACE_LIST = ("allOf", "anyOf", "oneOf")
+
+Where = tuple[str | int, ...]
+
+
+def _subschemas(schema: dict[str, Any], where: Where) -> list[tuple[Where, dict[str, Any]]]:
+    """Every sub-schema (mapping) of `schema` with its key path, the root first."""
+    out: list[tuple[Where, dict[str, Any]]] = []
+    stack: list[tuple[Where, Any]] = [(where, schema)]
+    seen: set[int] = set()
+    while stack:
+        at, s = stack.pop()
+        if not isinstance(s, dict) or id(s) in seen:
+            continue
+        seen.add(id(s))
+        out.append((at, s))
+        for key in _CHILD_MAP:
+            sub = s.get(key)
+            if isinstance(sub, dict):
+                stack.extend(((*at, key, k), v) for k, v in sub.items())
+        for key in _CHILD_LIST:
+            sub = s.get(key)
+            if isinstance(sub, list):
+                stack.extend(((*at, key, i), v) for i, v in enumerate(sub))
+        for key in _CHILD_ONE:
+            sub = s.get(key)
+            if isinstance(sub, dict):
+                stack.append(((*at, key), sub))
+    return out
+
+
+def resolve_ref(root: Any, ref: str) -> Any:
+    """The sub-schema a local `$ref` (`#`, `#/json/pointer`, `#anchor`) names, or None."""
+    from urllib.parse import unquote
+
+    if not ref.startswith("#"):
+        return None
+    frag = unquote(ref[1:])
+    if frag and not frag.startswith("/"):
+        if isinstance(root, dict):
+            for _, s in _subschemas(root, ()):
+                if s.get("$anchor") == frag:
+                    return s
+        return None
+    current = root
+    for raw in frag.split("/")[1:]:
+        seg = raw.replace("~1", "/").replace("~0", "~")
+        if isinstance(current, dict) and seg in current:
+            current = current[seg]
+        elif isinstance(current, list) and seg.isdigit() and int(seg) < len(current):
+            current = current[int(seg)]
+        else:
+            return None
+    return current if isinstance(current, dict | bool) else None
+
+
+def ref_problem(schema: Any) -> tuple[str, Where] | None:
+    """The first `$ref` that is not local, points at nothing or loops, with where it is."""
+    if not isinstance(schema, dict):
+        return None
+    subs = _subschemas(schema, ())
+    if any("$id" in s for at, s in subs if at):
+        return None  # a nested resource has its own base: its refs resolve elsewhere
+    refs = [(at, s["$ref"]) for at, s in subs if isinstance(s.get("$ref"), str)]
+    if not refs:
+        return None
+    defs = [
+        f"#/{key}/{name}"
+        for key in ("$defs", "definitions")
+        if isinstance(schema.get(key), dict)
+        for name in schema[key]
+    ]
+    for at, ref in refs:
+        if not ref.startswith("#"):
+            return (
+                f"$ref {ref!r} is not local: a schema may only refer inside itself (#/...)",
+                (*at, "$ref"),
+            )
+        if resolve_ref(schema, ref) is None:
+            known = f" (defined: {', '.join(defs)})" if defs else ""
+            return f"$ref {ref!r} points at nothing in this schema{known}", (*at, "$ref")
+    return _ref_cycle(schema, subs)
+
+
+def _ref_cycle(schema: dict[str, Any], subs: list[tuple[Where, dict[str, Any]]]) -> Any:
+    where_of = {id(s): at for at, s in subs}
+
+    def steps(s: dict[str, Any]) -> list[tuple[dict[str, Any], str | None]]:
+        out: list[tuple[dict[str, Any], str | None]] = []
+        ref = s.get("$ref")
+        if isinstance(ref, str):
+            target = resolve_ref(schema, ref)
+            if isinstance(target, dict):
+                out.append((target, ref))
+        for key in _IN_PLACE_LIST:
+            sub = s.get(key)
+            if isinstance(sub, list):
+                out.extend((x, None) for x in sub if isinstance(x, dict))
+        for key in _IN_PLACE_ONE:
+            sub = s.get(key)
+            if isinstance(sub, dict):
+                out.append((sub, None))
+        deps = s.get("dependentSchemas")
+        if isinstance(deps, dict):
+            out.extend((x, None) for x in deps.values() if isinstance(x, dict))
+        return out
+
+    state: dict[int, int] = {}  # 1: on the current path, 2: done
+    for _, start in subs:
+        if id(start) in state:
+            continue
+        path: list[tuple[dict[str, Any], str | None]] = [(start, None)]
+        stack = [iter(steps(start))]
+        state[id(start)] = 1
+        while stack:
+            step = next(stack[-1], None)
+            if step is None:
+                stack.pop()
+                state[id(path.pop()[0])] = 2
+                continue
+            target, ref = step
+            mark = state.get(id(target))
+            if mark == 1:
+                i = next(k for k, (s, _) in enumerate(path) if s is target)
+                chain = [r for _, r in path[i + 1 :] if r is not None]
+                if ref is not None:
+                    chain.append(ref)
+                last = path[-1][0]
+                shown = " -> ".join(repr(r) for r in [chain[-1], *chain])
+                return (
+                    f"$ref {chain[-1]!r} closes a loop of references ({shown}) that never"
+                    " reaches a type: validating a value against it would never end",
+                    (*where_of.get(id(last), ()), "$ref")
+                    if isinstance(last.get("$ref"), str)
+                    else where_of.get(id(last), ()),
+                )
+            if mark is None:
+                state[id(target)] = 1
+                path.append((target, ref))
+                stack.append(iter(steps(target)))
+    return None

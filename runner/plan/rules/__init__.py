@@ -52,6 +52,7 @@ RULES: dict[str, str] = {
     "cel-syntax": "a CEL expression or ${{ }} binding that does not parse",
     "template-syntax": "a Jinja2 prompt that does not parse",
     "invalid-json-schema": "a JSON Schema that is not valid",
+    "schema-ref": "a JSON Schema $ref that is not local, points at nothing, or loops",
     "map-not-array": "a map over a value that is not a list",
     "flow-not-found": "a subflow path that does not exist",
     "flow-invalid": "a subflow spec that does not validate (its problems follow, in its file)",
