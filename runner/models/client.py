@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from types import ModuleType
 from typing import Literal, cast
 
-from runner.models import pricing
+from runner.models import bounds, pricing
 from runner.models.responses import Recorded
 
 ProviderErrorKind = Literal[
@@ -166,7 +166,9 @@ def _call_kwargs(req: LLMRequest) -> dict[str, object]:
     # inside a json_object response_format (llama-cpp-python's server), not as json_schema
     style = kwargs.pop("structured_output", "json_schema")
     if req.output_schema is not None and style == "json_object":
-        kwargs["response_format"] = {"type": "json_object", "schema": req.output_schema}
+        # such a server compiles the schema to a sampling grammar: bound it so answers close
+        schema = bounds.bound_schema(req.output_schema, req.max_tokens)
+        kwargs["response_format"] = {"type": "json_object", "schema": schema}
     elif req.output_schema is not None:
         kwargs["response_format"] = {
             "type": "json_schema",

@@ -12,6 +12,7 @@ import asyncio
 import contextlib
 import hashlib
 import importlib
+import json
 import os
 import threading
 import time
@@ -25,6 +26,8 @@ os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
 import litellm
 from litellm.exceptions import ContextWindowExceededError
 from litellm.llms.custom_llm import CustomLLM
+
+from runner.models import bounds
 
 PROVIDER = "local"
 EXTRA_HINT = "pip install 'flowrun[local]'"
@@ -194,7 +197,7 @@ def load(model: str) -> _Loaded:
 
 
 def _response_format(optional: dict[str, Any]) -> dict[str, Any] | None:
-    """litellm's OpenAI-style `response_format` as llama.cpp's JSON-Schema grammar wants it."""
+    """litellm's OpenAI-style `response_format` as llama.cpp's `json_object` format takes it."""
     fmt = optional.get("response_format")
     if not isinstance(fmt, dict):
         return None
@@ -226,19 +229,42 @@ def _fold_system(messages: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return rest
 
 
+def _grammar(schema: dict[str, Any], max_tokens: int, model: str) -> Any:
+    """The sampling grammar of a bounded copy of `schema`, so the answer closes in max_tokens.
+
+    llama-cpp-python falls back to free-form JSON when it cannot compile a schema; building the
+    grammar here turns that silent loss of every constraint into an error naming the schema.
+    """
+    from llama_cpp import llama_grammar
+
+    bounded = bounds.bound_schema(schema, max_tokens)
+    try:
+        return llama_grammar.LlamaGrammar.from_json_schema(json.dumps(bounded), verbose=False)
+    except Exception as e:  # the converter raises bare AssertionErrors and ValueErrors
+        raise LocalModelError(
+            f"{model}: the output schema cannot be compiled to a grammar ({e or type(e).__name__});"
+            " simplify the schema (plain types, enums, patterns with ^...$)"
+        ) from e
+
+
 def generate(model: str, messages: list[dict[str, Any]], optional: dict[str, Any]) -> Any:
     """One blocking chat completion as a litellm `ModelResponse` with usage."""
     spec = lookup(model)
     loaded = load(model)
     kwargs: dict[str, Any] = {"messages": _fold_system(messages)}
+    max_tokens = int(
+        optional.get("max_tokens")
+        or optional.get("max_completion_tokens")
+        or spec.max_output_tokens
+    )
+    kwargs["max_tokens"] = max_tokens
     fmt = _response_format(optional)
-    if fmt is not None:
+    if fmt is not None and isinstance(fmt.get("schema"), dict):
+        kwargs["grammar"] = _grammar(fmt["schema"], max_tokens, f"{PROVIDER}/{spec.name}")
+    elif fmt is not None:
         kwargs["response_format"] = fmt
     if optional.get("temperature") is not None:
         kwargs["temperature"] = float(optional["temperature"])
-    max_tokens = optional.get("max_tokens") or optional.get("max_completion_tokens")
-    if max_tokens is not None:
-        kwargs["max_tokens"] = int(max_tokens)
     if optional.get("top_p") is not None:
         kwargs["top_p"] = float(optional["top_p"])
     if optional.get("stop") is not None:
