@@ -144,6 +144,7 @@ def show(run_id: str, store_opt: str | None, fmt: str) -> None:
                     "status": row.status,
                     "reason": row.reason,
                     "profile": row.profile,
+                    "bundle_digest": row.bundle_digest,
                     "tenant": row.tenant,
                     "actor": row.actor,
                     "inputs": row.inputs,
@@ -172,6 +173,8 @@ def show(run_id: str, store_opt: str | None, fmt: str) -> None:
         head += f" — {row.reason}"
     click.echo(head)
     click.echo(f"  started {_when(row.created_at)}  finished {_when(row.finished_at)}")
+    if row.bundle_digest:
+        click.echo(f"  plan bundle sha256:{row.bundle_digest}")
     for node_id, n in nodes.items():
         usage = n.get("usage") or {}
         bits = [f"{(n.get('duration_s') or 0) * 1000:.0f} ms", f"attempts {n.get('attempts', 0)}"]

@@ -89,6 +89,7 @@ def execute_temporal(
             tenant=tenant,
             actor=actor,
             interpreter_version=interpreter_version,
+            bundle=plan.bundle.to_json() if plan.bundle is not None else None,
         )
         handle = await start(client, run, target)
         try:

@@ -12,8 +12,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from runner.mcp.lock import Lock, LockError, hints, identity, lock_path, read_lock
+from runner.mcp.lock import Lock, LockError, hints, identity, lock_path, parse_lock
 from runner.mcp.pool import McpTool
+from runner.plan.bundle import file_key
 from runner.plan.rules.mcp import (
     LOCK_MISMATCH,
     LOCK_MISSING,
@@ -44,7 +45,7 @@ def _state(compiler: Any) -> _State:
     lp = lock_path(Path(path))
     shown = lp.name
     try:
-        st.lock = read_lock(lp)
+        st.lock = _read_lock(compiler, lp)
     except FileNotFoundError:
         st.problem = (
             LOCK_MISSING,
@@ -65,6 +66,18 @@ def _state(compiler: Any) -> _State:
             st.lock = None
     compiler._mcp_state = st
     return st
+
+
+def _read_lock(compiler: Any, lp: Path) -> Lock:
+    """The spec's lock through the compiler's sources, so a run's bundle carries it."""
+    key = file_key(compiler.base, lp.name)
+    try:
+        text = compiler.files.read(key)
+    except FileNotFoundError:
+        raise
+    except (OSError, UnicodeDecodeError) as e:
+        raise LockError(f"cannot read {lp.name}: {e}") from None
+    return parse_lock(text, lp)
 
 
 def resolve(

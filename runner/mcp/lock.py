@@ -69,10 +69,19 @@ class Lock:
 
 def read_lock(path: Path) -> Lock:
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
+        text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
         raise
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+    except (OSError, UnicodeDecodeError) as e:
+        raise LockError(f"cannot read {path.name}: {e}") from None
+    return parse_lock(text, path)
+
+
+def parse_lock(text: str, path: Path) -> Lock:
+    """A lock from its text (read from disk, or from a run's plan bundle)."""
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as e:
         raise LockError(f"cannot read {path.name}: {e}") from None
     if (
         not isinstance(data, dict)

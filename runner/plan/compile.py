@@ -5,6 +5,7 @@ from __future__ import annotations
 import difflib
 import inspect
 import json
+import posixpath
 import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
@@ -21,6 +22,7 @@ from runner.expr.cel import CelSyntaxError, CompiledExpr, ExprError
 from runner.expr.refs import Ref, cel_refs
 from runner.expr.templates import PromptTemplate, TemplateError, compile_template, template_refs
 from runner.plan import compose, schemas
+from runner.plan.bundle import Bundle, BundleSources, DiskSources, Sources, file_key
 from runner.plan.cost import estimate_cost
 from runner.plan.model import (
     DEFAULT_MAX_TOKENS,
@@ -84,8 +86,18 @@ class Compiler:
     # cache of child plans and composite output schemas (runner/plan/compose.py)
     flow_chain: tuple[tuple[str, str], ...] = ()
     flow_plans: dict[Any, Any] = field(default_factory=dict)
+    # the files this spec names are read through `sources` (disk, recorded; or a run's bundle);
+    # `spec_key` is this spec's key there (a subflow's differs from the entry's)
+    sources: Sources | None = None
+    spec_key: str | None = None
 
     def __post_init__(self) -> None:
+        if self.sources is None:
+            self.sources = DiskSources.for_spec(self.loaded.source.path, self.loaded.source.text)
+        if self.spec_key is None:
+            self.spec_key = self.sources.entry
+        self.files: Sources = self.sources
+        self.base = posixpath.dirname(self.spec_key)
         self.spec = self.loaded.spec
         self.src = self.loaded.source
         self.node_ids = list(self.spec.nodes)
@@ -708,9 +720,8 @@ class Compiler:
                     locals_schema=locals_schema,
                 )
         elif node.prompt_file is not None:
-            file = (self.loaded.directory / node.prompt_file).resolve()
             try:
-                text = file.read_text(encoding="utf-8")
+                text = self.files.read(file_key(self.base, node.prompt_file))
             except (OSError, UnicodeDecodeError) as e:
                 reason = e.strerror if isinstance(e, OSError) else "not UTF-8"
                 self.error(
@@ -1095,9 +1106,8 @@ class Compiler:
         if spec.policy_files:
             texts = []
             for i, name in enumerate(spec.policy_files):
-                file = self.loaded.directory / name
                 try:
-                    text = file.read_text(encoding="utf-8")
+                    text = self.files.read(file_key(self.base, name))
                 except (OSError, UnicodeDecodeError) as e:
                     why = e.strerror if isinstance(e, OSError) else "not UTF-8"
                     self.error(
@@ -1190,8 +1200,21 @@ def _replace(pn: PlanNode, **changes: Any) -> PlanNode:
 
 
 def compile_plan(loaded: LoadedSpec, profile: str | None = None) -> Plan:
-    """Compile a loaded spec for one profile; raises SpecError listing every problem."""
-    return Compiler(loaded, profile).compile()
+    """Compile a loaded spec for one profile; raises SpecError listing every problem.
+
+    The files it names are read from disk; the plan carries them as its bundle."""
+    sources = DiskSources.for_spec(loaded.source.path, loaded.source.text)
+    plan = Compiler(loaded, profile, sources=sources).compile()
+    return dc_replace(plan, bundle=sources.bundle())
+
+
+def compile_bundle(bundle: Bundle, path: str, profile: str | None = None) -> Plan:
+    """Compile a run's own bundle, never the files on disk; `path` names the entry spec."""
+    from runner.spec import load_spec_text
+
+    loaded = load_spec_text(bundle.entry_text, path)
+    plan = Compiler(loaded, profile, sources=BundleSources(bundle)).compile()
+    return dc_replace(plan, bundle=bundle)
 
 
 def spec_digest(loaded: LoadedSpec) -> str:

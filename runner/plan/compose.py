@@ -16,10 +16,11 @@ import networkx as nx
 
 from runner.errors import SpecError
 from runner.plan import schemas
+from runner.plan.bundle import file_key
 from runner.plan.cost import estimate_cost
 from runner.plan.model import FlowStep, LoopStep, Plan, PlanNode, Route
 from runner.spec import LoadedSpec
-from runner.spec.loader import PathKey, load_file
+from runner.spec.loader import PathKey
 from runner.spec.models import ApprovalNode, Budget, FlowNode, LoopNode, MapNode
 from runner.spec.parse import parse_spec
 
@@ -67,9 +68,9 @@ def child_plan(c: Compiler, node: FlowNode, path: PathKey) -> Plan | None:
         return plan
     c.flow_plans[key] = None
     p = Path(resolved)
-    if not p.is_file():
-        folder = p.parent
-        options = sorted(x.name for x in folder.glob("*.y*ml")) if folder.is_dir() else []
+    fkey = file_key(c.base, node.flow)
+    if not c.files.is_file(fkey):
+        options = c.files.specs_beside(fkey)
         from runner.plan.compile import did_you_mean
 
         c.error(
@@ -83,10 +84,17 @@ def child_plan(c: Compiler, node: FlowNode, path: PathKey) -> Plan | None:
     from runner.plan.compile import Compiler
 
     try:
-        src = load_file(p, display=shown)
+        src = c.files.load(fkey, shown)
         loaded = LoadedSpec(parse_spec(src), src)
         profile = c.profile if c.profile in loaded.spec.profiles else None
-        sub = Compiler(loaded, profile, flow_chain=tuple(chain), flow_plans=c.flow_plans)
+        sub = Compiler(
+            loaded,
+            profile,
+            flow_chain=tuple(chain),
+            flow_plans=c.flow_plans,
+            sources=c.files,
+            spec_key=fkey,
+        )
         plan = sub.compile()
     except FlowRecursion as fr:
         if fr.start != _entry(c)[0]:
@@ -220,7 +228,14 @@ def _body_compiler(c: Compiler, exclude: str | None, node: LoopNode) -> Compiler
     """A compiler whose `nodes` are the outer ones plus the body's, sharing diagnostics."""
     from runner.plan.compile import Compiler
 
-    sub = Compiler(c.loaded, c.profile, diags=c.diags, flow_chain=c.flow_chain)
+    sub = Compiler(
+        c.loaded,
+        c.profile,
+        diags=c.diags,
+        flow_chain=c.flow_chain,
+        sources=c.files,
+        spec_key=c.spec_key,
+    )
     sub.flow_plans = c.flow_plans
     merged = {k: v for k, v in c.spec.nodes.items() if k != exclude}
     merged.update(node.loop.body)

@@ -11,6 +11,7 @@ import networkx as nx
 from runner.expr.bindings import CompiledValue
 from runner.expr.cel import CompiledExpr
 from runner.expr.templates import PromptTemplate
+from runner.plan.bundle import Bundle
 from runner.policy import PolicySet
 from runner.spec import LoadedSpec
 from runner.spec.models import AnyNode, Budget, ModelConfig, Retry, ToolContract
@@ -165,6 +166,8 @@ class Plan:
     warnings: tuple[Any, ...] = field(default_factory=tuple)
     dependants: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
     policy: PolicySet = field(default_factory=PolicySet)
+    # every file the plan was compiled from (entry plans only; see runner/plan/bundle.py)
+    bundle: Bundle | None = None
 
     @property
     def name(self) -> str:

@@ -19,7 +19,7 @@ from typing import Any
 
 from runner.errors import ExitCode, FlowrunError
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 APP_ID = 0x464C5752  # "FLWR": PRAGMA application_id marks a store as ours
 DEFAULT_STORE = ".flowrun/flowrun.db"
 BUSY_TIMEOUT_MS = 30_000
@@ -133,6 +133,16 @@ _MIGRATIONS: dict[int, str] = {
     );
     CREATE INDEX calls_run ON calls(run_id, id);
     """,
+    # plan bundles (runner/plan/bundle.py): every file a run was compiled from, by digest
+    3: """
+    CREATE TABLE bundles (
+        digest TEXT PRIMARY KEY,
+        entry TEXT NOT NULL,
+        files TEXT NOT NULL,
+        created_at REAL NOT NULL
+    );
+    ALTER TABLE runs ADD COLUMN bundle_digest TEXT;
+    """,
 }
 
 
@@ -206,6 +216,7 @@ class RunRow:
     created_at: float
     updated_at: float
     finished_at: float | None
+    bundle_digest: str | None = None  # None: a run from before plan bundles (schema 3)
 
 
 _OPEN: weakref.WeakSet[Store] = weakref.WeakSet()
@@ -410,14 +421,23 @@ class Store:
         _OPEN.discard(self)
 
     # -- runs ------------------------------------------------------------------------------
-    def create_run(self, **row: Any) -> None:
+    def create_run(self, *, bundle: dict[str, Any] | None = None, **row: Any) -> None:
+        """A new run row; `bundle` (Bundle.to_json()) is stored once per digest with it."""
         now = time.time()
         row = {**row, "created_at": now, "updated_at": now}
         row["inputs"] = dumps(row["inputs"])
         row["options"] = dumps(row.get("options") or {})
+        if bundle is not None:
+            row["bundle_digest"] = bundle["digest"]
         cols = ", ".join(row)
         marks = ", ".join("?" for _ in row)
         with self.tx() as c:
+            if bundle is not None:
+                c.execute(
+                    "INSERT OR IGNORE INTO bundles (digest, entry, files, created_at) "
+                    "VALUES (?, ?, ?, ?)",
+                    (bundle["digest"], bundle["entry"], dumps(bundle["files"]), now),
+                )
             c.execute(f"INSERT INTO runs ({cols}) VALUES ({marks})", tuple(row.values()))
             c.execute(
                 "INSERT INTO events (run_id, ts, type, data) VALUES (?, ?, 'run_created', ?)",
@@ -465,6 +485,15 @@ class Store:
                 hint=f"did you mean {near[0]!r}?" if near else "list runs with `flowrun runs`",
             )
         return _run_row(self.conn, row)
+
+    def get_bundle(self, digest: str) -> dict[str, Any]:
+        """A stored plan bundle (Bundle.to_json() shape; the caller checks its digest)."""
+        row = self.conn.execute(
+            "SELECT entry, files FROM bundles WHERE digest = ?", (digest,)
+        ).fetchone()
+        if row is None:
+            raise NotFound(f"no plan bundle {digest[:12]} in {self.path}")
+        return {"entry": row[0], "files": loads(row[1]), "digest": digest}
 
     def list_runs(
         self,

@@ -83,6 +83,7 @@ def create_run(
             status="running",
             pid=os.getpid(),
             host=_host(),
+            bundle=plan.bundle.to_json() if plan.bundle is not None else None,
         )
     except Exception as e:
         if "UNIQUE" in str(e):
@@ -177,16 +178,26 @@ def claim(store: Store, run_id: str) -> Any:
     return row
 
 
-def plan_of(row: Any) -> Plan:
-    """The run's own plan, compiled from the spec text it was started with."""
-    from runner.plan.compile import compile_plan
-    from runner.spec import load_spec_text
-
-    plan = compile_plan(load_spec_text(row.spec_text, row.spec_path), row.profile)
+def plan_of(row: Any, store: Store | None = None) -> Plan:
+    """The run's own plan, compiled from the bundle it was started with (never the files on
+    disk now); a run from before bundles, or without its store at hand, from its spec text."""
+    plan = compile_plan_of(row, store, row.profile)
     max_usd = (row.options or {}).get("max_usd")
     if max_usd is not None:
         plan = tighten_budget(plan, max_usd=max_usd)
     return plan
+
+
+def compile_plan_of(row: Any, store: Store | None, profile: str | None) -> Plan:
+    """The run's files compiled for `profile`, with the run's budget as the spec sets it."""
+    from runner.plan.bundle import Bundle
+    from runner.plan.compile import compile_bundle, compile_plan
+    from runner.spec import load_spec_text
+
+    digest = getattr(row, "bundle_digest", None)
+    if store is not None and digest is not None:
+        return compile_bundle(Bundle.from_json(store.get_bundle(digest)), row.spec_path, profile)
+    return compile_plan(load_spec_text(row.spec_text, row.spec_path), profile)
 
 
 def tighten_budget(plan: Plan, *, max_usd: float) -> Plan:
@@ -214,7 +225,7 @@ async def resume(store: Store, run_id: str, *, hooks: Hooks | None = None) -> Ru
 
     row = claim(store, run_id)
     try:
-        plan = plan_of(row)
+        plan = plan_of(row, store)
         responses = None
         if row.responses_path:
             responses = RecordedResponses.load(Path(row.responses_path))

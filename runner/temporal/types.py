@@ -22,6 +22,9 @@ class RunInput:
     tenant: str | None = None
     actor: str | None = None
     interpreter_version: int = 1
+    # the plan bundle (runner/plan/bundle.py Bundle.to_json()): spec, prompts, policy files,
+    # subflows, MCP locks; None in inputs recorded before bundles, which compile the spec text
+    bundle: dict[str, Any] | None = None
 
 
 @dataclass

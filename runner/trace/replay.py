@@ -171,15 +171,18 @@ async def replay_run(
     """Re-execute a recorded run offline; unchanged nodes get their recorded answers."""
     from runner.engine.run import check_inputs, execute
     from runner.plan.compile import compile_plan
-    from runner.spec import load_spec, load_spec_text
-    from runner.store.runtime import plan_of
+    from runner.spec import load_spec
+    from runner.store.runtime import compile_plan_of, plan_of
 
     row = store.get_run(run_id)
     calls = store.calls(run_id)
     _needs_content(row, calls)
-    old = plan_of(row)
-    loaded = load_spec(spec) if spec else load_spec_text(row.spec_text, row.spec_path)
-    new = compile_plan(loaded, profile or row.profile)
+    old = plan_of(row, store)
+    # the run's own bundle unless another spec is given: files on disk may have changed since
+    if spec:
+        new = compile_plan(load_spec(spec), profile or row.profile)
+    else:
+        new = compile_plan_of(row, store, profile or row.profile)
     unknown = [n for n in rerun if n not in new.nodes]
     if unknown:
         raise UsageError(

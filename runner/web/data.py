@@ -278,7 +278,7 @@ def run_page(store: Store, run_id: str) -> dict[str, Any]:
     mermaid = None
     order: list[str] = list(nodes)
     try:
-        plan = plan_of(row)
+        plan = plan_of(row, store)
         g = from_plan(plan)
         order = [*g.nodes, *[n for n in nodes if n not in g.nodes]]
         mermaid = status_mermaid(to_mermaid(g), {n: s for n, s in statuses.items() if n in g.nodes})

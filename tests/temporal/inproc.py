@@ -57,6 +57,7 @@ def run_input(
         responses_path=str(responses) if responses else None,
         options=options,
         interpreter_version=interpreter_version,
+        bundle=plan.bundle.to_json() if plan.bundle is not None else None,
     )
 
 
