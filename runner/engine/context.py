@@ -111,6 +111,7 @@ class NodeContext:
     usage: Usage = field(default_factory=Usage)
     model: str | None = None
     detail: dict[str, Any] = field(default_factory=dict)
+    attempts: int = 0  # attempts started so far (runner/engine/wrappers.py Retry counts them)
 
     @property
     def node_id(self) -> str:

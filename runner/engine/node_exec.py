@@ -1,4 +1,4 @@
-"""Run one node (or map item) to a NodeResult: its kind's runner under its timeout and retries.
+"""Run one node (or map item) to a NodeResult: its kind's runner inside the node envelope.
 
 Both backends come here for every node: the local scheduler and the Temporal node activity.
 Node runners are looked up by kind in `runner.nodes.RUNNERS`, the one place a kind registers.
@@ -6,59 +6,35 @@ Node runners are looked up by kind in `runner.nodes.RUNNERS`, the one place a ki
 
 from __future__ import annotations
 
-import asyncio
 import time
 from typing import Any
 
 from runner.engine.budget import BudgetExceeded
+from runner.engine.calls import node_envelope
 from runner.engine.context import NodeContext, NodeFailure, NodeStop
 from runner.engine.results import NodeResult
 from runner.nodes import RUNNERS
 
-# A retry policy's `on` names, and the failure kinds (NodeFailure.kind) each one retries.
-RETRY_KINDS = {
-    "error": {"error", "invalid_output", "item"},
-    "timeout": {"timeout"},
-    "provider_error": {"provider_error"},
-}
-
 
 async def execute_node(ctx: NodeContext) -> NodeResult:
-    """Run one node (or map item) under its timeout and retry policy; node errors never raise."""
-    node = ctx.node
-    policy = node.retry
+    """Run one node (or map item) through the envelope to a result; node errors never raise."""
     started = time.time()
     t0 = time.perf_counter()
-    attempt = 0
-    status = "succeeded"
     output: Any = None
     error: str | None = None
-    while True:
-        attempt += 1
-        try:
-            async with asyncio.timeout(node.timeout):
-                output = await dispatch(ctx)
-            status, error = "succeeded", None
-            break
-        except TimeoutError:
-            status, error, kind = "failed", f"timed out after {node.timeout:g}s", "timeout"
-        except NodeFailure as e:
-            status, error, kind = "failed", e.message, e.kind
-        except BudgetExceeded as e:
-            status, error = "budget_exceeded", e.message
-            break
-        except NodeStop as g:
-            status, error, output = g.status, g.message, g.output
-            break
-        retryable = any(kind in RETRY_KINDS[k] for k in policy.on)
-        if not retryable or attempt >= policy.max_attempts:
-            break
-        delay = min(policy.backoff * policy.multiplier ** (attempt - 1), policy.max_backoff)
-        ctx.detail.setdefault("retried", []).append(error)
-        await asyncio.sleep(delay)
+    try:
+        output = await _ENVELOPED(ctx)
+        status = "succeeded"
+    except NodeFailure as e:
+        status, error = "failed", e.message
+    except BudgetExceeded as e:
+        status, error = "budget_exceeded", e.message
+    except NodeStop as g:
+        status, error, output = g.status, g.message, g.output
+    node = ctx.node
     detail = dict(ctx.detail)
     items = detail.pop("items", None)
-    attempts = detail.get("asks", attempt) if node.kind == "llm" else attempt
+    attempts = detail.get("asks", ctx.attempts) if node.kind == "llm" else ctx.attempts
     return NodeResult(
         node_id=node.id,
         kind=node.kind,
@@ -81,3 +57,6 @@ async def dispatch(ctx: NodeContext) -> Any:
     if runner is None:
         raise NodeFailure(f"unknown node kind {ctx.node.kind!r}", kind="config")
     return await runner(ctx)
+
+
+_ENVELOPED = node_envelope(dispatch)

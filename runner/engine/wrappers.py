@@ -1,0 +1,561 @@
+"""The envelope's concerns, one small wrapper each, around node attempts, tool calls, model calls.
+
+Each wrapper holds the next handler (`inner`) and does one thing before or after it: a timeout,
+a retry, the writes switch, a policy decision, dry-run, the idempotency ledger, a budget
+reservation, a trace span. `runner/engine/calls.py` composes them, once, in the order that
+matters (the reasons are next to that composition); node runners only see the composed door.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import json
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any
+
+from runner.engine.approvals import Ask, approval_key, await_decision
+from runner.engine.budget import BudgetExceeded
+from runner.engine.context import NodeContext, NodeFailure, NodeStop
+from runner.engine.crash import crash_point
+from runner.expr.cel import ExprError
+from runner.mcp.pool import McpTool
+from runner.models.pricing import price_of
+from runner.plan import schemas
+from runner.plan.model import LLMStep, ToolStep
+from runner.plan.tools import accepts_idempotency_key
+from runner.policy import Decision
+from runner.policy import request as policy_request
+
+if TYPE_CHECKING:
+    from runner.models.client import LLMRequest, LLMResponse
+    from runner.models.responses import Recorded
+
+# ---------------------------------------------------------------------------------------------
+# node attempts: a handler runs the node's runner once and returns its output
+
+
+NodeHandler = Callable[[NodeContext], Awaitable[Any]]
+
+# A retry policy's `on` names, and the failure kinds (NodeFailure.kind) each one retries.
+RETRY_KINDS = {
+    "error": {"error", "invalid_output", "item"},
+    "timeout": {"timeout"},
+    "provider_error": {"provider_error"},
+}
+
+
+class NodeWrapper:
+    __slots__ = ("inner",)
+
+    def __init__(self, inner: NodeHandler) -> None:
+        self.inner = inner
+
+
+class Timeout(NodeWrapper):
+    """Each attempt gets the node's `timeout`; running out is a retryable `timeout` failure."""
+
+    async def __call__(self, ctx: NodeContext) -> Any:
+        timeout = ctx.node.timeout
+        try:
+            async with asyncio.timeout(timeout):
+                return await self.inner(ctx)
+        except TimeoutError:
+            raise NodeFailure(f"timed out after {timeout:g}s", kind="timeout") from None
+
+
+class Retry(NodeWrapper):
+    """Failed attempts run again as the node's retry policy says; `ctx.attempts` counts them."""
+
+    async def __call__(self, ctx: NodeContext) -> Any:
+        policy = ctx.node.retry
+        while True:
+            ctx.attempts += 1
+            try:
+                return await self.inner(ctx)
+            except NodeFailure as e:
+                retryable = any(e.kind in RETRY_KINDS[k] for k in policy.on)
+                if not retryable or ctx.attempts >= policy.max_attempts:
+                    raise
+                ctx.detail.setdefault("retried", []).append(e.message)
+                n = ctx.attempts
+                delay = min(policy.backoff * policy.multiplier ** (n - 1), policy.max_backoff)
+            await asyncio.sleep(delay)
+
+
+# ---------------------------------------------------------------------------------------------
+# tool calls
+
+
+@dataclass(slots=True)
+class ToolCall:
+    """One call of a tool by a node: bound arguments and the idempotency key derived from them."""
+
+    ctx: NodeContext
+    step: ToolStep
+    args: dict[str, Any]
+    key: str
+
+    @property
+    def write(self) -> bool:
+        return self.step.contract.effect == "write"
+
+    @property
+    def ledger_key(self) -> str:
+        return f"{self.step.name}/{self.key}"
+
+
+ToolHandler = Callable[[ToolCall], Awaitable[Any]]
+
+
+class CallFailed(NodeFailure):
+    """A tool call that ran and failed (raised, or returned a result that breaks its contract):
+    the ledger records it failed, so a retry calls the tool again."""
+
+    def __init__(self, message: str, *, kind: str = "error", ledger: str | None = None) -> None:
+        super().__init__(message, kind=kind)
+        self.ledger_message = ledger or message
+
+
+class ToolWrapper:
+    __slots__ = ("inner",)
+
+    def __init__(self, inner: ToolHandler) -> None:
+        self.inner = inner
+
+
+class ArgsContract(ToolWrapper):
+    """Arguments must match the tool's args schema before anything else sees them."""
+
+    async def __call__(self, call: ToolCall) -> Any:
+        step = call.step
+        if not isinstance(call.args, dict):
+            raise NodeFailure(
+                f"tool {step.name!r} arguments must be a mapping", kind="invalid_args"
+            )
+        problems = schemas.validation_errors(step.args_schema, call.args)
+        if problems:
+            raise NodeFailure(
+                f"tool {step.name!r} arguments do not match its schema: " + "; ".join(problems),
+                kind="invalid_args",
+            )
+        return await self.inner(call)
+
+
+class WritesSwitch(ToolWrapper):
+    """`flowrun writes off` refuses every write of every run, before policy is even asked."""
+
+    async def __call__(self, call: ToolCall) -> Any:
+        if call.write:
+            ctx = call.ctx
+            svc = ctx.run.services
+            if not svc.writes_enabled():
+                svc.event(
+                    ctx.run.run_id, "write_refused", ctx.node_id, tool=call.step.name, key=call.key
+                )
+                ctx.detail["on_deny"] = call.step.on_deny
+                raise NodeStop(
+                    "denied",
+                    f"writes are switched off for every run; {call.step.name!r} was not called "
+                    "(`flowrun writes on` turns them back on)",
+                )
+        return await self.inner(call)
+
+
+_STRICTNESS = {"allow": 0, "require_approval": 1, "deny": 2}
+_NOW: tuple[int, str] = (0, "")
+
+
+def _now_iso() -> str:
+    """The time policies see (`now`), to the second; perf (issue 11): formatted once a second."""
+    global _NOW
+    second = int(time.time())
+    if _NOW[0] != second:
+        stamp = datetime.fromtimestamp(second, UTC).isoformat(timespec="seconds")
+        _NOW = (second, stamp)
+    return _NOW[1]
+
+
+class PolicyGate(ToolWrapper):
+    """Scopes, CEL rules, Cedar and defaults decide the call, tainted arguments included; a
+    subflow's call must also pass its parents' policies. Every decision is recorded."""
+
+    async def __call__(self, call: ToolCall) -> Any:
+        decision = self.decide(call)
+        if decision.effect == "deny":
+            call.ctx.detail["on_deny"] = call.step.on_deny
+            raise NodeStop(
+                "denied",
+                f"policy {decision.rule!r} denied {call.step.name!r}: {decision.reason}",
+                output={"policy": decision.to_json()},
+            )
+        if decision.effect == "require_approval":
+            approve_call(call, decision)
+        return await self.inner(call)
+
+    @staticmethod
+    def decide(call: ToolCall) -> Decision:
+        ctx, step = call.ctx, call.step
+        run, env = ctx.run, ctx.run.envelope
+        svc = run.services
+        contract = step.contract
+        destination = None
+        if step.destination is not None:
+            try:
+                value = step.destination.evaluate({"args": call.args, "inputs": run.inputs})
+            except ExprError as e:
+                raise NodeFailure(
+                    f"destination of {step.name!r}: {e.message}", kind="config"
+                ) from None
+            destination = value if isinstance(value, str) else json.dumps(value)
+        req = policy_request(
+            tool=step.name,
+            effect=contract.effect,
+            args=call.args,
+            actor=env.actor,
+            tenant=env.tenant,
+            workflow=run.plan.name,
+            node=ctx.node_id,
+            scopes=env.scopes,
+            classification=contract.classification,
+            destination=destination,
+            now=_now_iso(),
+            tainted=step.tainted_args,
+            inputs=run.inputs,
+        )
+        decision = run.plan.policy.decide(req, required_scopes=contract.scopes)
+        decided = decision.to_json()
+        ctx.detail.setdefault("policy", []).append({"tool": step.name, **decided})
+        svc.event(run.run_id, "policy_decision", ctx.node_id, tool=step.name, **decided)
+        for workflow, outer in run.outer_policies:
+            d = outer.decide(req, required_scopes=contract.scopes)
+            entry = {"tool": step.name, "workflow": workflow, **d.to_json()}
+            ctx.detail["policy"].append(entry)
+            svc.event(run.run_id, "policy_decision", ctx.node_id, **entry)
+            if _STRICTNESS[d.effect] > _STRICTNESS[decision.effect]:
+                decision = Decision(d.effect, d.rule, f"{d.reason} (policies of {workflow!r})")
+        return decision
+
+
+def approve_call(call: ToolCall, decision: Decision) -> None:
+    """A call policy wants approved: ask once, wait, and go on only once someone approved it."""
+    ctx, step = call.ctx, call.step
+
+    def ask() -> Ask:
+        args = json.dumps(call.args, sort_keys=True, default=str)[:300]
+        return Ask(summary=f"{step.name}({args}) needs approval: {decision.reason}")
+
+    row = await_decision(ctx.run, approval_key(ctx.node_id, ctx.index), ask)
+    if row["status"] != "approved":
+        ctx.detail["on_deny"] = step.on_deny
+        raise NodeStop(
+            "denied",
+            f"{step.name!r} was {row['status']} by {row.get('decided_by')}: "
+            f"{row.get('reason') or decision.reason}",
+        )
+    ctx.detail["approved_by"] = row.get("decided_by")
+
+
+class DryRun(ToolWrapper):
+    """Without --live, a write runs its `preview` (through `preview`'s own handlers) instead."""
+
+    __slots__ = ("preview",)
+
+    def __init__(self, inner: ToolHandler, preview: ToolHandler) -> None:
+        super().__init__(inner)
+        self.preview = preview
+
+    async def __call__(self, call: ToolCall) -> Any:
+        if not call.write or call.ctx.run.envelope.live:
+            return await self.inner(call)
+        if call.step.preview_fn is None:
+            call.ctx.detail["on_deny"] = call.step.on_deny
+            raise NodeStop(
+                "denied",
+                f"dry run: write tool {call.step.name!r} has no `preview`, so it was not called "
+                "(declare `preview: module:function` in its contract, or run with --live)",
+            )
+        return await self.preview(call)
+
+
+async def invoke_preview(call: ToolCall) -> Any:
+    """Run a write's preview; record the planned change; return the planned result."""
+    ctx, step = call.ctx, call.step
+    preview = step.preview_fn
+    assert preview is not None
+    kwargs = dict(call.args)
+    if accepts_idempotency_key(preview):
+        kwargs["idempotency_key"] = call.key
+    try:
+        if inspect.iscoroutinefunction(preview):
+            value = await preview(**kwargs)
+        else:
+            value = await asyncio.to_thread(preview, **kwargs)
+        value = json.loads(json.dumps(value))
+    except (BudgetExceeded, NodeFailure, NodeStop, asyncio.CancelledError):
+        raise
+    except Exception as e:
+        raise NodeFailure(
+            f"preview of {step.name!r} raised {type(e).__name__}: {e}", kind="error"
+        ) from None
+    if isinstance(value, dict) and {"result", "change"} <= set(value):
+        result, change = value["result"], value["change"]
+        if step.result_schema is not None:  # downstream nodes rely on the result's shape
+            problems = schemas.validation_errors(step.result_schema, result)
+            if problems:
+                raise NodeFailure(
+                    f"preview of {step.name!r} returned a result that does not match the tool's "
+                    "result schema: " + "; ".join(problems),
+                    kind="invalid_output",
+                )
+    else:
+        result = change = value
+    ctx.detail["dry_run"] = True
+    ctx.detail["planned"] = change
+    ctx.run.services.event(
+        ctx.run.run_id, "planned_change", ctx.node_id, tool=step.name, key=call.key, change=change
+    )
+    return result
+
+
+class DurableWrites(ToolWrapper):
+    """A live write needs the store: its ledger row is what makes the effect happen once."""
+
+    async def __call__(self, call: ToolCall) -> Any:
+        if call.write and not getattr(call.ctx.run.services, "durable", False):
+            call.ctx.detail["on_deny"] = call.step.on_deny
+            raise NodeStop(
+                "denied",
+                f"a live write ({call.step.name!r}) needs a run recorded in the store; "
+                "run it with `flowrun execute --live`",
+            )
+        return await self.inner(call)
+
+
+class LedgerReplay(ToolWrapper):
+    """A completed effect is replayed from the ledger, not called again (retry, resume); a write
+    whose outcome is unknown (intent, no result) escalates unless the tool is idempotent."""
+
+    async def __call__(self, call: ToolCall) -> Any:
+        ctx, step = call.ctx, call.step
+        run, svc = ctx.run, ctx.run.services
+        # a default key ("<run id>:<node>") is this run's own: the store may know it has no row
+        row = svc.ledger_get(
+            call.ledger_key, run_id=run.run_id if step.idempotency_key is None else None
+        )
+        if row is not None:
+            if row["status"] == "done":
+                ctx.detail["ledger"] = "replayed"
+                svc.event(run.run_id, "ledger_replayed", ctx.node_id, tool=step.name, key=call.key)
+                return row["result"]
+            if row["status"] == "intent" and call.write and not step.contract.idempotent:
+                raise NodeStop(
+                    "escalated",
+                    f"the outcome of {step.name!r} with idempotency key {call.key!r} is unknown "
+                    "(the call started but its result was never recorded); check the target "
+                    "system, then undo or finish by hand",
+                    output={"idempotency_key": call.key, "tool": step.name},
+                )
+        return await self.inner(call)
+
+
+class ToolBudget(ToolWrapper):
+    """A tool call is counted against `max_tool_calls` before it is made."""
+
+    async def __call__(self, call: ToolCall) -> Any:
+        call.ctx.run.budget.reserve_tool(call.step.name)
+        call.ctx.usage.tool_calls += 1
+        return await self.inner(call)
+
+
+class LedgerRecord(ToolWrapper):
+    """Intent before the call, result (or failure) after it; only a write's intent must be
+    durable before the call."""
+
+    async def __call__(self, call: ToolCall) -> Any:
+        ctx, step = call.ctx, call.step
+        run, svc = ctx.run, ctx.run.services
+        defer = not call.write
+        svc.ledger_intent(
+            call.ledger_key,
+            run_id=run.run_id,
+            node_id=ctx.node_id,
+            tool=step.name,
+            effect=step.contract.effect,
+            args=call.args,
+            compensate=step.contract.compensate,
+            spec_dir=str(run.plan.loaded.directory),
+            defer=defer,
+        )
+        crash_point(f"before-effect:{ctx.node_id}")
+        try:
+            result = await self.inner(call)
+        except CallFailed as e:
+            svc.ledger_failed(call.ledger_key, e.ledger_message)
+            raise
+        # a cancelled call (timeout, kill) leaves the intent: its outcome is unknown
+        svc.ledger_done(call.ledger_key, result, defer=defer)
+        return result
+
+
+class ResultContract(ToolWrapper):
+    """A result must be JSON and match the tool's result schema, or the call failed."""
+
+    async def __call__(self, call: ToolCall) -> Any:
+        result = await self.inner(call)
+        step = call.step
+        crash_point(f"after-effect:{call.ctx.node_id}")
+        try:
+            result = json.loads(json.dumps(result))
+        except (TypeError, ValueError) as e:
+            raise CallFailed(
+                f"tool {step.name!r} returned a value that is not JSON: {e}",
+                ledger=f"result is not JSON: {e}",
+            ) from None
+        if step.result_schema is not None:
+            problems = schemas.validation_errors(step.result_schema, result)
+            if problems:
+                raise CallFailed(
+                    f"tool {step.name!r} result does not match its schema: " + "; ".join(problems),
+                    kind="invalid_output",
+                )
+        return result
+
+
+class ToolTrace(ToolWrapper):
+    """The call's span and call record (runner/trace), with the raw result before checks."""
+
+    async def __call__(self, call: ToolCall) -> Any:
+        with call.ctx.run.telemetry.tool_call(call.ctx, call.step.name, call.args) as record:
+            result = await self.inner(call)
+            record.result(result)
+        return result
+
+
+async def invoke_tool(call: ToolCall) -> Any:
+    """The effect itself: a Python function (a thread for a sync one) or an MCP server's tool."""
+    step = call.step
+    kwargs = dict(call.args)
+    if step.accepts_idempotency_key:
+        kwargs["idempotency_key"] = call.key
+    try:
+        if isinstance(step.fn, McpTool):  # an MCP server's tool, over the run's connection
+            return await step.fn.call(call.ctx, kwargs)
+        if step.is_async:
+            return await step.fn(**kwargs)
+        return await asyncio.to_thread(step.fn, **kwargs)
+    except (BudgetExceeded, NodeFailure, NodeStop, asyncio.CancelledError):
+        raise
+    except Exception as e:
+        raise CallFailed(f"tool {step.name!r} raised {type(e).__name__}: {e}") from None
+
+
+# ---------------------------------------------------------------------------------------------
+# model calls: one handler call is one try of one model of the route
+
+
+@dataclass(slots=True)
+class ModelCall:
+    ctx: NodeContext
+    step: LLMStep
+    request: LLMRequest
+    recorded: Recorded | None = None
+    prompt_tokens: int = 0
+
+
+ModelHandler = Callable[[ModelCall], Awaitable["LLMResponse"]]
+
+
+class ModelWrapper:
+    __slots__ = ("inner",)
+
+    def __init__(self, inner: ModelHandler) -> None:
+        self.inner = inner
+
+
+class RecordedAnswers(ModelWrapper):
+    """With a responses file, the call is answered from it; a missing entry is a config error,
+    and a recording's usage gives the exact prompt size to reserve for."""
+
+    async def __call__(self, call: ModelCall) -> LLMResponse:
+        from runner.models.client import count_prompt_tokens
+
+        ctx, step = call.ctx, call.step
+        run = ctx.run
+        n = run.next_call(ctx.node_id, ctx.index)
+        if run.responses is not None:
+            call.recorded = run.responses.get(ctx.node_id, ctx.index, n)
+            if call.recorded is None and run.responses.serves(ctx.node_id):
+                where = f"node {ctx.node_id!r}" + (
+                    f" item {ctx.index}" if ctx.index is not None else ""
+                )
+                raise NodeFailure(
+                    f"the responses file has no entry for {where} attempt {n}", kind="config"
+                )
+        call.prompt_tokens = count_prompt_tokens(call.request.model, call.request.messages)
+        recorded = call.recorded
+        if recorded is not None and recorded.usage is not None:
+            if recorded.usage.completion_tokens > step.max_tokens:
+                raise NodeFailure(
+                    f"responses line {recorded.line}: completion_tokens "
+                    f"{recorded.usage.completion_tokens} exceed the node's max_tokens "
+                    f"{step.max_tokens}, which no provider would return",
+                    kind="config",
+                )
+            call.prompt_tokens = max(call.prompt_tokens, recorded.usage.prompt_tokens)
+        return await self.inner(call)
+
+
+def _reserve_usd(model: str, prompt_tokens: int, max_tokens: int) -> float:
+    price = price_of(model)
+    if price is None:
+        return 0.0
+    return price.input_per_token * prompt_tokens + price.output_per_token * max_tokens
+
+
+class ModelBudget(ModelWrapper):
+    """Reserve the call's most expensive outcome before it, settle the real cost after it."""
+
+    async def __call__(self, call: ModelCall) -> LLMResponse:
+        ctx, step = call.ctx, call.step
+        budget, model = ctx.run.budget, call.request.model
+        reservation = budget.reserve_llm(
+            usd=_reserve_usd(model, call.prompt_tokens, step.max_tokens),
+            tokens=call.prompt_tokens + step.max_tokens,
+            model=model,
+        )
+        try:
+            resp = await self.inner(call)
+        except BaseException:
+            budget.release(reservation)
+            raise
+        budget.settle_llm(
+            reservation, usd=resp.cost_usd, tokens=resp.prompt_tokens + resp.completion_tokens
+        )
+        usage = ctx.usage
+        usage.llm_calls += 1
+        usage.input_tokens += resp.prompt_tokens
+        usage.output_tokens += resp.completion_tokens
+        usage.cost_usd += resp.cost_usd
+        ctx.model = model
+        return resp
+
+
+class ModelTrace(ModelWrapper):
+    """The call's span, call record and transcript line (runner/trace)."""
+
+    async def __call__(self, call: ModelCall) -> LLMResponse:
+        with call.ctx.run.telemetry.llm_call(call.ctx, call.request) as record:
+            resp = await self.inner(call)
+            record.response(resp)
+        return resp
+
+
+async def complete_model(call: ModelCall) -> LLMResponse:
+    """The provider (or the recorded answer)."""
+    from runner.models.client import complete
+
+    return await complete(call.request, call.recorded)
