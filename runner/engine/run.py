@@ -15,7 +15,7 @@ from runner.engine.crash import crash_point
 from runner.engine.hooks import Hooks
 from runner.engine.node_exec import execute_node as _execute_node
 from runner.engine.results import NodeResult, RunResult
-from runner.engine.scheduler import Decisions, Scheduler, assemble_result
+from runner.engine.scheduler import Decisions, Scheduler
 from runner.engine.services import MemoryServices, Services
 from runner.engine.telemetry import Telemetry
 from runner.errors import UsageError
@@ -114,14 +114,7 @@ async def execute(
         sched.timed_out()
     finally:
         await close_run_servers(state.run_id)  # MCP servers this run started (runner/mcp)
-    result = assemble_result(
-        plan,
-        state.run_id,
-        state.results,
-        sched.outcome(),
-        started_at=started,
-        duration_s=time.perf_counter() - t0,
-    )
+    result = sched.result(state.run_id, started_at=started, duration_s=time.perf_counter() - t0)
     await state.hooks.run_finished(result=result)
     return result
 

@@ -28,8 +28,11 @@ spent and running capped nodes reserved:
   the call that would pass the cap.
 So parallel capped nodes never together reserve past a cap, and nothing is serialized that fits.
 Inside a node every model or tool call still reserves before it is made: on the local backend
-against the run's one ledger; in a Temporal activity against `ledger_start(node)`, the real
-spend plus the reservations of the capped nodes running beside it when it was admitted.
+against the run's one ledger (exact across parallel nodes); in a Temporal activity against
+`ledger_start(node)`, the real spend plus the reservations of the capped nodes running beside it
+when it was admitted. There a node can take more than its own reservation only where the plan's
+estimate understates it (a prompt rendered much longer than its template, a cut-off answer
+re-asked with a doubled max_tokens); a node that runs alone is exact on both backends.
 """
 
 from __future__ import annotations
@@ -262,6 +265,17 @@ class Scheduler:
         for c in self._reserved_by.values():
             total = total + c
         return total
+
+    def result(self, run_id: str, *, started_at: float, duration_s: float) -> RunResult:
+        """The run's RunResult once `done` (see assemble_result)."""
+        return assemble_result(
+            self.plan,
+            run_id,
+            self.results,
+            self.outcome(),
+            started_at=started_at,
+            duration_s=duration_s,
+        )
 
     def outcome(self) -> Outcome:
         """How the run ended: call once `done` (under a timeout, unfinished nodes get results)."""

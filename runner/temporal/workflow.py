@@ -22,7 +22,7 @@ with workflow.unsafe.imports_passed_through():
     from runner.engine.context import NodeContext, NodeFailure, NodeStop, RunState
     from runner.engine.hooks import Hooks
     from runner.engine.results import NodeResult, RunResult
-    from runner.engine.scheduler import Decisions, Scheduler, assemble_result
+    from runner.engine.scheduler import Decisions, Scheduler
     from runner.nodes import gate, switch
     from runner.plan.model import Plan, PlanNode
     from runner.temporal import FINISH_ACTIVITY, INTERPRETER_VERSION, NODE_ACTIVITY
@@ -97,19 +97,8 @@ class Interpreter:
                     sched.timed_out()
             except asyncio.CancelledError:
                 self._killed(sched)
-            result = assemble_result(
-                plan,
-                run.run_id,
-                state.results,
-                sched.outcome(),
-                started_at=started,
-                duration_s=workflow.time() - t0,
-            )
-            self.settled = result.to_json()
-            terminal = result.status != "waiting"
-            await self._record(run, result, terminal)
-            if terminal:
-                return self.settled
+            if (ended := await self._settle(run, sched, started, t0)) is not None:
+                return ended
             # parked: wait for a decision (the `decide` update), a timeout, or a kill
             try:
                 await workflow.wait_condition(
@@ -119,20 +108,22 @@ class Interpreter:
                 pass
             except asyncio.CancelledError:
                 self._killed(sched)
-                result = assemble_result(
-                    plan,
-                    run.run_id,
-                    state.results,
-                    sched.outcome(),
-                    started_at=started,
-                    duration_s=workflow.time() - t0,
-                )
-                self.settled = result.to_json()
-                await self._record(run, result, True)
-                return self.settled
+                ended = await self._settle(run, sched, started, t0)
+                assert ended is not None  # a killed run has ended
+                return ended
             decisions = sched.wake(sorted(self.woken or set(sched.parked), key=plan.order.index))
             self.woken.clear()
             self.settled = None
+
+    async def _settle(
+        self, run: RunInput, sched: Scheduler, started: float, t0: float
+    ) -> dict[str, Any] | None:
+        """Checkpoint the round's RunResult and make it queryable; it, once the run has ended."""
+        result = sched.result(run.run_id, started_at=started, duration_s=workflow.time() - t0)
+        self.settled = result.to_json()
+        terminal = result.status != "waiting"
+        await self._record(run, result, terminal)
+        return self.settled if terminal else None
 
     def _killed(self, sched: Scheduler) -> None:
         """A cancellation: nodes cut off mid-call and parked nodes end killed (and are saved)."""
