@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import lru_cache
 
@@ -72,8 +73,14 @@ def free_roots(source: str) -> set[str]:
 
 
 @lru_cache(maxsize=8192)
+def tokens(source: str) -> tuple[_Token, ...]:
+    """The tokens of a CEL source, cached: the reference scan and the type check share them."""
+    return tuple(_tokenize(source))
+
+
+@lru_cache(maxsize=8192)
 def _cel_refs(source: str) -> tuple[Ref, ...]:
-    toks = _tokenize(source)
+    toks = tokens(source)
     n = len(toks)
     refs: list[Ref] = []
     brackets: list[str] = []
@@ -119,7 +126,7 @@ def _cel_refs(source: str) -> tuple[Ref, ...]:
     return tuple(refs)
 
 
-def _ends_operand(toks: list[_Token], j: int) -> bool:
+def _ends_operand(toks: Sequence[_Token], j: int) -> bool:
     if j < 0:
         return False
     kind, text, _, _ = toks[j]
@@ -130,7 +137,7 @@ def _ends_operand(toks: list[_Token], j: int) -> bool:
     return kind != _OTHER
 
 
-def _chain(toks: list[_Token], j: int) -> tuple[tuple[str | int, ...], int]:
+def _chain(toks: Sequence[_Token], j: int) -> tuple[tuple[str | int, ...], int]:
     """Read `.name` / `[const]` after a root; return the path and the first unread token."""
     n = len(toks)
     path: list[str | int] = []

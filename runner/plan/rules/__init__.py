@@ -8,7 +8,14 @@ from typing import TYPE_CHECKING, Any
 import networkx as nx
 
 from runner.errors import Diagnostic
-from runner.plan.rules import mcp, needs_cycle, tainted_write, ungated_write, unreachable_node
+from runner.plan.rules import (
+    cel_types,
+    mcp,
+    needs_cycle,
+    tainted_write,
+    ungated_write,
+    unreachable_node,
+)
 
 if TYPE_CHECKING:
     from runner.plan.model import PlanNode
@@ -18,6 +25,7 @@ GRAPH_RULES = (
     unreachable_node.check,
     ungated_write.check,
     tainted_write.check,
+    cel_types.check,
 )
 
 # Every rule id the loader and compiler can report, with what it means (README and docs list them).
@@ -66,6 +74,7 @@ RULES: dict[str, str] = {
     "cedar-syntax": "a Cedar policy file that does not parse",
     "write-never-allowed": "warning: a write tool that no policy can allow",
     "no-price": "warning: a model litellm has no price for (counted as $0)",
+    **cel_types.RULES,  # CEL typed by the schemas (runner/plan/rules/cel_types.py)
     **mcp.RULES,  # MCP tool contracts (runner/plan/rules/mcp.py)
 }
 
