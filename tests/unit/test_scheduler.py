@@ -144,6 +144,37 @@ def test_budget_admission_never_reserves_past_a_cap_in_parallel(
     assert spent == sim.sched.spent.tool_calls
 
 
+@settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.data())
+def test_a_kill_at_any_point_stops_new_starts_and_ends_by_severity(data: st.DataObject) -> None:
+    plan = plan_of(dag_spec(data.draw))
+    sim = Sim(plan, {f"w{i}": data.draw(st.booleans()) for i in range(len(plan.order))})
+    kill_at = data.draw(st.integers(0, len(plan.order)))
+    d, finished = sim.sched.start(), 0
+    while True:
+        if finished == kill_at and d.start:  # the backend saw a kill before starting these
+            taken = d.start[data.draw(st.integers(0, len(d.start) - 1)) :]
+            d.start = [n for n in d.start if n not in taken]
+            d.done = sim.sched.killed(before=taken).done
+            sim.apply(d, False)
+        else:
+            sim.apply(d, bool(sim.sched.stops))  # after the kill (a stop): no start ever
+        if not sim.running:
+            break
+        nid = data.draw(st.sampled_from(sim.running))
+        sim.running.remove(nid)
+        sim.settled.append(nid)
+        res = NodeResult(
+            node_id=nid,
+            kind="tool",
+            status=data.draw(st.sampled_from(STATUSES)),  # type: ignore[arg-type]
+        )
+        d, finished = sim.sched.finished(res), finished + 1
+    check_outcome(sim)
+    if any(r.status == "killed" for r in sim.sched.stops):
+        assert sim.sched.outcome().status in ("budget_exceeded", "killed")
+
+
 def test_a_capped_node_that_does_not_fit_waits_for_room_then_starts() -> None:
     plan = plan_of(
         """
