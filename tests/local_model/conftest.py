@@ -103,3 +103,15 @@ def seeded_db(tmp_path: Path) -> Path:
     )
     assert cp.returncode == 0, cp.stderr
     return db
+
+
+# "<spec> (<input>): <status> in <seconds> s", one line per reference workflow run on the model
+WALL_TIMES: list[str] = []
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    """Print each reference workflow's wall time on the local model, pass or fail."""
+    if WALL_TIMES:
+        terminalreporter.section("reference workflows on local/gemma-3-270m (wall time)")
+        for line in WALL_TIMES:
+            terminalreporter.write_line(line)
