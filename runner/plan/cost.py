@@ -7,6 +7,7 @@ from collections.abc import Callable, Mapping
 
 from runner.models.pricing import estimate_tokens, price_of
 from runner.plan.model import CostEstimate, LLMStep, Plan, PlanNode, Route
+from runner.plan.routes import resolve_routes
 
 FlowPricer = Callable[[Plan], CostEstimate]
 
@@ -105,8 +106,6 @@ def cost_under(plan: Plan, profile: str | None) -> CostEstimate:
     that profile under its default routes, as it would run)."""
     if profile == plan.profile:
         return plan.cost
-    from runner.plan.compile import Compiler
-
-    own = profile if profile in plan.loaded.spec.profiles else None
-    routes = Compiler(plan.loaded).resolve_routes(own)
+    spec = plan.loaded.spec
+    routes = resolve_routes(spec, profile if profile in spec.profiles else None)
     return estimate_cost(plan.nodes, routes, lambda child: cost_under(child, profile))

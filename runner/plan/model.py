@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import networkx as nx
@@ -172,3 +172,10 @@ class Plan:
     @property
     def name(self) -> str:
         return self.loaded.spec.metadata.name
+
+    def with_max_usd(self, max_usd: float) -> Plan:
+        """The same plan with a lower max_usd (a run option); never raises the spec's cap."""
+        cap = self.budget.max_usd
+        if cap is not None and cap <= max_usd:
+            return self
+        return replace(self, budget=self.budget.model_copy(update={"max_usd": max_usd}))

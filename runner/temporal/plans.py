@@ -31,13 +31,12 @@ def plan_for(run: RunInput) -> Plan:
     from runner.plan.bundle import Bundle
     from runner.plan.compile import compile_bundle, compile_plan
     from runner.spec import load_spec_text
-    from runner.store.runtime import tighten_budget
 
     if run.bundle is not None:
         plan = compile_bundle(Bundle.from_json(run.bundle), run.spec_path, run.profile)
     else:
         plan = compile_plan(load_spec_text(run.spec_text, run.spec_path), run.profile)
     if max_usd is not None:
-        plan = tighten_budget(plan, max_usd=float(max_usd))
+        plan = plan.with_max_usd(float(max_usd))
     _PLANS[key] = plan
     return plan

@@ -1,4 +1,7 @@
-"""Graph rules run on the compiled graph; each module owns one rule id (see docs/checks.md)."""
+"""Validation rules, one module per rule id (see docs/checks.md), in three registries by what
+they need: the spec (SPEC_RULES, before nodes compile), the compiled graph (GRAPH_RULES), and
+the compiled nodes (PLAN_RULES, e.g. tool effects resolved from an MCP lock). Rules that belong
+to one node kind's syntax live with the kind (runner/plan/kinds/)."""
 
 from __future__ import annotations
 
@@ -10,15 +13,27 @@ import networkx as nx
 from runner.errors import Diagnostic
 from runner.plan.rules import (
     cel_types,
+    duplicate_policy_id,
     mcp,
     needs_cycle,
+    profile_alias,
     tainted_write,
     ungated_write,
+    unknown_profile,
     unreachable_node,
+    write_never_allowed,
 )
 
 if TYPE_CHECKING:
     from runner.plan.model import PlanNode
+
+SPEC_RULES = (
+    unknown_profile.check,
+    profile_alias.check,
+    duplicate_policy_id.check,
+)
+
+PLAN_RULES = (write_never_allowed.check,)
 
 GRAPH_RULES = (
     needs_cycle.check,
@@ -89,3 +104,11 @@ def graph_rules(
     for rule in GRAPH_RULES:
         out.extend(rule(compiler, graph, nodes, switches_of))
     return out
+
+
+def spec_rules(compiler: Any) -> list[Diagnostic]:
+    return [d for rule in SPEC_RULES for d in rule(compiler)]
+
+
+def plan_rules(compiler: Any) -> list[Diagnostic]:
+    return [d for rule in PLAN_RULES for d in rule(compiler)]
