@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import json
 import shutil
+import sqlite3
 from pathlib import Path
 
-from tests.durable.conftest import Flowrun, only_run_id, tool_log
+from tests.durable.conftest import Flowrun, only_run_id, refund_case, tool_log
 from tests.unit.test_bundle import FORBID, write_project
 
 RESPONSES = [
@@ -63,3 +64,24 @@ def test_a_changed_prompt_file_shows_as_another_digest(
     (project / "prompts" / "pick.j2").write_text("Pick one.\n", encoding="utf-8")
     assert flowrun("execute", spec, "--run-id", "r2").returncode == 6
     assert _digest(flowrun, "r1") != _digest(flowrun, "r2")
+
+
+def test_a_store_from_before_bundles_opens_and_its_runs_resume_from_their_spec_text(
+    flowrun: Flowrun, env: dict[str, str]
+) -> None:
+    assert flowrun(*refund_case("refund_needs_approval")).returncode == 6
+    run_id = only_run_id(env)
+    with sqlite3.connect(
+        env["FLOWRUN_STORE"]
+    ) as c:  # back to schema 2, as an older flowrun left it
+        c.executescript(
+            "DROP TABLE bundles; ALTER TABLE runs DROP COLUMN bundle_digest; PRAGMA user_version = 2;"
+        )
+    shown = flowrun("show", run_id, "--output", "json")
+    assert shown.returncode == 0, shown.stderr
+    assert json.loads(shown.stdout)["bundle_digest"] is None
+    done = flowrun("approve", run_id, "approve", "--by", "lead", "--output", "json")
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout)["status"] == "succeeded"
+    with sqlite3.connect(env["FLOWRUN_STORE"]) as c:
+        assert c.execute("PRAGMA user_version").fetchone()[0] == 3
