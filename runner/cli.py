@@ -13,16 +13,6 @@ import click
 from runner import __version__, files
 from runner.errors import ExitCode, FlowrunError, UsageError
 
-STATUS_EXIT: dict[str, int] = {
-    "succeeded": ExitCode.SUCCEEDED,
-    "failed": ExitCode.FAILED,
-    "escalated": ExitCode.ESCALATED,
-    "budget_exceeded": ExitCode.BUDGET_EXCEEDED,
-    "denied": ExitCode.DENIED,
-    "waiting": ExitCode.WAITING,
-    "killed": ExitCode.KILLED,
-}
-
 MAX_INPUT_BYTES = 16 * 1024 * 1024  # a task input is a JSON object, not a data set
 
 
@@ -45,7 +35,10 @@ class _Group(click.Group):
         try:
             return super().invoke(ctx)
         except FlowrunError as e:
+            from runner.runs import end_process
+
             click.echo(e.render(), err=True)
+            end_process(e.exit_code)  # after talking to Temporal, exit at once (issue 10)
             ctx.exit(e.exit_code)
 
 
@@ -84,7 +77,7 @@ def validate(spec: str, profile: str | None, fmt: str, check_mcp: bool) -> None:
 
 def _tighten_max_usd(plan: Any, max_usd: float) -> Any:
     """Lower the USD cap for this run only: a flag may narrow the envelope, never widen it."""
-    from runner.store.runtime import tighten_budget
+    from runner.runs import tighten_budget
 
     cap = plan.budget.max_usd
     if cap is not None and max_usd > cap:
@@ -226,13 +219,9 @@ def execute(
 
     from runner.engine.run import check_inputs, check_responses, new_run_id
     from runner.models.responses import RecordedResponses
-    from runner.store import Store, store_path
-    from runner.store.runtime import create_run, run_durably
+    from runner.runs import STATUS_EXIT, Observe, Placement, Runs, end_process
 
-    if backend != "local":  # say which extra is missing before anything else
-        from runner.temporal_cli import check_backend
-
-        check_backend(backend)
+    Runs.check_backend(backend)  # say which extra is missing before anything else
     plan = _load_plan(spec, profile)
     if max_usd is not None:
         plan = _tighten_max_usd(plan, max_usd)
@@ -248,80 +237,41 @@ def execute(
 
         _require_local_extra(plan)
         ensure_litellm()  # import once up front (seconds), so node timings show the nodes
-    from runner.progress import progress_hooks
+    from runner.progress import progress_hooks, render_result
 
     # everything above only reads: a bad spec, input or file changes nothing
-    store = Store(store_path(store_opt))
+    runs = Runs.open(store_opt, create=True)
     run_id = run_id or new_run_id()
+    where = Placement(backend=backend)
+    hooks, live = None, None
     if backend == "temporal":
-        from runner.temporal_cli import execute_temporal
-
+        where = Placement(
+            backend=backend, address=temporal_address, namespace=namespace, task_queue=task_queue
+        )
         if otlp_endpoint or trace_console:
             click.echo("note: spans are not exported on --backend temporal (yet)", err=True)
-
-        result = execute_temporal(
-            plan=plan,
-            inputs=inputs,
-            store=store,
-            run_id=run_id,
-            responses=responses,
-            tenant=tenant,
-            actor=actor,
-            options={
-                "live": live_writes,
-                "scopes": [s.strip() for s in scopes.split(",") if s.strip()],
-                **({"max_usd": max_usd} if max_usd is not None else {}),
-            },
-            address=temporal_address,
-            namespace=namespace,
-            task_queue=task_queue,
-        )
-        if fmt == "json":
-            click.echo(json.dumps(result.to_json(), indent=2, default=str))
-        else:
-            from runner.progress import render_result
-
-            click.echo(render_result(plan, result))
-        from runner.temporal_cli import exit_command
-
-        exit_command(STATUS_EXIT[result.status])
-    create_run(
-        store,
-        plan,
-        inputs,
-        run_id=run_id,
-        responses_path=responses,
-        tenant=tenant,
-        actor=actor,
-        options={
-            "live": live_writes,
-            "scopes": [s.strip() for s in scopes.split(",") if s.strip()],
-            **({"max_usd": max_usd} if max_usd is not None else {}),
-        },
-    )
-    hooks, live = progress_hooks(plan, enabled=fmt == "text" and sys.stderr.isatty())
-    from runner.engine.hooks import HookSet
-    from runner.trace.observe import observer_for
-
-    obs = observer_for(
-        store,
-        run_id,
-        otlp_endpoint=otlp_endpoint,
-        console=trace_console,
-        capture=capture,
-        tenant=tenant,
-        actor=actor,
-    )
+    else:
+        hooks, live = progress_hooks(plan, enabled=fmt == "text" and sys.stderr.isatty())
     try:
         result = asyncio.run(
-            run_durably(
-                store,
+            runs.start(
                 plan,
                 inputs,
                 run_id=run_id,
                 responses=recorded,
-                hooks=HookSet([hooks, obs]),
-                telemetry=obs,
+                responses_path=responses,
+                tenant=tenant,
+                actor=actor,
+                options={
+                    "live": live_writes,
+                    "scopes": [s.strip() for s in scopes.split(",") if s.strip()],
+                    **({"max_usd": max_usd} if max_usd is not None else {}),
+                },
+                where=where,
+                observe=Observe(
+                    otlp_endpoint=otlp_endpoint, console=trace_console, capture=capture
+                ),
+                hooks=hooks,
             )
         )
     finally:
@@ -330,9 +280,8 @@ def execute(
     if fmt == "json":
         click.echo(json.dumps(result.to_json(), indent=2, default=str))
     else:
-        from runner.progress import render_result
-
         click.echo(render_result(plan, result))
+    end_process(STATUS_EXIT[result.status])
     sys.exit(STATUS_EXIT[result.status])
 
 

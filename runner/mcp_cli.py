@@ -102,6 +102,11 @@ def mcp_group() -> None:
 @click.option(
     "--store", "store_opt", metavar="PATH", help="run store (default: $FLOWRUN_STORE or .flowrun)"
 )
+@click.option(
+    "--operate",
+    is_flag=True,
+    help="also expose flowrun.approve, .reject, .kill and .undo on the store's runs",
+)
 def serve_command(
     specs: tuple[str, ...],
     stdio: bool,
@@ -113,13 +118,15 @@ def serve_command(
     actor: str | None,
     tenant: str | None,
     store_opt: str | None,
+    operate: bool,
 ) -> None:
     """Expose each SPEC as an MCP tool; every call is a normal, recorded flowrun run.
 
     The tool's input schema is the spec's `inputs`, its description the spec's metadata, its
     annotations what the spec can do (readOnly when it has no write tool, else destructive).
     Runs are dry-run unless --live; a run that waits for approval answers with its run id and
-    status `waiting` (decide it with `flowrun approve`).
+    status `waiting` (decide it with `flowrun approve`, or with the flowrun.approve tool that
+    --operate adds: operations on runs, off by default so that agents cannot approve their own).
     """
     from runner.engine.context import Envelope
     from runner.mcp.serve import Served, serve_http, serve_stdio
@@ -143,12 +150,16 @@ def serve_command(
             tenant=tenant,
         ),
         store=store_opt,
+        operate=operate,
     )
     if http is not None:
         click.echo(f"flowrun MCP server: http://{host}:{port}/mcp ({served.names()})", err=True)
         serve_http(served, host, port)
     else:
         serve_stdio(served)
+    from runner.runs import end_process
+
+    end_process(ExitCode.SUCCEEDED)  # after operating Temporal runs through a client (issue 10)
     sys.exit(ExitCode.SUCCEEDED)
 
 

@@ -11,16 +11,7 @@ from typing import Any
 import click
 
 from runner.errors import ExitCode, UsageError
-
-STATUS_EXIT: dict[str, int] = {
-    "succeeded": ExitCode.SUCCEEDED,
-    "failed": ExitCode.FAILED,
-    "escalated": ExitCode.ESCALATED,
-    "budget_exceeded": ExitCode.BUDGET_EXCEEDED,
-    "denied": ExitCode.DENIED,
-    "waiting": ExitCode.WAITING,
-    "killed": ExitCode.KILLED,
-}
+from runner.runs import STATUS_EXIT, Observe, Runs, end_process
 
 F = Callable[..., Any]
 
@@ -40,10 +31,8 @@ def output_option(f: F) -> F:
     )(f)
 
 
-def _open(store_opt: str | None) -> Any:
-    from runner.store import Store, store_path
-
-    return Store(store_path(store_opt), create=False)
+def _open(store_opt: str | None) -> Runs:
+    return Runs.open(store_opt)
 
 
 def _when(ts: float | None) -> str:
@@ -66,12 +55,10 @@ def _finish_text(result: Any, fmt: str) -> None:
         click.echo(line)
 
 
-def _resume(store: Any, run_id: str, fmt: str) -> None:
+def _resume(runs: Runs, run_id: str, fmt: str, observe: Observe | None = None) -> None:
     import asyncio
 
-    from runner.store.runtime import resume as resume_run
-
-    _finish(asyncio.run(resume_run(store, run_id)), fmt)
+    _finish(asyncio.run(runs.resume(run_id, observe=observe)), fmt)
 
 
 @click.command()
@@ -90,8 +77,7 @@ def runs(
     limit: int,
 ) -> None:
     """List runs, newest first."""
-    store = _open(store_opt)
-    rows = store.list_runs(status=status, workflow=workflow, tenant=tenant, limit=limit)
+    rows = _open(store_opt).list(status=status, workflow=workflow, tenant=tenant, limit=limit)
     if fmt == "json":
         click.echo(
             json.dumps(
@@ -130,11 +116,11 @@ def runs(
 @output_option
 def show(run_id: str, store_opt: str | None, fmt: str) -> None:
     """Show a run: per node status, output, attempts, model, cost, duration; totals and outcome."""
-    store = _open(store_opt)
-    row = store.get_run(run_id)
-    nodes = store.node_results(run_id)
-    approvals = [a for a in store.inbox() if a["run_id"] == run_id]
-    ledger = store.ledger_for_run(run_id)
+    runs = _open(store_opt)
+    row = runs.get(run_id)
+    nodes = runs.nodes(run_id)
+    approvals = runs.inbox(run_id)
+    ledger = runs.effects(run_id)
     if fmt == "json":
         click.echo(
             json.dumps(
@@ -207,28 +193,56 @@ def show(run_id: str, store_opt: str | None, fmt: str) -> None:
             click.echo(f"  output {k}: {json.dumps(v, default=str)}")
 
 
+def observe_options(f: F) -> F:
+    """Where the continued run's spans go; by default where the run's start sent them."""
+    f = click.option("--trace-console", is_flag=True, help="print spans to stderr (debugging)")(f)
+    return click.option(
+        "--otlp-endpoint", metavar="URL", help="send OpenTelemetry spans here (OTLP/HTTP)"
+    )(f)
+
+
+def _observe(otlp_endpoint: str | None, trace_console: bool) -> Observe:
+    return Observe(otlp_endpoint=otlp_endpoint, console=trace_console)
+
+
 @click.command()
 @click.argument("run_id")
 @store_option
 @output_option
-def resume(run_id: str, store_opt: str | None, fmt: str) -> None:
+@observe_options
+def resume(
+    run_id: str, store_opt: str | None, fmt: str, otlp_endpoint: str | None, trace_console: bool
+) -> None:
     """Continue a run whose process died (or that waits) from its last checkpoint."""
-    _resume(_open(store_opt), run_id, fmt)
+    _resume(_open(store_opt), run_id, fmt, _observe(otlp_endpoint, trace_console))
 
 
-def _continue(store: Any, run_id: str, node: str, fmt: str, no_resume: bool) -> None:
-    """After a decision: resume a local run here; wake a Temporal run's workflow (issue 10)."""
-    from runner.temporal_cli import backend_of
+def _decide(
+    runs: Runs,
+    run_id: str,
+    node: str,
+    fmt: str,
+    no_resume: bool,
+    observe: Observe,
+    **decision: Any,
+) -> None:
+    """Record the decision, then follow the run: resumed here (local) or on its workflow."""
+    import asyncio
 
-    if backend_of(store.get_run(run_id)) == "temporal":
-        from runner.temporal_cli import decide_temporal, exit_command
+    def recorded(verb: str) -> None:
+        click.echo(f"{verb} {run_id} at {node} by {decision['by']}", err=True)
 
-        result = decide_temporal(store, run_id, node, wait=not no_resume)
-        if result is not None:
-            _finish_text(result, fmt)
-        exit_command(STATUS_EXIT[result.status] if result is not None else 0)
-    if not no_resume:
-        _resume(store, run_id, fmt)
+    decided = asyncio.run(
+        runs.decide(
+            run_id, node, follow=not no_resume, observe=observe, recorded=recorded, **decision
+        )
+    )
+    if decided.result is None:
+        end_process(0)
+        return
+    _finish_text(decided.result, fmt)
+    end_process(STATUS_EXIT[decided.result.status])
+    sys.exit(STATUS_EXIT[decided.result.status])
 
 
 def _decision(text: str | None) -> Any:
@@ -248,6 +262,7 @@ def _decision(text: str | None) -> Any:
 @click.option("--no-resume", is_flag=True, help="only record the decision; resume later")
 @store_option
 @output_option
+@observe_options
 def approve(
     run_id: str,
     node: str,
@@ -256,14 +271,21 @@ def approve(
     no_resume: bool,
     store_opt: str | None,
     fmt: str,
+    otlp_endpoint: str | None,
+    trace_console: bool,
 ) -> None:
     """Approve a waiting approval node, then continue the run in this process."""
-    from runner.store.runtime import decide
-
-    store = _open(store_opt)
-    decide(store, run_id, node, approve=True, by=by, decision=_decision(decision))
-    click.echo(f"approved {run_id} at {node} by {by}", err=True)
-    _continue(store, run_id, node, fmt, no_resume)
+    _decide(
+        _open(store_opt),
+        run_id,
+        node,
+        fmt,
+        no_resume,
+        _observe(otlp_endpoint, trace_console),
+        approve=True,
+        by=by,
+        decision=_decision(decision),
+    )
 
 
 @click.command()
@@ -274,16 +296,30 @@ def approve(
 @click.option("--no-resume", is_flag=True, help="only record the decision; resume later")
 @store_option
 @output_option
+@observe_options
 def reject(
-    run_id: str, node: str, by: str, reason: str, no_resume: bool, store_opt: str | None, fmt: str
+    run_id: str,
+    node: str,
+    by: str,
+    reason: str,
+    no_resume: bool,
+    store_opt: str | None,
+    fmt: str,
+    otlp_endpoint: str | None,
+    trace_console: bool,
 ) -> None:
     """Reject a waiting approval node; the run ends denied."""
-    from runner.store.runtime import decide
-
-    store = _open(store_opt)
-    decide(store, run_id, node, approve=False, by=by, reason=reason)
-    click.echo(f"rejected {run_id} at {node} by {by}", err=True)
-    _continue(store, run_id, node, fmt, no_resume)
+    _decide(
+        _open(store_opt),
+        run_id,
+        node,
+        fmt,
+        no_resume,
+        _observe(otlp_endpoint, trace_console),
+        approve=False,
+        by=by,
+        reason=reason,
+    )
 
 
 @click.command()
@@ -291,8 +327,7 @@ def reject(
 @output_option
 def inbox(store_opt: str | None, fmt: str) -> None:
     """List approvals that wait, oldest first, with their summaries."""
-    store = _open(store_opt)
-    items = store.inbox()
+    items = _open(store_opt).inbox()
     if fmt == "json":
         click.echo(json.dumps(items, indent=2, default=str))
         return
@@ -317,12 +352,11 @@ def inbox(store_opt: str | None, fmt: str) -> None:
 @store_option
 def kill(run_id: str, by: str | None, store_opt: str | None) -> None:
     """Stop a run at its next node boundary (status killed)."""
-    from runner.store.runtime import kill as kill_run
+    import asyncio
 
-    click.echo(f"{run_id}: {kill_run(_open(store_opt), run_id, by=by)}")
-    from runner.temporal import hard_exit_if_needed  # a Temporal run was cancelled (issue 10)
-
-    hard_exit_if_needed(0)
+    outcome = asyncio.run(_open(store_opt).kill(run_id, by=by))
+    click.echo(f"{run_id}: {outcome}")
+    end_process(0)  # a Temporal run was cancelled through a client (issue 10)
 
 
 @click.command()
@@ -331,12 +365,10 @@ def kill(run_id: str, by: str | None, store_opt: str | None) -> None:
 @store_option
 def writes(state: str | None, by: str | None, store_opt: str | None) -> None:
     """Show or flip the global writes switch: `off` makes every write in every run refuse."""
-    from runner.store import Store, store_path
-
-    store = Store(store_path(store_opt)) if state else _open(store_opt)
+    runs = Runs.open(store_opt, create=True) if state else _open(store_opt)
     if state is not None:
-        store.set_writes(state == "on", by)
-    click.echo(f"writes are {'on' if store.writes_enabled() else 'off'}")
+        runs.set_writes(state == "on", by)
+    click.echo(f"writes are {'on' if runs.writes_enabled() else 'off'}")
 
 
 @click.command()
@@ -346,9 +378,9 @@ def writes(state: str | None, by: str | None, store_opt: str | None) -> None:
 @output_option
 def undo(run_id: str, by: str | None, store_opt: str | None, fmt: str) -> None:
     """Run the compensations of a run's completed writes, newest first."""
-    from runner.store.runtime import undo as undo_run
+    import asyncio
 
-    report = undo_run(_open(store_opt), run_id, by=by)
+    report = asyncio.run(_open(store_opt).undo(run_id, by=by))
     if fmt == "json":
         click.echo(json.dumps(report, indent=2))
     elif not report:
@@ -365,16 +397,9 @@ def sweep(store_opt: str | None) -> None:
     """Resume every waiting run whose approval timed out, so its on_timeout applies."""
     import asyncio
 
-    from runner.store.runtime import resume as resume_run
-
-    store = _open(store_opt)
-    now = time.time()
-    due = sorted(
-        {a["run_id"] for a in store.inbox() if a.get("timeout_at") and a["timeout_at"] <= now}
-    )
-    for run_id in due:
-        result = asyncio.run(resume_run(store, run_id))
-        click.echo(f"{run_id}: {result.status}")
+    due = asyncio.run(_open(store_opt).sweep())
+    for run_id, status in due:
+        click.echo(f"{run_id}: {status}")
     if not due:
         click.echo("no approval has timed out")
 

@@ -88,6 +88,9 @@ def serve(
     else:
         click.echo(f"flowrun console: {url}", err=True)
     uvicorn.run(create_app(config), host=host, port=port, log_level="warning", access_log=False)
+    from runner.runs import end_process
+
+    end_process(0)  # the console may have woken Temporal runs through a client (issue 10)
 
 
 def _free_port(host: str) -> int:

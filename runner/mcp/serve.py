@@ -77,6 +77,7 @@ class Served:
     responses: Any
     responses_path: str | None
     store: str | None
+    operate: bool = False  # also expose approve, reject, kill, undo (runner/mcp/operate.py)
 
     @classmethod
     def load(
@@ -87,6 +88,7 @@ class Served:
         responses: str | None,
         envelope: Envelope,
         store: str | None,
+        operate: bool = False,
     ) -> Served:
         from runner.plan.compile import compile_plan
         from runner.spec import load_spec
@@ -118,6 +120,7 @@ class Served:
             responses=recorded,
             responses_path=responses,
             store=store,
+            operate=operate,
         )
 
     def names(self) -> str:
@@ -154,35 +157,38 @@ class Served:
                     ),
                 )
             )
+        if self.operate:
+            out += _operation_tools()
         return out
 
     async def run(self, name: str, arguments: dict[str, Any]) -> dict[str, Any]:
-        """One call: a normal flowrun run, recorded in the store; raises UsageError on bad input."""
-        from runner.engine.run import check_inputs, new_run_id
-        from runner.store import Store, store_path
-        from runner.store.runtime import create_run, run_durably
-        from runner.trace.observe import observer_for
+        """One call: a normal flowrun run, recorded in the store; raises UsageError on bad input.
 
+        With --operate, the operation tools act on runs of the store instead (runner.runs).
+        """
+        from runner.engine.run import check_inputs, new_run_id
+        from runner.runs import Runs
+
+        if self.operate and name not in self.plans:
+            from runner.mcp.operate import OPERATIONS, operate
+
+            if name in OPERATIONS:
+                return await operate(self.store, name, arguments)
         plan = self.plans.get(name)
         if plan is None:
             raise UsageError(f"no workflow named {name!r}; served: {self.names()}")
         inputs = check_inputs(plan, arguments, f"arguments of {name!r}")
-        store = Store(store_path(self.store))
-        run_id = new_run_id()
         env = self.envelope
-        create_run(
-            store,
+        runs = Runs.open(self.store, create=True)
+        result = await runs.start(
             plan,
             inputs,
-            run_id=run_id,
+            run_id=new_run_id(),
+            responses=self.responses,
             responses_path=self.responses_path,
             tenant=env.tenant,
             actor=env.actor,
             options={"live": env.live, "scopes": list(env.scopes), "via": "mcp"},
-        )
-        obs = observer_for(store, run_id, tenant=env.tenant, actor=env.actor)
-        result = await run_durably(
-            store, plan, inputs, run_id=run_id, responses=self.responses, telemetry=obs
         )
         return {
             "run_id": result.run_id,
@@ -190,6 +196,28 @@ class Served:
             "outputs": result.outputs,
             "reason": result.reason,
         }
+
+
+def _operation_tools() -> list[Any]:
+    from mcp.types import Tool, ToolAnnotations
+
+    from runner.mcp.operate import OPERATIONS
+
+    return [
+        Tool(
+            name=name,
+            title=name,
+            description=op["description"],
+            input_schema=op["input"],
+            annotations=ToolAnnotations(
+                read_only_hint=False,
+                destructive_hint=op["destructive"],
+                idempotent_hint=False,
+                open_world_hint=True,
+            ),
+        )
+        for name, op in OPERATIONS.items()
+    ]
 
 
 def build_server(served: Served) -> Any:

@@ -7,13 +7,13 @@ import json
 from pathlib import Path
 from typing import Any
 
+from runner.backends.local import envelope_of
 from runner.engine.results import RunResult
 from runner.engine.services import MemoryServices
 from runner.errors import ExitCode, FlowrunError, UsageError
 from runner.models.responses import Recorded, RecordedResponses, RecordedUsage
 from runner.plan.model import Plan, PlanNode, ToolStep
 from runner.store.db import RunRow, Store
-from runner.store.runtime import envelope_of
 
 _PROVIDER_KINDS = {"rate_limit", "internal_server_error", "context_window", "timeout", "auth"}
 
@@ -171,8 +171,8 @@ async def replay_run(
     """Re-execute a recorded run offline; unchanged nodes get their recorded answers."""
     from runner.engine.run import check_inputs, execute
     from runner.plan.compile import compile_plan
+    from runner.runs import compile_plan_of, plan_of
     from runner.spec import load_spec
-    from runner.store.runtime import compile_plan_of, plan_of
 
     row = store.get_run(run_id)
     calls = store.calls(run_id)

@@ -23,7 +23,7 @@ from starlette.responses import FileResponse, HTMLResponse, RedirectResponse, Re
 from starlette.routing import Route
 
 from runner.errors import FlowrunError
-from runner.store.db import NotFound, Store
+from runner.runs import STATUS_EXIT, NotFound, Runs
 from runner.web import data
 from runner.web.security import HEADERS, SESSION_COOKIE, SESSION_MAX_AGE_S, Sessions
 
@@ -76,15 +76,15 @@ class Console:
         self.children: list[subprocess.Popen[bytes]] = []
 
     # -- plumbing ------------------------------------------------------------------------------
-    def store(self) -> Store:
-        """A connection per request: sqlite connections are not shared across threads."""
-        return Store(self.config.store_path, create=False)
+    def runs_(self) -> Runs:
+        """A store connection per request: sqlite connections are not shared across threads."""
+        return Runs.open(self.config.store_path)
 
     def page(self, request: Request, name: str, status: int = 200, **ctx: Any) -> HTMLResponse:
         sid = request.state.sid
-        with contextlib.closing(self.store()) as s:
-            writes_on = s.writes_enabled()
-            waiting = len(s.inbox())
+        with contextlib.closing(self.runs_()) as r:
+            writes_on = r.writes_enabled()
+            waiting = len(r.inbox())
         html = self.templates.get_template(name).render(
             csrf=self.sessions.csrf(sid) if sid else "",
             writes_on=writes_on,
@@ -112,7 +112,7 @@ class Console:
         return values
 
     def resume(self, run_id: str) -> subprocess.Popen[bytes]:
-        """Continue a decided run in its own process, as `flowrun approve` would."""
+        """Continue a decided local run in its own process (`flowrun resume`, through Runs)."""
         log = tempfile.TemporaryFile()  # noqa: SIM115 -- closed by the reaper thread
         proc = subprocess.Popen(
             [
@@ -136,14 +136,12 @@ class Console:
 
     def _reap(self, proc: subprocess.Popen[bytes], run_id: str, log: Any) -> None:
         """Wait for a resume process; record its error when it could not run the workflow."""
-        from runner.ops_cli import STATUS_EXIT
-
         rc = proc.wait()
         if rc not in STATUS_EXIT.values():
             log.seek(0)
             tail = log.read().decode(errors="replace")[-2000:]
-            with contextlib.suppress(FlowrunError), contextlib.closing(self.store()) as s:
-                s.event(run_id, "console_resume_failed", exit_code=rc, stderr=tail)
+            with contextlib.suppress(FlowrunError), contextlib.closing(self.runs_()) as r:
+                r.event(run_id, "console_resume_failed", exit_code=rc, stderr=tail)
         log.close()
 
     async def settle(self, proc: subprocess.Popen[bytes]) -> None:
@@ -189,43 +187,40 @@ class Console:
 
     # -- pages ---------------------------------------------------------------------------------
     async def overview(self, request: Request) -> Response:
-        with contextlib.closing(self.store()) as s:
-            view = data.overview(s)
+        with contextlib.closing(self.runs_()) as r:
+            view = data.overview(r.store)
         return self.page(request, "overview.html", **view)
 
     async def inbox(self, request: Request) -> Response:
-        with contextlib.closing(self.store()) as s:
-            items = data.inbox_items(s)
+        with contextlib.closing(self.runs_()) as r:
+            items = data.inbox_items(r.store)
         return self.page(request, "inbox.html", items=items)
 
     async def runs(self, request: Request) -> Response:
         q = request.query_params
         filters = {k: (q.get(k) or None) for k in ("status", "workflow", "tenant")}
-        with contextlib.closing(self.store()) as s:
-            rows = s.list_runs(**filters, limit=200)
-            workflows = [r[0] for r in s.conn.execute("SELECT DISTINCT workflow FROM runs")]
-        return self.page(
-            request, "runs.html", rows=rows, filters=filters, workflows=sorted(workflows)
-        )
+        with contextlib.closing(self.runs_()) as r:
+            rows = r.list(**filters, limit=200)
+            workflows = r.workflows()
+        return self.page(request, "runs.html", rows=rows, filters=filters, workflows=workflows)
 
     async def run(self, request: Request) -> Response:
         run_id = request.path_params["run_id"]
-        with contextlib.closing(self.store()) as s:
-            view = data.run_page(s, run_id)
+        with contextlib.closing(self.runs_()) as r:
+            view = data.run_page(r.store, run_id)
         return self.page(request, "run.html", **view)
 
     async def trace(self, request: Request) -> Response:
         from runner.trace.tree import render_trace, trace_data
 
         run_id = request.path_params["run_id"]
-        with contextlib.closing(self.store()) as s:
-            text = render_trace(trace_data(s, run_id))
+        with contextlib.closing(self.runs_()) as r:
+            text = render_trace(trace_data(r.store, run_id))
         return self.page(request, "trace.html", run_id=run_id, text=text)
 
     # -- decisions and operations ------------------------------------------------------------
     async def decide(self, request: Request) -> Response:
-        from runner.store.runtime import decide
-
+        """Decide through runs: a Temporal run's workflow is woken, a local run resumed aside."""
         form = await self.form(request)
         run_id, node_id = request.path_params["run_id"], request.path_params["node_id"]
         approve = request.path_params["verb"] == "approve"
@@ -235,8 +230,8 @@ class Console:
             raise FlowrunError("your name is required: it is recorded in the audit trail")
         if not approve and not reason:
             raise FlowrunError("a reason is required to reject")
-        with contextlib.closing(self.store()) as s:
-            approval = s.approval_get(run_id, node_id)
+        with contextlib.closing(self.runs_()) as r:
+            approval = r.approval(run_id, node_id)
             schema = approval.get("decision_schema") if approval else None
             decision = None
             if approve:
@@ -244,18 +239,32 @@ class Console:
                     decision = data.parse_decision(schema, form)
                 except data.DecisionError as e:
                     raise FlowrunError(str(e)) from None
-            decide(s, run_id, node_id, approve=approve, by=by, decision=decision, reason=reason)
-        await self.settle(self.resume(run_id))
+            decided = await r.decide(
+                run_id, node_id, approve=approve, by=by, decision=decision, reason=reason
+            )
+        if decided.needs_resume:
+            await self.settle(self.resume(run_id))
+        else:
+            await self.settle_run(run_id)
         note = "approved" if approve else "rejected"
         return RedirectResponse(f"/runs/{quote(run_id)}?note={note}", status_code=303)
 
-    async def kill(self, request: Request) -> Response:
-        from runner.store.runtime import kill
+    async def settle_run(self, run_id: str) -> None:
+        """Give a woken Temporal run a moment to finish, so the next page mostly shows it."""
+        from runner.runs import TERMINAL
 
+        deadline = time.monotonic() + self.config.resume_wait_s
+        while time.monotonic() < deadline:
+            with contextlib.closing(self.runs_()) as r:
+                if r.get(run_id).status in TERMINAL:
+                    return
+            await asyncio.sleep(0.05)
+
+    async def kill(self, request: Request) -> Response:
         form = await self.form(request)
         run_id = request.path_params["run_id"]
-        with contextlib.closing(self.store()) as s:
-            outcome = kill(s, run_id, by=form.get("by", "").strip() or "console")
+        with contextlib.closing(self.runs_()) as r:
+            outcome = await r.kill(run_id, by=form.get("by", "").strip() or "console")
         return RedirectResponse(
             f"/runs/{quote(run_id)}?{urlencode({'note': outcome})}", status_code=303
         )
@@ -268,19 +277,17 @@ class Console:
         by = form.get("by", "").strip()
         if not by:
             raise FlowrunError("your name is required to flip the writes switch")
-        with contextlib.closing(self.store()) as s:
-            s.set_writes(state == "on", by)
+        with contextlib.closing(self.runs_()) as r:
+            r.set_writes(state == "on", by)
         return RedirectResponse(f"/?note=writes_{state}", status_code=303)
 
     async def undo_confirm(self, request: Request) -> Response:
         run_id = request.path_params["run_id"]
-        with contextlib.closing(self.store()) as s:
-            view = data.run_page(s, run_id)
+        with contextlib.closing(self.runs_()) as r:
+            view = data.run_page(r.store, run_id)
         return self.page(request, "undo.html", report=None, **view)
 
     async def undo(self, request: Request) -> Response:
-        from runner.store.runtime import undo
-
         form = await self.form(request)
         run_id = request.path_params["run_id"]
         if form.get("confirm") != run_id:
@@ -290,9 +297,9 @@ class Console:
         by = form.get("by", "").strip()
         if not by:
             raise FlowrunError("your name is required to undo a run")
-        with contextlib.closing(self.store()) as s:
-            report = undo(s, run_id, by=by)
-            view = data.run_page(s, run_id)
+        with contextlib.closing(self.runs_()) as r:
+            report = await r.undo(run_id, by=by)
+            view = data.run_page(r.store, run_id)
         return self.page(request, "undo.html", report=report, **view)
 
     async def static(self, request: Request) -> Response:

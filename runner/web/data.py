@@ -7,8 +7,8 @@ import json
 import time
 from typing import Any
 
+from runner.runs import TERMINAL
 from runner.store.db import Store
-from runner.store.runtime import TERMINAL
 
 STATUS_COLOURS = {
     "succeeded": "#2e7d32",
@@ -269,7 +269,7 @@ def run_page(store: Store, run_id: str) -> dict[str, Any]:
     """Everything the run page shows: graph, nodes, planned changes, policy, effects, audit."""
     from runner.errors import FlowrunError
     from runner.graph import from_plan, to_mermaid
-    from runner.store.runtime import plan_of
+    from runner.runs import plan_of
 
     row = store.get_run(run_id)
     nodes = store.node_results(run_id)

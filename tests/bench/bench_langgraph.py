@@ -41,13 +41,14 @@ if str(ROOT) not in sys.path:
 from opentelemetry.sdk.trace import ReadableSpan  # noqa: E402
 from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult  # noqa: E402
 
+from runner.backends.local import run_durably  # noqa: E402
 from runner.engine.results import RunResult  # noqa: E402
 from runner.engine.run import execute, new_run_id  # noqa: E402
 from runner.plan.compile import compile_plan  # noqa: E402
 from runner.plan.model import Plan  # noqa: E402
+from runner.runs import create_run  # noqa: E402
 from runner.spec import load_spec  # noqa: E402
 from runner.store.db import Store  # noqa: E402
-from runner.store.runtime import create_run, run_durably  # noqa: E402
 from runner.trace.observe import RunObserver, transcript_path  # noqa: E402
 from runner.trace.otel import Tracing, setup_tracing  # noqa: E402
 

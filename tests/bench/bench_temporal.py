@@ -37,12 +37,13 @@ from temporalio import workflow  # noqa: E402
 from temporalio.client import Client  # noqa: E402
 from temporalio.worker import UnsandboxedWorkflowRunner, Worker  # noqa: E402
 
+from runner.backends.local import run_durably  # noqa: E402
 from runner.engine.results import RunResult  # noqa: E402
 from runner.plan.compile import compile_plan  # noqa: E402
 from runner.plan.model import Plan  # noqa: E402
+from runner.runs import create_run  # noqa: E402
 from runner.spec import load_spec  # noqa: E402
 from runner.store.db import Store  # noqa: E402
-from runner.store.runtime import create_run, run_durably  # noqa: E402
 from runner.temporal import FINISH_ACTIVITY, NODE_ACTIVITY  # noqa: E402
 from runner.temporal.activities import ACTIVITIES  # noqa: E402
 from runner.temporal.client import Target, start  # noqa: E402

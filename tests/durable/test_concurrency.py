@@ -17,7 +17,8 @@ import asyncio, sys
 from runner.plan.compile import compile_plan
 from runner.spec import load_spec
 from runner.store import Store, store_path
-from runner.store.runtime import create_run, run_durably
+from runner.backends.local import run_durably
+from runner.runs import create_run
 from runner.engine.run import new_run_id
 
 async def main(n):

@@ -22,9 +22,9 @@ from typing import Any
 from temporalio.client import Client
 
 from runner.plan.compile import compile_plan
+from runner.runs import Runs
 from runner.spec import load_spec
 from runner.store.db import Store
-from runner.store.runtime import decide
 from runner.temporal.activities import run_result_from_json
 from runner.temporal.client import Target, settle, start
 from runner.temporal.client import decide as wake
@@ -60,7 +60,9 @@ async def _record(address: str, tmp: Path) -> None:
         )  # fmt: skip
         handle = await start(client, run, target)
         assert (await settle(handle))["status"] == "waiting"
-        decide(store, "hist-approval", "ok", approve=True, by="alice", decision={"note": "fast"})
+        Runs(store).record_decision(
+            "hist-approval", "ok", approve=True, by="alice", decision={"note": "fast"}
+        )
         await wake(client, "hist-approval", "ok")
         await _save(client, handle, "approval")
         # 3: the reference support workflow on recorded model responses (LLM nodes, switch, gate)

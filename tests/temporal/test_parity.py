@@ -220,7 +220,8 @@ def test_an_approval_then_a_switch_ends_the_same_on_both_backends(
     """Park at the approval, approve with a decision, go on through the switch to one write."""
     from temporalio.client import Client
 
-    from runner.store.runtime import create_run, decide, resume, run_durably
+    from runner.backends.local import run_durably
+    from runner.runs import Runs, create_run
     from runner.temporal.client import Target, settle, start
     from runner.temporal.client import decide as wake
     from runner.temporal.worker import make_worker
@@ -232,8 +233,9 @@ def test_an_approval_then_a_switch_ends_the_same_on_both_backends(
     async def local(store: Store) -> tuple[RunResult, RunResult]:
         create_run(store, plan, {}, run_id=rid, responses_path=None, options=options)
         parked = await run_durably(store, plan, {}, run_id=rid)
-        decide(store, rid, "ok", approve=True, by="alice", decision={"note": note})
-        return parked, await resume(store, rid)
+        runs = Runs(store)
+        runs.record_decision(rid, "ok", approve=True, by="alice", decision={"note": note})
+        return parked, await runs.resume(rid)
 
     async def temporal(store: Store) -> tuple[RunResult, RunResult]:
         run = run_input(plan, {}, store=store, run_id=rid, responses=None, options=options)
@@ -242,7 +244,9 @@ def test_an_approval_then_a_switch_ends_the_same_on_both_backends(
         async with make_worker(client, task_queue=queue):
             handle = await start(client, run, Target(address=temporal_address, task_queue=queue))
             parked = run_result_from_json(await settle(handle, poll_s=0.05))
-            decide(store, rid, "ok", approve=True, by="alice", decision={"note": note})
+            Runs(store).record_decision(
+                rid, "ok", approve=True, by="alice", decision={"note": note}
+            )
             await wake(client, rid, "ok")
             return parked, run_result_from_json(await handle.result())
 

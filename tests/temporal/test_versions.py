@@ -18,21 +18,26 @@ from tests.temporal.conftest import SPECS, Workers
 def test_a_run_needing_a_newer_interpreter_fails_clearly(
     workers: Workers, env: dict[str, str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    import asyncio
+
+    from runner.runs import Placement, Runs
     from runner.temporal.client import TemporalRunError
-    from runner.temporal_cli import execute_temporal
 
     for k, v in env.items():
         monkeypatch.setenv(k, v)
     workers.start()
     store = Store(tmp_path / "flowrun.db")
     plan = compile_plan(load_spec(str(SPECS / "crash.yaml")))
+    where = Placement(
+        backend="temporal", address=workers.address, task_queue=workers.queue,
+        interpreter_version=INTERPRETER_VERSION + 1,
+    )  # fmt: skip
     with pytest.raises(TemporalRunError) as caught:
-        execute_temporal(
-            plan=plan, inputs={"seconds": 0}, store=store, run_id="v1", responses=None,
-            tenant=None, actor=None, options={"live": True}, address=workers.address,
-            namespace="default", task_queue=workers.queue,
-            interpreter_version=INTERPRETER_VERSION + 1,
-        )  # fmt: skip
+        asyncio.run(
+            Runs(store).start(
+                plan, {"seconds": 0}, run_id="v1", options={"live": True}, where=where
+            )
+        )
     assert caught.value.exit_code == ExitCode.FAILED
     assert (
         f"needs interpreter version {INTERPRETER_VERSION + 1}; this worker has version "

@@ -1,0 +1,440 @@
+"""The one door for operations on runs: create, start, resume, decide, kill, undo, sweep, writes.
+
+The CLI, the web console, the MCP server and the Temporal worker call `Runs`; none of them
+imports a backend or the store's SQL. Only this package knows which backend a run is on (its
+store row says), and every way a run starts or continues is observed by `runs.observe`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from runner.backends import RESUMABLE, TERMINAL, Backend, backend_name, tighten_budget
+from runner.errors import ExitCode, FlowrunError, UsageError
+from runner.runs.observe import Observe, observer
+from runner.store.db import NotFound, RunRow, Store, store_path
+
+if TYPE_CHECKING:
+    from runner.engine.hooks import Hooks
+    from runner.engine.results import RunResult
+    from runner.plan.model import Plan
+
+__all__ = [
+    "RESUMABLE",
+    "STATUS_EXIT",
+    "TERMINAL",
+    "Decided",
+    "NotFound",
+    "Observe",
+    "Runs",
+    "compile_plan_of",
+    "create_run",
+    "end_process",
+    "plan_of",
+    "tighten_budget",
+]
+
+STATUS_EXIT: dict[str, int] = {
+    "succeeded": ExitCode.SUCCEEDED,
+    "failed": ExitCode.FAILED,
+    "escalated": ExitCode.ESCALATED,
+    "budget_exceeded": ExitCode.BUDGET_EXCEEDED,
+    "denied": ExitCode.DENIED,
+    "waiting": ExitCode.WAITING,
+    "killed": ExitCode.KILLED,
+}
+
+
+def end_process(code: int) -> None:
+    """End a `flowrun` command that talked to Temporal at once (see `hard_exit_if_needed`)."""
+    from runner.temporal import hard_exit_if_needed
+
+    hard_exit_if_needed(code)
+
+
+def create_run(
+    store: Store,
+    plan: Plan,
+    inputs: dict[str, Any],
+    *,
+    run_id: str,
+    responses_path: str | None,
+    tenant: str | None = None,
+    actor: str | None = None,
+    options: dict[str, Any] | None = None,
+) -> None:
+    """Record a new run (status running, owned by this process) before any node runs."""
+    from runner.backends.local import host
+
+    src = plan.loaded.source
+    spec_path = str(Path(src.path).resolve())
+    try:
+        store.create_run(
+            run_id=run_id,
+            workflow=plan.name,
+            spec_path=spec_path,
+            spec_dir=str(Path(spec_path).parent),
+            spec_text=src.text,
+            spec_digest=hashlib.sha256(src.text.encode()).hexdigest(),
+            profile=plan.profile,
+            inputs=inputs,
+            responses_path=str(Path(responses_path).resolve()) if responses_path else None,
+            options=options or {},
+            tenant=tenant,
+            actor=actor,
+            status="running",
+            pid=os.getpid(),
+            host=host(),
+            bundle=plan.bundle.to_json() if plan.bundle is not None else None,
+        )
+    except Exception as e:
+        if "UNIQUE" in str(e):
+            raise UsageError(f"a run with id {run_id!r} already exists in {store.path}") from None
+        raise
+
+
+def plan_of(row: Any, store: Store | None = None) -> Plan:
+    """The run's own plan, compiled from the bundle it was started with (never the files on
+    disk now); a run from before bundles, or without its store at hand, from its spec text."""
+    plan = compile_plan_of(row, store, row.profile)
+    max_usd = (row.options or {}).get("max_usd")
+    if max_usd is not None:
+        plan = tighten_budget(plan, max_usd=max_usd)
+    return plan
+
+
+def compile_plan_of(row: Any, store: Store | None, profile: str | None) -> Plan:
+    """The run's files compiled for `profile`, with the run's budget as the spec sets it."""
+    from runner.plan.bundle import Bundle
+    from runner.plan.compile import compile_bundle, compile_plan
+    from runner.spec import load_spec_text
+
+    digest = getattr(row, "bundle_digest", None)
+    if store is not None and digest is not None:
+        return compile_bundle(Bundle.from_json(store.get_bundle(digest)), row.spec_path, profile)
+    return compile_plan(load_spec_text(row.spec_text, row.spec_path), profile)
+
+
+@dataclass(frozen=True)
+class Decided:
+    """What a decision led to: the run's result when it was followed here, and whether a local
+    run still has to be continued (`Runs.resume`) by whoever recorded the decision."""
+
+    run_id: str
+    node_id: str
+    status: str  # approved | rejected
+    backend: str
+    result: RunResult | None = None
+    needs_resume: bool = False
+
+
+@dataclass(frozen=True)
+class Placement:
+    """Where a new run goes: `local`, or a Temporal server and task queue."""
+
+    backend: str = "local"
+    address: str | None = None
+    namespace: str | None = None
+    task_queue: str | None = None
+    interpreter_version: int | None = None  # default: this flowrun's (tests pin a newer one)
+
+
+class Runs:
+    """Every operation on the runs of one store; entry points hold one per request or command."""
+
+    def __init__(self, store: Store) -> None:
+        self.store = store
+
+    @classmethod
+    def open(cls, path: str | Path | None = None, *, create: bool = False) -> Runs:
+        """The runs of the store at `path` (default: $FLOWRUN_STORE or .flowrun/flowrun.db)."""
+        return cls(Store(store_path(str(path) if path is not None else None), create=create))
+
+    def close(self) -> None:
+        self.store.close()
+
+    # -- backends ------------------------------------------------------------------------------
+    @staticmethod
+    def check_backend(backend: str) -> None:
+        """Say which extra is missing, or that the backend is unknown, before anything runs."""
+        if backend == "temporal":
+            from runner.temporal import require_temporalio
+
+            require_temporalio()
+        elif backend != "local":
+            raise UsageError(f"unknown backend {backend!r}", hint="use local or temporal")
+
+    @staticmethod
+    def _new_backend(where: Placement) -> Backend:
+        if where.backend == "temporal":
+            from runner.backends.temporal import TemporalBackend
+
+            kw: dict[str, Any] = {
+                k: v
+                for k, v in (
+                    ("address", where.address),
+                    ("namespace", where.namespace),
+                    ("task_queue", where.task_queue),
+                    ("interpreter_version", where.interpreter_version),
+                )
+                if v is not None
+            }
+            return TemporalBackend(**kw)
+        Runs.check_backend(where.backend)
+        from runner.backends.local import LocalBackend
+
+        return LocalBackend()
+
+    @staticmethod
+    def backend_of(row: RunRow) -> Backend:
+        """The backend that holds this run: the one its store row was recorded with."""
+        if backend_name(row) == "temporal":
+            from runner.backends.temporal import TemporalBackend
+
+            return TemporalBackend.of(row)
+        from runner.backends.local import LocalBackend
+
+        return LocalBackend()
+
+    # -- start and continue ------------------------------------------------------------------
+    async def start(
+        self,
+        plan: Plan,
+        inputs: dict[str, Any],
+        *,
+        run_id: str,
+        responses: Any = None,
+        responses_path: str | None = None,
+        tenant: str | None = None,
+        actor: str | None = None,
+        options: dict[str, Any] | None = None,
+        where: Placement | None = None,
+        observe: Observe | None = None,
+        hooks: Hooks | None = None,
+    ) -> RunResult:
+        """Record a run and execute it until it ends or parks (`flowrun execute`, MCP calls)."""
+        how = observe or Observe()
+        backend = self._new_backend(where or Placement())
+        await backend.check()  # e.g. Temporal unreachable: nothing is recorded
+        create_run(
+            self.store,
+            plan,
+            inputs,
+            run_id=run_id,
+            responses_path=responses_path,
+            tenant=tenant,
+            actor=actor,
+            options={**(options or {}), **how.options(), **backend.placement(run_id)},
+        )
+        row = self.store.get_run(run_id)
+        obs = observer(self.store, row, how) if backend.name == "local" else None
+        return await backend.start(
+            self.store,
+            row,
+            plan,
+            responses=responses,
+            hooks=_with(hooks, obs),
+            telemetry=obs,
+        )
+
+    async def resume(
+        self, run_id: str, *, observe: Observe | None = None, hooks: Hooks | None = None
+    ) -> RunResult:
+        """Continue a run from its checkpoints; completed nodes are not executed again."""
+        from runner.models.responses import RecordedResponses
+
+        row = self.store.get_run(run_id)
+        if row.status in TERMINAL:
+            raise UsageError(
+                f"run {run_id!r} already finished ({row.status}); nothing to resume",
+                hint="start a new run with `flowrun execute`",
+            )
+        backend = self.backend_of(row)
+        backend.claim(self.store, row)
+        try:
+            plan = plan_of(row, self.store)
+            responses = None
+            if row.responses_path:
+                responses = RecordedResponses.load(Path(row.responses_path))
+        except FlowrunError:
+            backend.release(self.store, row)
+            raise
+        attempt = 1 + len(self.store.events(run_id, "run_resumed"))
+        obs = observer(self.store, row, observe or Observe(), attempt=attempt)
+        return await backend.resume(
+            self.store, row, plan, responses=responses, hooks=_with(hooks, obs), telemetry=obs
+        )
+
+    # -- decisions -----------------------------------------------------------------------------
+    async def decide(
+        self,
+        run_id: str,
+        node_id: str,
+        *,
+        approve: bool,
+        by: str,
+        decision: Any = None,
+        reason: str | None = None,
+        follow: bool = False,
+        observe: Observe | None = None,
+        recorded: Callable[[str], None] | None = None,
+    ) -> Decided:
+        """Record an approval decision once, then let the run go on, on its backend.
+
+        A Temporal run's workflow is woken here; a local run continues when it is resumed.
+        With `follow`, the run is followed to its next stop (a local run is resumed in this
+        process, as `flowrun approve` does); without it, `needs_resume` tells the caller that a
+        local run still waits to be resumed (the console does that in a child process).
+        `recorded` hears "approved"/"rejected" as soon as the decision is in the store.
+        """
+        self.record_decision(
+            run_id, node_id, approve=approve, by=by, decision=decision, reason=reason
+        )
+        status = "approved" if approve else "rejected"
+        if recorded is not None:
+            recorded(status)
+        row = self.store.get_run(run_id)
+        backend = self.backend_of(row)
+        result = await backend.decided(self.store, row, node_id, follow=follow)
+        needs_resume = backend.name == "local"
+        if needs_resume and follow:
+            result = await self.resume(run_id, observe=observe)
+            needs_resume = False
+        return Decided(
+            run_id=run_id,
+            node_id=node_id,
+            status=status,
+            backend=backend.name,
+            result=result,
+            needs_resume=needs_resume,
+        )
+
+    def record_decision(
+        self,
+        run_id: str,
+        node_id: str,
+        *,
+        approve: bool,
+        by: str,
+        decision: Any = None,
+        reason: str | None = None,
+    ) -> None:
+        """Record a decision once; an approval's decision is checked against the node's schema."""
+        store = self.store
+        row = store.get_run(run_id)
+        approval = store.approval_get(run_id, node_id)
+        if approval is None:
+            waiting = [a["node_id"] for a in store.inbox() if a["run_id"] == run_id]
+            raise NotFound(
+                f"run {run_id!r} has no approval at node {node_id!r}",
+                hint=f"waiting here: {', '.join(waiting)}"
+                if waiting
+                else f"the run is {row.status}",
+            )
+        if approve and decision is not None and approval.get("decision_schema"):
+            from runner.plan.schemas import validation_errors
+
+            problems = validation_errors(approval["decision_schema"], decision)
+            if problems:
+                raise UsageError(
+                    "--decision does not match the node's decision schema: " + "; ".join(problems)
+                )
+        store.approval_decide(
+            run_id,
+            node_id,
+            status="approved" if approve else "rejected",
+            by=by,
+            decision=decision,
+            reason=reason,
+        )
+
+    async def sweep(self, *, observe: Observe | None = None) -> list[tuple[str, str]]:
+        """Continue every local run whose approval timed out, so its on_timeout applies."""
+        now = time.time()
+        due = sorted(
+            {
+                a["run_id"]
+                for a in self.store.inbox()
+                if a.get("timeout_at") and a["timeout_at"] <= now
+            }
+        )
+        out: list[tuple[str, str]] = []
+        for run_id in due:
+            result = await self.resume(run_id, observe=observe)
+            out.append((run_id, result.status))
+        return out
+
+    # -- stop and undo -------------------------------------------------------------------------
+    async def kill(self, run_id: str, *, by: str | None) -> str:
+        """Stop a run at its next node boundary; a waiting run is stopped at once."""
+        row = self.store.get_run(run_id)
+        if row.status in TERMINAL:
+            raise UsageError(f"run {run_id!r} already finished ({row.status})")
+        return await self.backend_of(row).cancel(self.store, row, by=by)
+
+    async def undo(self, run_id: str, *, by: str | None) -> list[dict[str, Any]]:
+        """Run the compensations of a run's completed writes, newest first, each at most once."""
+        from runner.runs.undo import compensate
+
+        row = self.store.get_run(run_id)
+        if self.backend_of(row).busy(row):
+            raise UsageError(f"run {run_id!r} is still running; kill it first")
+        return await compensate(self.store, run_id, by=by)
+
+    # -- the writes switch ---------------------------------------------------------------------
+    def set_writes(self, on: bool, by: str | None) -> None:
+        self.store.set_writes(on, by)
+
+    def writes_enabled(self) -> bool:
+        return self.store.writes_enabled()
+
+    # -- reads the entry points need -----------------------------------------------------------
+    def get(self, run_id: str) -> RunRow:
+        return self.store.get_run(run_id)
+
+    def list(
+        self,
+        *,
+        status: str | None = None,
+        workflow: str | None = None,
+        tenant: str | None = None,
+        limit: int = 50,
+    ) -> list[RunRow]:
+        return self.store.list_runs(status=status, workflow=workflow, tenant=tenant, limit=limit)
+
+    def workflows(self) -> list[str]:
+        """Names of the workflows that have runs in this store, sorted."""
+        return sorted({r[0] for r in self.store.conn.execute("SELECT DISTINCT workflow FROM runs")})
+
+    def inbox(self, run_id: str | None = None) -> list[dict[str, Any]]:
+        """Approvals that wait, oldest first (of one run, if given)."""
+        items = self.store.inbox()
+        return items if run_id is None else [a for a in items if a["run_id"] == run_id]
+
+    def approval(self, run_id: str, node_id: str) -> dict[str, Any] | None:
+        return self.store.approval_get(run_id, node_id)
+
+    def nodes(self, run_id: str) -> dict[str, dict[str, Any]]:
+        return self.store.node_results(run_id)
+
+    def effects(self, run_id: str) -> list[dict[str, Any]]:
+        return self.store.ledger_for_run(run_id)
+
+    def event(self, run_id: str, type_: str, **data: Any) -> None:
+        self.store.event(run_id, type_, **data)
+
+
+def _with(hooks: Hooks | None, obs: Any) -> Hooks | None:
+    """The caller's hooks (progress display) followed by the run's observer."""
+    from runner.engine.hooks import HookSet
+
+    parts = [h for h in (hooks, obs) if h is not None]
+    if not parts:
+        return None
+    return parts[0] if len(parts) == 1 else HookSet(parts)
