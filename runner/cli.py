@@ -77,15 +77,13 @@ def validate(spec: str, profile: str | None, fmt: str, check_mcp: bool) -> None:
 
 def _tighten_max_usd(plan: Any, max_usd: float) -> Any:
     """Lower the USD cap for this run only: a flag may narrow the envelope, never widen it."""
-    from runner.runs import tighten_budget
-
     cap = plan.budget.max_usd
     if cap is not None and max_usd > cap:
         click.echo(
             f"note: --max-usd {max_usd:g} is above the spec's max_usd {cap:g}; keeping {cap:g}",
             err=True,
         )
-    return tighten_budget(plan, max_usd=max_usd)
+    return plan.with_max_usd(max_usd)
 
 
 def _require_local_extra(plan: Any) -> None:

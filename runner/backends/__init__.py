@@ -85,13 +85,3 @@ class Backend(Protocol):
 def backend_name(row: RunRow) -> str:
     """The backend a run was started on, as recorded in its store row."""
     return str((row.options or {}).get("backend") or "local")
-
-
-def tighten_budget(plan: Plan, *, max_usd: float) -> Plan:
-    """The same plan with a lower max_usd (a run option); never raises the spec's cap."""
-    from dataclasses import replace
-
-    cap = plan.budget.max_usd
-    if cap is not None and cap <= max_usd:
-        return plan
-    return replace(plan, budget=plan.budget.model_copy(update={"max_usd": max_usd}))

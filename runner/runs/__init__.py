@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from runner.backends import RESUMABLE, TERMINAL, Backend, backend_name, tighten_budget
+from runner.backends import RESUMABLE, TERMINAL, Backend, backend_name
 from runner.errors import ExitCode, FlowrunError, UsageError
 from runner.runs.observe import Observe, observer
 from runner.store.db import NotFound, RunRow, Store, store_path
@@ -37,7 +37,6 @@ __all__ = [
     "create_run",
     "end_process",
     "plan_of",
-    "tighten_budget",
 ]
 
 STATUS_EXIT: dict[str, int] = {
@@ -105,7 +104,7 @@ def plan_of(row: Any, store: Store | None = None) -> Plan:
     plan = compile_plan_of(row, store, row.profile)
     max_usd = (row.options or {}).get("max_usd")
     if max_usd is not None:
-        plan = tighten_budget(plan, max_usd=max_usd)
+        plan = plan.with_max_usd(max_usd)
     return plan
 
 

@@ -28,7 +28,6 @@ def plan_for(run: RunInput) -> Plan:
         return plan
     if hashlib.sha256(run.spec_text.encode()).hexdigest() != run.spec_digest:
         raise UsageError(f"run {run.run_id!r}: the spec text does not match its digest")
-    from runner.backends import tighten_budget
     from runner.plan.bundle import Bundle
     from runner.plan.compile import compile_bundle, compile_plan
     from runner.spec import load_spec_text
