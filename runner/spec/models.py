@@ -201,6 +201,12 @@ class ToolContract(_Model):
         default="trusted",
         description="untrusted: results (and LLM output computed from them) carry a taint label",
     )
+    sanitizer: Annotated[str, Field(min_length=1)] | None = Field(
+        default=None,
+        description="why the result is trusted even when an argument is not (e.g. a lookup that"
+        " returns only records from our own database); without it, tainted arguments taint the"
+        " result",
+    )
     destination: str | None = Field(
         default=None, description="binding over args: where the call sends data (for policies)"
     )

@@ -147,12 +147,12 @@ def test_untrusted_data_reaching_a_write_in_a_loop_body_must_be_checked() -> Non
         (
             "tainted-write",
             "argument 'to' of write node 'repeat.w' comes from untrusted data "
-            "(nodes.a.output.text) that no gate before it checks",
+            "(nodes.a.output.text) that no gate before it checks: a -> repeat.w.args.to",
         )
     ]
     checked_in_body = body.replace(
         "      body:\n",
-        '      body:\n        vet: {gate: [{check: "size(nodes.a.output.text) < 20", message: m}]}\n',
+        "      body:\n        vet: {gate: [{check: \"nodes.a.output.text in ['bob', 'carol']\", message: m}]}\n",
     ).replace("w: {tool: pay, args", "w: {tool: pay, needs: [vet], args")
     assert _problems(checked_in_body) == []
     checked_outside = body.replace(
