@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections import Counter
 from typing import Any
 
+from runner.plan.certificate import certificate, render_certificate
 from runner.plan.compile import Compiler
 from runner.plan.cost import cost_under
 from runner.plan.model import Plan
@@ -45,6 +46,7 @@ def summarize(plan: Plan) -> dict[str, Any]:
         "budget": spec.budget.model_dump(exclude_none=True),
         "worst_case_cost": costs,
         "warnings": [w.render() for w in plan.warnings],
+        "certificate": certificate(plan),
     }
 
 
@@ -81,4 +83,6 @@ def render_summary(s: dict[str, Any]) -> str:
         over = [p for p, c in s["worst_case_cost"].items() if c["usd"] > cap]
         if over:
             lines.append(f"  note     worst case exceeds max_usd ${cap:g} under: {', '.join(over)}")
+    if "certificate" in s:
+        lines += render_certificate(s["certificate"])
     return "\n".join(lines)

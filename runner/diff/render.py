@@ -212,6 +212,12 @@ def to_markdown(
     else:
         lines.append("No semantic change.")
     lines.append("")
+    cert = result.get("certificate") or {}
+    if cert.get("added") or cert.get("removed"):
+        lines += ["#### Safety certificate", "", "What `flowrun validate` proves, changed:", ""]
+        lines += [f"- added: {c['text']}" for c in cert["added"]]
+        lines += [f"- removed: {c['text']}" for c in cert["removed"]]
+        lines.append("")
     if base.graph.nodes or head.graph.nodes:
         lines += [
             "#### Graph",

@@ -119,6 +119,7 @@ def diff_sides(base: Side, head: Side) -> dict[str, Any]:
     result["writes"] = _write_changes(base, head, to_head, flags)
     result["sections"] = _other_sections(base, head)
     result["cost"] = _costs(base, head)
+    result["certificate"] = _certificate_changes(base, head)
     order = {c: i for i, c in enumerate(FAIL_CLASSES)}
     flags.sort(key=lambda f: (order.get(f["class"], 99), f.get("node", ""), f["message"]))
     result["flags"] = flags
@@ -590,6 +591,45 @@ def _costs(base: Side, head: Side) -> dict[str, Any]:
     return out
 
 
+def _certificate_lines(side: Side) -> dict[str, str]:
+    """Each statement of a side's safety certificate (text -> kind); none for an invalid side."""
+    if side.plan is None:
+        return {}
+    from runner.plan.certificate import certificate
+
+    c = certificate(side.plan)
+    out: dict[str, str] = {}
+    for x in c["loops"]:
+        out[f"loop `{x['node']}` runs at most {x['max_iterations']} times"] = "bound"
+    for x in c["maps"]:
+        out[f"map `{x['node']}` runs at most {x['max_items']} items"] = "bound"
+    w = c["worst_case"]
+    out[f"worst case {w['llm_calls']} LLM calls, {w['tool_calls']} tool calls"] = "worst-case"
+    for x in c["writes"]:
+        by = ", ".join(
+            f"{g['kind']} `{g['node']}`" + (" (conditional)" if "when" in g else "")
+            for g in x["guards"]
+        )
+        text = f"write `{x['node']}` ({x['tool']}) runs after {by or 'nothing'}"
+        if x.get("ungated"):
+            text += f" (ungated: {x['ungated']})"
+        out[text] = "write"
+    for x in c["taint"]:
+        out[f"untrusted `{x['path']}` checked by {x['checked_by'] or 'NOTHING'}"] = "taint"
+    for tool, why in c["sanitizers"].items():
+        out[f"tool `{tool}` declared a sanitizer: {why}"] = "sanitizer"
+    return out
+
+
+def _certificate_changes(base: Side, head: Side) -> dict[str, list[dict[str, str]]]:
+    """What a change adds to and removes from what validate proves (plan/certificate.py)."""
+    b, h = _certificate_lines(base), _certificate_lines(head)
+    return {
+        "added": [{"kind": k, "text": t} for t, k in h.items() if t not in b],
+        "removed": [{"kind": k, "text": t} for t, k in b.items() if t not in h],
+    }
+
+
 def matched(result: Mapping[str, Any], fail_on: set[str]) -> list[dict[str, Any]]:
     """Flags of a --fail-on class."""
     return [f for f in result.get("flags", []) if f["class"] in fail_on]
@@ -605,5 +645,6 @@ def is_empty(result: Mapping[str, Any]) -> bool:
         or any(n[k] for k in n)
         or any(e[k] for k in e)
         or cost_changed
+        or any(result.get("certificate", {}).values())
         or result["base"]["exists"] != result["head"]["exists"]
     )

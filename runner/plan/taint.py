@@ -266,24 +266,29 @@ class TaintPath:
 
 
 def clearer(ref: Ref, guard_nodes: Iterable[Guard], src: Sources) -> tuple[str | None, list[str]]:
-    """What clears `ref` among the guards ("gate 'g': check"), and the weak checks on it."""
+    """What clears `ref` among the guards ("gate 'g': check; …"), and the weak checks on it."""
     weak: list[str] = []
     if ref.root == "inputs" and ref.path and str(ref.path[0]) in src.cleared:
         return src.cleared[str(ref.path[0])], weak
     for label, g in guard_nodes:
         if g.approval is not None and g.approval.when is None:
             return f"approval {label!r}", weak
+    strong: list[str] = []
     for label, g in guard_nodes:
         if g.gate is None:
             continue
         for expr, _ in g.gate.checks:
             cl = classify(expr.source)
             for s in cl.strong:
-                if covers(s.value, ref) and all(ref_chain(t, src) is None for t in s.against):
-                    return f"gate {label!r}: {s.text}", weak
+                by = f"gate {label!r}: {s.text}"
+                pinned = covers(s.value, ref) and all(ref_chain(t, src) is None for t in s.against)
+                if pinned and by not in strong:
+                    strong.append(by)
             for r, text in cl.mentions:
                 if overlaps(r, ref) and f"gate {label!r}: {text}" not in weak:
                     weak.append(f"gate {label!r}: {text}")
+    if strong:
+        return "; ".join(strong), weak
     return None, weak
 
 

@@ -35,7 +35,9 @@ def _problems(
     try:
         compile_plan(load_spec_text(HEADER + tools + ALLOW + body, where))
     except SpecError as e:
-        return [(d.rule, d.message, d.hint) for d in e.diagnostics if d.rule == "tainted-write"]
+        other = [d.render() for d in e.diagnostics if d.rule != "tainted-write"]
+        assert not other, other  # the attack spec itself is well-formed
+        return [(d.rule, d.message, d.hint) for d in e.diagnostics]
     return []
 
 
@@ -57,6 +59,7 @@ nodes:
     args: {to: "${{ inputs.to }}", amount: "${{ inputs.amount }}"}
 outputs:
   paid_to: "${{ nodes.pay.output.to }}"
+  echoed: "${{ inputs.to }}"
 """
 )
 
@@ -127,7 +130,7 @@ def test_a_subflow_output_computed_from_untrusted_input_taints_the_parent(
     args: {to: "${{ nodes.child.output.paid_to }}", amount: 1.0}
 """
     )
-    # the child checked `to` before paying, but its output is still the attacker's text
+    # the child echoes the attacker's text back to its parent, which pays it
     problems = _problems(body, tmp_path / "parent.yaml")
     assert [m.split(": ")[-1] for _, m, _ in problems] == [
         "fetch_email -> summarize -> child -> again.args.to"

@@ -38,10 +38,7 @@ def _diag(compiler: Any, p: TaintPath) -> Diagnostic:
     else:
         what = f"argument {p.arg!r} of write node {p.write!r}"
     if p.weak:
-        hint = (
-            f"{'; '.join(p.weak)} mentions {ref_text(p.ref)} but does not clear it: "
-            f"{CLEARS}"
-        )
+        hint = f"{'; '.join(p.weak)} mentions {ref_text(p.ref)} but does not clear it: {CLEARS}"
     else:
         hint = f"check {ref_text(p.ref)}: {CLEARS}"
     return compiler.src.diag(  # type: ignore[no-any-return]
