@@ -7,7 +7,7 @@ conjunct of the check (a conjunct under `||`, `!` or `?:` may not hold when the 
   or a trusted node output or input);
 - a lookup in trusted data: `T.exists(x, x == V)`, `T.exists(x, x.id == V)`, `exists_one`;
 - an ordered bound: `V < T`, `V <= T`, `V > T`, `V >= T` (for numbers and dates);
-- an anchored allowlist regex: `V.matches('^(a|b)$')` or `matches(V, '^…$')`, without `.*`/`.+`;
+- an anchored allowlist regex: `V.matches('^(a|b)$')`, without `.*`/`.+`;
 - for every element of a list: `L.all(x, <one of the above on x or x.field>)` clears `L[*]`
   (or `L[*].field`); a check on `x` itself clears `L` as a whole.
 
@@ -27,9 +27,8 @@ from functools import lru_cache
 from runner.expr.refs import _IDENT as IDENT
 from runner.expr.refs import _OP as OP
 from runner.expr.refs import _STRING as STRING
-from runner.expr.refs import ANY_INDEX, Ref, cel_refs
+from runner.expr.refs import ANY_INDEX, Ref, cel_refs, tokens
 from runner.expr.refs import _chain as chain_of  # the tokenizer and chain reader of refs.py
-from runner.expr.refs import _tokenize as tokenize
 
 _Tok = tuple[int, str, int, object]
 _RELATIONS = ("==", "<", "<=", ">", ">=", "in")
@@ -78,7 +77,7 @@ def overlaps(a: Ref, b: Ref) -> bool:
 @lru_cache(maxsize=8192)
 def classify(source: str) -> Clearing:
     """The strong checks and the mentions of one gate check (cached: gates repeat)."""
-    toks = tokenize(source)
+    toks = list(tokens(source))  # the token stream the reference scan and CEL typing share
     strong: list[Strong] = []
     mentions: list[tuple[Ref, str]] = []
     for lo, hi, can_clear in _conjuncts(toks, 0, len(toks)):

@@ -202,7 +202,7 @@ def test_a_weak_check_does_not_clear_the_value_and_the_hint_names_it(check: str)
         f"({TO} in ['alice', 'bob'])",
         f"nodes.book.output.key.exists(x, x == {TO})",
         f"{TO}.matches('^(alice|bob)$')",
-        f"matches({TO}, '^acct-[0-9]{{6}}$')",
+        f"{TO}.matches('^acct-[0-9]{{6}}$')",
         f"{TO} == nodes.book.output.key",
     ],
 )
