@@ -215,9 +215,17 @@ def execute(
     """
     import asyncio
 
-    from runner.engine.run import check_inputs, check_responses, new_run_id
     from runner.models.responses import RecordedResponses
-    from runner.runs import STATUS_EXIT, Observe, Placement, Runs, end_process
+    from runner.runs import (
+        STATUS_EXIT,
+        Observe,
+        Placement,
+        Runs,
+        check_inputs,
+        check_responses,
+        end_process,
+        new_run_id,
+    )
 
     Runs.check_backend(backend)  # say which extra is missing before anything else
     plan = _load_plan(spec, profile)

@@ -22,7 +22,8 @@ from runner.engine.budget import BudgetExceeded
 from runner.engine.context import NodeContext, NodeFailure, NodeStop
 from runner.engine.crash import crash_point
 from runner.expr.cel import ExprError
-from runner.mcp.pool import McpTool
+from runner.mcp.contracts import McpTool
+from runner.mcp.pool import call_tool
 from runner.models.pricing import price_of
 from runner.plan import schemas
 from runner.plan.model import LLMStep, ToolStep
@@ -443,7 +444,7 @@ async def invoke_tool(call: ToolCall) -> Any:
         kwargs["idempotency_key"] = call.key
     try:
         if isinstance(step.fn, McpTool):  # an MCP server's tool, over the run's connection
-            return await step.fn.call(call.ctx, kwargs)
+            return await call_tool(step.fn, call.ctx, kwargs)
         if step.is_async:
             return await step.fn(**kwargs)
         return await asyncio.to_thread(step.fn, **kwargs)

@@ -15,7 +15,6 @@ from typing import Any
 
 from runner.engine.context import Envelope
 from runner.engine.results import RunResult
-from runner.engine.run import execute
 from runner.engine.services import MemoryServices
 from runner.errors import UsageError
 from runner.evals.cases import Case, Fault, Fixture
@@ -23,6 +22,7 @@ from runner.expr.cel import ExprError, truthy
 from runner.models.responses import RecordedResponses
 from runner.plan.model import Plan, PlanNode, ToolStep
 from runner.plan.tools import ImplError, import_callable
+from runner.runs import run_in_memory
 
 INVALID_JSON = "Sure! Here is what I think: {not json"
 MALFORMED: dict[str, Any] = {"malformed": True, "note": "injected by flowrun eval"}
@@ -254,7 +254,7 @@ def run_case(plan: Plan, case: Case, *, repeat: int, workdir: Path) -> RunRecord
     fplan = faulted_plan(plan, case.model.faults)
     with _fixture(case.fixture, workdir, f"{case.id}-{repeat}", Path(case.file).resolve().parent):
         result = asyncio.run(
-            execute(
+            run_in_memory(
                 fplan,
                 case.model.input,
                 responses=recorded,

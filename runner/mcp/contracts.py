@@ -13,7 +13,6 @@ from pathlib import Path
 from typing import Any
 
 from runner.mcp.lock import Lock, LockError, hints, identity, lock_path, parse_lock
-from runner.mcp.pool import McpTool
 from runner.plan.bundle import file_key
 from runner.plan.rules.mcp import (
     LOCK_MISMATCH,
@@ -23,7 +22,7 @@ from runner.plan.rules.mcp import (
     UNKNOWN_TOOL,
     did_you_mean,
 )
-from runner.spec.models import ToolContract
+from runner.spec.models import McpServer, ToolContract
 
 LOCK_HINT = "run `flowrun tools lock {spec}` to record the servers' tools"
 
@@ -34,6 +33,26 @@ class _State:
     problem: tuple[str, str, tuple[Any, ...], str | None] | None = None  # rule, msg, path, hint
     reported: bool = False
     servers_checked: set[str] = field(default_factory=set)
+
+
+@dataclass(frozen=True, eq=False)
+class McpTool:
+    """A compiled MCP contract: where the tool lives and what the lock says about it (the call
+    itself is runner/mcp/pool.py's `call_tool`, over the run's connection)."""
+
+    name: str  # the contract's name in the spec
+    server_name: str
+    tool: str
+    server: McpServer
+    spec_dir: Path
+    contract: ToolContract
+    locked: dict[str, Any]
+    structured: bool  # the tool declares an outputSchema: its result is structuredContent
+    call_timeout: float | None = None  # the contract's `timeout`; else the server's
+
+    @property
+    def key(self) -> tuple[str, str, str]:
+        return (str(self.spec_dir), self.server_name, self.server.model_dump_json())
 
 
 def _state(compiler: Any) -> _State:

@@ -15,7 +15,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from runner.engine.context import NodeFailure
-from runner.spec.models import McpServer, ToolContract
+from runner.mcp.contracts import McpTool
+from runner.spec.models import McpServer
 
 if TYPE_CHECKING:
     from runner.engine.context import NodeContext
@@ -47,39 +48,22 @@ class McpLockStale(NodeFailure):
     """The running server's tool no longer matches the lock the plan was compiled from."""
 
 
-@dataclass(frozen=True, eq=False)
-class McpTool:
-    """A compiled MCP contract: where the tool lives and what the lock says about it."""
-
-    name: str  # the contract's name in the spec
-    server_name: str
-    tool: str
-    server: McpServer
-    spec_dir: Path
-    contract: ToolContract
-    locked: dict[str, Any]
-    structured: bool  # the tool declares an outputSchema: its result is structuredContent
-    call_timeout: float | None = None  # the contract's `timeout`; else the server's
-
-    @property
-    def key(self) -> tuple[str, str, str]:
-        return (str(self.spec_dir), self.server_name, self.server.model_dump_json())
-
-    async def call(self, ctx: NodeContext, args: dict[str, Any]) -> Any:
-        pool = _POOLS.setdefault(ctx.run.run_id, Pool())
-        try:
-            conn = await pool.connection(self)
-            return await conn.call(self, args)
-        except (McpStartError, McpToolError, McpLockStale, McpResultInvalid) as e:
-            # the call surely did not take effect: a retry may call again (no unknown outcome)
-            key = ctx.detail.get("idempotency_key")
-            if key is not None:
-                ctx.run.services.ledger_failed(f"{self.name}/{key}", e.message)
-            ctx.detail["error_type"] = type(e).__name__
-            raise
-        except NodeFailure as e:
-            ctx.detail["error_type"] = type(e).__name__
-            raise
+async def call_tool(tool: McpTool, ctx: NodeContext, args: dict[str, Any]) -> Any:
+    """Call an MCP tool over the run's connection to its server (started on first use)."""
+    pool = _POOLS.setdefault(ctx.run.run_id, Pool())
+    try:
+        conn = await pool.connection(tool)
+        return await conn.call(tool, args)
+    except (McpStartError, McpToolError, McpLockStale, McpResultInvalid) as e:
+        # the call surely did not take effect: a retry may call again (no unknown outcome)
+        key = ctx.detail.get("idempotency_key")
+        if key is not None:
+            ctx.run.services.ledger_failed(f"{tool.name}/{key}", e.message)
+        ctx.detail["error_type"] = type(e).__name__
+        raise
+    except NodeFailure as e:
+        ctx.detail["error_type"] = type(e).__name__
+        raise
 
 
 @dataclass(eq=False)

@@ -104,8 +104,8 @@ class Served:
             plans[plan.name] = plan
         recorded = None
         if responses is not None:
-            from runner.engine.run import check_responses
             from runner.models.responses import RecordedResponses
+            from runner.runs import check_responses
 
             recorded = RecordedResponses.load(Path(responses))
             if len(plans) == 1:
@@ -166,8 +166,7 @@ class Served:
 
         With --operate, the operation tools act on runs of the store instead (runner.runs).
         """
-        from runner.engine.run import check_inputs, new_run_id
-        from runner.runs import Runs
+        from runner.runs import Runs, check_inputs, new_run_id
 
         if self.operate and name not in self.plans:
             from runner.mcp.operate import OPERATIONS, operate

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import re
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -16,6 +17,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from runner.backends import RESUMABLE, TERMINAL, Backend, backend_name
+from runner.engine.run import check_inputs, check_responses, new_run_id
 from runner.errors import ExitCode, FlowrunError, UsageError
 from runner.runs.observe import Observe, observer
 from runner.store.db import NotFound, RunRow, Store, store_path
@@ -33,10 +35,15 @@ __all__ = [
     "NotFound",
     "Observe",
     "Runs",
+    "check_inputs",
+    "check_responses",
+    "check_run_id",
     "compile_plan_of",
     "create_run",
     "end_process",
+    "new_run_id",
     "plan_of",
+    "run_in_memory",
 ]
 
 STATUS_EXIT: dict[str, int] = {
@@ -57,6 +64,39 @@ def end_process(code: int) -> None:
     hard_exit_if_needed(code)
 
 
+RUN_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
+
+
+def check_run_id(run_id: str) -> str:
+    """A run id names files (transcripts) and URLs: letters, digits, `.`, `_`, `-`, at most 128,
+    starting with a letter or digit — never a path."""
+    if not RUN_ID.fullmatch(run_id):
+        raise UsageError(
+            f"--run-id: {run_id!r} is not a valid run id",
+            hint="use letters, digits, '.', '_' and '-' (at most 128), starting with a letter or "
+            "digit",
+        )
+    return run_id
+
+
+async def run_in_memory(
+    plan: Plan,
+    inputs: dict[str, Any],
+    *,
+    responses: Any = None,
+    run_id: str | None = None,
+    services: Any = None,
+    envelope: Any = None,
+) -> RunResult:
+    """Execute a plan on the local engine with nothing recorded (evals, fuzzing): no store row,
+    no transcript; `services` (e.g. MemoryServices) holds the ledger and events instead."""
+    from runner.engine.run import execute
+
+    return await execute(
+        plan, inputs, responses=responses, run_id=run_id, services=services, envelope=envelope
+    )
+
+
 def create_run(
     store: Store,
     plan: Plan,
@@ -71,6 +111,7 @@ def create_run(
     """Record a new run (status running, owned by this process) before any node runs."""
     from runner.backends.local import host
 
+    check_run_id(run_id)
     src = plan.loaded.source
     spec_path = str(Path(src.path).resolve())
     try:

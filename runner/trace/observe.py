@@ -34,6 +34,9 @@ ERROR_KINDS = {"rate_limit", "internal_server_error", "context_window", "timeout
 
 
 def transcript_path(store_path: Path, run_id: str) -> Path:
+    """Where a run's transcript lives: always inside the store's transcripts folder."""
+    if not run_id or "/" in run_id or "\\" in run_id or run_id.startswith(".") or "\0" in run_id:
+        raise ValueError(f"run id {run_id!r} cannot name a transcript file")
     return store_path.parent / "transcripts" / f"{run_id}.jsonl"
 
 

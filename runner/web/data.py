@@ -5,10 +5,12 @@ from __future__ import annotations
 import difflib
 import json
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from runner.runs import TERMINAL
-from runner.store.db import Store
+
+if TYPE_CHECKING:
+    from runner.store.db import Store
 
 STATUS_COLOURS = {
     "succeeded": "#2e7d32",

@@ -156,6 +156,10 @@ CASES: dict[str, Case] = {
         _execute("--input-json", GOOD_INPUT, "--responses", "responses_deep.jsonl"),
         ("/responses_deep.jsonl:1: /", "nests deeper than 100 levels"),
     ),
+    "run_id_is_a_path": Case(
+        _execute("--input-json", GOOD_INPUT, "--run-id", "../../escaped"),
+        ("--run-id", "'../../escaped' is not a valid run id"),
+    ),
     "output_xml": Case(
         _validate(SPEC, "--output", "xml"), ("'xml' is not one of", "'text', 'json'")
     ),
