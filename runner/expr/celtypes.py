@@ -486,6 +486,7 @@ _ARITH: dict[str, dict[tuple[str, str], str]] = {
         **{(k, k): k for k in (INT, UINT, DOUBLE, STRING, BYTES, LIST, DURATION)},
         (TIMESTAMP, DURATION): TIMESTAMP,
         (DURATION, TIMESTAMP): TIMESTAMP,
+        (LIST, MAP): LIST,  # the extension appends the map's keys
     },
     "-": {
         **{(k, k): k for k in (INT, UINT, DOUBLE, DURATION)},
@@ -496,6 +497,8 @@ _ARITH: dict[str, dict[tuple[str, str], str]] = {
     "/": {(k, k): k for k in (INT, UINT, DOUBLE)},
     "%": {(k, k): k for k in (INT, UINT)},
 }
+# `-` on a bool negates it in the extension (`-true` is false), so bools are not reported.
+_NEGATABLE = frozenset({INT, DOUBLE, BOOL})
 _ORDERED = frozenset({INT, UINT, DOUBLE, STRING, BYTES, BOOL, TIMESTAMP, DURATION})
 
 
@@ -556,10 +559,11 @@ class _Checker:
             return _BOOL
         if tag == "neg":
             x = self.infer(n[2])
-            if not x.kinds & {INT, DOUBLE, DURATION}:
+            signed = x.kinds & _NEGATABLE
+            if not signed:
                 what = describe(x.kinds)
                 return self.fail(n[1], "cel-type", f"`-` needs a signed number, not {what}")
-            return Ty(x.kinds & {INT, DOUBLE, DURATION})
+            return Ty(signed)
         if tag == "cond":
             c = self.infer(n[2])
             if BOOL not in c.kinds:
@@ -672,7 +676,7 @@ class _Checker:
                 _NUMERIC_HINT,
             )
         elem = None
-        if out == {LIST}:
+        if out == {LIST} and left.kinds - {NULL} == right.kinds - {NULL} == {LIST}:
             le, re_ = _element(left), _element(right)
             elem = le if le is re_ else Ty(le.kinds | re_.kinds)
         return Ty(_K(out), elem=elem)
