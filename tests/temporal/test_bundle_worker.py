@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import shutil
 import signal
@@ -10,6 +11,11 @@ import subprocess
 import sys
 from pathlib import Path
 
+from temporalio.client import Client
+from temporalio.worker import Replayer, WorkflowReplayResult
+
+from runner.temporal.client import workflow_id
+from runner.temporal.worker import WORKFLOWS, sandbox_runner
 from tests.temporal.conftest import ROOT, tool_log, wait_for
 
 SPEC = """\
@@ -50,6 +56,13 @@ def _runs(store: str) -> list[str]:
             return [r[0] for r in c.execute("SELECT run_id FROM runs")]
         except sqlite3.OperationalError:  # the store is being created
             return []
+
+
+async def _replay(address: str, run_id: str) -> WorkflowReplayResult:
+    client = await Client.connect(address)
+    history = await client.get_workflow_handle(workflow_id(run_id)).fetch_history()
+    replayer = Replayer(workflows=WORKFLOWS, workflow_runner=sandbox_runner())
+    return await replayer.replay_workflow(history, raise_on_replay_failure=False)
 
 
 def test_worker_in_an_empty_directory_runs_prompts_and_cedar_from_the_bundle(
@@ -96,6 +109,8 @@ def test_worker_in_an_empty_directory_runs_prompts_and_cedar_from_the_bundle(
         assert out_json["outputs"] == {"paid": "picked"}
         assert [e["label"] for e in tool_log(env) if e["kind"] == "write"] == ["picked"]
         assert list(empty.iterdir()) == []
+        # its history replays by itself too: the project folder is gone
+        assert asyncio.run(_replay(temporal_address, "b1")).replay_failure is None
     finally:
         if client.poll() is None:
             client.kill()
