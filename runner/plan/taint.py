@@ -14,7 +14,7 @@ Each tainted value carries its chain: the nodes it passed through from its sourc
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -67,8 +67,46 @@ def hits(refs: Iterable[Ref], src: Sources) -> list[tuple[Ref, Chain]]:
 Guard = tuple[str, PlanNode]  # label, node
 
 
+class _Lazy:
+    """Guards worked out on first use: most nodes of a big spec read no untrusted data, and
+    the guard sets of a long chain are large."""
+
+    __slots__ = ("_f", "_v")
+
+    def __init__(self, f: Callable[[], tuple[Guard, ...]]) -> None:
+        self._f = f
+        self._v: tuple[Guard, ...] | None = None
+
+    def get(self) -> tuple[Guard, ...]:
+        if self._v is None:
+            self._v = self._f()
+        return self._v
+
+    def __iter__(self) -> Iterator[Guard]:
+        return iter(self.get())
+
+    def __bool__(self) -> bool:
+        return bool(self.get())
+
+
+def _guards_of(
+    graph: nx.DiGraph, nodes: Mapping[str, PlanNode], prefix: str, outer: Iterable[Guard]
+) -> Callable[[str], _Lazy]:
+    """For each node of a scope, its guards (the outer ones first), computed when asked."""
+    table: dict[str, frozenset[str]] | None = None
+
+    def own(n: str) -> tuple[Guard, ...]:
+        nonlocal table
+        if table is None:
+            table = guards(graph, nodes)
+        mine = tuple((prefix + x, nodes[x]) for x in sorted(table.get(n, ())) if x in nodes)
+        return (*outer, *mine)
+
+    return lambda n: _Lazy(lambda: own(n))
+
+
 def _open(
-    refs: Iterable[Ref], src: Sources, guard_nodes: tuple[Guard, ...], pn: PlanNode
+    refs: Iterable[Ref], src: Sources, guard_nodes: Iterable[Guard], pn: PlanNode
 ) -> Chain | None:
     """The chain of the first untrusted value among `refs` that no guard before `pn` clears:
     a value pinned to trusted data by a gate is trusted from there on, for every node after."""
@@ -87,7 +125,7 @@ def _template_refs(step: LLMStep) -> list[Ref]:
 
 
 def _with_item(
-    pn: PlanNode, src: Sources, guard_nodes: tuple[Guard, ...]
+    pn: PlanNode, src: Sources, guard_nodes: Iterable[Guard]
 ) -> tuple[PlanNode, Sources]:
     """A map's inner node and the scope it runs in (the item is untrusted when `over` is)."""
     if pn.map is None:
@@ -99,7 +137,7 @@ def _with_item(
 
 
 def node_taint(
-    pn: PlanNode, src: Sources, label: str, guard_nodes: tuple[Guard, ...] = ()
+    pn: PlanNode, src: Sources, label: str, guard_nodes: Iterable[Guard] = ()
 ) -> Chain | None:
     """The chain of a node's output when it carries untrusted data.
 
@@ -137,7 +175,7 @@ def node_taint(
 
 
 def flow_sources(
-    flow: FlowStep, src: Sources, guard_nodes: tuple[Guard, ...] = (), pn: PlanNode | None = None
+    flow: FlowStep, src: Sources, guard_nodes: Iterable[Guard] = (), pn: PlanNode | None = None
 ) -> Sources:
     """A subflow's scope: each input the parent binds from untrusted data is a source, marked
     as checked (with what checked it) when the parent's guards clear every value it reads."""
@@ -162,26 +200,25 @@ def scope_taint(
     graph: nx.DiGraph,
     src: Sources,
     prefix: str = "",
-    outer_guards: tuple[Guard, ...] = (),
+    outer_guards: Iterable[Guard] = (),
 ) -> dict[str, Chain]:
     """Every tainted node of one scope (and the outer ones it sees), with its chain."""
     out: dict[str, Chain] = dict(src.nodes)
     if not nx.is_directed_acyclic_graph(graph):
         return out
-    g = guards(graph, nodes)
+    guards_of = _guards_of(graph, nodes, prefix, outer_guards)
     for n in nx.topological_sort(graph):
         pn = nodes.get(n)
         if pn is None:
             continue
-        own = tuple((prefix + x, nodes[x]) for x in sorted(g.get(n, ())) if x in nodes)
-        c = node_taint(pn, replace(src, nodes=out), prefix + n, outer_guards + own)
+        c = node_taint(pn, replace(src, nodes=out), prefix + n, guards_of(n))
         if c is not None:
             out[n] = c
     return out
 
 
 def loop_taint(
-    pn: PlanNode, src: Sources, label: str, guard_nodes: tuple[Guard, ...] = ()
+    pn: PlanNode, src: Sources, label: str, guard_nodes: Iterable[Guard] = ()
 ) -> dict[str, Chain]:
     """Body nodes tainted in some pass: what a pass reads of the last one (`previous.<id>`)
     carries its taint, so the body is walked until nothing new is tainted."""
@@ -298,7 +335,7 @@ def taint_paths(
     order: Iterable[str],
     src: Sources,
     *,
-    outer_guards: tuple[Guard, ...] = (),
+    outer_guards: Iterable[Guard] = (),
     prefix: str = "",
     base: tuple[Any, ...] = ("nodes",),
     fixed: tuple[Any, ...] | None = None,
@@ -311,15 +348,14 @@ def taint_paths(
     """
     taint = scope_taint(nodes, graph, src, prefix, outer_guards)
     scope = replace(src, nodes=taint)
-    g = guards(graph, nodes)
+    guards_of = _guards_of(graph, nodes, prefix, outer_guards)
     for n in order:
         pn = nodes.get(n)
         if pn is None:
             continue
         label = prefix + n
         here = fixed if fixed is not None else (*base, n)
-        own = tuple((prefix + x, nodes[x]) for x in sorted(g.get(n, ())) if x in nodes)
-        guard_nodes = outer_guards + own
+        guard_nodes = guards_of(n)
         inner, isrc = _with_item(pn, scope, ())
         if inner.loop is not None:
             body = inner.loop.body
