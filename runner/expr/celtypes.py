@@ -350,26 +350,31 @@ class _Parser:
 
     def member(self) -> Node:
         node = self.primary()
-        while True:
-            if self.is_op("."):
-                self.take()
+        toks = self.toks
+        while self.i < len(toks):
+            kind, text, off, _ = toks[self.i]
+            if kind != _OP:
+                break
+            if text == ".":
+                self.i += 1
                 kind, name, off, _ = self.take()
                 if kind != _IDENT:
                     raise _Unsupported
                 if self.is_op("("):
-                    self.take()
+                    self.i += 1
                     node = ("call", off, name, node, self.args(")"))
                 else:
                     node = ("sel", off, node, name)
-            elif self.is_op("["):
-                off = self.take()[2]
+            elif text == "[":
+                self.i += 1
                 key = self.expr()
                 self.expect("]")
                 node = ("idx", off, node, key)
-            elif self.is_op("{"):
+            elif text == "{":
                 raise _Unsupported  # message construction: not used by flowrun
             else:
-                return node
+                break
+        return node
 
     def primary(self) -> Node:
         kind, text, off, value = self.take()
