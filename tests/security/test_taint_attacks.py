@@ -308,3 +308,13 @@ def test_a_checked_write_still_runs_live() -> None:
     paid = [e for e in logs() if e["kind"] == "pay"]
     assert all(e["to"] in ("a", "b") for e in paid)
     assert json.dumps(paid)  # the log is the envelope's record of real calls
+
+
+def test_a_write_stated_ungated_still_may_not_take_untrusted_arguments() -> None:
+    """`ungated:` says a write needs no gate; it does not make the attacker's text trusted."""
+    body = """nodes:
+  src: {tool: untrusted_read, args: {key: a}}
+  w: {tool: pay, ungated: a fixed internal transfer, args: {to: "${{ nodes.src.output.key }}", amount: 1.0}}
+"""
+    problems = _problems(body)
+    assert [m.split(": ")[-1] for _, m, _ in problems] == ["src -> w.args.to"]
