@@ -21,8 +21,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from runner.errors import UsageError
-from runner.spec.loader import Source, load_file, load_text
+from runner import files
+from runner.errors import Diagnostic, SpecError, UsageError
+from runner.spec.loader import MAX_SPEC_BYTES, Source, load_file, load_text
 
 BUNDLE_FORMAT = 1
 
@@ -110,13 +111,43 @@ class Sources:
         raise NotImplementedError
 
 
+class OutsideProject(files.UnreadableFile):
+    """A file a spec names resolves outside the folders it may read (rule file-outside-project)."""
+
+
+PROJECT_MARKERS = (".git", "pyproject.toml", "flowrun.toml", ".flowrun")
+ALLOW_PATHS_ENV = "FLOWRUN_ALLOW_PATHS"
+
+
+def project_root(spec_folder: Path) -> Path:
+    """The spec's project folder: the nearest folder at or above the spec's that holds a
+    `.git`, `pyproject.toml`, `flowrun.toml` or `.flowrun`; else the spec's own folder."""
+    for folder in (spec_folder, *spec_folder.parents):
+        if any((folder / m).exists() for m in PROJECT_MARKERS):
+            return folder
+    return spec_folder
+
+
+def allowed_roots(spec_folder: Path) -> tuple[Path, ...]:
+    """Where the files a spec names may live: its project folder, and the folders listed in
+    $FLOWRUN_ALLOW_PATHS (separated by the OS's path separator)."""
+    extra = [Path(p).resolve() for p in os.environ.get(ALLOW_PATHS_ENV, "").split(os.pathsep) if p]
+    return (project_root(spec_folder), *extra)
+
+
 class DiskSources(Sources):
-    """Reads the project folder and records every file read, to bundle them afterwards."""
+    """Reads the project folder and records every file read, to bundle them afterwards.
+
+    A file a spec names (prompt, policy, subflow, lock) must resolve, symlinks followed, inside
+    the spec's project folder or a folder of $FLOWRUN_ALLOW_PATHS: a spec cannot read
+    `/etc/passwd` or `~/.ssh` into a prompt that a model, a trace or a bundle would then hold.
+    """
 
     def __init__(self, root: Path, entry: str, entry_text: str) -> None:
         self.root = root
         self.entry = entry
         self.files: dict[str, str] = {entry: entry_text}
+        self.roots = allowed_roots(root)
 
     @classmethod
     def for_spec(cls, path: str, text: str) -> DiskSources:
@@ -126,8 +157,22 @@ class DiskSources(Sources):
     def _path(self, key: str) -> Path:
         return self.root / key
 
+    def outside(self, key: str) -> str | None:
+        """Why `key` may not be read (it resolves outside every allowed folder), or None."""
+        real = self._path(key).resolve()
+        if any(real.is_relative_to(r) for r in self.roots):
+            return None
+        return (
+            "it resolves outside the spec's project folder (the nearest folder with .git, "
+            f"pyproject.toml, flowrun.toml or .flowrun); list its folder in ${ALLOW_PATHS_ENV} "
+            "to allow it"
+        )
+
     def read(self, key: str) -> str:
-        text = self._path(key).read_text(encoding="utf-8")
+        why = self.outside(key)
+        if why is not None:
+            raise OutsideProject(why)
+        text = files.read_text(self._path(key), limit=MAX_SPEC_BYTES)
         self.files[key] = text
         return text
 
@@ -139,6 +184,19 @@ class DiskSources(Sources):
         return sorted(x.name for x in folder.glob("*.y*ml")) if folder.is_dir() else []
 
     def load(self, key: str, shown: str) -> Source:
+        why = self.outside(key)
+        if why is not None:
+            raise SpecError(
+                [
+                    Diagnostic(
+                        file=shown,
+                        line=1,
+                        col=1,
+                        rule="file-outside-project",
+                        message=f"cannot read {key!r}: {why}",
+                    )
+                ]
+            )
         src = load_file(self._path(key), display=shown)
         self.files[key] = src.text
         return src

@@ -8,7 +8,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from runner.errors import SpecError, errors_only
-from runner.plan.bundle import file_key
+from runner.plan.bundle import OutsideProject, file_key
 from runner.plan.names import expr_refs
 from runner.plan.rules import plan_rules
 from runner.policy import REQUEST_FIELDS, CedarPolicies, PolicySet, Rule
@@ -42,9 +42,8 @@ def _cedar(c: Compiler) -> CedarPolicies | None:
             text = c.files.read(file_key(c.base, name))
         except (OSError, UnicodeDecodeError) as e:
             why = e.strerror if isinstance(e, OSError) else "not UTF-8"
-            c.error(
-                ("policy_files", i), "file-not-found", f"cannot read policy file {name!r}: {why}"
-            )
+            rule = "file-outside-project" if isinstance(e, OutsideProject) else "file-not-found"
+            c.error(("policy_files", i), rule, f"cannot read policy file {name!r}: {why}")
             continue
         try:
             CedarPolicies.parse(text)

@@ -306,3 +306,32 @@ def test_a_tool_module_that_exits_on_import_is_a_diagnostic(tmp_path: Path) -> N
     proc = run_flowrun("validate", spec, cwd=tmp_path)
     assert proc.rc == 2, str(proc)
     assert "unknown-impl" in proc.stderr and "sys.exit(0)" in proc.stderr, str(proc)
+
+
+def test_a_spec_cannot_read_files_outside_its_project(tmp_path: Path) -> None:
+    """A prompt_file, a Cedar file or a subflow that resolves outside the project folder (here
+    through `..` and through a symlink) is refused at validate, and nothing of it is read."""
+    import os
+
+    secret = tmp_path / "secret.txt"
+    secret.write_text("sk_live_do_not_read_me", encoding="utf-8")
+    project = tmp_path / "project"
+    (project / "specs").mkdir(parents=True)
+    (project / "pyproject.toml").write_text("", encoding="utf-8")
+    os.symlink(secret, project / "specs" / "linked.txt")
+    spec = project / "specs" / "s.yaml"
+    spec.write_text(
+        "apiVersion: flowrun/v1\nkind: Workflow\nmetadata: {name: t}\n"
+        "models: {small: openai/gpt-4o-mini}\n"
+        "nodes:\n"
+        "  a: {llm: small, prompt_file: ../../secret.txt, output: {type: object}}\n"
+        "  b: {llm: small, prompt_file: linked.txt, output: {type: object}}\n"
+        "  c: {flow: ../../secret.txt}\n",
+        encoding="utf-8",
+    )
+    proc = run_flowrun("validate", spec, cwd=project)
+    assert proc.rc == 2, str(proc)
+    assert proc.stderr.count("file-outside-project") == 3, str(proc)
+    assert "sk_live" not in proc.stderr + proc.stdout
+    allowed = run_flowrun("validate", spec, cwd=project, env={"FLOWRUN_ALLOW_PATHS": str(tmp_path)})
+    assert "file-outside-project" not in allowed.stderr, str(allowed)

@@ -6,7 +6,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from runner.expr.templates import PromptTemplate, template_refs
-from runner.plan.bundle import file_key
+from runner.plan.bundle import OutsideProject, file_key
 from runner.plan.kinds.base import Kind, Site
 from runner.plan.model import DEFAULT_MAX_TOKENS, LLMStep
 from runner.plan.names import did_you_mean
@@ -82,7 +82,7 @@ def _prompt_file(c: Compiler, site: Site, name: str) -> PromptTemplate | None:
         reason = e.strerror if isinstance(e, OSError) else "not UTF-8"
         c.error(
             site.at("prompt_file"),
-            "file-not-found",
+            "file-outside-project" if isinstance(e, OutsideProject) else "file-not-found",
             f"cannot read prompt file {name!r}: {reason}",
         )
         return None

@@ -47,6 +47,7 @@ GRAPH_RULES = (
 RULES: dict[str, str] = {
     "file-not-found": "the spec or a file it names does not exist",
     "file-unreadable": "the spec cannot be read",
+    "file-outside-project": "a file the spec names resolves outside its project folder",
     "not-utf8": "the spec is not UTF-8 text",
     "spec-too-large": "the spec is over 4 MiB or expands to too many YAML nodes",
     "empty-spec": "the spec file is empty",
