@@ -92,7 +92,7 @@ async def call_llm(ctx: NodeContext, step: LLMStep, messages: list[dict[str, str
             return await MODEL_CALL(ModelCall(ctx=ctx, step=step, request=req))
         except ProviderError as e:
             errors.append(f"{model}: {e.kind}: {e.message}")
-            ctx.detail.setdefault("provider_errors", []).append(f"{model}: {e.kind}")
+            ctx.detail.provider_errors.append(f"{model}: {e.kind}")
     raise NodeFailure(
         "every model of the route failed: " + "; ".join(errors), kind="provider_error"
     )

@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from runner.engine.budget import BudgetLedger
-from runner.engine.results import NodeResult, Usage
+from runner.engine.results import NodeDetail, NodeResult, Usage
 from runner.engine.telemetry import Telemetry
 
 if TYPE_CHECKING:
@@ -110,7 +110,8 @@ class NodeContext:
     locals: Mapping[str, Any] = field(default_factory=dict)
     usage: Usage = field(default_factory=Usage)
     model: str | None = None
-    detail: dict[str, Any] = field(default_factory=dict)
+    detail: NodeDetail = field(default_factory=NodeDetail)
+    items: list[NodeResult] | None = None  # the results of the nodes this node ran (composites)
     attempts: int = 0  # attempts started so far (runner/engine/wrappers.py Retry counts them)
 
     @property

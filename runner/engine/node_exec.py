@@ -32,9 +32,8 @@ async def execute_node(ctx: NodeContext) -> NodeResult:
     except NodeStop as g:
         status, error, output = g.status, g.message, g.output
     node = ctx.node
-    detail = dict(ctx.detail)
-    items = detail.pop("items", None)
-    attempts = detail.get("asks", ctx.attempts) if node.kind == "llm" else ctx.attempts
+    detail = ctx.detail
+    attempts = (detail.asks or ctx.attempts) if node.kind == "llm" else ctx.attempts
     return NodeResult(
         node_id=node.id,
         kind=node.kind,
@@ -47,7 +46,7 @@ async def execute_node(ctx: NodeContext) -> NodeResult:
         started_at=started,
         duration_s=time.perf_counter() - t0,
         detail=detail,
-        items=items,
+        items=ctx.items,
     )
 
 

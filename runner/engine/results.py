@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import copy
+import dataclasses
+from collections.abc import Iterator, Mapping
 from dataclasses import asdict, dataclass, field, is_dataclass
 from typing import Any, Literal
 
@@ -84,6 +86,89 @@ def _plain(value: Any) -> Any:
 _LEAVES = (str, int, float, bool, type(None))
 
 
+@dataclass(kw_only=True, eq=False)
+class NodeDetail(Mapping[str, Any]):
+    """What happened inside a node besides its status and output: one typed field per fact.
+
+    Stored as a JSON object of the fields that are set (`to_json`); rows written by other
+    versions load with their unknown keys kept in `extra`. It reads as a mapping too
+    (`detail["reason"]`, `detail.get("on_deny")`), the shape trace, web and stored rows use.
+    """
+
+    reason: str | None = None  # why a node did not run (skipped)
+    flow: str | None = None  # the subflow's spec path
+    idempotency_key: str | None = None
+    policy: list[dict[str, Any]] = field(default_factory=list)  # every decision, outer ones too
+    on_deny: str | None = None  # set when denied: halt | skip | escalate
+    approved_by: str | None = None  # who approved a call that policy sent for approval
+    ledger: str | None = None  # "replayed": the ledger's result, the tool was not called
+    dry_run: bool = False
+    planned: Any = None  # a dry-run write's planned change (meaningful only under dry_run)
+    error_type: str | None = None  # an MCP tool's error class
+    asks: int = 0  # questions put to a model, over the node's retries
+    rejected: list[str] = field(default_factory=list)  # why answers were rejected
+    cut_off: list[dict[str, Any]] = field(default_factory=list)  # answers cut at max_tokens
+    provider_errors: list[str] = field(default_factory=list)
+    retried: list[str] = field(default_factory=list)  # the error of each retried attempt
+    iterations: int | None = None  # loop passes run
+    converged: bool | None = None  # whether the loop's `until` held
+    failed_items: list[int] = field(default_factory=list)  # map items that failed (collect)
+    activity_error: bool = False  # Temporal: the node activity itself failed (no checkpoint)
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def from_json(cls, d: Mapping[str, Any] | None) -> NodeDetail:
+        """From a stored row's `detail` object; keys this version does not know go to `extra`."""
+        if not d:
+            return cls()
+        if isinstance(d, NodeDetail):
+            return d
+        known = {k: v for k, v in d.items() if k in _DETAIL_FIELDS}
+        extra = {k: v for k, v in d.items() if k not in _DETAIL_FIELDS}
+        if "planned" in known:
+            known.setdefault("dry_run", True)
+        return cls(**known, extra=extra)
+
+    def _present(self, name: str, value: Any) -> bool:
+        """Whether a field was set: its default (None, False, 0, empty) means it was not."""
+        if name == "planned":
+            return self.dry_run
+        if name == "converged":
+            return value is not None
+        return value is not None and value is not False and value != 0 and value != []
+
+    def _set(self) -> Iterator[tuple[str, Any]]:
+        for name in _DETAIL_FIELDS:
+            value = getattr(self, name)
+            if self._present(name, value):
+                yield name, value
+        yield from self.extra.items()
+
+    def to_json(self) -> dict[str, Any]:
+        return {k: _plain(v) for k, v in self._set()}
+
+    def __getitem__(self, key: str) -> Any:
+        if key in _FIELD_SET:
+            value = getattr(self, key)
+            if self._present(key, value):
+                return value
+            raise KeyError(key)
+        return self.extra[key]
+
+    def __iter__(self) -> Iterator[str]:
+        return (k for k, _ in self._set())
+
+    def __len__(self) -> int:
+        return sum(1 for _ in self._set())
+
+    def __bool__(self) -> bool:
+        return any(True for _ in self._set())
+
+
+_DETAIL_FIELDS = tuple(f.name for f in dataclasses.fields(NodeDetail) if f.name != "extra")
+_FIELD_SET = frozenset(_DETAIL_FIELDS)
+
+
 @dataclass(kw_only=True)
 class NodeResult:
     node_id: str
@@ -96,8 +181,12 @@ class NodeResult:
     usage: Usage = field(default_factory=Usage)
     started_at: float | None = None  # unix seconds
     duration_s: float = 0.0
-    detail: dict[str, Any] = field(default_factory=dict)
+    detail: NodeDetail = field(default_factory=NodeDetail)
     items: list[NodeResult] | None = None  # map items, in input order
+
+    def __post_init__(self) -> None:
+        if type(self.detail) is not NodeDetail:  # a plain mapping: a stored row, or old code
+            self.detail = NodeDetail.from_json(self.detail)
 
     def view(self) -> dict[str, Any]:
         """What expressions see as nodes.<id>."""
@@ -119,7 +208,7 @@ class NodeResult:
             usage=Usage(**usage),
             started_at=d.get("started_at"),
             duration_s=d.get("duration_s", 0.0),
-            detail=d.get("detail") or {},
+            detail=NodeDetail.from_json(d.get("detail")),
             items=[cls.from_json(i) for i in items] if items is not None else None,
         )
 
@@ -138,7 +227,7 @@ class NodeResult:
             "usage": {**self.usage.to_json(), "tokens": self.usage.tokens},
             "started_at": self.started_at,
             "duration_s": self.duration_s,
-            "detail": _plain(self.detail),
+            "detail": self.detail.to_json(),
         }
         if self.items is not None:
             d["items"] = [i.to_json() for i in self.items]

@@ -81,7 +81,7 @@ class Retry(NodeWrapper):
                 retryable = any(e.kind in RETRY_KINDS[k] for k in policy.on)
                 if not retryable or ctx.attempts >= policy.max_attempts:
                     raise
-                ctx.detail.setdefault("retried", []).append(e.message)
+                ctx.detail.retried.append(e.message)
                 n = ctx.attempts
                 delay = min(policy.backoff * policy.multiplier ** (n - 1), policy.max_backoff)
             await asyncio.sleep(delay)
@@ -157,7 +157,7 @@ class WritesSwitch(ToolWrapper):
                 svc.event(
                     ctx.run.run_id, "write_refused", ctx.node_id, tool=call.step.name, key=call.key
                 )
-                ctx.detail["on_deny"] = call.step.on_deny
+                ctx.detail.on_deny = call.step.on_deny
                 raise NodeStop(
                     "denied",
                     f"writes are switched off for every run; {call.step.name!r} was not called "
@@ -187,7 +187,7 @@ class PolicyGate(ToolWrapper):
     async def __call__(self, call: ToolCall) -> Any:
         decision = self.decide(call)
         if decision.effect == "deny":
-            call.ctx.detail["on_deny"] = call.step.on_deny
+            call.ctx.detail.on_deny = call.step.on_deny
             raise NodeStop(
                 "denied",
                 f"policy {decision.rule!r} denied {call.step.name!r}: {decision.reason}",
@@ -229,12 +229,12 @@ class PolicyGate(ToolWrapper):
         )
         decision = run.plan.policy.decide(req, required_scopes=contract.scopes)
         decided = decision.to_json()
-        ctx.detail.setdefault("policy", []).append({"tool": step.name, **decided})
+        ctx.detail.policy.append({"tool": step.name, **decided})
         svc.event(run.run_id, "policy_decision", ctx.node_id, tool=step.name, **decided)
         for workflow, outer in run.outer_policies:
             d = outer.decide(req, required_scopes=contract.scopes)
             entry = {"tool": step.name, "workflow": workflow, **d.to_json()}
-            ctx.detail["policy"].append(entry)
+            ctx.detail.policy.append(entry)
             svc.event(run.run_id, "policy_decision", ctx.node_id, **entry)
             if _STRICTNESS[d.effect] > _STRICTNESS[decision.effect]:
                 decision = Decision(d.effect, d.rule, f"{d.reason} (policies of {workflow!r})")
@@ -251,13 +251,13 @@ def approve_call(call: ToolCall, decision: Decision) -> None:
 
     row = await_decision(ctx.run, approval_key(ctx.node_id, ctx.index), ask)
     if row["status"] != "approved":
-        ctx.detail["on_deny"] = step.on_deny
+        ctx.detail.on_deny = step.on_deny
         raise NodeStop(
             "denied",
             f"{step.name!r} was {row['status']} by {row.get('decided_by')}: "
             f"{row.get('reason') or decision.reason}",
         )
-    ctx.detail["approved_by"] = row.get("decided_by")
+    ctx.detail.approved_by = row.get("decided_by")
 
 
 class DryRun(ToolWrapper):
@@ -273,7 +273,7 @@ class DryRun(ToolWrapper):
         if not call.write or call.ctx.run.envelope.live:
             return await self.inner(call)
         if call.step.preview_fn is None:
-            call.ctx.detail["on_deny"] = call.step.on_deny
+            call.ctx.detail.on_deny = call.step.on_deny
             raise NodeStop(
                 "denied",
                 f"dry run: write tool {call.step.name!r} has no `preview`, so it was not called "
@@ -314,8 +314,8 @@ async def invoke_preview(call: ToolCall) -> Any:
                 )
     else:
         result = change = value
-    ctx.detail["dry_run"] = True
-    ctx.detail["planned"] = change
+    ctx.detail.dry_run = True
+    ctx.detail.planned = change
     ctx.run.services.event(
         ctx.run.run_id, "planned_change", ctx.node_id, tool=step.name, key=call.key, change=change
     )
@@ -327,7 +327,7 @@ class DurableWrites(ToolWrapper):
 
     async def __call__(self, call: ToolCall) -> Any:
         if call.write and not getattr(call.ctx.run.services, "durable", False):
-            call.ctx.detail["on_deny"] = call.step.on_deny
+            call.ctx.detail.on_deny = call.step.on_deny
             raise NodeStop(
                 "denied",
                 f"a live write ({call.step.name!r}) needs a run recorded in the store; "
@@ -349,7 +349,7 @@ class LedgerReplay(ToolWrapper):
         )
         if row is not None:
             if row["status"] == "done":
-                ctx.detail["ledger"] = "replayed"
+                ctx.detail.ledger = "replayed"
                 svc.event(run.run_id, "ledger_replayed", ctx.node_id, tool=step.name, key=call.key)
                 return row["result"]
             if row["status"] == "intent" and call.write and not step.contract.idempotent:

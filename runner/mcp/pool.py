@@ -56,13 +56,13 @@ async def call_tool(tool: McpTool, ctx: NodeContext, args: dict[str, Any]) -> An
         return await conn.call(tool, args)
     except (McpStartError, McpToolError, McpLockStale, McpResultInvalid) as e:
         # the call surely did not take effect: a retry may call again (no unknown outcome)
-        key = ctx.detail.get("idempotency_key")
+        key = ctx.detail.idempotency_key
         if key is not None:
             ctx.run.services.ledger_failed(f"{tool.name}/{key}", e.message)
-        ctx.detail["error_type"] = type(e).__name__
+        ctx.detail.error_type = type(e).__name__
         raise
     except NodeFailure as e:
-        ctx.detail["error_type"] = type(e).__name__
+        ctx.detail.error_type = type(e).__name__
         raise
 
 

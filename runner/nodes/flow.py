@@ -41,10 +41,10 @@ async def run(ctx: NodeContext) -> Any:
             f"inputs do not match {step.path}'s inputs schema: " + "; ".join(problems),
             kind="invalid_args",
         )
-    ctx.detail["flow"] = step.path
+    ctx.detail.flow = step.path
     ledger = ChildLedger(caps=step.plan.budget, parent=ctx.run.budget)
     child = await run_child(ctx, step.plan, inputs, label=item_label(ctx) + "/", budget=ledger)
-    ctx.detail["items"] = child.results
+    ctx.items = child.results
     if child.status != "succeeded":
         raise_for(child.status, f"subflow {step.path}: {child.reason}")
     act = {"inputs": inputs, "nodes": child.views}

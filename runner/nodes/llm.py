@@ -87,7 +87,7 @@ async def run(ctx: NodeContext, step: LLMStep | None = None) -> Any:
     cut = False
     for _ in range(step.max_attempts):
         # asks add up over the node's retries, so `attempts` counts every question put to a model
-        ctx.detail["asks"] = ctx.detail.get("asks", 0) + 1
+        ctx.detail.asks += 1
         ask = step if limit == step.max_tokens else dataclasses.replace(step, max_tokens=limit)
         resp = await call_llm(ctx, ask, messages)
         if step.output_schema is None:
@@ -106,10 +106,10 @@ async def run(ctx: NodeContext, step: LLMStep | None = None) -> Any:
             problems = schemas.validation_errors(step.output_schema, value)
             if not problems:
                 return value
-        ctx.detail.setdefault("rejected", []).append("; ".join(problems))
+        ctx.detail.rejected.append("; ".join(problems))
         if cut:
             # the cut text is no answer to correct: ask afresh, shorter, with more room if any
-            ctx.detail.setdefault("cut_off", []).append(
+            ctx.detail.cut_off.append(
                 {"max_tokens": limit, "tokens": resp.completion_tokens, "chars": len(resp.content)}
             )
             messages = [

@@ -39,7 +39,7 @@ async def run(ctx: NodeContext) -> Any:
     seed = {k: v for k, v in ctx.run.results.items() if k not in body.nodes}
     calls: dict[tuple[str, int | None], int] = {}  # attempts count across passes
     passes: list[NodeResult] = []
-    ctx.detail["items"] = passes
+    ctx.items = passes
     outputs: dict[str, Any] = {}
     for k in range(1, step.max_iterations + 1):
         scope = {**ctx.run.scope, **ctx.locals, "previous": previous, "iteration": k}
@@ -70,7 +70,7 @@ async def run(ctx: NodeContext) -> Any:
                 items=child.results,
             )
         )
-        ctx.detail["iterations"] = k
+        ctx.detail.iterations = k
         if child.status == "succeeded":
             act = {"inputs": ctx.run.inputs, "nodes": child.views, **scope}
             try:
@@ -82,10 +82,10 @@ async def run(ctx: NodeContext) -> Any:
         else:
             raise_for(child.status, f"pass {k}: {child.reason}")
         if done:
-            ctx.detail["converged"] = True
+            ctx.detail.converged = True
             return {**outputs, "iterations": k, "converged": True}
         previous = views
-    ctx.detail["converged"] = False
+    ctx.detail.converged = False
     result = {**outputs, "iterations": step.max_iterations, "converged": False}
     message = (
         f"`until` did not hold after {step.max_iterations} passes ({step.until.source.strip()})"

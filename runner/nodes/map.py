@@ -54,14 +54,14 @@ async def run(ctx: NodeContext) -> Any:
         first = min(
             (e for e in group.exceptions if isinstance(e, _ItemStopped)), key=lambda e: e.index
         )
-        ctx.detail["items"] = [r for r in results if r is not None]
+        ctx.items = [r for r in results if r is not None]
         raise first.as_failure() from None
     done = [r for r in results if r is not None]
-    ctx.detail["items"] = done
+    ctx.items = done
     if collect:
         failed = [i for i, r in enumerate(done) if r.status != "succeeded"]
         if failed:
-            ctx.detail["failed_items"] = failed
+            ctx.detail.failed_items = failed
         return [
             {
                 "ok": r.status == "succeeded",

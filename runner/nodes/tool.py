@@ -34,5 +34,5 @@ async def run(ctx: NodeContext, step: ToolStep | None = None) -> Any:
     if not isinstance(args, dict):
         raise NodeFailure("arguments must bind to a mapping", kind="config")
     key = idempotency_key(ctx, step, args)
-    ctx.detail["idempotency_key"] = key
+    ctx.detail.idempotency_key = key
     return await call_tool(ctx, step, args, idempotency_key=key)

@@ -291,7 +291,8 @@ class RunObserver(Hooks, Telemetry):
                 error, detail, output = redact(result.error, pii=True), None, None
             else:  # perf (issue 11): one redact() (one environment check) for the three
                 error, detail, output = redact(
-                    [result.error, result.detail, result.output], pii=self.capture == "default"
+                    [result.error, dict(result.detail), result.output],
+                    pii=self.capture == "default",
                 )
             self._write(
                 "node_finished",
