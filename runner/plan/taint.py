@@ -405,9 +405,14 @@ def plan_taint_paths(
 def with_taint(
     nodes: Mapping[str, PlanNode], graph: nx.DiGraph, order_index: Mapping[str, int]
 ) -> dict[str, PlanNode]:
-    """The same nodes, each tool step knowing which of its arguments are tainted (for policies)."""
-    scope = Sources(nodes=scope_taint(nodes, graph, Sources()))
-    out: dict[str, Any] = {}
+    """The same nodes, each tool step knowing which of its arguments are tainted (policies read
+    them as `tainted`), down into the subflows the parent passes untrusted data to."""
+    return _retaint(nodes, graph, Sources())
+
+
+def _retaint(nodes: Mapping[str, PlanNode], graph: nx.DiGraph, src: Sources) -> dict[str, PlanNode]:
+    scope = replace(src, nodes=scope_taint(nodes, graph, src))
+    out: dict[str, PlanNode] = {}
     for n, pn in nodes.items():
         args = tuple(sorted(tainted_args(pn, scope)))
         if pn.tool is not None and args:
@@ -415,5 +420,16 @@ def with_taint(
         elif pn.map is not None and pn.map.inner.tool is not None and args:
             inner = replace(pn.map.inner, tool=replace(pn.map.inner.tool, tainted_args=args))
             pn = replace(pn, map=replace(pn.map, inner=inner))
+        inner_node, isrc = _with_item(pn, scope, ())
+        flow = inner_node.flow
+        if flow is not None:
+            child = flow_sources(flow, isrc)
+            if child.inputs:  # the child's own plan already knows its own untrusted tools
+                cp = flow.plan
+                step = replace(flow, plan=replace(cp, nodes=_retaint(cp.nodes, cp.graph, child)))
+                if pn.map is not None:
+                    pn = replace(pn, map=replace(pn.map, inner=replace(pn.map.inner, flow=step)))
+                else:
+                    pn = replace(pn, flow=step)
         out[n] = pn
     return out

@@ -318,3 +318,25 @@ def test_a_write_stated_ungated_still_may_not_take_untrusted_arguments() -> None
 """
     problems = _problems(body)
     assert [m.split(": ")[-1] for _, m, _ in problems] == ["src -> w.args.to"]
+
+
+def test_a_childs_policy_sees_the_parents_untrusted_argument_as_tainted(tmp_path: Path) -> None:
+    """At run time the child's write carries the taint too, so a policy on `tainted` holds."""
+    child = CHILD.replace("CHECK", "inputs.amount <= 10.0 && inputs.to in ['alice', 'bob']")
+    child = child.replace(
+        ALLOW,
+        ALLOW + "policies:\n  - {id: no-untrusted-payee, when: '\"to\" in tainted',"
+        " effect: deny, reason: the payee came from untrusted text}\n",
+    )
+    (tmp_path / "child.yaml").write_text(child, encoding="utf-8")
+    parent = """nodes:
+  fetch_email: {tool: untrusted_read, args: {key: alice}}
+  child:
+    flow: child.yaml
+    inputs: {to: "${{ nodes.fetch_email.output.key }}", amount: 5.0}
+"""
+    plan = plan_of(ALLOW + parent, tmp_path / "parent.yaml")
+    result = run(plan, {}, live=True, services=DurableMemory())
+    assert result.status == "denied", result.reason
+    assert "no-untrusted-payee" in (result.reason or "")
+    assert [e for e in logs() if e["kind"] == "pay"] == []
