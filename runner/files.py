@@ -21,7 +21,7 @@ class UnreadableFile(OSError):
 
     def __init__(self, message: str) -> None:
         super().__init__(message)
-        self.strerror = message  # type: ignore[misc]
+        self.strerror = message
 
 
 def read_bytes(path: str | Path, *, limit: int) -> bytes:

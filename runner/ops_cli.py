@@ -77,7 +77,7 @@ def runs(
     limit: int,
 ) -> None:
     """List runs, newest first."""
-    rows = _open(store_opt).list(status=status, workflow=workflow, tenant=tenant, limit=limit)
+    rows = _open(store_opt).list_runs(status=status, workflow=workflow, tenant=tenant, limit=limit)
     if fmt == "json":
         click.echo(
             json.dumps(

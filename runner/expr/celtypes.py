@@ -680,11 +680,11 @@ class _Checker:
                 f"`{op}` is not defined for {describe(left.kinds)} and {describe(right.kinds)}",
                 _NUMERIC_HINT,
             )
-        elem = None
+        joined: Ty | None = None
         if out == {LIST} and left.kinds - {NULL} == right.kinds - {NULL} == {LIST}:
             le, re_ = _element(left), _element(right)
-            elem = le if le is re_ else Ty(le.kinds | re_.kinds)
-        return Ty(_K(out), elem=elem)
+            joined = le if le is re_ else Ty(le.kinds | re_.kinds)
+        return Ty(_K(out), elem=joined)
 
     def call(self, n: Node) -> Ty:
         _, off, name, recv, args = n

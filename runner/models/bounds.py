@@ -214,7 +214,9 @@ def bound_schema(schema: dict[str, Any], max_tokens: int) -> dict[str, Any]:
     shortened and arrays trimmed, in stages so that neither is sacrificed whole to the other. A
     schema that admits free-form objects is returned with its defaults only: no bound closes it.
     """
-    out = json.loads(json.dumps(schema))  # not deepcopy: YAML anchors must not stay shared
+    out: dict[str, Any] = json.loads(
+        json.dumps(schema)
+    )  # not deepcopy: YAML anchors must not stay shared
     strings: list[_Bounded] = []
     arrays: list[_Bounded] = []
 

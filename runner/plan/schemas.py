@@ -367,7 +367,9 @@ def ref_problem(schema: Any) -> tuple[str, Where] | None:
     return _ref_cycle(schema, subs)
 
 
-def _ref_cycle(schema: dict[str, Any], subs: list[tuple[Where, dict[str, Any]]]) -> Any:
+def _ref_cycle(
+    schema: dict[str, Any], subs: list[tuple[Where, dict[str, Any]]]
+) -> tuple[str, Where] | None:
     where_of = {id(s): at for at, s in subs}
 
     def steps(s: dict[str, Any]) -> list[tuple[dict[str, Any], str | None]]:

@@ -438,7 +438,7 @@ class Runs:
     def get(self, run_id: str) -> RunRow:
         return self.store.get_run(run_id)
 
-    def list(
+    def list_runs(
         self,
         *,
         status: str | None = None,

@@ -200,7 +200,7 @@ class Console:
         q = request.query_params
         filters = {k: (q.get(k) or None) for k in ("status", "workflow", "tenant")}
         with contextlib.closing(self.runs_()) as r:
-            rows = r.list(**filters, limit=200)
+            rows = r.list_runs(**filters, limit=200)
             workflows = r.workflows()
         return self.page(request, "runs.html", rows=rows, filters=filters, workflows=workflows)
 
