@@ -290,9 +290,15 @@ class Store:
 
     def _open(self) -> None:
         c = self.conn
-        app = c.execute("PRAGMA application_id").fetchone()[0]
-        version = c.execute("PRAGMA user_version").fetchone()[0]
-        tables = [r[0] for r in c.execute("SELECT name FROM sqlite_master WHERE type='table'")]
+        # one read transaction: another process creating or migrating the store at this moment
+        # is seen before or after its transaction, never half-way (tables without the app id)
+        c.execute("BEGIN")
+        try:
+            app = c.execute("PRAGMA application_id").fetchone()[0]
+            version = c.execute("PRAGMA user_version").fetchone()[0]
+            tables = [r[0] for r in c.execute("SELECT name FROM sqlite_master WHERE type='table'")]
+        finally:
+            c.execute("COMMIT")
         if app != APP_ID and (tables or version):
             raise StoreError(
                 f"{self.path} is a SQLite database but not a flowrun store",
