@@ -12,6 +12,7 @@ from typing import Any
 
 from runner.engine.context import NodeContext, NodeFailure, NodeStop
 from runner.engine.results import NodeResult, Usage
+from runner.engine.scheduler import KILLED
 from runner.expr.cel import ExprError, truthy
 from runner.nodes.flow import item_label, raise_for
 
@@ -42,6 +43,8 @@ async def run(ctx: NodeContext) -> Any:
     ctx.items = passes
     outputs: dict[str, Any] = {}
     for k in range(1, step.max_iterations + 1):
+        if ctx.run.services.kill_requested(ctx.run.run_id):
+            raise NodeStop("killed", f"before pass {k}: {KILLED}")  # a pass is a kill boundary
         scope = {**ctx.run.scope, **ctx.locals, "previous": previous, "iteration": k}
         child = await run_child(
             ctx,

@@ -12,6 +12,7 @@ from typing import Any
 
 from runner.engine.context import NodeContext, NodeFailure, NodeStop
 from runner.engine.results import NodeResult
+from runner.engine.scheduler import KILLED
 from runner.expr.cel import ExprError
 from runner.spec.models import MapNode
 
@@ -37,6 +38,12 @@ async def run(ctx: NodeContext) -> Any:
 
     async def one(i: int, item: Any) -> None:
         async with sem:
+            if ctx.run.services.kill_requested(ctx.run.run_id):
+                # an item boundary is a kill boundary: no item starts after a kill was asked
+                killed = NodeResult(
+                    node_id=step.inner.id, kind=step.inner.kind, status="killed", error=KILLED
+                )
+                raise _ItemStopped(i, killed)
             child = NodeContext(
                 run=ctx.run, node=step.inner, index=i, locals={step.as_: item, "index": i}
             )

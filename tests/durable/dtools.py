@@ -43,6 +43,12 @@ def held(label: str, seconds: float = 30.0) -> dict[str, object]:
     return {"label": label, "n": _log({"label": label, "kind": "read"})}
 
 
+def hold(label: str, seconds: float = 30.0) -> dict[str, object]:
+    """`held`, but it logs that it started first: a test knows the node (item) is running."""
+    _log({"label": label, "kind": "started"})
+    return held(label, seconds)
+
+
 def effect(label: str, idempotency_key: str | None = None) -> dict[str, object]:
     """A write that records each time it really happens."""
     n = _log({"label": label, "kind": "write", "key": idempotency_key})

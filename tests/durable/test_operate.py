@@ -8,6 +8,8 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
+
 from tests.durable.conftest import ROOT, SPECS, Flowrun, only_run_id, refund_case, rows, tool_log
 
 
@@ -105,3 +107,31 @@ def test_runs_lists_and_filters(flowrun: Flowrun, env: dict[str, str]) -> None:
     assert other == []
     text = flowrun("show", acme[0]["run_id"])
     assert text.returncode == 0 and "act" in text.stdout and "issue_refund" in text.stdout
+
+
+@pytest.mark.parametrize(
+    ("spec", "first"), [("kill_in_map.yaml", "item0"), ("kill_in_loop.yaml", "pass1")]
+)
+def test_kill_inside_a_map_or_loop_stops_at_the_next_item(
+    flowrun: Flowrun, env: dict[str, str], spec: str, first: str
+) -> None:
+    """A kill while a map item (loop pass) runs: that one finishes, no later item starts."""
+    command = ["execute", str(SPECS / spec), "--output", "json"]
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "runner.cli", *command],
+        cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    deadline = time.time() + 300
+    while time.time() < deadline and not tool_log(env) and proc.poll() is None:
+        time.sleep(0.05)
+    assert tool_log(env) == [{"label": first, "kind": "started"}]
+    killed = flowrun("kill", only_run_id(env), "--by", "oncall")
+    Path(env["DTOOLS_LOG"] + ".go").touch()  # the running item was holding the run until now
+    assert killed.returncode == 0 and "kill requested" in killed.stdout
+    out, err = proc.communicate(timeout=600)
+    assert proc.returncode == 7, err
+    assert json.loads(out)["status"] == "killed"
+    assert [(e["label"], e["kind"]) for e in tool_log(env)] == [
+        (first, "started"),
+        (first, "read"),
+    ]
