@@ -245,4 +245,28 @@ def _allowlist_regex(tok: _Tok) -> bool:
     pattern = tok[3]
     if not (pattern.startswith("^") and pattern.endswith("$") and not pattern.endswith("\\$")):
         return False
-    return not any(w in pattern for w in (".*", ".+", "\\S*", "\\S+", "[^"))
+    if any(w in pattern for w in (".*", ".+", "\\S*", "\\S+", "[^")):
+        return False
+    return not _top_level_alternation(pattern)
+
+
+def _top_level_alternation(pattern: str) -> bool:
+    """`^a|b$` is `(^a)|(b$)`: each branch is anchored at one end only."""
+    depth, i, in_class = 0, 0, False
+    while i < len(pattern):
+        ch = pattern[i]
+        if ch == "\\":
+            i += 2
+            continue
+        if in_class:
+            in_class = ch != "]"
+        elif ch == "[":
+            in_class = True
+        elif ch == "(":
+            depth += 1
+        elif ch == ")":
+            depth -= 1
+        elif ch == "|" and depth == 0:
+            return True
+        i += 1
+    return False

@@ -182,6 +182,7 @@ TO = "nodes.src.output.key"
         f"{TO} == nodes.src.output.text",  # compared with the same untrusted result
         f"{TO}.matches('^acct-.*$')",  # anchored, but any text after the prefix
         f"!{TO}.matches('evil')",
+        f"{TO}.matches('^alice|bob$')",  # (^alice)|(bob$): 'alice@evil' matches
         f"{TO} == 'a' ? true : true",
     ],
 )
