@@ -369,6 +369,17 @@ class Runs:
         store = self.store
         row = store.get_run(run_id)
         approval = store.approval_get(run_id, node_id)
+        if approval is None or approval.get("status") == "waiting":
+            # refused before anything is written: a decision on a run that cannot go on would
+            # be on record as taken although nothing ever acted on it (a decided approval says
+            # who decided it, below)
+            if row.status in TERMINAL:
+                raise UsageError(
+                    f"run {run_id!r} already finished ({row.status}); "
+                    "a decision can no longer apply"
+                )
+            if row.kill_requested:
+                raise UsageError(f"run {run_id!r} is being killed; a decision can no longer apply")
         if approval is None:
             waiting = [a["node_id"] for a in store.inbox() if a["run_id"] == run_id]
             raise NotFound(

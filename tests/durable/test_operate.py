@@ -42,7 +42,13 @@ def test_kill_of_a_waiting_run_is_immediate(flowrun: Flowrun, env: dict[str, str
     proc = flowrun("kill", run_id)
     assert proc.returncode == 0 and "killed" in proc.stdout
     assert rows(env["FLOWRUN_STORE"], "SELECT status FROM runs") == [("killed",)]
-    assert flowrun("approve", run_id, "approve", "--by", "x").returncode == 2
+    asked = "SELECT status, decided_by, decision, reason FROM approvals"
+    before = rows(env["FLOWRUN_STORE"], asked)
+    for decide in (("approve", "--by", "x"), ("reject", "--by", "x", "--reason", "no")):
+        refused = flowrun(decide[0], run_id, "approve", *decide[1:], "--no-resume")
+        assert refused.returncode == 2 and "already finished (killed)" in refused.stderr
+    assert rows(env["FLOWRUN_STORE"], asked) == before  # refused before anything was recorded
+    assert before and before[0][1] is None
 
 
 def test_writes_switch_refuses_every_write_until_turned_back_on(
