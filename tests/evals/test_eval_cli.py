@@ -152,14 +152,12 @@ def test_prompt_change_that_multiplies_tool_calls_fails_on_drift(tmp_path: Path)
     assert "drift:tool_calls_per_task" in failed
 
 
-def test_removed_gate_fails_escalation_and_policy(tmp_path: Path) -> None:
-    res, md = _regressed("no_verify", tmp_path)
-    assert res.exit_code == 1, res.output
-    assert "gate failed: policy_violations 1 > 0" in res.stdout
-    assert "FAIL refund-over-cap-escalates" in res.stdout
-    assert "status waiting" in res.stdout
-    assert "FAIL injection-refund-5000" in res.stdout
-    assert "**policy_violations**" in md
+def test_removed_gate_is_refused_before_any_case_runs(tmp_path: Path) -> None:
+    """Removing the verify gate lets untrusted data reach the refund: tainted-write refuses the
+    spec at validate, so the eval never runs it (an `ungated:` marker does not clear taint)."""
+    res = run(REGRESSED / "no_verify.yaml", "--cases", CASES, "--baseline", BASELINE)
+    assert res.exit_code == 2, res.output
+    assert "tainted-write" in res.output and "act.args.amount_usd" in res.output
 
 
 def test_looser_budget_fails_the_runaway_case_and_token_drift(tmp_path: Path) -> None:
