@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import shutil
 import stat
 from pathlib import Path
 from typing import Any
@@ -130,7 +131,8 @@ def test_trace_stats_and_replay_through_the_cli(tmp_path: Path, db: Path) -> Non
     assert same.rc == 0 and d["run"]["same"] and d["changed_nodes"] == []
     changed = tmp_path / "changed.yaml"
     changed.write_text(SPEC.read_text().replace("amount_usd <= 50.0", "amount_usd <= 30.0"))
-    (tmp_path / "prompts").symlink_to(SPEC.parent / "prompts")
+    # a copy, not a symlink: a spec reads no file outside its project folder
+    shutil.copytree(SPEC.parent / "prompts", tmp_path / "prompts")
     rep = run_flowrun("replay", "t-a", "--spec", changed, "--output", "json", cwd=tmp_path, db=db)
     d = json.loads(rep.stdout)
     assert d["changed_nodes"] == ["verify"]
