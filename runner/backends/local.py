@@ -138,15 +138,7 @@ class LocalBackend:
         hooks: Hooks | None,
         telemetry: Any,
     ) -> RunResult:
-        return await run_durably(
-            store,
-            plan,
-            row.inputs,
-            run_id=row.run_id,
-            responses=responses,
-            hooks=hooks,
-            telemetry=telemetry,
-        )
+        return await self._run(store, row, plan, responses, hooks, telemetry, completed=None)
 
     def claim(self, store: Store, row: RunRow) -> RunRow:
         """Take a run over for this process: it must not be running elsewhere."""
@@ -178,6 +170,21 @@ class LocalBackend:
         hooks: Hooks | None,
         telemetry: Any,
     ) -> RunResult:
+        completed = checkpoints(store, row.run_id)
+        return await self._run(store, row, plan, responses, hooks, telemetry, completed=completed)
+
+    @staticmethod
+    async def _run(
+        store: Store,
+        row: RunRow,
+        plan: Plan,
+        responses: Any,
+        hooks: Hooks | None,
+        telemetry: Any,
+        *,
+        completed: dict[str, NodeResult] | None,
+    ) -> RunResult:
+        """The run on this process's loop, from `completed` (its checkpoints) when resuming."""
         return await run_durably(
             store,
             plan,
@@ -185,7 +192,7 @@ class LocalBackend:
             run_id=row.run_id,
             responses=responses,
             hooks=hooks,
-            completed=checkpoints(store, row.run_id),
+            completed=completed,
             telemetry=telemetry,
         )
 

@@ -42,7 +42,15 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from runner.engine.results import STOPPING, NodeResult, RunResult, RunStatus, Usage, severity
+from runner.engine.results import (
+    STOPPING,
+    NodeDetail,
+    NodeResult,
+    RunResult,
+    RunStatus,
+    Usage,
+    severity,
+)
 from runner.expr.cel import ExprError, truthy
 from runner.plan.cost import _prompt_estimate, composite_cost, llm_calls_bound
 from runner.plan.model import Plan, PlanNode
@@ -389,7 +397,7 @@ class Scheduler:
         if reason is None:
             return None
         return NodeResult(
-            node_id=node.id, kind=node.kind, status="skipped", detail={"reason": reason}
+            node_id=node.id, kind=node.kind, status="skipped", detail=NodeDetail(reason=reason)
         )
 
     def _skip_reason(self, node: PlanNode) -> str | None:

@@ -21,7 +21,7 @@ with workflow.unsafe.imports_passed_through():
     from runner.engine.budget import BudgetLedger
     from runner.engine.context import NodeContext, NodeFailure, NodeStop, RunState
     from runner.engine.hooks import Hooks
-    from runner.engine.results import NodeResult, RunResult
+    from runner.engine.results import NodeDetail, NodeResult, RunResult
     from runner.engine.scheduler import Decisions, Scheduler
     from runner.nodes import gate, switch
     from runner.plan.model import Plan, PlanNode
@@ -203,7 +203,7 @@ class Interpreter:
             error=error,
             attempts=1,
             started_at=workflow.now().timestamp(),
-            detail=dict(ctx.detail),
+            detail=ctx.detail,
         )
 
     async def _dispatch(
@@ -226,7 +226,7 @@ class Interpreter:
                 kind=node.kind,
                 status="failed",
                 error=cause,
-                detail={"activity_error": True},
+                detail=NodeDetail(activity_error=True),
             )
         return NodeResult.from_json(data)
 
