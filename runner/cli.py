@@ -28,8 +28,69 @@ def _load_plan(spec: str, profile: str | None) -> Any:
     return compile_plan(load_spec(spec), profile)
 
 
+# Every command outside this module: name -> ("module:attribute", its short help in `--help`).
+# A command's module is imported only when that command runs (or its own --help is shown), so
+# `flowrun --help` and `flowrun validate` never pay for the run stack, Temporal or the web server.
+# A new command is one line here; tests/cli/test_lazy.py checks each entry against its command.
+COMMANDS: dict[str, tuple[str, str]] = {
+    "approve": ("runner.ops_cli:approve", "Approve a waiting approval node, then resume the run."),
+    "diff": ("runner.review_cli:diff", "Semantic diff of two spec versions for review."),
+    "eval": ("runner.eval_cli:eval_command", "Run eval cases against a spec; hold them to gates."),
+    "graph": ("runner.review_cli:graph", "Draw a spec: node kinds, conditions on edges, models."),
+    "inbox": ("runner.ops_cli:inbox", "List approvals that wait, oldest first."),
+    "init": ("runner.init_cli:init_command", "Create a workflow project in DIR."),
+    "kill": ("runner.ops_cli:kill", "Stop a run at its next node boundary (status killed)."),
+    "mcp": ("runner.mcp_cli:mcp_group", "Serve workflows to MCP clients."),
+    "policy": ("runner.policy_cli:policy", "Work with a spec's policies."),
+    "reject": ("runner.ops_cli:reject", "Reject a waiting approval node; the run ends denied."),
+    "replay": ("runner.trace_cli:replay", "Re-execute a recorded run offline; print what changed."),
+    "resume": ("runner.ops_cli:resume", "Continue a run whose process died (or that waits)."),
+    "runs": ("runner.ops_cli:runs", "List runs, newest first."),
+    "serve": ("runner.web_cli:serve", "Serve the web console: approval inbox, runs, graphs."),
+    "show": ("runner.ops_cli:show", "Show a run: per node status, output, attempts, cost."),
+    "stats": ("runner.trace_cli:stats", "Completion and escalation rates, latency and cost."),
+    "sweep": ("runner.ops_cli:sweep", "Resume every waiting run whose approval timed out."),
+    "tools": ("runner.mcp_cli:tools_group", "Tool contracts: lock what MCP servers say."),
+    "trace": ("runner.trace_cli:trace", "Show a recorded run as a tree of its nodes."),
+    "undo": ("runner.ops_cli:undo", "Run the compensations of a run's completed writes."),
+    "worker": ("runner.temporal_cli:worker", "Run flowrun workflows on Temporal."),
+    "writes": ("runner.ops_cli:writes", "Show or flip the global writes switch."),
+}
+
+
 class _Group(click.Group):
-    """Turns FlowrunError into its message and exit code, in standalone mode and under CliRunner."""
+    """Lazy commands (COMMANDS) plus FlowrunError turned into its message and exit code."""
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted({*self.commands, *COMMANDS})
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        if cmd_name in self.commands or cmd_name not in COMMANDS:
+            return self.commands.get(cmd_name)
+        import importlib
+
+        module, _, attr = COMMANDS[cmd_name][0].partition(":")
+        command: click.Command = getattr(importlib.import_module(module), attr)
+        self.add_command(command, cmd_name)
+        return command
+
+    def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        """List every command from the table, importing none of their modules."""
+        names = self.list_commands(ctx)
+        limit = formatter.width - 6 - max(map(len, names), default=0)
+        rows = []
+        for name in names:
+            if name in self.commands:
+                cmd = self.commands[name]
+                if cmd.hidden:
+                    continue
+                text = cmd.get_short_help_str(limit)
+            else:
+                text = click.Command(name, short_help=COMMANDS[name][1]).get_short_help_str(limit)
+            rows.append((name, text))
+        if rows:
+            with formatter.section("Commands"):
+                formatter.write_dl(rows)
 
     def invoke(self, ctx: click.Context) -> Any:
         try:
@@ -312,26 +373,6 @@ def schema(check_file: str | None) -> None:
         click.echo(f"{check_file} is up to date")
         return
     click.echo(text, nl=False)
-
-
-def _register_commands() -> None:
-    """Every command lives in the module of its concern; this is the one place they meet."""
-    from runner.eval_cli import eval_command
-    from runner.init_cli import init_command
-    from runner.mcp_cli import MCP_COMMANDS
-    from runner.ops_cli import OPS_COMMANDS
-    from runner.policy_cli import POLICY_COMMANDS
-    from runner.review_cli import diff, graph
-    from runner.temporal_cli import TEMPORAL_COMMANDS
-    from runner.trace_cli import TRACE_COMMANDS
-    from runner.web_cli import WEB_COMMANDS
-
-    commands = (graph, diff, eval_command, init_command, *OPS_COMMANDS, *POLICY_COMMANDS)
-    for command in (*commands, *TRACE_COMMANDS, *WEB_COMMANDS, *TEMPORAL_COMMANDS, *MCP_COMMANDS):
-        cli.add_command(command)
-
-
-_register_commands()
 
 
 def main() -> None:
