@@ -19,7 +19,7 @@ from opentelemetry.trace import Span, SpanKind, Status, StatusCode
 from runner.engine.hooks import Hooks
 from runner.engine.results import NodeResult, RunResult, Usage
 from runner.engine.telemetry import CallRecord, Telemetry
-from runner.trace.redact import redact
+from runner.redact import redact
 
 if TYPE_CHECKING:
     from runner.engine.context import NodeContext

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from runner.redact import redact
 from runner.store.db import Store
-from runner.trace.redact import redact
 
 POLICY_EVENTS = (
     "write_refused",

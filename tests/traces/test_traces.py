@@ -16,10 +16,10 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 from runner.engine.run import execute
 from runner.models.responses import RecordedResponses
 from runner.plan.compile import compile_plan
+from runner.redact import redact
 from runner.spec import load_spec
 from runner.trace.observe import RunObserver
 from runner.trace.otel import setup_tracing
-from runner.trace.redact import redact
 from tests.cli.conftest import EXAMPLES, SPEC, run_flowrun
 
 SECRET = "sk-proj-" + "A1b2C3d4" * 4

@@ -19,6 +19,7 @@ RUNNER = Path(__file__).resolve().parents[2] / "runner"
 LAYERS: dict[str, int] = {
     "runner": 0,
     "runner.errors": 0,
+    "runner.redact": 0,
     "runner.files": 0,
     "runner.expr": 1,
     "runner.spec": 1,

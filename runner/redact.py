@@ -1,0 +1,393 @@
+"""Secret and personal-data detectors, and the two things done with what they find.
+
+`redact` replaces each finding by `[REDACTED:<kind>]`: every place a run is shown (CLI, console,
+MCP, spans, transcripts) calls it. `rewrite` hands each finding to a callback instead: the store
+uses it to seal findings at rest (runner/store/seal.py). Both see the same findings, so what a
+display hides is exactly what the store encrypts. This module is layer 0: no flowrun imports.
+
+Detectors (docs/security.md lists them with examples):
+  secret   key formats: OpenAI/Anthropic `sk-…`, Stripe `sk_live_`/`rk_live_`/`sk_test_`…, AWS
+           `AKIA…`, GitHub `gh?_…`/`github_pat_…`, Slack `xox?-…`, Google `AIza…`, JWTs, PEM
+           private keys, `Bearer …`; values of key-like environment variables (`*_API_KEY`,
+           `*_TOKEN`, `*_SECRET`, `*_PASSWORD`); any value under a key-like field name
+  token    high-entropy tokens (see `_high_entropy`)
+  email, card (Luhn-checked), phone: personal data, when `pii` is asked for
+  <name>   a pattern a spec adds in its `redact:` section (`extend`)
+A sealed value read raw (`[SEALED:<kind>:…]`) is shown as `[REDACTED:<kind>]`.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import re
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any
+
+# (kind, matched text) -> what replaces it
+Rewrite = Callable[[str, str], str]
+
+SECRET_KEYS = re.compile(
+    r"(api[_-]?key|authorization|auth[_-]?token|access[_-]?token|secret|password|bearer"
+    r"|private[_-]?key|client[_-]?secret)",
+    re.I,
+)
+_SECRETS = [
+    re.compile(r"\bBearer\s+[A-Za-z0-9._~+/=-]{8,}", re.I),
+    re.compile(r"\bsk-(?:ant-|proj-)?[A-Za-z0-9_-]{16,}"),
+    re.compile(r"\b(?:sk|rk)_(?:live|test)_[A-Za-z0-9]{10,}"),
+    re.compile(r"\bAKIA[0-9A-Z]{16}\b"),
+    re.compile(r"\bgh[pousr]_[A-Za-z0-9]{30,}\b"),
+    re.compile(r"\bgithub_pat_[A-Za-z0-9_]{22,}"),
+    re.compile(r"\bxox[abprs]-[A-Za-z0-9-]{10,}"),
+    re.compile(r"\bAIza[0-9A-Za-z_-]{35}\b"),
+    re.compile(r"\beyJ[A-Za-z0-9_-]{8,}\.eyJ[A-Za-z0-9_-]{8,}\.[A-Za-z0-9_-]*"),
+    re.compile(
+        r"-----BEGIN (?:[A-Z0-9]+ )*PRIVATE KEY-----.*?"
+        r"(?:-----END (?:[A-Z0-9]+ )*PRIVATE KEY-----|$)",
+        re.S,
+    ),
+]
+_EMAIL = re.compile(r"\b[A-Za-z0-9._%+-]+@[A-Za-z0-9.-]+\.[A-Za-z]{2,}\b")
+_CARD = re.compile(r"(?<![\d-])\d(?:[ -]?\d){12,18}(?![\d-])")
+_PHONE = re.compile(
+    r"(?<![\w-])(?:\+\d{1,3}[\s.-]?)?(?:\(\d{2,4}\)\s?|\d{2,4}[\s.-])\d{3,4}[\s.-]\d{3,4}(?![\w-])"
+    r"|(?<![\w+])\+\d{10,15}\b"
+)
+# a sealed span as the store writes it (runner/store/seal.py): kind, then a Fernet token
+SEALED = re.compile(r"\[SEALED:([A-Za-z0-9_.-]+):([A-Za-z0-9_=-]+)\]")
+# high-entropy candidates: a run of 24+ token characters, not part of a longer word or path
+_CANDIDATE = re.compile(r"(?<![A-Za-z0-9+/_=.-])[A-Za-z0-9+/_=-]{24,}(?![A-Za-z0-9+/_=-])")
+ENTROPY_MIN_LEN = 24
+ENTROPY_RATIO = 0.82  # of the most a string of its length could have (log2 of its length)
+_DIGIT_RUN = re.compile(r"\d+")
+_ENV_SUFFIXES = ("_API_KEY", "_TOKEN", "_SECRET", "_PASSWORD", "_SEAL_KEY")
+_NON_DIGIT = re.compile(r"\D")
+_DIGITS = "0123456789"
+_DOUBLED = (0, 2, 4, 6, 8, 1, 3, 5, 7, 9)  # a Luhn digit doubled, less 9 when over 9
+
+Span = tuple[int, int, str]
+
+
+def luhn(digits: str) -> bool:
+    rev = digits[::-1]
+    total = sum(map(int, rev[0::2])) + sum([_DOUBLED[int(ch)] for ch in rev[1::2]])
+    return total % 10 == 0
+
+
+def _entropy(s: str) -> float:
+    n = len(s)
+    counts: dict[str, int] = {}
+    for ch in s:
+        counts[ch] = counts.get(ch, 0) + 1
+    return -sum(c / n * math.log2(c / n) for c in counts.values())
+
+
+def high_entropy(s: str) -> bool:
+    """Whether a 24+ character token looks random: a key, not an id, a word or a digest.
+
+    It must mix upper case, lower case and digits, with the digits in two or more places (an
+    identifier such as `MyLongClassName2024` has one run; lower-case hex digests, UUIDs and
+    words have no upper case), and its Shannon entropy must reach ENTROPY_RATIO of log2 of its
+    length (a random base62 string of 24 characters has about 0.86 of it, a camel-case name
+    about 0.8 or less).
+    """
+    if len(s) < ENTROPY_MIN_LEN:
+        return False
+    if s.islower() or s.isupper() or not any(ch in _DIGITS for ch in s):
+        return False
+    if not any(ch.isupper() for ch in s) or not any(ch.islower() for ch in s):
+        return False
+    if len(_DIGIT_RUN.findall(s)) < 2:
+        return False
+    return _entropy(s) >= ENTROPY_RATIO * math.log2(min(len(s), 64))
+
+
+# perf (issue 11): scanning os.environ decodes every variable, and redact() runs for every
+# string of every node; the scan was a third of a traced run. The list is recomputed whenever
+# the environment differs from the snapshot it was taken from (one C-level dict compare).
+_ENV_CACHE: tuple[dict[Any, Any], list[str]] | None = None
+
+
+def _env_secrets() -> list[str]:
+    """Values of key-like environment variables: a key echoed anywhere is still a key."""
+    global _ENV_CACHE
+    raw = getattr(os.environ, "_data", None)
+    if raw is not None and _ENV_CACHE is not None and _ENV_CACHE[0] == raw:
+        return _ENV_CACHE[1]
+    values = sorted(
+        (
+            v
+            for k, v in os.environ.items()
+            if k.upper().endswith(_ENV_SUFFIXES) and len(v) >= 8 and not v.isdigit()
+        ),
+        key=len,
+        reverse=True,
+    )
+    if raw is not None:
+        _ENV_CACHE = (dict(raw), values)
+    return values
+
+
+# patterns added by specs (`redact:` sections): name -> compiled pattern; process-wide, since a
+# value stored by one run may be shown by a process that loaded another spec
+_EXTRA: dict[str, re.Pattern[str]] = {}
+_EXTRA_FIELDS: set[str] = set()
+_GENERATION = [0]  # bumped whenever detectors change: memoised results are dropped
+
+
+def extend(patterns: Mapping[str, str] = {}, fields: Iterable[str] = ()) -> None:
+    """Add a spec's detectors: named regexes (the name is the kind shown) and sensitive field
+    names (any value under such a key is a finding of kind `field`). Idempotent."""
+    changed = False
+    for name, pattern in patterns.items():
+        if name not in _EXTRA or _EXTRA[name].pattern != pattern:
+            _EXTRA[name] = re.compile(pattern)
+            changed = True
+    for f in fields:
+        if f not in _EXTRA_FIELDS:
+            _EXTRA_FIELDS.add(f)
+            changed = True
+    if changed:
+        _GENERATION[0] += 1
+        _secret_keys.clear()
+
+
+def clear_extensions() -> None:
+    """Forget every spec's detectors (tests; a long-lived process that changes specs)."""
+    _EXTRA.clear()
+    _EXTRA_FIELDS.clear()
+    _GENERATION[0] += 1
+    _secret_keys.clear()
+
+
+def _secret_spans(text: str, out: list[Span]) -> None:
+    # perf (issue 11): every pattern needs a literal (sk-, sk_/rk_, AKIA, gh+_, xox, AIza, eyJ,
+    # PRIVATE KEY, or "bearer" in any case: no other character matches those letters under re.I);
+    # a text with none of them cannot match, and substring tests are far cheaper than regex scans
+    if (
+        "sk-" not in text
+        and "k_" not in text
+        and "AKIA" not in text
+        and ("gh" not in text or "_" not in text)
+        and "xox" not in text
+        and "AIza" not in text
+        and "eyJ" not in text
+        and "PRIVATE KEY" not in text
+        and "bearer" not in text.lower()
+    ):
+        return
+    for pattern in _SECRETS:
+        for m in pattern.finditer(text):
+            out.append((m.start(), m.end(), "secret"))
+
+
+def _pii_spans(text: str, out: list[Span]) -> None:
+    if text.isascii():
+        # perf (issue 11): an email needs an @, a card 13 digits, a phone number 8: skip the
+        # scans that cannot match
+        digits = sum(map(text.count, _DIGITS))
+        at = "@" in text
+    else:
+        digits, at = 13, True
+    if at:
+        out.extend((m.start(), m.end(), "email") for m in _EMAIL.finditer(text))
+    if digits >= 13:
+        for m in _CARD.finditer(text):
+            if luhn(_NON_DIGIT.sub("", m.group(0))):
+                out.append((m.start(), m.end(), "card"))
+    if digits >= 8:
+        out.extend((m.start(), m.end(), "phone") for m in _PHONE.finditer(text))
+
+
+def spans(text: str, *, pii: bool = True) -> list[Span]:
+    """Every finding in `text`, as non-overlapping (start, end, kind), in order."""
+    return _spans(text, pii, _env_secrets())
+
+
+def _spans(text: str, pii: bool, env: list[str]) -> list[Span]:
+    found: list[Span] = []
+    if "[SEALED:" in text:
+        found.extend((m.start(), m.end(), "\0" + m.group(1)) for m in SEALED.finditer(text))
+    for value in env:
+        start = text.find(value)
+        while start >= 0:
+            found.append((start, start + len(value), "secret"))
+            start = text.find(value, start + len(value))
+    _secret_spans(text, found)
+    if len(text) >= ENTROPY_MIN_LEN:
+        for m in _CANDIDATE.finditer(text):
+            if high_entropy(m.group(0)):
+                found.append((m.start(), m.end(), "token"))
+    if pii:
+        _pii_spans(text, found)
+    for name, pattern in _EXTRA.items():
+        found.extend(
+            (m.start(), m.end(), name) for m in pattern.finditer(text) if m.end() > m.start()
+        )
+    if len(found) < 2:
+        return found
+    found.sort(key=lambda s: (s[0], -s[1]))
+    merged = [found[0]]
+    for s in found[1:]:
+        last = merged[-1]
+        if s[0] < last[1]:  # overlapping: the earlier (and longer) finding covers it
+            if s[1] > last[1]:
+                merged[-1] = (last[0], s[1], last[2])
+            continue
+        merged.append(s)
+    return merged
+
+
+def _apply(text: str, found: list[Span], fn: Rewrite) -> str:
+    out, at = [], 0
+    for start, end, kind in found:
+        out.append(text[at:start])
+        out.append(fn(kind, text[start:end]))  # a sealed span's kind starts with "\0"
+        at = end
+    out.append(text[at:])
+    return "".join(out)
+
+
+def marker(kind: str, _text: str = "") -> str:
+    """What a display shows for a finding (a sealed span shows the kind it was sealed as)."""
+    return f"[REDACTED:{kind.lstrip(chr(0))}]"
+
+
+class _Rewriter:
+    """One way of rewriting findings, with its memos.
+
+    perf (issue 11): the same short strings (tool names, policy reasons, statuses, dict keys) are
+    rewritten over and over; their results are memoised per environment-secrets snapshot and
+    detector generation. Only exact `str` values up to _MEMO_LEN characters are memoised, and a
+    full memo is emptied. Ids like idempotency keys ("<run id>:<node id>") are new on every node,
+    but their parts repeat. No detector but the sealed-span one can match a ":" (it is checked
+    first), and every boundary test they make sees a ":" as the start or end of a string; so a
+    short text rewrites as its ":"-separated parts do, each looked up in (or added to) a memo.
+    A spec's own patterns may match ":", so with any of them the split is off.
+    """
+
+    _MEMO_LEN = 512
+    _MEMO_SIZE = 4096
+    _SPLIT_LEN = 256
+
+    def __init__(self, fn: Rewrite) -> None:
+        self.fn = fn
+        self._key: tuple[int, int] | None = None
+        self._memo: tuple[dict[str, str], dict[str, str]] = ({}, {})  # pii=False, pii=True
+        self._parts: tuple[dict[str, str], dict[str, str]] = ({}, {})
+
+    def _fresh(self, env: list[str]) -> None:
+        key = (id(env), _GENERATION[0])
+        if key != self._key:  # the environment or the detectors changed: results may be stale
+            self._key = key
+            for memo in (*self._memo, *self._parts):
+                memo.clear()
+
+    def _whole(self, text: str, pii: bool, env: list[str]) -> str:
+        found = _spans(text, pii, env)
+        return _apply(text, found, self.fn) if found else text
+
+    def text(self, text: str, pii: bool, env: list[str]) -> str:
+        if ":" not in text or len(text) > self._SPLIT_LEN or _EXTRA or "[SEALED:" in text:
+            return self._whole(text, pii, env)
+        if env and any(":" in v for v in env):
+            return self._whole(text, pii, env)
+        memo = self._parts[pii]
+        out = []
+        for part in text.split(":"):
+            done = memo.get(part)
+            if done is None:
+                if len(memo) >= self._MEMO_SIZE:
+                    memo.clear()
+                done = memo[part] = self._whole(part, pii, env)
+            out.append(done)
+        return ":".join(out)
+
+    def walk(self, value: Any, pii: bool, env: list[str], memo: dict[str, str]) -> Any:
+        cls = type(value)
+        if cls is str:
+            out = memo.get(value)
+            if out is None:
+                out = self.text(value, pii, env)
+                if len(value) <= self._MEMO_LEN:
+                    if len(memo) >= self._MEMO_SIZE:
+                        memo.clear()
+                    memo[value] = out
+            return out
+        if cls is int or cls is float or cls is bool or value is None:
+            return value
+        if isinstance(value, str):  # a str subclass: not memoised
+            return self.text(value, pii, env)
+        if isinstance(value, dict):
+            out_d = {}
+            for k, v in value.items():
+                if type(k) is str:
+                    secret = _secret_keys.get(k)
+                    if secret is None:
+                        if len(_secret_keys) >= self._MEMO_SIZE:
+                            _secret_keys.clear()
+                        secret = _secret_keys[k] = _is_secret_key(k)
+                    key = memo.get(k) or self.walk(k, pii, env, memo)
+                else:
+                    secret, key = False, k
+                if secret and v is not None:
+                    out_d[key] = self._field(k, v)
+                else:
+                    out_d[key] = self.walk(v, pii, env, memo)
+            return out_d
+        if isinstance(value, list | tuple):
+            return [self.walk(v, pii, env, memo) for v in value]
+        return value
+
+    def _field(self, key: str, value: Any) -> Any:
+        """A value under a sensitive field name is one finding as a whole (for a display), or
+        each string in it is one (for sealing, which must give the value back as it was)."""
+        kind = "secret" if SECRET_KEYS.search(key) else "field"
+        if self.fn is marker:
+            return marker(kind)
+        if isinstance(value, str):
+            return self.fn("\0" + kind if SEALED.fullmatch(value) else kind, value)
+        if isinstance(value, dict):
+            return {k: self._field(key, v) for k, v in value.items()}
+        if isinstance(value, list | tuple):
+            return [self._field(key, v) for v in value]
+        return value
+
+    def __call__(self, value: Any, pii: bool) -> Any:
+        env = _env_secrets()
+        self._fresh(env)
+        return self.walk(value, pii, env, self._memo[pii])
+
+
+_secret_keys: dict[str, bool] = {}
+
+
+def _is_secret_key(k: str) -> bool:
+    return SECRET_KEYS.search(k) is not None or k in _EXTRA_FIELDS
+
+
+_REDACTOR = _Rewriter(marker)
+
+
+def redact(value: Any, *, pii: bool) -> Any:
+    """A copy of a JSON value with secrets (and, if `pii`, emails, cards, phones) replaced."""
+    return _REDACTOR(value, pii)
+
+
+def show(value: Any) -> Any:
+    """What a display shows of a run's data: secrets and personal data redacted."""
+    return _REDACTOR(value, True)
+
+
+def redact_secrets(text: str) -> str:
+    return redact(text, pii=False)  # type: ignore[no-any-return]
+
+
+def redact_pii(text: str) -> str:
+    return redact(text, pii=True)  # type: ignore[no-any-return]
+
+
+def rewriter(fn: Rewrite) -> Callable[[Any, bool], Any]:
+    """A walker that hands every finding (secrets, personal data if asked) to `fn`."""
+    return _Rewriter(fn)

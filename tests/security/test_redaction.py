@@ -1,0 +1,103 @@
+"""The detectors of runner/redact.py: what they hide, and what they must leave readable."""
+
+from __future__ import annotations
+
+import hashlib
+import itertools
+import uuid
+
+import pytest
+
+from runner.redact import clear_extensions, extend, high_entropy, redact, spans
+
+# assembled at run time so that the repository holds no literal key
+KEYS = {
+    "openai": "sk-proj-" + "Q7xT2mW9" * 4,
+    "anthropic": "sk-ant-api03-" + "Zr8Kp3Lw" * 4,
+    "stripe_live": "sk_live_" + "51HxYzABCdefGHIjkl0123",
+    "stripe_restricted": "rk_live_" + "51HxYzABCdefGHIjkl0123",
+    "stripe_test": "sk_test_" + "4eC39HqLyjWDarjtT1zdp7dc",
+    "aws": "AKIA" + "IOSFODNN7EXAMPLE",
+    "github": "ghp_" + "a1B2c3D4e5F6g7H8i9J0k1L2m3N4o5P6q7R8",
+    "github_pat": "github_pat_" + "11ABCDEFG0123456789_abcdefghijklmnop",
+    "slack": "xoxb-" + "1234567890-abcdefghij",
+    "google": "AIza" + "SyA1b2C3d4E5f6G7h8I9j0K1l2M3n4O5p6Q",
+    "jwt": "eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiIxMjM0NTY3ODkwIn0."
+    + "dozjgNryP4J3jVmNHl0w5N_XgL0n3I9PlFUP0THsR8U",
+    "pem": "-----BEGIN RSA PRIVATE KEY-----\nMIIEpAIBAAKCAQEA\n-----END RSA PRIVATE KEY-----",
+    "bearer": "Bearer abcdefghijklmnop",
+    "random": "aB3dE5fG7hJ9kL1mN3pQ5rS7tU9",
+}
+
+
+@pytest.mark.parametrize("name", sorted(KEYS))
+def test_key_formats_are_hidden_in_any_mode(name: str) -> None:
+    text = f"use {KEYS[name]} now"
+    for pii in (False, True):
+        out = redact({"note": text}, pii=pii)["note"]
+        assert KEYS[name] not in out and "[REDACTED:" in out
+        assert out.startswith("use ") and out.endswith(" now")
+
+
+def test_personal_data_only_when_asked() -> None:
+    text = "mail maya@example.com card 4111 1111 1111 1111 phone +1 415-555-0134"
+    shown = redact(text, pii=True)
+    assert shown == "mail [REDACTED:email] card [REDACTED:card] phone [REDACTED:phone]"
+    assert redact(text, pii=False) == text
+
+
+def test_card_needs_a_luhn_check() -> None:
+    assert redact("card 4111111111111112", pii=True) == "card 4111111111111112"
+    assert redact("card 4111111111111111", pii=True) == "card [REDACTED:card]"
+
+
+def test_env_values_and_key_named_fields(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("ACME_API_KEY", "plainvalue-not-a-pattern")
+    out = redact({"body": "x plainvalue-not-a-pattern y", "password": 1234}, pii=False)
+    assert out == {"body": "x [REDACTED:secret] y", "password": "[REDACTED:secret]"}
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        hashlib.sha256(b"bundle").hexdigest(),  # digests shown on purpose
+        hashlib.sha1(b"commit").hexdigest().upper(),
+        str(uuid.UUID(int=12345678901234567890)),
+        "r20250101-120000-ab12cd34ef56",  # run ids
+        "MyVeryLongCamelCaseClassName2024",  # identifiers
+        "getUserAccountBalanceV2Handler",
+        "Supercalifragilisticexpialidocious",  # words
+        "support_refund:verify_customer:attempt_2",  # idempotency keys
+        "/home/user/projects/flowrun/examples/SupportRefund2/spec.yaml",  # paths
+        "O-5001",
+    ],
+)
+def test_ordinary_ids_digests_and_words_stay_readable(text: str) -> None:
+    assert not high_entropy(text)
+    assert redact({"v": text}, pii=True) == {"v": text}
+
+
+def test_random_tokens_are_caught_at_the_threshold() -> None:
+    import random
+
+    rng = random.Random(7)
+    alphabet = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789"
+    tokens = ["".join(rng.choice(alphabet) for _ in range(32)) for _ in range(200)]
+    caught = sum(high_entropy(t) for t in tokens)
+    assert caught >= 190, caught  # the rule misses few random 32-character tokens
+
+
+def test_a_spec_can_add_patterns_and_fields() -> None:
+    extend({"employee_id": r"\bEMP-\d{6}\b"}, ["ssn"])
+    try:
+        out = redact({"who": "EMP-123456 asked", "ssn": "078-05-1120"}, pii=False)
+    finally:
+        clear_extensions()
+    assert out == {"who": "[REDACTED:employee_id] asked", "ssn": "[REDACTED:field]"}
+
+
+def test_spans_do_not_overlap() -> None:
+    key = KEYS["stripe_live"]
+    found = spans(f"{key} and Bearer {key}")
+    assert [kind for _, _, kind in found] == ["secret", "secret"]
+    assert all(a[1] <= b[0] for a, b in itertools.pairwise(found))
