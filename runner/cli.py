@@ -110,14 +110,45 @@ def cli() -> None:
 
 
 @cli.command()
-@click.argument("spec", type=click.Path(dir_okay=False))
+@click.argument("specs", nargs=-1, required=True, type=click.Path(dir_okay=False))
 @click.option("--profile", help="check this profile's routes only (default: every profile)")
 @click.option(
     "--output", "fmt", type=click.Choice(["text", "json"]), default="text", show_default=True
 )
 @click.option("--check-mcp", is_flag=True, help="also ask the MCP servers; fail on a stale lock")
-def validate(spec: str, profile: str | None, fmt: str, check_mcp: bool) -> None:
-    """Check a spec without spending a token: exit 0 with a summary, or 2 with every problem."""
+@click.option(
+    "--check-env",
+    is_flag=True,
+    help="also check that every model the run can call has its API key here (as execute does)",
+)
+def validate(
+    specs: tuple[str, ...], profile: str | None, fmt: str, check_mcp: bool, check_env: bool
+) -> None:
+    """Check specs without spending a token: exit 0 with a summary, or 2 with every problem.
+
+    Several SPECS (a pre-commit hook passes the changed ones) are each checked; the exit code
+    is the worst of them.
+    """
+    worst = 0
+    summaries = []
+    for spec in specs:
+        try:
+            summaries.append(_validate_one(spec, profile, fmt, check_mcp, check_env))
+        except FlowrunError as e:
+            if len(specs) == 1:
+                raise
+            click.echo(e.render(), err=True)
+            worst = max(worst, e.exit_code)
+    if fmt == "json":
+        out = summaries[0] if len(specs) == 1 else summaries
+        click.echo(json.dumps(out, indent=2, sort_keys=False))
+    if worst:
+        sys.exit(worst)
+
+
+def _validate_one(
+    spec: str, profile: str | None, fmt: str, check_mcp: bool, check_env: bool
+) -> Any:
     from runner.summary import summarize
 
     plan = _load_plan(spec, profile)
@@ -125,15 +156,19 @@ def validate(spec: str, profile: str | None, fmt: str, check_mcp: bool) -> None:
         from runner.mcp_cli import check_mcp as check_servers
 
         check_servers(plan)
+    if check_env:
+        from runner.models.credentials import check_credentials
+        from runner.plan.routes import plan_models
+
+        check_credentials(plan_models(plan))
     summary = summarize(plan)
-    if fmt == "json":
-        click.echo(json.dumps(summary, indent=2, sort_keys=False))
-    else:
+    if fmt == "text":
         from runner.summary import render_summary
 
         click.echo(render_summary(summary))
         for w in plan.warnings:
             click.echo(w.render(), err=True)
+    return summary
 
 
 def _tighten_max_usd(plan: Any, max_usd: float) -> Any:
@@ -284,8 +319,10 @@ def execute(
         Runs,
         check_inputs,
         check_responses,
+        check_run_id,
         end_process,
         new_run_id,
+        preflight,
     )
 
     Runs.check_backend(backend)  # say which extra is missing before anything else
@@ -297,13 +334,11 @@ def execute(
     if responses is not None:
         recorded = RecordedResponses.load(Path(responses))
         check_responses(plan, recorded, responses)
-    if any(
-        n.llm is not None or (n.map is not None and n.map.inner.llm) for n in plan.nodes.values()
-    ):
-        from runner.models.client import ensure_litellm
-
-        _require_local_extra(plan)
-        ensure_litellm()  # import once up front (seconds), so node timings show the nodes
+    _require_local_extra(plan)
+    if run_id is not None:
+        check_run_id(run_id)  # bad input is reported as such, before the keys are asked for
+    if backend == "local":  # keys are checked before the run exists (a worker has its own)
+        preflight(plan, recorded)
     from runner.progress import progress_hooks, render_result
 
     # everything above only reads: a bad spec, input or file changes nothing

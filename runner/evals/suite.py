@@ -10,7 +10,7 @@ from typing import Any
 from runner import files
 from runner.errors import UsageError
 from runner.evals.cases import Case
-from runner.evals.runs import RunRecord, new_workdir, run_case
+from runner.evals.runs import RunRecord, new_workdir, response_lines, run_case
 from runner.evals.stats import Z95, min_repeats, percentile, wilson_lower
 from runner.plan.model import Plan
 from runner.spec.models import EvalGates
@@ -81,6 +81,11 @@ class Report:
 def run_suite(plan: Plan, cases: list[Case], *, repeat: int) -> Report:
     """Run each case `repeat` times, sequentially, each run on its own fresh fixture."""
     has_llm = any(n.llm is not None or (n.map and n.map.inner.llm) for n in plan.nodes.values())
+    if has_llm and any(c.model.responses is None and not response_lines(c) for c in cases):
+        from runner.models.credentials import check_credentials
+        from runner.plan.routes import plan_models
+
+        check_credentials(plan_models(plan))  # a case calls a provider: its key, before any case
     if has_llm and any(c.model.responses is not None or c.model.faults for c in cases):
         from runner.models.client import ensure_litellm
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from runner.plan.model import Route
+from runner.plan.model import Plan, Route
 from runner.spec.loader import PathKey
 from runner.spec.models import ModelConfig, Spec
 
@@ -46,3 +46,27 @@ def model_path(spec: Spec, profile: str | None, model: str) -> PathKey:
                 if model in route.fallbacks:
                     return (*prefix, alias, "fallbacks", route.fallbacks.index(model))
     return ("models",)
+
+
+def plan_models(plan: Plan) -> dict[str, tuple[dict[str, Any], tuple[str, ...]]]:
+    """Every litellm model id a run of `plan` can call (routes and their fallbacks, inside maps,
+    loops and subflows too): model -> (its route's params, the aliases that route to it)."""
+    found: dict[str, tuple[dict[str, Any], tuple[str, ...]]] = {}
+
+    def visit(p: Plan) -> None:
+        for node in p.nodes.values():
+            for n in (node, node.map.inner if node.map is not None else None):
+                if n is not None and n.llm is not None:
+                    route = n.llm.route
+                    for model in route.models:
+                        params, aliases = found.get(model, (dict(route.config.params), ()))
+                        if route.alias not in aliases:
+                            aliases = (*aliases, route.alias)
+                        found[model] = (params, aliases)
+            if node.loop is not None:
+                visit(node.loop.body)
+            if node.flow is not None:
+                visit(node.flow.plan)
+
+    visit(plan)
+    return found

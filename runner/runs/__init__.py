@@ -43,6 +43,7 @@ __all__ = [
     "end_process",
     "new_run_id",
     "plan_of",
+    "preflight",
     "run_in_memory",
 ]
 
@@ -95,6 +96,18 @@ async def run_in_memory(
     return await execute(
         plan, inputs, responses=responses, run_id=run_id, services=services, envelope=envelope
     )
+
+
+def preflight(plan: Plan, responses: Any = None) -> None:
+    """Before any model call: every model the run can take has its key here (exit 2 at once,
+    nothing recorded, instead of a failed run after the whole fallback chain); recorded
+    responses and `local/` models need none."""
+    if responses is not None:
+        return
+    from runner.models.credentials import check_credentials
+    from runner.plan.routes import plan_models
+
+    check_credentials(plan_models(plan))
 
 
 def create_run(
@@ -261,6 +274,8 @@ class Runs:
         """Record a run and execute it until it ends or parks (`flowrun execute`, MCP calls)."""
         how = observe or Observe()
         backend = self._new_backend(where or Placement())
+        if backend.name == "local":  # a Temporal run calls models on the worker, with its keys
+            preflight(plan, responses)
         await backend.check()  # e.g. Temporal unreachable: nothing is recorded
         create_run(
             self.store,
@@ -302,6 +317,8 @@ class Runs:
             responses = None
             if row.responses_path:
                 responses = RecordedResponses.load(Path(row.responses_path))
+            if backend.name == "local":
+                preflight(plan, responses)
         except FlowrunError:
             backend.release(self.store, row)
             raise
@@ -333,6 +350,10 @@ class Runs:
         local run still waits to be resumed (the console does that in a child process).
         `recorded` hears "approved"/"rejected" as soon as the decision is in the store.
         """
+        row = self.store.get_run(run_id)
+        local = backend_name(row) == "local" and row.status not in TERMINAL
+        if approve and follow and local and not row.responses_path:
+            preflight(plan_of(row, self.store))  # a missing key refuses before the decision
         self.record_decision(
             run_id, node_id, approve=approve, by=by, decision=decision, reason=reason
         )
