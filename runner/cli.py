@@ -17,7 +17,9 @@ MAX_INPUT_BYTES = 16 * 1024 * 1024  # a task input is a JSON object, not a data 
 
 
 def _fail(err: FlowrunError) -> NoReturn:
-    click.echo(err.render(), err=True)
+    from runner.redact import echo
+
+    echo(err.render(), err=True)  # a message may quote a value
     sys.exit(err.exit_code)
 
 
@@ -379,10 +381,12 @@ def execute(
     finally:
         if live is not None:
             live.stop()
+    from runner.redact import echo, echo_json
+
     if fmt == "json":
-        click.echo(json.dumps(result.to_json(), indent=2, default=str))
+        echo_json(result.to_json())
     else:
-        click.echo(render_result(plan, result))
+        echo(render_result(plan, result))
     end_process(STATUS_EXIT[result.status])
     sys.exit(STATUS_EXIT[result.status])
 

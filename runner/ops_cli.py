@@ -11,6 +11,8 @@ from typing import Any
 import click
 
 from runner.errors import ExitCode, UsageError
+from runner.redact import echo, echo_json
+from runner.redact import show as shown
 from runner.runs import STATUS_EXIT, Observe, Runs, end_process
 
 F = Callable[..., Any]
@@ -47,12 +49,12 @@ def _finish(result: Any, fmt: str) -> None:
 
 def _finish_text(result: Any, fmt: str) -> None:
     if fmt == "json":
-        click.echo(json.dumps(result.to_json(), indent=2, default=str))
+        echo_json(result.to_json())
     else:
         line = f"run {result.run_id} ({result.workflow}): {result.status}"
         if result.reason:
             line += f" — {result.reason}"
-        click.echo(line)
+        echo(line)
 
 
 def _resume(runs: Runs, run_id: str, fmt: str, observe: Observe | None = None) -> None:
@@ -79,32 +81,29 @@ def runs(
     """List runs, newest first."""
     rows = _open(store_opt).list_runs(status=status, workflow=workflow, tenant=tenant, limit=limit)
     if fmt == "json":
-        click.echo(
-            json.dumps(
-                [
-                    {
-                        "run_id": r.run_id,
-                        "workflow": r.workflow,
-                        "status": r.status,
-                        "reason": r.reason,
-                        "tenant": r.tenant,
-                        "actor": r.actor,
-                        "cost_usd": r.cost_usd,
-                        "tokens": r.tokens,
-                        "created_at": r.created_at,
-                        "finished_at": r.finished_at,
-                    }
-                    for r in rows
-                ],
-                indent=2,
-            )
+        echo_json(
+            [
+                {
+                    "run_id": r.run_id,
+                    "workflow": r.workflow,
+                    "status": r.status,
+                    "reason": r.reason,
+                    "tenant": r.tenant,
+                    "actor": r.actor,
+                    "cost_usd": r.cost_usd,
+                    "tokens": r.tokens,
+                    "created_at": r.created_at,
+                    "finished_at": r.finished_at,
+                }
+                for r in rows
+            ]
         )
         return
     if not rows:
-        click.echo("no runs")
+        echo("no runs")
         return
     for r in rows:
-        click.echo(
+        echo(
             f"{r.run_id}  {r.workflow:<20} {r.status:<15} ${r.cost_usd:.6f}  "
             f"{_when(r.created_at)}  {r.tenant or ''}"
         )
@@ -121,46 +120,44 @@ def show(run_id: str, store_opt: str | None, fmt: str) -> None:
     nodes = runs.nodes(run_id)
     approvals = runs.inbox(run_id)
     ledger = runs.effects(run_id)
+    # every value shown redacted (key-named fields too); echo redacts the text it prints again
+    inputs, outputs, nodes, approvals = shown([row.inputs, row.outputs, nodes, approvals])
     if fmt == "json":
-        click.echo(
-            json.dumps(
-                {
-                    "run_id": row.run_id,
-                    "workflow": row.workflow,
-                    "status": row.status,
-                    "reason": row.reason,
-                    "profile": row.profile,
-                    "bundle_digest": row.bundle_digest,
-                    "tenant": row.tenant,
-                    "actor": row.actor,
-                    "inputs": row.inputs,
-                    "outputs": row.outputs,
-                    "totals": {
-                        "cost_usd": row.cost_usd,
-                        "tokens": row.tokens,
-                        "llm_calls": row.llm_calls,
-                        "tool_calls": row.tool_calls,
-                        "duration_s": row.duration_s,
-                    },
-                    "nodes": nodes,
-                    "waiting_approvals": approvals,
-                    "effects": [
-                        {k: e[k] for k in ("key", "node_id", "tool", "effect", "status", "undone")}
-                        for e in ledger
-                    ],
+        echo_json(
+            {
+                "run_id": row.run_id,
+                "workflow": row.workflow,
+                "status": row.status,
+                "reason": row.reason,
+                "profile": row.profile,
+                "bundle_digest": row.bundle_digest,
+                "tenant": row.tenant,
+                "actor": row.actor,
+                "inputs": inputs,
+                "outputs": outputs,
+                "totals": {
+                    "cost_usd": row.cost_usd,
+                    "tokens": row.tokens,
+                    "llm_calls": row.llm_calls,
+                    "tool_calls": row.tool_calls,
+                    "duration_s": row.duration_s,
                 },
-                indent=2,
-                default=str,
-            )
+                "nodes": nodes,
+                "waiting_approvals": approvals,
+                "effects": [
+                    {k: e[k] for k in ("key", "node_id", "tool", "effect", "status", "undone")}
+                    for e in ledger
+                ],
+            }
         )
         return
     head = f"run {row.run_id} ({row.workflow}): {row.status}"
     if row.reason:
         head += f" — {row.reason}"
-    click.echo(head)
-    click.echo(f"  started {_when(row.created_at)}  finished {_when(row.finished_at)}")
+    echo(head)
+    echo(f"  started {_when(row.created_at)}  finished {_when(row.finished_at)}")
     if row.bundle_digest:
-        click.echo(f"  plan bundle sha256:{row.bundle_digest}")
+        echo(f"  plan bundle sha256:{row.bundle_digest}")
     for node_id, n in nodes.items():
         usage = n.get("usage") or {}
         bits = [f"{(n.get('duration_s') or 0) * 1000:.0f} ms", f"attempts {n.get('attempts', 0)}"]
@@ -168,29 +165,29 @@ def show(run_id: str, store_opt: str | None, fmt: str) -> None:
             bits.append(n["model"])
         if usage.get("cost_usd"):
             bits.append(f"${usage['cost_usd']:.6f}")
-        click.echo(f"  {node_id:<16} {n['status']:<15} {', '.join(bits)}")
+        echo(f"  {node_id:<16} {n['status']:<15} {', '.join(bits)}")
         if n.get("output") is not None:
-            click.echo(f"      output: {json.dumps(n['output'], default=str)[:300]}")
+            echo(f"      output: {json.dumps(n['output'], default=str)[:300]}")
         planned = (n.get("detail") or {}).get("planned")
         if planned is not None:
-            click.echo(f"      planned change (dry run): {json.dumps(planned, default=str)[:500]}")
+            echo(f"      planned change (dry run): {json.dumps(planned, default=str)[:500]}")
         for d in (n.get("detail") or {}).get("policy") or []:
-            click.echo(f"      policy: {d['effect']} by {d['rule']} — {d['reason']}")
+            echo(f"      policy: {d['effect']} by {d['rule']} — {d['reason']}")
         if n.get("error"):
-            click.echo(f"      error: {n['error']}")
+            echo(f"      error: {n['error']}")
     for a in approvals:
-        click.echo(f"  waiting for approval at {a['node_id']}: {a['summary']}")
+        echo(f"  waiting for approval at {a['node_id']}: {a['summary']}")
     for e in ledger:
         if e["effect"] == "write":
             state = "undone" if e["undone"] else e["status"]
-            click.echo(f"  effect {e['tool']} [{e['key']}] {state}")
-    click.echo(
+            echo(f"  effect {e['tool']} [{e['key']}] {state}")
+    echo(
         f"  total: ${row.cost_usd:.6f}, {row.tokens} tokens, {row.llm_calls} LLM calls, "
         f"{row.tool_calls} tool calls, {row.duration_s:.2f} s"
     )
-    if row.outputs:
-        for k, v in row.outputs.items():
-            click.echo(f"  output {k}: {json.dumps(v, default=str)}")
+    if outputs:
+        for k, v in outputs.items():
+            echo(f"  output {k}: {json.dumps(v, default=str)}")
 
 
 def observe_options(f: F) -> F:
@@ -230,6 +227,7 @@ def _decide(
     import asyncio
 
     def recorded(verb: str) -> None:
+        # the decider's identity is not run data: shown as is
         click.echo(f"{verb} {run_id} at {node} by {decision['by']}", err=True)
 
     decided = asyncio.run(
@@ -329,10 +327,10 @@ def inbox(store_opt: str | None, fmt: str) -> None:
     """List approvals that wait, oldest first, with their summaries."""
     items = _open(store_opt).inbox()
     if fmt == "json":
-        click.echo(json.dumps(items, indent=2, default=str))
+        echo_json(items)
         return
     if not items:
-        click.echo("nothing waits for approval")
+        echo("nothing waits for approval")
         return
     now = time.time()
     for a in items:
@@ -342,8 +340,8 @@ def inbox(store_opt: str | None, fmt: str) -> None:
             left = int(a["timeout_at"] - now)
             due = f", times out in {left}s" if left > 0 else ", timed out"
         who = f" for {', '.join(a['assignees'])}" if a.get("assignees") else ""
-        click.echo(f"{a['run_id']}  {a['node_id']:<14} waiting {age}s{due}{who}")
-        click.echo(f"    {a['summary']}")
+        echo(f"{a['run_id']}  {a['node_id']:<14} waiting {age}s{due}{who}")
+        echo(f"    {a['summary']}")
 
 
 @click.command()
@@ -355,7 +353,7 @@ def kill(run_id: str, by: str | None, store_opt: str | None) -> None:
     import asyncio
 
     outcome = asyncio.run(_open(store_opt).kill(run_id, by=by))
-    click.echo(f"{run_id}: {outcome}")
+    echo(f"{run_id}: {outcome}")
     end_process(0)  # a Temporal run was cancelled through a client (issue 10)
 
 
@@ -368,7 +366,7 @@ def writes(state: str | None, by: str | None, store_opt: str | None) -> None:
     runs = Runs.open(store_opt, create=True) if state else _open(store_opt)
     if state is not None:
         runs.set_writes(state == "on", by)
-    click.echo(f"writes are {'on' if runs.writes_enabled() else 'off'}")
+    echo(f"writes are {'on' if runs.writes_enabled() else 'off'}")
 
 
 @click.command()
@@ -382,11 +380,11 @@ def undo(run_id: str, by: str | None, store_opt: str | None, fmt: str) -> None:
 
     report = asyncio.run(_open(store_opt).undo(run_id, by=by))
     if fmt == "json":
-        click.echo(json.dumps(report, indent=2))
+        echo_json(report)
     elif not report:
-        click.echo(f"{run_id}: no completed writes to undo")
+        echo(f"{run_id}: no completed writes to undo")
     for e in report if fmt == "text" else []:
-        click.echo(f"{e['node_id']:<14} {e['tool']:<16} {e['status']}")
+        echo(f"{e['node_id']:<14} {e['tool']:<16} {e['status']}")
     if any(e["status"].startswith("failed") for e in report):
         sys.exit(ExitCode.FAILED)
 
@@ -399,9 +397,9 @@ def sweep(store_opt: str | None) -> None:
 
     due = asyncio.run(_open(store_opt).sweep())
     for run_id, status in due:
-        click.echo(f"{run_id}: {status}")
+        echo(f"{run_id}: {status}")
     if not due:
-        click.echo("no approval has timed out")
+        echo("no approval has timed out")
 
 
 OPS_COMMANDS = (runs, show, resume, approve, reject, inbox, kill, writes, undo, sweep)

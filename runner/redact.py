@@ -153,10 +153,27 @@ def extend(patterns: Mapping[str, str] = {}, fields: Iterable[str] = ()) -> None
         _secret_keys.clear()
 
 
+BUILTIN_KINDS = frozenset({"secret", "token", "email", "card", "phone"})
+_REMEMBERED: dict[str, str] = {}  # value -> kind
+_REMEMBER_MAX = 10_000
+
+
+def remember(kind: str, value: str) -> None:
+    """A value the store unsealed as a spec's own kind (or a sensitive field): a process that
+    shows it may not have compiled that spec, so the value itself is hidden from now on."""
+    if kind in BUILTIN_KINDS or len(value) < 4 or _REMEMBERED.get(value) == kind:
+        return
+    if len(_REMEMBERED) >= _REMEMBER_MAX:
+        _REMEMBERED.clear()
+    _REMEMBERED[value] = kind
+    _GENERATION[0] += 1
+
+
 def clear_extensions() -> None:
     """Forget every spec's detectors (tests; a long-lived process that changes specs)."""
     _EXTRA.clear()
     _EXTRA_FIELDS.clear()
+    _REMEMBERED.clear()
     _GENERATION[0] += 1
     _secret_keys.clear()
 
@@ -221,6 +238,11 @@ def _spans(text: str, pii: bool, env: list[str]) -> list[Span]:
                 found.append((m.start(), m.end(), "token"))
     if pii:
         _pii_spans(text, found)
+    for value, kind in _REMEMBERED.items():
+        start = text.find(value)
+        while start >= 0:
+            found.append((start, start + len(value), kind))
+            start = text.find(value, start + len(value))
     for name, pattern in _EXTRA.items():
         found.extend(
             (m.start(), m.end(), name) for m in pattern.finditer(text) if m.end() > m.start()
@@ -289,7 +311,9 @@ class _Rewriter:
         return _apply(text, found, self.fn) if found else text
 
     def text(self, text: str, pii: bool, env: list[str]) -> str:
-        if ":" not in text or len(text) > self._SPLIT_LEN or _EXTRA or "[SEALED:" in text:
+        if ":" not in text or len(text) > self._SPLIT_LEN or _EXTRA or _REMEMBERED:
+            return self._whole(text, pii, env)
+        if "[SEALED:" in text:
             return self._whole(text, pii, env)
         if env and any(":" in v for v in env):
             return self._whole(text, pii, env)
@@ -391,3 +415,20 @@ def redact_pii(text: str) -> str:
 def rewriter(fn: Rewrite) -> Callable[[Any, bool], Any]:
     """A walker that hands every finding (secrets, personal data if asked) to `fn`."""
     return _Rewriter(fn)
+
+
+def echo(message: str | None = None, err: bool = False) -> None:
+    """Print a line of a command's output as shown: redacted (what entry points print with)."""
+    import click
+
+    click.echo(show(message) if message is not None else None, err=err)
+
+
+def echo_json(value: Any, indent: int | None = 2) -> None:
+    """Print data as JSON, redacted value by value (redacting the JSON text instead could cut
+    into an escape such as the `n` of `\\n`)."""
+    import json
+
+    import click
+
+    click.echo(json.dumps(show(value), indent=indent, default=str))

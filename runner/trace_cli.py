@@ -6,6 +6,8 @@ import json
 
 import click
 
+from runner.redact import echo, echo_json, show
+
 _store_opt = click.option(
     "--store",
     "store_opt",
@@ -26,8 +28,11 @@ def trace(run_id: str, store_opt: str | None, fmt: str) -> None:
     from runner.store import Store, store_path
     from runner.trace.tree import render_trace, trace_data
 
-    data = trace_data(Store(store_path(store_opt), create=False), run_id)
-    click.echo(json.dumps(data, indent=2) if fmt == "json" else render_trace(data))
+    data = show(trace_data(Store(store_path(store_opt), create=False), run_id))
+    if fmt == "json":
+        echo_json(data)
+    else:
+        echo(render_trace(data))
 
 
 @click.command()
@@ -47,7 +52,7 @@ def stats(
     s = compute_stats(
         Store(store_path(store_opt), create=False), workflow=workflow, tenant=tenant, since=when
     )
-    click.echo(json.dumps(s, indent=2) if fmt == "json" else render_stats(s))
+    echo(json.dumps(s, indent=2) if fmt == "json" else render_stats(s))
 
 
 @click.command()
@@ -88,7 +93,11 @@ def replay(
         replay_run(store, run_id, spec=spec, rerun=names, profile=profile, responses=responses)
     )
     d = outcome_diff(r)
-    click.echo(json.dumps(d, indent=2, default=str) if fmt == "json" else render_diff(d))
+    d = show(d)
+    if fmt == "json":
+        echo_json(d)
+    else:
+        echo(render_diff(d))
 
 
 TRACE_COMMANDS: tuple[click.Command, ...] = (trace, stats, replay)

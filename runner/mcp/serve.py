@@ -18,6 +18,7 @@ from typing import Any
 from runner.engine.context import Envelope
 from runner.errors import FlowrunError, UsageError
 from runner.plan.model import Plan
+from runner.redact import show
 
 RESULT_SCHEMA: dict[str, Any] = {
     "type": "object",
@@ -233,8 +234,9 @@ def build_server(served: Served) -> Any:
             out = await served.run(params.name, dict(params.arguments or {}))
         except FlowrunError as e:
             return CallToolResult(
-                content=[TextContent(type="text", text=e.render())], is_error=True
+                content=[TextContent(type="text", text=show(e.render()))], is_error=True
             )
+        out = show(out)  # an answer is one more place a run is shown: redacted
         text = json.dumps(out, default=str, ensure_ascii=False)
         return CallToolResult(content=[TextContent(type="text", text=text)], structured_content=out)
 

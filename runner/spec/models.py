@@ -479,6 +479,30 @@ class PolicyDefault(_Model):
     write: Literal["allow", "deny"] = "deny"
 
 
+def _regex(value: Any) -> Any:
+    if isinstance(value, str):
+        try:
+            compiled = re.compile(value)
+        except re.error as e:
+            raise ValueError(f"not a regular expression: {e}") from None
+        if compiled.fullmatch(""):
+            raise ValueError("the pattern matches the empty string: it would find nothing useful")
+    return value
+
+
+class Redact(_Model):
+    """Detectors this spec adds to the built-in ones, for every run shown or stored
+    (docs/security.md): the values they find are redacted wherever shown and sealed at rest."""
+
+    patterns: dict[Identifier, Annotated[str, BeforeValidator(_regex)]] = Field(
+        default_factory=dict, description="kind → regular expression; shown as [REDACTED:kind]"
+    )
+    fields: list[Annotated[str, Field(min_length=1)]] = Field(
+        default_factory=list,
+        description="field names whose values are sensitive as a whole, at any depth",
+    )
+
+
 class Spec(_Model):
     """A flowrun workflow (apiVersion flowrun/v1)."""
 
@@ -510,6 +534,7 @@ class Spec(_Model):
     eval: EvalGates | None = Field(default=None, description="gates for `flowrun eval`")
     policies: list[Policy] = Field(default_factory=list, description="ordered policy rules")
     policy_default: PolicyDefault = Field(default_factory=PolicyDefault)
+    redact: Redact = Field(default_factory=Redact)
     policy_files: list[str] = Field(
         default_factory=list, description="Cedar policy files next to the spec"
     )

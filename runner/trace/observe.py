@@ -190,11 +190,11 @@ class RunObserver(Hooks, Telemetry):
             view = view[written:]
 
     def _open_transcript(self, path: Path) -> io.FileIO:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        mode = 0o600 if self.capture == "full" else 0o644
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, mode)
-        if self.capture == "full":
-            os.chmod(path, 0o600)
+        # every transcript is private (a redacted one still says what a run did): 0600 in 0700
+        if not path.parent.exists():
+            path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+        os.fchmod(fd, 0o600)
         return io.FileIO(fd, "a")
 
     # -- hooks: run and node spans -------------------------------------------------------------

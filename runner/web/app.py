@@ -16,6 +16,7 @@ from typing import Any
 from urllib.parse import quote, urlencode
 
 import jinja2
+import markupsafe
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
 from starlette.requests import Request
@@ -23,6 +24,7 @@ from starlette.responses import FileResponse, HTMLResponse, RedirectResponse, Re
 from starlette.routing import Route
 
 from runner.errors import FlowrunError
+from runner.redact import show
 from runner.runs import STATUS_EXIT, NotFound, Runs
 from runner.web import data
 from runner.web.security import HEADERS, SESSION_COOKIE, SESSION_MAX_AGE_S, Sessions
@@ -53,15 +55,26 @@ class ConsoleConfig:
     env: dict[str, str] | None = field(default=None)  # environment of resumed runs
 
 
+def _shown(value: Any) -> Any:
+    """Every value a page prints is redacted (secrets, personal data); values the console
+    itself marks safe (its CSRF token) pass: a page is one more place a run is shown."""
+    if isinstance(value, str) and not isinstance(value, markupsafe.Markup):
+        return show(value)
+    return value
+
+
 def _env() -> jinja2.Environment:
     """Autoescaping on for everything: spec, inputs and model outputs are untrusted."""
     env = jinja2.Environment(
         loader=jinja2.FileSystemLoader(HERE / "templates"),
         autoescape=True,
+        finalize=_shown,
     )
     env.filters["usd"] = lambda x: f"${(x or 0):.6f}"
     env.filters["age"] = data.age
     env.filters["when"] = data.when
+    # who started or decided: an operator's identity, shown as is (it is not run data)
+    env.filters["identity"] = lambda x: markupsafe.Markup(markupsafe.escape(x))
     env.globals["colours"] = data.STATUS_COLOURS
     return env
 
@@ -86,7 +99,7 @@ class Console:
             writes_on = r.writes_enabled()
             waiting = len(r.inbox())
         html = self.templates.get_template(name).render(
-            csrf=self.sessions.csrf(sid) if sid else "",
+            csrf=markupsafe.Markup(markupsafe.escape(self.sessions.csrf(sid))) if sid else "",
             writes_on=writes_on,
             waiting=waiting,
             note=NOTES.get(request.query_params.get("note", "")),

@@ -4,11 +4,19 @@ from __future__ import annotations
 
 import hashlib
 import itertools
+import os
+import subprocess
+import sys
 import uuid
+from pathlib import Path
 
 import pytest
 
+from runner.plan.compile import compile_plan
 from runner.redact import clear_extensions, extend, high_entropy, redact, spans
+from runner.spec import load_spec
+
+ROOT = Path(__file__).resolve().parents[2]
 
 # assembled at run time so that the repository holds no literal key
 KEYS = {
@@ -101,3 +109,50 @@ def test_spans_do_not_overlap() -> None:
     found = spans(f"{key} and Bearer {key}")
     assert [kind for _, _, kind in found] == ["secret", "secret"]
     assert all(a[1] <= b[0] for a, b in itertools.pairwise(found))
+
+
+SPEC = """apiVersion: flowrun/v1
+kind: Workflow
+metadata: {name: hr}
+redact:
+  patterns:
+    employee_id: '%s'
+  fields: [ssn]
+tools:
+  echo: {impl: tests.security.stools:lookup}
+nodes:
+  a: {tool: echo, args: {email: x, card: "1234"}}
+"""
+
+
+def test_a_spec_redact_section_extends_the_detectors(tmp_path: Path) -> None:
+    path = tmp_path / "hr.yaml"
+    path.write_text(SPEC % r"\bEMP-\d{6}\b")
+    try:
+        compile_plan(load_spec(path), None)
+        assert redact({"x": "EMP-123456", "ssn": "078-05-1120"}, pii=False) == {
+            "x": "[REDACTED:employee_id]",
+            "ssn": "[REDACTED:field]",
+        }
+    finally:
+        clear_extensions()
+
+
+@pytest.mark.parametrize(
+    ("pattern", "message"),
+    [("EMP-(", "not a regular expression"), ("x*", "matches the empty string")],
+)
+def test_a_bad_redact_pattern_is_refused_where_it_is(
+    tmp_path: Path, pattern: str, message: str
+) -> None:
+    path = tmp_path / "hr.yaml"
+    path.write_text(SPEC % pattern)
+    res = subprocess.run(
+        [sys.executable, "-m", "runner.cli", "validate", str(path)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+    )
+    assert res.returncode == 2
+    assert f"{path}:6:" in res.stderr + res.stdout and message in res.stderr + res.stdout

@@ -110,7 +110,9 @@ def test_transcripts_default_redacts_full_is_private(tmp_path: Path, db: Path) -
     assert events[0] == "run_started" and events[-1] == "run_finished" and "llm_call" in events
     assert "[REDACTED:email]" in default and "@" not in default.replace("[REDACTED:email]", "")
     assert "@example" in full or "@" in full  # the full transcript keeps personal data
-    assert stat.S_IMODE(full_path.stat().st_mode) == 0o600
+    for path in (full_path, store.parent / "transcripts" / "t-def.jsonl"):
+        assert stat.S_IMODE(path.stat().st_mode) == 0o600  # every transcript is private
+    assert stat.S_IMODE(full_path.parent.stat().st_mode) == 0o700
     assert SECRET not in default and SECRET not in full
 
 
