@@ -18,6 +18,14 @@ from pathlib import Path
 from typing import Any
 
 from runner.errors import ExitCode, FlowrunError
+from runner.store.seal import (
+    private_dir,
+    private_file,
+    seal,
+    unseal_json,
+    unseal_text,
+    use_key_beside,
+)
 
 SCHEMA_VERSION = 3
 APP_ID = 0x464C5752  # "FLWR": PRAGMA application_id marks a store as ours
@@ -181,11 +189,14 @@ _ENCODER = json.JSONEncoder(sort_keys=True, separators=(",", ":"), default=str)
 
 
 def dumps(value: Any) -> str:
-    return _ENCODER.encode(value)
+    """Every payload the store writes; secrets and personal data in it are sealed
+    (runner/store/seal.py)."""
+    return _ENCODER.encode(seal(value))
 
 
 def loads(text: str | None) -> Any:
-    return None if text is None else json.loads(text)
+    """Every payload the store reads, its sealed values opened: the engine sees real values."""
+    return None if text is None else json.loads(unseal_json(text))
 
 
 @dataclass(frozen=True)
@@ -255,9 +266,12 @@ class Store:
                     f"no run store at {str(self.path)!r}",
                     hint="run a workflow first, or point --store / FLOWRUN_STORE at the store",
                 )
-            self.path.parent.mkdir(parents=True, exist_ok=True)
+            private_dir(self.path.parent)
         elif self.path.is_dir():
             raise StoreError(f"store path {str(self.path)!r} is a directory")
+        # the database (and the WAL and shared-memory files SQLite gives its mode) are 0600
+        private_file(self.path)
+        use_key_beside(self.path.parent)
         self._lock = threading.RLock()
         self._pending: list[tuple[str, str, tuple[Any, ...]]] = []  # (table, sql, params)
         self._dirty: set[str] = set()  # tables with queued rows
@@ -455,6 +469,8 @@ class Store:
         fields["updated_at"] = time.time()
         if "outputs" in fields:
             fields["outputs"] = dumps(fields["outputs"])
+        if isinstance(fields.get("reason"), str):
+            fields["reason"] = seal(fields["reason"])
         sets = ", ".join(f"{k} = ?" for k in fields)
         with self.tx() as c:
             c.execute(f"UPDATE runs SET {sets} WHERE run_id = ?", (*fields.values(), run_id))
@@ -465,6 +481,8 @@ class Store:
         fields["updated_at"] = time.time()
         if "outputs" in fields:
             fields["outputs"] = dumps(fields["outputs"])
+        if isinstance(fields.get("reason"), str):
+            fields["reason"] = seal(fields["reason"])
         sets = ", ".join(f"{k} = ?" for k in fields)
         self.run_ended(run_id)
         self._defer(
@@ -597,6 +615,8 @@ class Store:
     def record_call(self, **row: Any) -> None:
         """A model or tool call as made (deferred, see the class)."""
         row = {**row, "data": dumps(row["data"])}
+        if isinstance(row.get("error"), str):
+            row["error"] = seal(row["error"])
         cols = ", ".join(row)
         marks = ", ".join("?" for _ in row)
         self._defer("calls", f"INSERT INTO calls ({cols}) VALUES ({marks})", tuple(row.values()))
@@ -608,6 +628,7 @@ class Store:
         for r in rows:
             d = dict(zip(_cols(self.conn, "calls"), r, strict=True))
             d["data"] = loads(d["data"])
+            d["error"] = unseal_text(d.get("error"))
             out.append(d)
         return out
 
@@ -670,7 +691,7 @@ class Store:
         with self.tx() as c:
             c.execute(
                 "UPDATE ledger SET status = 'failed', error = ?, updated_at = ? WHERE key = ?",
-                (error, time.time(), key),
+                (seal(error), time.time(), key),
             )
 
     def ledger_for_run(self, run_id: str) -> list[dict[str, Any]]:
@@ -704,6 +725,8 @@ class Store:
         }
         for k in ("assignees", "decision_schema"):
             row[k] = dumps(row.get(k))
+        if isinstance(row.get("summary"), str):
+            row["summary"] = seal(row["summary"])
         cols = ", ".join(row)
         marks = ", ".join("?" for _ in row)
         with self.tx() as c:
@@ -732,7 +755,7 @@ class Store:
                 "UPDATE approvals SET status = ?, decided_by = ?, decided_at = ?, decision = ?, "
                 "reason = ? "
                 "WHERE run_id = ? AND node_id = ? AND status = 'waiting'",
-                (status, by, time.time(), dumps(decision), reason, run_id, node_id),
+                (status, by, time.time(), dumps(decision), seal(reason), run_id, node_id),
             )
             if cur.rowcount == 0:
                 row = c.execute(
@@ -845,6 +868,7 @@ def _ledger_row(conn: sqlite3.Connection, row: tuple[Any, ...]) -> dict[str, Any
     d = dict(zip(_cols(conn, "ledger"), row, strict=True))
     d["args"] = loads(d["args"])
     d["result"] = loads(d["result"])
+    d["error"] = unseal_text(d["error"])
     return d
 
 
@@ -852,6 +876,7 @@ def _approval_row(conn: sqlite3.Connection, row: tuple[Any, ...]) -> dict[str, A
     d = dict(zip(_cols(conn, "approvals"), row, strict=True))
     for k in ("assignees", "decision_schema", "decision"):
         d[k] = loads(d[k])
+    d["summary"], d["reason"] = unseal_text(d["summary"]), unseal_text(d["reason"])
     return d
 
 
@@ -869,5 +894,6 @@ def _run_row(conn: sqlite3.Connection, row: tuple[Any, ...]) -> RunRow:
     d["inputs"] = loads(d["inputs"])
     d["outputs"] = loads(d["outputs"])
     d["options"] = loads(d["options"])
+    d["reason"] = unseal_text(d["reason"])
     d["kill_requested"] = bool(d["kill_requested"])
     return RunRow(**d)

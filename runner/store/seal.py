@@ -170,3 +170,12 @@ def unseal_json(text: str) -> str:
             hint=f"open the store first, or set {KEY_ENV}",
         )
     return _CURRENT[0].unseal_json(text)
+
+
+def unseal_text(text: str | None) -> str | None:
+    """A plain-text column (a reason, an error, a summary) with its sealed spans opened."""
+    if text is None or "[SEALED:" not in text:
+        return text
+    if not _CURRENT:
+        raise SealError("a sealed value was read before any store's key was loaded")
+    return _CURRENT[0].unseal_text(text)

@@ -137,7 +137,7 @@ def test_seeded_secrets_are_sealed_at_rest_and_redacted_wherever_shown(
     shown(env, "sealed-1")
 
     approved = flowrun(
-        env, "approve", "sealed-1", "--node", "ok", "--by", "lead", "--output", "json"
+        env, "approve", "sealed-1", "ok", "--by", "lead", "--output", "json"
     )
     assert approved.returncode == 0, approved.stderr
     assert json.loads(approved.stdout)["status"] == "succeeded"
