@@ -49,7 +49,12 @@ _SECRETS = [
     ),
 ]
 _EMAIL = re.compile(r"\b[A-Za-z0-9._%+-]+@[A-Za-z0-9.-]+\.[A-Za-z]{2,}\b")
-_CARD = re.compile(r"(?<![\d-])\d(?:[ -]?\d){12,18}(?![\d-])")
+# a card number as people write one: 13-19 digits together, or in groups of four (the last
+# shorter), or 4-6-5 (Amex); not part of a longer word, so ids and timestamps with digits in
+# other groupings (r20261204-222832-3600eaa5) are not cards even when the Luhn check passes
+_CARD = re.compile(
+    r"(?<![\w-])(?:\d{13,19}|\d{4}(?:[ -]\d{4}){2}[ -]\d{1,7}|\d{4}[ -]\d{6}[ -]\d{4,5})(?![\w-])"
+)
 _PHONE = re.compile(
     r"(?<![\w-])(?:\+\d{1,3}[\s.-]?)?(?:\(\d{2,4}\)\s?|\d{2,4}[\s.-])\d{3,4}[\s.-]\d{3,4}(?![\w-])"
     r"|(?<![\w+])\+\d{10,15}\b"

@@ -78,6 +78,8 @@ def test_env_values_and_key_named_fields(monkeypatch: pytest.MonkeyPatch) -> Non
         "support_refund:verify_customer:attempt_2",  # idempotency keys
         "/home/user/projects/flowrun/examples/SupportRefund2/spec.yaml",  # paths
         "O-5001",
+        "r20261204-222832-3600eaa5",  # a run id whose digits pass the Luhn check
+        "20261204-222832-3600",
     ],
 )
 def test_ordinary_ids_digests_and_words_stay_readable(text: str) -> None:
