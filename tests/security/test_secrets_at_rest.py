@@ -136,9 +136,7 @@ def test_seeded_secrets_are_sealed_at_rest_and_redacted_wherever_shown(
     assert "[REDACTED:email]" in text.stdout and "[REDACTED:card]" in text.stdout
     shown(env, "sealed-1")
 
-    approved = flowrun(
-        env, "approve", "sealed-1", "ok", "--by", "lead", "--output", "json"
-    )
+    approved = flowrun(env, "approve", "sealed-1", "ok", "--by", "lead", "--output", "json")
     assert approved.returncode == 0, approved.stderr
     assert json.loads(approved.stdout)["status"] == "succeeded"
     assert_clean("approve --output json", approved.stdout + approved.stderr)
