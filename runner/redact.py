@@ -333,17 +333,21 @@ class _Rewriter:
             out.append(done)
         return ":".join(out)
 
+    def _str(self, value: str, pii: bool, env: list[str], memo: dict[str, str]) -> str:
+        out = self.text(value, pii, env)
+        if len(value) <= self._MEMO_LEN:
+            if len(memo) >= self._MEMO_SIZE:
+                memo.clear()
+            memo[value] = out
+        return out
+
+    # perf: the store seals every payload it writes (~7 a node), so leaves (memoised strings,
+    # numbers) are handled in the container's loop, without a call per leaf
     def walk(self, value: Any, pii: bool, env: list[str], memo: dict[str, str]) -> Any:
         cls = type(value)
         if cls is str:
             out = memo.get(value)
-            if out is None:
-                out = self.text(value, pii, env)
-                if len(value) <= self._MEMO_LEN:
-                    if len(memo) >= self._MEMO_SIZE:
-                        memo.clear()
-                    memo[value] = out
-            return out
+            return out if out is not None else self._str(value, pii, env, memo)
         if cls is int or cls is float or cls is bool or value is None:
             return value
         if isinstance(value, str):  # a str subclass: not memoised
@@ -357,16 +361,35 @@ class _Rewriter:
                         if len(_secret_keys) >= self._MEMO_SIZE:
                             _secret_keys.clear()
                         secret = _secret_keys[k] = _is_secret_key(k)
-                    key = memo.get(k) or self.walk(k, pii, env, memo)
+                    key = memo.get(k)
+                    if key is None:
+                        key = self._str(k, pii, env, memo)
                 else:
                     secret, key = False, k
                 if secret and v is not None:
                     out_d[key] = self._field(k, v)
+                    continue
+                vc = type(v)
+                if vc is str:
+                    done = memo.get(v)
+                    out_d[key] = done if done is not None else self._str(v, pii, env, memo)
+                elif vc is int or vc is float or vc is bool or v is None:
+                    out_d[key] = v
                 else:
                     out_d[key] = self.walk(v, pii, env, memo)
             return out_d
         if isinstance(value, list | tuple):
-            return [self.walk(v, pii, env, memo) for v in value]
+            out_l = []
+            for v in value:
+                vc = type(v)
+                if vc is str:
+                    done = memo.get(v)
+                    out_l.append(done if done is not None else self._str(v, pii, env, memo))
+                elif vc is int or vc is float or vc is bool or v is None:
+                    out_l.append(v)
+                else:
+                    out_l.append(self.walk(v, pii, env, memo))
+            return out_l
         return value
 
     def _field(self, key: str, value: Any) -> Any:
