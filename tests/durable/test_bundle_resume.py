@@ -60,9 +60,13 @@ def test_a_changed_prompt_file_shows_as_another_digest(
 ) -> None:
     project = tmp_path / "project"
     spec = str(write_project(project))
-    assert flowrun("execute", spec, "--run-id", "r1").returncode == 6
+    responses = tmp_path / "responses.jsonl"
+    responses.write_text("".join(json.dumps(r) + "\n" for r in RESPONSES), encoding="utf-8")
+    first = flowrun("execute", spec, "--run-id", "r1", "--responses", str(responses))
+    assert first.returncode == 6, first.stderr
     (project / "prompts" / "pick.j2").write_text("Pick one.\n", encoding="utf-8")
-    assert flowrun("execute", spec, "--run-id", "r2").returncode == 6
+    second = flowrun("execute", spec, "--run-id", "r2", "--responses", str(responses))
+    assert second.returncode == 6, second.stderr
     assert _digest(flowrun, "r1") != _digest(flowrun, "r2")
 
 
