@@ -280,12 +280,12 @@ def from_raw(data: Any, prompts: Mapping[str, str] | None = None) -> Graph:
 
 def _topo(ids: list[str], edges: list[GEdge]) -> list[str]:
     """Declaration order made topological where possible; nodes on a cycle keep their place."""
-    import networkx as nx
+    from runner.plan.digraph import DiGraph, is_dag, topological_sort
 
-    g = nx.DiGraph()
+    g: DiGraph[str] = DiGraph()
     g.add_nodes_from(ids)
     g.add_edges_from((e.src, e.dst) for e in edges)
-    if not nx.is_directed_acyclic_graph(g):
+    if not is_dag(g):
         return ids
     index = {n: i for i, n in enumerate(ids)}
-    return list(nx.lexicographical_topological_sort(g, key=index.__getitem__))
+    return list(topological_sort(g, key=index.__getitem__))

@@ -6,11 +6,10 @@ from __future__ import annotations
 from dataclasses import replace
 from typing import TYPE_CHECKING
 
-import networkx as nx
-
 from runner.errors import SpecError, errors_only
 from runner.expr.bindings import CompiledValue
 from runner.plan.cost import estimate_cost
+from runner.plan.digraph import DiGraph, topological_sort
 from runner.plan.model import Plan, PlanNode
 from runner.plan.names import NODE_ROOTS
 from runner.plan.policies import compile_policies
@@ -55,7 +54,7 @@ def assemble(c: Compiler) -> Plan:
         cv = c.bound_value(binding, ("outputs", name), NODE_ROOTS, node_id=None, deps=None)
         if cv is not None:
             outputs[name] = cv
-    graph: nx.DiGraph = nx.DiGraph()
+    graph: DiGraph[str] = DiGraph()
     graph.add_nodes_from(c.node_ids)
     for node_id in c.node_ids:
         for d in sorted(deps_of.get(node_id, ()), key=lambda n: c.order_index.get(n, 0)):
@@ -68,7 +67,7 @@ def assemble(c: Compiler) -> Plan:
     errors = errors_only(c.diags)
     if errors:
         raise SpecError(errors)
-    order = tuple(nx.lexicographical_topological_sort(graph, key=lambda n: c.order_index[n]))
+    order = tuple(topological_sort(graph, key=lambda n: c.order_index[n]))
     final: dict[str, PlanNode] = {}
     for node_id in order:
         pn = nodes[node_id]

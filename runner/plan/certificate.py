@@ -14,8 +14,7 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-import networkx as nx
-
+from runner.plan.digraph import DiGraph
 from runner.plan.gating import guards
 from runner.plan.model import Plan, PlanNode
 from runner.plan.taint import TaintPath, plan_taint_paths, write_step
@@ -39,7 +38,7 @@ class _Seen:
 
 def _walk(
     nodes: Mapping[str, PlanNode],
-    graph: nx.DiGraph,
+    graph: DiGraph[str],
     order: tuple[str, ...],
     prefix: str = "",
     outer: tuple[str, ...] = (),

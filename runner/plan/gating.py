@@ -9,18 +9,17 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-import networkx as nx
-
+from runner.plan.digraph import DiGraph, is_dag, topological_sort
 from runner.plan.model import PlanNode
 
 GUARD_KINDS = ("gate", "approval")
 
 
-def guards(graph: nx.DiGraph, nodes: Mapping[str, PlanNode]) -> dict[str, frozenset[str]]:
+def guards(graph: DiGraph[str], nodes: Mapping[str, PlanNode]) -> dict[str, frozenset[str]]:
     out: dict[str, frozenset[str]] = {}
-    if not nx.is_directed_acyclic_graph(graph):
+    if not is_dag(graph):
         return out
-    for n in nx.topological_sort(graph):
+    for n in topological_sort(graph):
         pn = nodes.get(n)
         preds = [p for p in graph.predecessors(n) if p in out]
         g: frozenset[str] = frozenset()
@@ -36,7 +35,7 @@ def guards(graph: nx.DiGraph, nodes: Mapping[str, PlanNode]) -> dict[str, frozen
     return out
 
 
-def ungated_path(graph: nx.DiGraph, node: str, g: Mapping[str, frozenset[str]]) -> list[str]:
+def ungated_path(graph: DiGraph[str], node: str, g: Mapping[str, frozenset[str]]) -> list[str]:
     """A chain of unguarded nodes from an entry to `node`, for the error message."""
     path = [node]
     current = node

@@ -6,12 +6,11 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-import networkx as nx
-
 from runner.expr.bindings import CompiledValue
 from runner.expr.cel import CompiledExpr
 from runner.expr.templates import PromptTemplate
 from runner.plan.bundle import Bundle
+from runner.plan.digraph import DiGraph
 from runner.policy import PolicySet
 from runner.spec import LoadedSpec
 from runner.spec.models import AnyNode, Budget, ModelConfig, Retry, ToolContract
@@ -157,7 +156,7 @@ class Plan:
     profile: str | None
     nodes: Mapping[str, PlanNode]
     order: tuple[str, ...]  # a topological order, ties broken by declaration order
-    graph: nx.DiGraph
+    graph: DiGraph[str]
     outputs: Mapping[str, CompiledValue]
     routes: Mapping[str, Route]
     budget: Budget

@@ -18,11 +18,10 @@ from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-import networkx as nx
-
 from runner.expr.refs import ANY_INDEX, Ref
 from runner.expr.templates import template_refs
 from runner.plan.clearing import classify, covers, overlaps
+from runner.plan.digraph import DiGraph, is_dag, topological_sort
 from runner.plan.gating import guards
 from runner.plan.model import FlowStep, LLMStep, PlanNode, ToolStep
 
@@ -90,7 +89,7 @@ class _Lazy:
 
 
 def _guards_of(
-    graph: nx.DiGraph, nodes: Mapping[str, PlanNode], prefix: str, outer: Iterable[Guard]
+    graph: DiGraph[str], nodes: Mapping[str, PlanNode], prefix: str, outer: Iterable[Guard]
 ) -> Callable[[str], _Lazy]:
     """For each node of a scope, its guards (the outer ones first), computed when asked."""
     table: dict[str, frozenset[str]] | None = None
@@ -197,17 +196,17 @@ def flow_sources(
 
 def scope_taint(
     nodes: Mapping[str, PlanNode],
-    graph: nx.DiGraph,
+    graph: DiGraph[str],
     src: Sources,
     prefix: str = "",
     outer_guards: Iterable[Guard] = (),
 ) -> dict[str, Chain]:
     """Every tainted node of one scope (and the outer ones it sees), with its chain."""
     out: dict[str, Chain] = dict(src.nodes)
-    if not nx.is_directed_acyclic_graph(graph):
+    if not is_dag(graph):
         return out
     guards_of = _guards_of(graph, nodes, prefix, outer_guards)
-    for n in nx.topological_sort(graph):
+    for n in topological_sort(graph):
         pn = nodes.get(n)
         if pn is None:
             continue
@@ -237,7 +236,7 @@ def loop_taint(
 
 
 def tainted_nodes(
-    graph: nx.DiGraph, nodes: Mapping[str, PlanNode], outer: Iterable[str] = ()
+    graph: DiGraph[str], nodes: Mapping[str, PlanNode], outer: Iterable[str] = ()
 ) -> set[str]:
     """Nodes whose output carries untrusted data (`outer`: tainted nodes around a loop body)."""
     src = Sources(nodes={n: (n,) for n in outer})
@@ -331,7 +330,7 @@ def clearer(ref: Ref, guard_nodes: Iterable[Guard], src: Sources) -> tuple[str |
 
 def taint_paths(
     nodes: Mapping[str, PlanNode],
-    graph: nx.DiGraph,
+    graph: DiGraph[str],
     order: Iterable[str],
     src: Sources,
     *,
@@ -397,20 +396,22 @@ def taint_paths(
 
 
 def plan_taint_paths(
-    nodes: Mapping[str, PlanNode], graph: nx.DiGraph, order: Iterable[str]
+    nodes: Mapping[str, PlanNode], graph: DiGraph[str], order: Iterable[str]
 ) -> list[TaintPath]:
     return list(taint_paths(nodes, graph, order, Sources()))
 
 
 def with_taint(
-    nodes: Mapping[str, PlanNode], graph: nx.DiGraph, order_index: Mapping[str, int]
+    nodes: Mapping[str, PlanNode], graph: DiGraph[str], order_index: Mapping[str, int]
 ) -> dict[str, PlanNode]:
     """The same nodes, each tool step knowing which of its arguments are tainted (policies read
     them as `tainted`), down into the subflows the parent passes untrusted data to."""
     return _retaint(nodes, graph, Sources())
 
 
-def _retaint(nodes: Mapping[str, PlanNode], graph: nx.DiGraph, src: Sources) -> dict[str, PlanNode]:
+def _retaint(
+    nodes: Mapping[str, PlanNode], graph: DiGraph[str], src: Sources
+) -> dict[str, PlanNode]:
     scope = replace(src, nodes=scope_taint(nodes, graph, src))
     out: dict[str, PlanNode] = {}
     for n, pn in nodes.items():

@@ -21,7 +21,6 @@ PASSTHROUGH = (
     "pydantic",
     "pydantic_core",
     "jsonschema",
-    "networkx",
     "yaml",
     "jinja2",
     "litellm",

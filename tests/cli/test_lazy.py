@@ -15,8 +15,16 @@ from click.testing import CliRunner
 from runner.cli import COMMANDS, cli
 from tests.cli.conftest import SPEC, flowrun_env
 
-# seconds to import each, and none of them is needed to read a spec
-HEAVY = ("litellm", "temporalio", "starlette", "uvicorn", "opentelemetry.exporter")
+# tenths of a second to seconds to import each, and none of them is needed to read a spec
+HEAVY = (
+    "litellm",
+    "temporalio",
+    "starlette",
+    "uvicorn",
+    "opentelemetry.exporter",
+    "networkx",
+    "rich",
+)
 
 _PROBE = """\
 import json, sys

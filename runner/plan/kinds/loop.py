@@ -10,9 +10,8 @@ from collections.abc import Mapping
 from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
-import networkx as nx
-
 from runner.plan.cost import estimate_cost
+from runner.plan.digraph import DiGraph, find_cycle, is_dag, topological_sort
 from runner.plan.kinds.base import Kind, Site
 from runner.plan.model import LoopStep, Plan, PlanNode
 from runner.plan.names import expr_refs
@@ -201,18 +200,18 @@ def compile_loop(c: Compiler, site: Site, node: LoopNode) -> dict[str, Any] | No
 
 def _body_graph(
     c: Compiler, site: Site, body_ids: list[str], deps_of: Mapping[str, set[str]]
-) -> nx.DiGraph | None:
+) -> DiGraph[str] | None:
     """The body's own DAG; a cycle inside it is rule needs-cycle, printed from its first node."""
-    graph: nx.DiGraph = nx.DiGraph()
+    graph: DiGraph[str] = DiGraph()
     graph.add_nodes_from(body_ids)
     body_set = set(body_ids)
     for bid in body_ids:
         for d in deps_of.get(bid, ()):
             if d in body_set:
                 graph.add_edge(d, bid)
-    if nx.is_directed_acyclic_graph(graph):
+    if is_dag(graph):
         return graph
-    cycle = [u for u, _ in nx.find_cycle(graph)]
+    cycle = find_cycle(graph)
     start = min(cycle, key=body_ids.index)
     i = cycle.index(start)
     cycle = cycle[i:] + cycle[:i]
@@ -231,13 +230,13 @@ def _body_plan(
     c: Compiler,
     sub: Compiler,
     site: Site,
-    graph: nx.DiGraph,
+    graph: DiGraph[str],
     compiled: Mapping[str, PlanNode],
     deps_of: Mapping[str, set[str]],
     switches_of: Mapping[str, list[str]],
 ) -> Plan:
     index = {n: i for i, n in enumerate(graph.nodes)}
-    order = tuple(nx.lexicographical_topological_sort(graph, key=lambda n: index[n]))
+    order = tuple(topological_sort(graph, key=lambda n: index[n]))
     final: dict[str, PlanNode] = {}
     for bid in order:
         final[bid] = replace(

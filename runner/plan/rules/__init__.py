@@ -8,9 +8,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
-import networkx as nx
-
 from runner.errors import Diagnostic
+from runner.plan.digraph import DiGraph
 from runner.plan.rules import (
     cel_types,
     duplicate_policy_id,
@@ -97,7 +96,7 @@ RULES: dict[str, str] = {
 
 def graph_rules(
     compiler: Any,
-    graph: nx.DiGraph,
+    graph: DiGraph[str],
     nodes: Mapping[str, PlanNode],
     switches_of: Mapping[str, list[str]],
 ) -> list[Diagnostic]:

@@ -12,12 +12,11 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
-import networkx as nx
-
 from runner.errors import Diagnostic
 from runner.expr import celtypes as ct
 from runner.expr.bindings import CompiledValue, compile_expr_or_binding, compile_value, format_path
 from runner.expr.cel import ExprError, registered_functions
+from runner.plan.digraph import DiGraph
 from runner.spec.loader import PathKey
 
 RULES: dict[str, str] = {
@@ -238,7 +237,7 @@ _REQUEST_STRINGS = (
 
 def check(
     compiler: Any,
-    graph: nx.DiGraph,
+    graph: DiGraph[str],
     nodes: Mapping[str, Any],
     switches_of: Mapping[str, list[str]],
 ) -> list[Diagnostic]:

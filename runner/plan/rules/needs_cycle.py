@@ -5,18 +5,17 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-import networkx as nx
-
 from runner.errors import Diagnostic
+from runner.plan.digraph import DiGraph, strongly_connected_components
 
 RULE = "needs-cycle"
 
 
 def check(
-    compiler: Any, graph: nx.DiGraph, nodes: Mapping[str, Any], switches_of: Any
+    compiler: Any, graph: DiGraph[str], nodes: Mapping[str, Any], switches_of: Any
 ) -> Iterable[Diagnostic]:
     order = compiler.order_index
-    for scc in nx.strongly_connected_components(graph):
+    for scc in strongly_connected_components(graph):
         if len(scc) == 1:
             (only,) = scc
             if not graph.has_edge(only, only):
@@ -34,7 +33,7 @@ def check(
 
 
 def _cycle_from(
-    graph: nx.DiGraph, start: str, scc: set[str], order: Mapping[str, int]
+    graph: DiGraph[str], start: str, scc: set[str], order: Mapping[str, int]
 ) -> list[str]:
     """Shortest cycle through start inside its component, deterministic by declaration order."""
     prev: dict[str, str] = {}

@@ -9,10 +9,9 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-import networkx as nx
-
 from runner.errors import Diagnostic
 from runner.expr.refs import ANY_INDEX, Ref
+from runner.plan.digraph import DiGraph, is_dag
 from runner.plan.taint import TaintPath, plan_taint_paths
 
 RULE = "tainted-write"
@@ -52,9 +51,9 @@ def _diag(compiler: Any, p: TaintPath) -> Diagnostic:
 
 
 def check(
-    compiler: Any, graph: nx.DiGraph, nodes: Mapping[str, Any], switches_of: Any
+    compiler: Any, graph: DiGraph[str], nodes: Mapping[str, Any], switches_of: Any
 ) -> Iterable[Diagnostic]:
-    if not nx.is_directed_acyclic_graph(graph):
+    if not is_dag(graph):
         return
     order = [n for n in compiler.node_ids if n in nodes]
     seen: set[tuple[str, str]] = set()

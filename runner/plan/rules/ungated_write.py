@@ -5,9 +5,8 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-import networkx as nx
-
 from runner.errors import Diagnostic
+from runner.plan.digraph import DiGraph
 from runner.plan.gating import guards, ungated_path
 from runner.plan.taint import write_step
 
@@ -38,7 +37,7 @@ def _unguarded_body_writes(pn: Any) -> list[str]:
 
 
 def check(
-    compiler: Any, graph: nx.DiGraph, nodes: Mapping[str, Any], switches_of: Any
+    compiler: Any, graph: DiGraph[str], nodes: Mapping[str, Any], switches_of: Any
 ) -> Iterable[Diagnostic]:
     g = guards(graph, nodes)
     if not g:

@@ -5,9 +5,8 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-import networkx as nx
-
 from runner.errors import Diagnostic
+from runner.plan.digraph import DiGraph, is_dag, topological_sort
 
 RULE = "unreachable-node"
 
@@ -20,12 +19,15 @@ def _branches(node: Any) -> list[frozenset[str]]:
 
 
 def check(
-    compiler: Any, graph: nx.DiGraph, nodes: Mapping[str, Any], switches_of: Mapping[str, list[str]]
+    compiler: Any,
+    graph: DiGraph[str],
+    nodes: Mapping[str, Any],
+    switches_of: Mapping[str, list[str]],
 ) -> Iterable[Diagnostic]:
-    if not nx.is_directed_acyclic_graph(graph):
+    if not is_dag(graph):
         return
     dead: dict[str, str] = {}
-    for node_id in nx.lexicographical_topological_sort(graph, key=compiler.order_index.__getitem__):
+    for node_id in topological_sort(graph, key=compiler.order_index.__getitem__):
         pn = nodes.get(node_id)
         if pn is None:
             continue
