@@ -13,7 +13,7 @@ import asyncio
 import contextlib
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
@@ -21,16 +21,23 @@ from temporalio.exceptions import ApplicationError
 from runner.engine.budget import BudgetLedger
 from runner.engine.context import Envelope, NodeContext, RunState
 from runner.engine.hooks import Hooks
-from runner.engine.results import NodeResult, RunResult
+from runner.engine.results import NodeResult, RunResult, Usage
 from runner.store.db import Store
 from runner.temporal import FINISH_ACTIVITY, NODE_ACTIVITY
 from runner.temporal.plans import plan_for
 from runner.temporal.types import FinishTask, NodeTask, RunInput
 
+if TYPE_CHECKING:
+    from opentelemetry.sdk.trace.export import SpanExporter
+
+    from runner.trace.observe import RunObserver
+    from runner.trace.otel import Tracing
+
 HEARTBEAT_EVERY_S = 1.0
 
 _STORES: dict[str, Store] = {}
 _RESPONSES: dict[str, Any] = {}
+_TRACING: list[Tracing] = []  # the tracing a worker embedded in a process was given
 
 
 def store_at(path: str) -> Store:
@@ -60,6 +67,48 @@ def _envelope(run: RunInput) -> Envelope:
     )
 
 
+def export_spans_to(exporter: SpanExporter | None) -> None:
+    """Send the spans of the runs this process's workers run to `exporter` (library use and
+    tests), instead of the OTLP endpoint the runs were started with; None goes back to that."""
+    from runner.trace.otel import setup_tracing
+
+    _TRACING.clear()
+    tracing = setup_tracing(exporter=exporter) if exporter is not None else None
+    if tracing is not None:
+        _TRACING.append(tracing)
+
+
+def _observer(run: RunInput, store: Store, attempt: int) -> RunObserver:
+    """What the local backend's observer records, for the part of the run in this activity.
+
+    The run's recorded options say how it is observed (capture, OTLP endpoint); the worker's
+    environment (OTEL_EXPORTER_OTLP_*) applies as it does to `flowrun execute`.
+    """
+    from runner.trace.observe import CAPTURES, RunObserver, transcript_path
+    from runner.trace.otel import setup_tracing
+
+    recorded = run.options.get("observe") or {}
+    capture = recorded.get("capture") or "default"
+    return RunObserver(
+        store=store,
+        tracing=_TRACING[0] if _TRACING else setup_tracing(recorded.get("otlp_endpoint")),
+        capture=capture if capture in CAPTURES else "default",  # type: ignore[arg-type]
+        tenant=run.tenant,
+        actor=run.actor,
+        attempt=attempt,
+        transcript=transcript_path(store.path, run.run_id),
+    )
+
+
+def _usage(spent: dict[str, float]) -> Usage:
+    return Usage(
+        llm_calls=int(spent.get("llm_calls", 0)),
+        tool_calls=int(spent.get("tool_calls", 0)),
+        input_tokens=int(spent.get("tokens", 0)),
+        cost_usd=float(spent.get("usd", 0.0)),
+    )
+
+
 async def _heartbeat() -> None:
     while True:
         activity.heartbeat()
@@ -70,7 +119,6 @@ async def _heartbeat() -> None:
 async def run_node(task: NodeTask) -> dict[str, Any]:
     """Run one node to a result (node errors never raise) and checkpoint it in the store."""
     from runner.engine.run import execute_node
-    from runner.trace.observe import RunObserver
 
     run = task.run
     beat = asyncio.create_task(_heartbeat())
@@ -82,7 +130,11 @@ async def run_node(task: NodeTask) -> dict[str, Any]:
         budget.spent_tokens = int(task.spent.get("tokens", 0))
         budget.llm_calls = int(task.spent.get("llm_calls", 0))
         budget.tool_calls = int(task.spent.get("tool_calls", 0))
-        observer = RunObserver(store=store, tracing=None)
+        observer = _observer(run, store, task.attempt)
+        observer.join(
+            run_id=run.run_id, plan=plan, inputs=run.inputs, opens=task.opens,
+            spent=_usage(task.spent),
+        )  # fmt: skip
         state = RunState(
             run_id=run.run_id,
             plan=plan,
@@ -103,7 +155,12 @@ async def run_node(task: NodeTask) -> dict[str, Any]:
                 output=view.get("output"),
                 error=view.get("error"),
             )
-        result = await execute_node(NodeContext(run=state, node=plan.nodes[task.node_id]))
+        try:
+            await observer.node_started(run_id=run.run_id, node_id=task.node_id)
+            result = await execute_node(NodeContext(run=state, node=plan.nodes[task.node_id]))
+            await observer.node_finished(run_id=run.run_id, result=result)
+        finally:
+            observer.leave()
         store.save_node(run.run_id, result.node_id, result.status, result.to_json())
         store.flush()  # durable before Temporal records the activity as completed
         return result.to_json()
@@ -144,11 +201,37 @@ async def finish_run(task: FinishTask) -> None:
     )
     store.event(task.run_id, "run_finished", status=result["status"], reason=result["reason"])
     store.flush()
+    if task.input is not None and task.started_at is not None:
+        await _observe_finish(task, store)
+
+
+async def _observe_finish(task: FinishTask, store: Store) -> None:
+    """The attempt's nodes evaluated in the workflow (gates, switches, parked approvals) and
+    its end, in the run's transcript and spans, as the local backend records them."""
+    run = task.input
+    assert run is not None and task.started_at is not None
+    plan = plan_for(run)
+    result = run_result_from_json(task.run)
+    observer = _observer(run, store, task.attempt)
+    observer.join(
+        run_id=run.run_id, plan=plan, inputs=run.inputs, opens=task.opens, spent=result.usage
+    )
+    try:
+        for node in task.nodes:
+            done = NodeResult.from_json(node)
+            if done.node_id not in plan.nodes or done.detail.get("activity_error"):
+                continue  # a lost activity: the node's own lines were written where it ran
+            await observer.node_started(run_id=run.run_id, node_id=done.node_id)
+            await observer.node_finished(run_id=run.run_id, result=done)
+        await observer.finish_part(
+            plan=plan, inputs=run.inputs, result=result, started_at=task.started_at
+        )
+    finally:
+        observer.leave()
 
 
 def run_result_from_json(d: dict[str, Any]) -> RunResult:
     """Rebuild what the workflow returned (RunResult.to_json) for the CLI's renderers."""
-    from runner.engine.results import Usage
 
     t = d["totals"]
     return RunResult(

@@ -12,7 +12,13 @@ if TYPE_CHECKING:
     from runner.plan.model import Plan
     from runner.temporal.types import RunInput
 
-_PLANS: dict[tuple[str, str, str | None, float | None], Plan] = {}
+_PLANS: dict[tuple[str, str, str | None, float | None, bool], Plan] = {}
+
+
+def _in_sandbox() -> bool:
+    from temporalio import workflow
+
+    return workflow.unsafe.in_sandbox()
 
 
 def plan_for(run: RunInput) -> Plan:
@@ -22,7 +28,9 @@ def plan_for(run: RunInput) -> Plan:
     compiles as it did then."""
     max_usd = run.options.get("max_usd")
     digest = run.bundle["digest"] if run.bundle is not None else run.spec_digest
-    key = (digest, run.spec_path, run.profile, max_usd)
+    # a plan compiled inside the workflow sandbox holds the sandbox's copies of the tool modules
+    # (bound to its restricted pathlib, datetime, ...): activities compile their own
+    key = (digest, run.spec_path, run.profile, max_usd, _in_sandbox())
     plan = _PLANS.get(key)
     if plan is not None:
         return plan

@@ -35,6 +35,8 @@ class NodeTask:
     node_id: str
     views: dict[str, dict[str, Any]]
     spent: dict[str, float]  # usd, tokens, llm_calls, tool_calls of the nodes finished so far
+    attempt: int = 1  # 1, then one more after each park: as the local backend counts attempts
+    opens: bool = False  # the attempt's first activity: it writes the transcript's run_started
 
 
 @dataclass
@@ -46,3 +48,8 @@ class FinishTask:
     nodes: list[dict[str, Any]]
     run: dict[str, Any]  # RunResult.to_json()
     terminal: bool
+    # what the attempt's run span and transcript lines need (None in histories from before them)
+    input: RunInput | None = None
+    attempt: int = 1
+    started_at: float | None = None
+    opens: bool = False  # no activity ran in the attempt: this one writes run_started too

@@ -66,6 +66,8 @@ class Interpreter:
         self.settled: dict[str, Any] | None = None  # the run's snapshot when it parks or ends
         self.plan: Plan | None = None
         self.recorded: set[str] = set()  # node results already checkpointed in the store
+        self.attempt = 1  # one more after each park, as the local backend counts attempts
+        self.opened = False  # an activity of this attempt has been dispatched
 
     # -- the run -------------------------------------------------------------------------------
     @workflow.run
@@ -113,6 +115,7 @@ class Interpreter:
                 return ended
             decisions = sched.wake(sorted(self.woken or set(sched.parked), key=plan.order.index))
             self.woken.clear()
+            self.attempt, self.opened = self.attempt + 1, False
             self.settled = None
 
     async def _settle(
@@ -122,7 +125,7 @@ class Interpreter:
         result = sched.result(run.run_id, started_at=started, duration_s=workflow.time() - t0)
         self.settled = result.to_json()
         terminal = result.status != "waiting"
-        await self._record(run, result, terminal)
+        await self._record(run, result, terminal, started)
         return self.settled if terminal else None
 
     def _killed(self, sched: Scheduler) -> None:
@@ -214,7 +217,10 @@ class Interpreter:
             node_id=node.id,
             views={d: state.views[d] for d in node.deps if d in state.views},
             spent=spent,
+            attempt=self.attempt,
+            opens=not self.opened,
         )
+        self.opened = True
         try:
             data = await workflow.execute_activity(
                 NODE_ACTIVITY, task, result_type=dict, **_activity_options(node)
@@ -230,7 +236,9 @@ class Interpreter:
             )
         return NodeResult.from_json(data)
 
-    async def _record(self, run: RunInput, result: RunResult, terminal: bool) -> None:
+    async def _record(
+        self, run: RunInput, result: RunResult, terminal: bool, started: float
+    ) -> None:
         """One activity per round: checkpoint what the workflow evaluated, and the outcome."""
         pending = [r.to_json() for nid, r in result.nodes.items() if nid not in self.recorded]
         self.recorded.update(result.nodes)
@@ -242,6 +250,10 @@ class Interpreter:
                 nodes=pending,
                 run=result.to_json(),
                 terminal=terminal,
+                input=run,
+                attempt=self.attempt,
+                started_at=started,
+                opens=not self.opened,
             ),
             start_to_close_timeout=FINISH_TIMEOUT,
         )

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from opentelemetry import context as otel_context
 from opentelemetry import trace
-from opentelemetry.trace import Span, SpanKind, Status, StatusCode
+from opentelemetry.trace import Span, SpanContext, SpanKind, Status, StatusCode
 
 from runner.engine.hooks import Hooks
 from runner.engine.results import NodeResult, RunResult, Usage
@@ -209,6 +209,12 @@ class RunObserver(Hooks, Telemetry):
             self._out = await loop.run_in_executor(
                 None, self._open_transcript, self.transcript_file
             )
+        self._started_line(plan, inputs)
+        if self.tracing is None:
+            return
+        self._start_run_span(plan, inputs, span_context=None, started_ns=None)
+
+    def _started_line(self, plan: Plan, inputs: dict[str, Any]) -> None:
         if self._out is not None:
             self._write(
                 "run_started",
@@ -221,11 +227,24 @@ class RunObserver(Hooks, Telemetry):
                 inputs=self._content(inputs),
             )
             self._flush()
-        if self.tracing is None:
-            return
-        span = self.tracing.tracer.start_span(
-            f"invoke_workflow {plan.name}", kind=SpanKind.INTERNAL
-        )
+
+    def _start_run_span(
+        self,
+        plan: Plan,
+        inputs: dict[str, Any],
+        *,
+        span_context: SpanContext | None,
+        started_ns: int | None,
+    ) -> None:
+        assert self.tracing is not None
+        name = f"invoke_workflow {plan.name}"
+        if span_context is not None and started_ns is not None:
+            span = self.tracing.start_pinned_span(
+                name, span_context, start_time=started_ns, kind=SpanKind.INTERNAL
+            )
+        else:
+            span = self.tracing.tracer.start_span(name, kind=SpanKind.INTERNAL)
+        run_id = self._run_id
         attrs: dict[str, Any] = {
             "gen_ai.operation.name": "invoke_workflow",
             "openinference.span.kind": "CHAIN",
@@ -246,6 +265,62 @@ class RunObserver(Hooks, Telemetry):
             attrs["input.value"] = _json(redact(inputs, pii=False))
         span.set_attributes(attrs)
         self._run_span = span
+
+    # -- a part of a run observed in another process (the activities of a Temporal run) ------
+    def join(
+        self, *, run_id: str, plan: Plan, inputs: dict[str, Any], opens: bool, spent: Usage
+    ) -> None:
+        """Observe some nodes of a run attempt whose run span is made where the attempt ends.
+
+        Node and call spans go under the attempt's run span (its ids from `run_span_context`),
+        transcript lines are appended to the run's transcript, and `opens` writes the attempt's
+        run_started line first. `leave` (or `finish_part`) ends the part.
+        """
+        from runner.trace.otel import run_span_context
+
+        self._plan, self._run_id, self._spent = plan, run_id, spent
+        if self.transcript_file is not None:
+            self._out = self._open_transcript(self.transcript_file)
+            if opens:
+                self._started_line(plan, inputs)
+        if self.tracing is not None:
+            self._run_span = trace.NonRecordingSpan(run_span_context(run_id, self.attempt))
+
+    def leave(self) -> None:
+        """End a part joined with `join`: its lines written, its spans exported."""
+        try:
+            self._flush()
+        finally:
+            if self._out is not None:
+                self._out.close()
+                self._out = None
+            self._pending.clear()
+        if self.tracing is not None:
+            for cut in self._node_spans.values():
+                cut.end()
+            self._node_spans.clear()
+            self._run_span = None
+            self.tracing.flush()
+
+    async def finish_part(
+        self, *, plan: Plan, inputs: dict[str, Any], result: RunResult, started_at: float
+    ) -> None:
+        """The attempt's end, in the joined process: the run span (from the attempt's start,
+        with the ids its nodes' spans point to) and the run_finished line."""
+        from runner.trace.otel import run_span_context
+
+        self._spent = result.usage
+        if self.tracing is not None:
+            for cut in self._node_spans.values():
+                cut.end()
+            self._node_spans.clear()
+            self._start_run_span(
+                plan,
+                inputs,
+                span_context=run_span_context(self._run_id, self.attempt),
+                started_ns=int(started_at * 1e9),
+            )
+        await self.run_finished(result=result)
 
     async def node_started(self, *, run_id: str, node_id: str, **_: Any) -> None:
         if self._out is not None:

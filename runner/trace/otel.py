@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import os
 import sys
@@ -35,7 +36,7 @@ from opentelemetry.sdk.trace.export import (
 )
 from opentelemetry.sdk.trace.id_generator import RandomIdGenerator
 from opentelemetry.sdk.util import BoundedList
-from opentelemetry.trace import Span, SpanContext, SpanKind, Tracer
+from opentelemetry.trace import Span, SpanContext, SpanKind, TraceFlags, Tracer
 from opentelemetry.trace.status import Status, StatusCode
 from opentelemetry.util import types
 
@@ -117,6 +118,38 @@ class Tracing:
         context = trace_api.set_span_in_context(parent) if parent is not None else None
         return self.tracer.start_span(name, context=context, kind=kind)
 
+    def start_pinned_span(
+        self, name: str, context: SpanContext, *, start_time: int, kind: SpanKind
+    ) -> Span:
+        """A root span with ids decided beforehand (`run_span_context`), started at `start_time`.
+
+        A Temporal run's nodes run as activities in other processes, each making its node spans
+        under the run's span before that span exists anywhere; the process that ends the run
+        makes the run span itself with the ids they used, so the spans form one tree.
+        """
+        tracer = self.tracer
+        if type(tracer) is not SdkTracer:  # not the SDK's tracer: a span of its own ids
+            return tracer.start_span(name, kind=kind, start_time=start_time)
+        from opentelemetry.sdk.trace import _Span
+
+        own = SpanContext(
+            context.trace_id, context.span_id, is_remote=False, trace_flags=context.trace_flags
+        )
+        span = _Span(
+            name=name,
+            context=own,
+            parent=None,
+            sampler=tracer.sampler,
+            resource=tracer.resource,
+            span_processor=tracer.span_processor,
+            kind=kind,
+            instrumentation_info=tracer.instrumentation_info,
+            limits=tracer._span_limits,
+            instrumentation_scope=tracer._instrumentation_scope,
+        )
+        span.start(start_time=start_time)
+        return span
+
     def _lean_for_span(self) -> _Lean | None:
         lean = self._lean
         if lean is not None and lean.still_valid():
@@ -126,6 +159,17 @@ class Tracing:
         self._lean = _Lean.of(self.tracer)
         self._lean_checked = True
         return self._lean
+
+
+def run_span_context(run_id: str, attempt: int) -> SpanContext:
+    """The ids of one attempt's run span, the same in every process that works on the attempt."""
+    digest = hashlib.sha256(f"flowrun-run-span:{run_id}:{attempt}".encode()).digest()
+    return SpanContext(
+        int.from_bytes(digest[:16], "big") or 1,
+        int.from_bytes(digest[16:24], "big") or 1,
+        is_remote=True,
+        trace_flags=TraceFlags(TraceFlags.SAMPLED),
+    )
 
 
 _PLAIN_PROCESSORS = (BatchSpanProcessor, SimpleSpanProcessor)  # on_start/_on_ending: no-ops
