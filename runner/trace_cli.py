@@ -25,10 +25,10 @@ _output_opt = click.option(
 @_output_opt
 def trace(run_id: str, store_opt: str | None, fmt: str) -> None:
     """Show a recorded run as a tree: per node duration, model, tokens, cost, attempts, policy."""
-    from runner.store import Store, store_path
+    from runner.store import open_store
     from runner.trace.tree import render_trace, trace_data
 
-    data = show(trace_data(Store(store_path(store_opt), create=False), run_id))
+    data = show(trace_data(open_store(store_opt, create=False), run_id))
     if fmt == "json":
         echo_json(data)
     else:
@@ -45,12 +45,12 @@ def stats(
     workflow: str | None, tenant: str | None, since: str | None, store_opt: str | None, fmt: str
 ) -> None:
     """Completion and escalation rates, latency and cost percentiles, tool errors, undo rate."""
-    from runner.store import Store, store_path
+    from runner.store import open_store
     from runner.trace.stats import compute_stats, parse_since, render_stats
 
     when = parse_since(since) if since is not None else None
     s = compute_stats(
-        Store(store_path(store_opt), create=False), workflow=workflow, tenant=tenant, since=when
+        open_store(store_opt, create=False), workflow=workflow, tenant=tenant, since=when
     )
     echo(json.dumps(s, indent=2) if fmt == "json" else render_stats(s))
 
@@ -84,11 +84,11 @@ def replay(
     """
     import asyncio
 
-    from runner.store import Store, store_path
+    from runner.store import open_store
     from runner.trace.replay import outcome_diff, render_diff, replay_run
 
     names = tuple(n.strip() for n in (rerun or "").split(",") if n.strip())
-    store = Store(store_path(store_opt), create=False)
+    store = open_store(store_opt, create=False)
     r = asyncio.run(
         replay_run(store, run_id, spec=spec, rerun=names, profile=profile, responses=responses)
     )

@@ -54,11 +54,11 @@ def serve(
     """
     import uvicorn
 
-    from runner.store import Store, store_path
+    from runner.store import is_url, open_store, store_target
     from runner.web import ConsoleConfig, create_app
 
-    path = store_path(store_opt)
-    Store(path, create=False).close()  # a clear error now, not on the first page
+    target = store_target(store_opt)
+    open_store(target, create=False).close()  # a clear error now, not on the first page
     mermaid = None
     if mermaid_path:
         mermaid = Path(mermaid_path).resolve()
@@ -78,7 +78,12 @@ def serve(
             "and kill runs; put TLS in front of it",
             err=True,
         )
-    config = ConsoleConfig(store_path=path.resolve(), token=token, mermaid=mermaid, env=None)
+    config = ConsoleConfig(
+        store_path=target if is_url(target) else str(Path(target).resolve()),
+        token=token,
+        mermaid=mermaid,
+        env=None,
+    )
     shown = "127.0.0.1" if host in ("0.0.0.0", "::") else host
     if port == 0:
         port = _free_port(host)

@@ -13,7 +13,7 @@ if TYPE_CHECKING:
     from runner.engine.hooks import Hooks
     from runner.engine.results import RunResult
     from runner.plan.model import Plan
-    from runner.store.db import RunRow, Store
+    from runner.store import RunRow, Store
 
 TERMINAL = frozenset({"succeeded", "failed", "escalated", "budget_exceeded", "denied", "killed"})
 RESUMABLE = frozenset({"running", "waiting"})

@@ -13,7 +13,7 @@ from runner.engine.hooks import Hooks, HookSet
 from runner.engine.results import NodeResult, RunResult
 from runner.errors import UsageError
 from runner.plan.model import Plan
-from runner.store.db import RunRow, Store
+from runner.store import RunRow, Store
 
 
 class StoreHooks(Hooks):
@@ -145,14 +145,8 @@ class LocalBackend:
         run_id = row.run_id
         if row.status == "running" and alive(row.pid, row.host):
             raise UsageError(f"run {run_id!r} is still running in process {row.pid}")
-        with store.tx() as c:
-            cur = c.execute(
-                "UPDATE runs SET status = 'running', pid = ?, host = ?, updated_at = ? "
-                "WHERE run_id = ? AND status = ? AND COALESCE(pid, -1) = COALESCE(?, -1)",
-                (os.getpid(), host(), time.time(), run_id, row.status, row.pid),
-            )
-            if cur.rowcount != 1:
-                raise UsageError(f"run {run_id!r} was taken over by another process")
+        if not store.claim_run(run_id, was_status=row.status, was_pid=row.pid, host=host()):
+            raise UsageError(f"run {run_id!r} was taken over by another process")
         store.event(run_id, "run_resumed", pid=os.getpid())
         return row
 

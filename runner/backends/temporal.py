@@ -7,7 +7,6 @@ when a Temporal run is operated on.
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from runner.errors import FlowrunError, UsageError
@@ -23,7 +22,7 @@ if TYPE_CHECKING:
     from runner.engine.hooks import Hooks
     from runner.engine.results import RunResult
     from runner.plan.model import Plan
-    from runner.store.db import RunRow, Store
+    from runner.store import RunRow, Store
     from runner.temporal.types import RunInput
 
 # options recorded with the run that only say where it lives, not how it behaves
@@ -42,7 +41,7 @@ def run_input(store: Store, row: RunRow, plan: Plan, *, interpreter_version: int
         spec_digest=row.spec_digest,
         profile=row.profile,
         inputs=row.inputs,
-        store_path=str(Path(store.path).resolve()),
+        store_path=store.target,
         responses_path=row.responses_path,
         options=options,
         tenant=row.tenant,

@@ -149,7 +149,7 @@ async def _drive(state: RunState, sched: Scheduler) -> None:
             await hooks.node_finished(run_id=run_id, result=res)
             if res.usage.llm_calls:
                 # a paid answer is durable before anything builds on it (the store group-commits
-                # the rest: see runner/store/db.py)
+                # the rest: see runner/store/sqlite.py)
                 await state.services.barrier()
             crash_point(f"after:{node.id}")
             await apply(sched.finished(res))

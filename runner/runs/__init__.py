@@ -20,7 +20,7 @@ from runner.backends import RESUMABLE, TERMINAL, Backend, backend_name
 from runner.engine.run import check_inputs, check_responses, new_run_id
 from runner.errors import ExitCode, FlowrunError, UsageError
 from runner.runs.observe import Observe, observer
-from runner.store.db import NotFound, RunRow, Store, store_path
+from runner.store import NotFound, RunRow, Store, open_store
 
 if TYPE_CHECKING:
     from runner.engine.hooks import Hooks
@@ -148,7 +148,9 @@ def create_run(
         )
     except Exception as e:
         if "UNIQUE" in str(e):
-            raise UsageError(f"a run with id {run_id!r} already exists in {store.path}") from None
+            raise UsageError(
+                f"a run with id {run_id!r} already exists in {store.location}"
+            ) from None
         raise
 
 
@@ -206,8 +208,9 @@ class Runs:
 
     @classmethod
     def open(cls, path: str | Path | None = None, *, create: bool = False) -> Runs:
-        """The runs of the store at `path` (default: $FLOWRUN_STORE or .flowrun/flowrun.db)."""
-        return cls(Store(store_path(str(path) if path is not None else None), create=create))
+        """The runs of the store at `path`, a file or a `postgresql://` URL (default:
+        $FLOWRUN_STORE or .flowrun/flowrun.db)."""
+        return cls(open_store(path, create=create))
 
     def close(self) -> None:
         self.store.close()
@@ -482,7 +485,7 @@ class Runs:
 
     def workflows(self) -> list[str]:
         """Names of the workflows that have runs in this store, sorted."""
-        return sorted({r[0] for r in self.store.conn.execute("SELECT DISTINCT workflow FROM runs")})
+        return self.store.workflows()
 
     def inbox(self, run_id: str | None = None) -> list[dict[str, Any]]:
         """Approvals that wait, oldest first (of one run, if given)."""

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 from runner.trace.observe import CAPTURES, Capture, RunObserver, transcript_path
 
 if TYPE_CHECKING:
-    from runner.store.db import RunRow, Store
+    from runner.store import RunRow, Store
 
 
 @dataclass(frozen=True)

@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from runner.errors import RunError
-from runner.store.db import Store
+from runner.store import Store
 
 
 async def compensate(store: Store, run_id: str, *, by: str | None) -> list[dict[str, Any]]:

@@ -1,5 +1,56 @@
-"""Durable state of runs: runs, node results, events, approvals, the ledger, switches."""
+"""Durable state of runs: runs, node results, events, approvals, the ledger, switches.
 
-from runner.store.db import DEFAULT_STORE, NotFound, RunRow, Store, StoreError, store_path
+`Store` is the interface (runner/store/base.py); `open_store(target)` opens SQLite for a path
+(runner/store/sqlite.py) and PostgreSQL for a `postgresql://` URL (runner/store/postgres.py)."""
 
-__all__ = ["DEFAULT_STORE", "NotFound", "RunRow", "Store", "StoreError", "store_path"]
+from __future__ import annotations
+
+import os
+
+from runner.store.base import (
+    DEFAULT_STORE,
+    FinishedRun,
+    NotFound,
+    RunRow,
+    Store,
+    StoreError,
+    is_url,
+    store_path,
+    store_target,
+)
+
+__all__ = [
+    "DEFAULT_STORE",
+    "FinishedRun",
+    "NotFound",
+    "RunRow",
+    "Store",
+    "StoreError",
+    "is_url",
+    "open_store",
+    "store_class",
+    "store_path",
+    "store_target",
+]
+
+
+def store_class(target: str | os.PathLike[str]) -> type[Store]:
+    if is_url(target):
+        try:
+            from runner.store.postgres import PostgresStore
+        except ImportError as e:
+            raise StoreError(
+                f"a PostgreSQL store needs psycopg ({e})",
+                hint="pip install 'flowrun[postgres]'",
+            ) from None
+        cls: type[Store] = PostgresStore
+        return cls
+    from runner.store.sqlite import SqliteStore
+
+    return SqliteStore
+
+
+def open_store(target: str | os.PathLike[str] | None = None, *, create: bool = True) -> Store:
+    """The store `target` names (default: $FLOWRUN_STORE or .flowrun/flowrun.db)."""
+    t = store_target(target)
+    return store_class(t)(t, create=create)

@@ -22,7 +22,7 @@ from runner.engine.budget import BudgetLedger
 from runner.engine.context import Envelope, NodeContext, RunState
 from runner.engine.hooks import Hooks
 from runner.engine.results import NodeResult, RunResult, Usage
-from runner.store.db import Store
+from runner.store import Store, open_store
 from runner.temporal import FINISH_ACTIVITY, NODE_ACTIVITY
 from runner.temporal.plans import plan_for
 from runner.temporal.types import FinishTask, NodeTask, RunInput
@@ -44,7 +44,7 @@ def store_at(path: str) -> Store:
     """One store connection per path and worker process (writes are short transactions)."""
     store = _STORES.get(path)
     if store is None:
-        store = _STORES[path] = Store(path)
+        store = _STORES[path] = open_store(path)
     return store
 
 

@@ -25,7 +25,7 @@ if TYPE_CHECKING:
     from runner.engine.context import NodeContext
     from runner.models.client import LLMRequest, LLMResponse
     from runner.plan.model import Plan
-    from runner.store.db import Store
+    from runner.store import Store
     from runner.trace.otel import Tracing
 
 Capture = Literal["off", "default", "full"]

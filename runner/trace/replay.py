@@ -13,7 +13,7 @@ from runner.engine.services import MemoryServices
 from runner.errors import ExitCode, FlowrunError, UsageError
 from runner.models.responses import Recorded, RecordedResponses, RecordedUsage
 from runner.plan.model import Plan, PlanNode, ToolStep
-from runner.store.db import RunRow, Store
+from runner.store import RunRow, Store
 
 _PROVIDER_KINDS = {"rate_limit", "internal_server_error", "context_window", "timeout", "auth"}
 

@@ -8,7 +8,7 @@ from datetime import datetime
 from typing import Any
 
 from runner.errors import UsageError
-from runner.store.db import Store
+from runner.store import Store
 
 FINISHED = ("succeeded", "failed", "escalated", "budget_exceeded", "denied", "killed")
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
@@ -48,40 +48,16 @@ def compute_stats(
     tenant: str | None = None,
     since: float | None = None,
 ) -> dict[str, Any]:
-    where = ["status IN (" + ",".join("?" for _ in FINISHED) + ")"]
-    args: list[Any] = list(FINISHED)
-    for col, val in (("workflow", workflow), ("tenant", tenant)):
-        if val is not None:
-            where.append(f"{col} = ?")
-            args.append(val)
-    if since is not None:
-        where.append("created_at >= ?")
-        args.append(since)
-    rows = store.conn.execute(
-        "SELECT run_id, status, duration_s, cost_usd FROM runs WHERE " + " AND ".join(where),
-        args,
-    ).fetchall()
-    ids = [r[0] for r in rows]
+    rows = store.finished_runs(FINISHED, workflow=workflow, tenant=tenant, since=since)
+    ids = [r.run_id for r in rows]
     total = len(rows)
     by_status: dict[str, int] = {}
     for r in rows:
-        by_status[r[1]] = by_status.get(r[1], 0) + 1
-    latencies = [r[2] for r in rows]
-    costs = [r[3] for r in rows if r[1] == "succeeded"]
-    tool_calls = tool_errors = 0
-    undone = 0
-    if ids:
-        marks = ",".join("?" for _ in ids)
-        tool_calls, tool_errors = store.conn.execute(
-            "SELECT COUNT(*), COALESCE(SUM(error IS NOT NULL), 0) FROM calls "
-            f"WHERE kind = 'tool' AND run_id IN ({marks})",
-            ids,
-        ).fetchone()
-        undone = store.conn.execute(
-            "SELECT COUNT(DISTINCT run_id) FROM events "
-            f"WHERE type = 'undo' AND run_id IN ({marks})",
-            ids,
-        ).fetchone()[0]
+        by_status[r.status] = by_status.get(r.status, 0) + 1
+    latencies = [r.duration_s for r in rows]
+    costs = [r.cost_usd for r in rows if r.status == "succeeded"]
+    tool_calls, tool_errors = store.tool_call_counts(ids)
+    undone = store.runs_with_event("undo", ids)
 
     def pct(values: list[float], p: float, nd: int) -> float | None:
         v = percentile(values, p)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from runner.redact import redact
-from runner.store.db import Store
+from runner.store import Store
 
 POLICY_EVENTS = (
     "write_refused",

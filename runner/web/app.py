@@ -47,7 +47,7 @@ PUBLIC = ("/login", "/static/")
 class ConsoleConfig:
     """What `flowrun serve` was started with."""
 
-    store_path: Path
+    store_path: Path | str  # a store file or a postgresql:// URL
     token: str
     mermaid: Path | None = None  # a local mermaid ESM build (mermaid.esm.min.mjs)
     secret: bytes | None = None

@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any
 from runner.runs import TERMINAL
 
 if TYPE_CHECKING:
-    from runner.store.db import Store
+    from runner.store import Store
 
 STATUS_COLOURS = {
     "succeeded": "#2e7d32",
@@ -73,13 +73,8 @@ def overview(store: Store) -> dict[str, Any]:
     from runner.trace.stats import FINISHED, compute_stats
 
     stats = compute_stats(store)
-    counts = dict(
-        store.conn.execute("SELECT status, COUNT(*) FROM runs GROUP BY status").fetchall()
-    )
-    marks = ",".join("?" for _ in FINISHED)
-    rows = store.conn.execute(
-        f"SELECT status, duration_s, cost_usd FROM runs WHERE status IN ({marks})", FINISHED
-    ).fetchall()
+    counts = store.status_counts()
+    rows = store.finished_runs(FINISHED)
     return {
         "stats": stats,
         "status_bars": [
@@ -91,8 +86,8 @@ def overview(store: Store) -> dict[str, Any]:
             }
             for s, n in sorted(counts.items(), key=lambda kv: -kv[1])
         ],
-        "latency_hist": histogram([r[1] for r in rows], "{:.2f}s"),
-        "cost_hist": histogram([r[2] for r in rows if r[0] == "succeeded"], "${:.4f}"),
+        "latency_hist": histogram([r.duration_s for r in rows], "{:.2f}s"),
+        "cost_hist": histogram([r.cost_usd for r in rows if r.status == "succeeded"], "${:.4f}"),
         "running": store.list_runs(status="running", limit=20),
     }
 

@@ -6,7 +6,7 @@ flowrun; LangGraph's columns are left empty ("-") when it is not importable. Lan
 never a dependency of flowrun: it lives in the benchmark venv only.
 
 flowrun's "full" column is the stack `flowrun execute` runs: the SQLite store (a checkpoint
-after every node, group-committed as shipped: see runner/store/db.py; WAL, synchronous=NORMAL), OTel spans
+after every node, group-committed as shipped: see runner/store/sqlite.py; WAL, synchronous=NORMAL), OTel spans
 (exported in the background to an exporter that drops them), the JSONL transcript, call
 records, and the spec's policy rules checked before every tool call. LangGraph's "full" column
 is the same graph compiled with `InMemorySaver`. "bare" is each engine with none of that.
@@ -48,7 +48,7 @@ from runner.plan.compile import compile_plan  # noqa: E402
 from runner.plan.model import Plan  # noqa: E402
 from runner.runs import create_run  # noqa: E402
 from runner.spec import load_spec  # noqa: E402
-from runner.store.db import Store  # noqa: E402
+from runner.store import Store, open_store  # noqa: E402
 from runner.trace.observe import RunObserver, transcript_path  # noqa: E402
 from runner.trace.otel import Tracing, setup_tracing  # noqa: E402
 
@@ -184,7 +184,7 @@ class Flowrun:
     @property
     def store(self) -> Store:
         if self._store is None:
-            self._store = Store(self.folder / "store" / "flowrun.db")
+            self._store = open_store(self.folder / "store" / "flowrun.db")
         return self._store
 
     @property
@@ -477,9 +477,7 @@ def memory_flowrun(runs: int, folder: Path) -> dict[str, float]:
     held = tracemalloc.get_traced_memory()[0] - base
     tracemalloc.stop()
     rss = _rss_kib() - rss0
-    waiting = fr.store.conn.execute(
-        "SELECT COUNT(*) FROM approvals WHERE status = 'waiting'"
-    ).fetchone()[0]
+    waiting = len(fr.store.inbox())
     assert waiting == runs + 20, waiting
     return {"held_kib": held / 1024, "rss_kib": rss, "persisted": waiting - 20}
 

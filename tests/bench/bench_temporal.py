@@ -43,7 +43,7 @@ from runner.plan.compile import compile_plan  # noqa: E402
 from runner.plan.model import Plan  # noqa: E402
 from runner.runs import create_run  # noqa: E402
 from runner.spec import load_spec  # noqa: E402
-from runner.store.db import Store  # noqa: E402
+from runner.store import Store, open_store  # noqa: E402
 from runner.temporal import FINISH_ACTIVITY, NODE_ACTIVITY  # noqa: E402
 from runner.temporal.activities import ACTIVITIES  # noqa: E402
 from runner.temporal.client import Target, start  # noqa: E402
@@ -184,7 +184,7 @@ async def timed(coro_fn: Any, repeat: int) -> float:
 
 
 async def bench(address: str, folder: Path, n: int, runs: int, repeat: int) -> list[Any]:
-    store = Store(folder / "flowrun.db")
+    store = open_store(folder / "flowrun.db")
     chain = compile_text(chain_spec(n, "anoop"), folder, "chain")
     gated = compile_text(gated_chain_spec(n), folder, "gated")
     seven = compile_text(seven_node_spec(), folder, "seven")

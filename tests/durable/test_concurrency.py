@@ -16,14 +16,14 @@ WORKER = """
 import asyncio, sys
 from runner.plan.compile import compile_plan
 from runner.spec import load_spec
-from runner.store import Store, store_path
+from runner.store import open_store
 from runner.backends.local import run_durably
 from runner.runs import create_run
 from runner.engine.run import new_run_id
 
 async def main(n):
     plan = compile_plan(load_spec(sys.argv[1]))
-    store = Store(store_path())
+    store = open_store()
     for _ in range(n):
         run_id = new_run_id()
         create_run(store, plan, {}, run_id=run_id, responses_path=None, options={"live": True})

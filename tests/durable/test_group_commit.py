@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from runner.store.db import GROUP_COMMIT_S, Store
+from runner.store.sqlite import GROUP_COMMIT_S, SqliteStore
 
 
 def _committed(path: Path, sql: str, *args: object) -> int:
@@ -25,7 +25,7 @@ def _events(path: Path, run_id: str) -> int:
 
 
 def test_outside_an_event_loop_every_write_commits_at_once(tmp_path: Path) -> None:
-    store = Store(tmp_path / "s.db")
+    store = SqliteStore(tmp_path / "s.db")
     store.event("r1", "note", "n1", text="hello")
     store.save_node("r1", "n1", "succeeded", {"node_id": "n1", "status": "succeeded"})
     assert _events(tmp_path / "s.db", "r1") == 2  # the note and node_finished
@@ -34,7 +34,7 @@ def test_outside_an_event_loop_every_write_commits_at_once(tmp_path: Path) -> No
 
 def test_deferred_rows_commit_together_at_a_barrier(tmp_path: Path) -> None:
     path = tmp_path / "s.db"
-    store = Store(path)
+    store = SqliteStore(path)
 
     async def run() -> tuple[int, int]:
         for i in range(5):
@@ -49,7 +49,7 @@ def test_deferred_rows_commit_together_at_a_barrier(tmp_path: Path) -> None:
 
 def test_the_timer_commits_queued_rows_without_a_barrier(tmp_path: Path) -> None:
     path = tmp_path / "s.db"
-    store = Store(path)
+    store = SqliteStore(path)
 
     async def run() -> tuple[int, int]:
         store.event("r1", "note", "n1")
@@ -64,7 +64,7 @@ def test_the_timer_commits_queued_rows_without_a_barrier(tmp_path: Path) -> None
 def test_a_store_outlives_its_event_loop(tmp_path: Path) -> None:
     """A timer of an ended loop never fires: the next loop's rows get a timer of their own."""
     path = tmp_path / "s.db"
-    store = Store(path)
+    store = SqliteStore(path)
 
     async def first() -> None:
         store.event("r1", "note", "first")  # the loop ends before the timer fires
@@ -80,7 +80,7 @@ def test_a_store_outlives_its_event_loop(tmp_path: Path) -> None:
 
 def test_a_write_transaction_commits_what_was_queued_before_it_in_order(tmp_path: Path) -> None:
     path = tmp_path / "s.db"
-    store = Store(path)
+    store = SqliteStore(path)
 
     async def run() -> list[str]:
         store.event("r1", "policy_decision", "pay", effect="allow")
@@ -107,7 +107,7 @@ def test_a_write_transaction_commits_what_was_queued_before_it_in_order(tmp_path
 
 def test_reads_through_the_store_see_its_queued_rows(tmp_path: Path) -> None:
     path = tmp_path / "s.db"
-    store = Store(path)
+    store = SqliteStore(path)
 
     async def run() -> None:
         store.save_node("r1", "a", "succeeded", {"node_id": "a", "status": "succeeded"})
@@ -135,7 +135,7 @@ def test_reads_through_the_store_see_its_queued_rows(tmp_path: Path) -> None:
 
 def test_rows_queued_when_a_run_breaks_off_are_committed_on_close(tmp_path: Path) -> None:
     path = tmp_path / "s.db"
-    store = Store(path)
+    store = SqliteStore(path)
 
     async def run() -> None:
         store.event("r1", "note", "n1")
@@ -147,7 +147,7 @@ def test_rows_queued_when_a_run_breaks_off_are_committed_on_close(tmp_path: Path
     assert _events(path, "r1") == 1
 
 
-def _new_run(store: Store, run_id: str) -> None:
+def _new_run(store: SqliteStore, run_id: str) -> None:
     store.create_run(
         run_id=run_id,
         workflow="w",
@@ -162,15 +162,15 @@ def _new_run(store: Store, run_id: str) -> None:
 
 def test_a_kill_from_another_process_is_seen_at_the_next_node(tmp_path: Path) -> None:
     path = tmp_path / "s.db"
-    runner_side = Store(path)
+    runner_side = SqliteStore(path)
     _new_run(runner_side, "r1")
     assert runner_side.kill_requested("r1") is False
     assert runner_side.kill_requested("r1") is False  # answered from what it knows
-    Store(path).request_kill("r1", by="ops")  # another connection: another process
+    SqliteStore(path).request_kill("r1", by="ops")  # another connection: another process
     assert runner_side.kill_requested("r1") is True
 
 
-def _intent(store: Store, key: str, run_id: str, node_id: str) -> None:
+def _intent(store: SqliteStore, key: str, run_id: str, node_id: str) -> None:
     store.ledger_intent(
         key,
         run_id=run_id,
@@ -186,7 +186,7 @@ def _intent(store: Store, key: str, run_id: str, node_id: str) -> None:
 
 def test_a_queued_intent_and_its_result_commit_as_one_done_row_in_order(tmp_path: Path) -> None:
     path = tmp_path / "s.db"
-    store = Store(path)
+    store = SqliteStore(path)
     _new_run(store, "r1")
 
     async def run() -> None:
@@ -218,14 +218,14 @@ def test_a_new_runs_ledger_is_known_here_and_read_from_the_file_once_it_ended(
     tmp_path: Path,
 ) -> None:
     path = tmp_path / "s.db"
-    store = Store(path)
+    store = SqliteStore(path)
     _new_run(store, "r1")
     # nobody else makes this run's default keys while it runs here: no read needed
     assert store.ledger_get("get/r1:n0", run_id="r1") is None
     _intent(store, "get/r1:n0", "r1", "n0")  # outside a loop: committed at once
     assert (store.ledger_get("get/r1:n0", run_id="r1") or {})["status"] == "intent"
     # a key that is not the run's own is always read, even during a new run
-    other = Store(path)
+    other = SqliteStore(path)
     _intent(other, "get/shared-key", "r0", "n0")
     assert (store.ledger_get("get/shared-key") or {})["status"] == "intent"
     # once this process's execution of the run has ended, its ledger is read from the file
@@ -236,7 +236,7 @@ def test_a_new_runs_ledger_is_known_here_and_read_from_the_file_once_it_ended(
 
 def test_queued_rows_of_many_kinds_keep_their_order_within_each_table(tmp_path: Path) -> None:
     path = tmp_path / "s.db"
-    store = Store(path)
+    store = SqliteStore(path)
 
     async def run() -> None:
         for i in range(4):

@@ -18,7 +18,7 @@ from runner.models.responses import RecordedResponses
 from runner.plan.compile import compile_plan
 from runner.runs import Observe, Runs
 from runner.spec import load_spec
-from runner.store import Store
+from runner.store import Store, open_store
 from runner.trace.observe import transcript_path
 
 MCP = Path(__file__).resolve().parents[1] / "mcp"
@@ -66,7 +66,7 @@ def test_a_run_approved_half_way_records_what_a_straight_run_records(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("MCP_STOOLS_LOG", str(tmp_path / "filed.jsonl"))
-    store = Store(tmp_path / "flowrun.db")
+    store = open_store(tmp_path / "flowrun.db")
     runs = Runs(store)
     plan = compile_plan(load_spec(str(SPEC)), None)
     recorded = RecordedResponses.load(RESPONSES)

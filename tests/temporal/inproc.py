@@ -13,7 +13,7 @@ from temporalio.client import Client, WorkflowHandle
 from runner.engine.results import RunResult
 from runner.plan.model import Plan
 from runner.runs import create_run
-from runner.store.db import Store
+from runner.store import Store
 from runner.temporal import INTERPRETER_VERSION
 from runner.temporal.activities import run_result_from_json
 from runner.temporal.client import Target, settle, start

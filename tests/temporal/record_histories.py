@@ -24,7 +24,7 @@ from temporalio.client import Client
 from runner.plan.compile import compile_plan
 from runner.runs import Runs
 from runner.spec import load_spec
-from runner.store.db import Store
+from runner.store import open_store
 from runner.temporal.activities import run_result_from_json
 from runner.temporal.client import Target, settle, start
 from runner.temporal.client import decide as wake
@@ -41,7 +41,7 @@ def _plan(rel: str) -> Any:
 
 async def _record(address: str, tmp: Path) -> None:
     client = await Client.connect(address)
-    store = Store(tmp / "flowrun.db")
+    store = open_store(tmp / "flowrun.db")
     queue = "record"
     target = Target(address=address, task_queue=queue)
     async with make_worker(client, task_queue=queue):

@@ -10,7 +10,7 @@ from temporalio.client import Client
 
 from runner.plan.compile import compile_plan
 from runner.spec import load_spec
-from runner.store.db import Store
+from runner.store import open_store
 from runner.temporal.activities import run_result_from_json
 from runner.temporal.client import Target, settle, start
 from runner.temporal.worker import make_worker
@@ -24,7 +24,7 @@ def test_an_approval_times_out_inside_the_workflow_without_a_sweep(
     temporal_address: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("DTOOLS_LOG", str(tmp_path / "dtools.log"))
-    store = Store(tmp_path / "flowrun.db")
+    store = open_store(tmp_path / "flowrun.db")
     plan = compile_plan(load_spec(str(TIMEOUT_SPEC)))
 
     async def go() -> tuple[str, str, str]:

@@ -21,7 +21,7 @@ from runner.models.responses import RecordedResponses
 from runner.plan.compile import compile_plan
 from runner.runs import Observe, Runs
 from runner.spec import load_spec
-from runner.store import Store
+from runner.store import Store, open_store
 from runner.temporal.activities import export_spans_to, run_result_from_json
 from runner.temporal.client import Target, decide, settle, start
 from runner.temporal.worker import make_worker
@@ -59,7 +59,7 @@ def test_a_temporal_run_records_what_a_local_run_records(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     monkeypatch.setenv("MCP_STOOLS_LOG", str(tmp_path / "filed.jsonl"))
-    store = Store(tmp_path / "flowrun.db")
+    store = open_store(tmp_path / "flowrun.db")
     plan = compile_plan(load_spec(str(SPEC)), None)
 
     local_spans = InMemorySpanExporter()

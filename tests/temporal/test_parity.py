@@ -24,7 +24,7 @@ from runner.models.responses import RecordedResponses
 from runner.plan.compile import compile_plan
 from runner.plan.model import Plan
 from runner.spec import load_spec
-from runner.store.db import Store
+from runner.store import Store, open_store
 from runner.temporal.activities import run_result_from_json
 from tests.behaviour import btools
 from tests.behaviour import test_engine as suite
@@ -61,7 +61,7 @@ def local_runner(tmp_path: Path) -> Any:
 
 
 def temporal_runner(address: str, tmp_path: Path) -> Any:
-    store = Store(tmp_path / "flowrun.db")
+    store = open_store(tmp_path / "flowrun.db")
 
     async def run_temporal(
         plan: Plan, inputs: dict[str, Any], responses: list[dict[str, Any]] | None = None
@@ -251,9 +251,9 @@ def test_an_approval_then_a_switch_ends_the_same_on_both_backends(
             return parked, run_result_from_json(await handle.result())
 
     monkeypatch.setenv("TTOOLS_LOG", str(tmp_path / "local.log"))
-    lp, lf = asyncio.run(local(Store(tmp_path / "local.db")))
+    lp, lf = asyncio.run(local(open_store(tmp_path / "local.db")))
     monkeypatch.setenv("TTOOLS_LOG", str(tmp_path / "temporal.log"))
-    tp, tf = asyncio.run(temporal(Store(tmp_path / "temporal.db")))
+    tp, tf = asyncio.run(temporal(open_store(tmp_path / "temporal.db")))
     assert lp.status == "waiting" and lf.status == "succeeded", lf.reason
     assert lf.outputs == {"note": note}
     assert lf.nodes["pick"].output["chosen"] == [branch]

@@ -9,7 +9,7 @@ import pytest
 from runner.errors import ExitCode
 from runner.plan.compile import compile_plan
 from runner.spec import load_spec
-from runner.store.db import Store
+from runner.store import open_store
 from runner.temporal import INTERPRETER_VERSION
 from tests.temporal.conftest import SPECS, Workers
 
@@ -26,7 +26,7 @@ def test_a_run_needing_a_newer_interpreter_fails_clearly(
     for k, v in env.items():
         monkeypatch.setenv(k, v)
     workers.start()
-    store = Store(tmp_path / "flowrun.db")
+    store = open_store(tmp_path / "flowrun.db")
     plan = compile_plan(load_spec(str(SPECS / "crash.yaml")))
     where = Placement(
         backend="temporal", address=workers.address, task_queue=workers.queue,

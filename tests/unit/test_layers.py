@@ -11,6 +11,7 @@ dependency); imports under `if TYPE_CHECKING:` do not. See docs/architecture.md.
 from __future__ import annotations
 
 import ast
+import re
 from pathlib import Path
 
 RUNNER = Path(__file__).resolve().parents[2] / "runner"
@@ -61,7 +62,13 @@ LAYERS: dict[str, int] = {
 }
 ENTRY = 9
 # what an entry point reaches only through runs/: the backends and the store's SQL
-BEHIND_RUNS = ("runner.backends", "runner.temporal", "runner.store.db", "runner.engine.run")
+BEHIND_RUNS = (
+    "runner.backends",
+    "runner.temporal",
+    "runner.store.sqlite",
+    "runner.store.postgres",
+    "runner.engine.run",
+)
 
 
 def _modules() -> dict[str, Path]:
@@ -179,3 +186,38 @@ def test_no_import_cycles() -> None:
         if v not in index:
             visit(v)
     assert cycles == []
+
+
+# SQL a module outside runner/store/ might run: the store's interface has a method for each
+# question (runner/store/base.py), so no caller depends on one database's dialect
+_SQL = re.compile(
+    r"\b(SELECT\b.+\bFROM|INSERT\s+(OR\s+\w+\s+)?INTO|UPDATE\s+\w+\s+SET|DELETE\s+FROM|"
+    r"CREATE\s+(TABLE|INDEX)|PRAGMA)\b",
+    re.IGNORECASE | re.DOTALL,
+)
+_DRIVERS = ("sqlite3", "psycopg", "psycopg_pool")
+
+
+def _sql_outside_the_store(name: str, path: Path) -> list[str]:
+    tree = ast.parse(path.read_text(encoding="utf-8"))
+    found = []
+    for n in ast.walk(tree):
+        where = f"{name}:{getattr(n, 'lineno', '?')}"
+        if isinstance(n, ast.Attribute) and n.attr in ("conn", "tx"):
+            found.append(f"{where} uses .{n.attr}")
+        elif isinstance(n, ast.Import | ast.ImportFrom):
+            mods = [a.name for a in n.names] if isinstance(n, ast.Import) else [n.module or ""]
+            found += [f"{where} imports {m}" for m in mods if m.split(".")[0] in _DRIVERS]
+        elif isinstance(n, ast.Constant) and isinstance(n.value, str) and _SQL.search(n.value):
+            found.append(f"{where} has SQL {n.value[:40]!r}")
+    return found
+
+
+def test_only_the_store_runs_sql() -> None:
+    found = [
+        f
+        for m, p in sorted(MODULES.items())
+        if not (m == "runner.store" or m.startswith("runner.store."))
+        for f in _sql_outside_the_store(m, p)
+    ]
+    assert found == []

@@ -1,35 +1,39 @@
-"""The run store: SQLite in WAL mode, append-only run records, approvals, the idempotency ledger."""
+"""The SQLite run store: WAL mode, append-only run records, approvals, the idempotency ledger."""
 
 from __future__ import annotations
 
 import asyncio
 import atexit
 import functools
-import json
 import os
 import sqlite3
 import threading
 import time
 import weakref
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager, suppress
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from runner.errors import ExitCode, FlowrunError
+from runner.store.base import (
+    FinishedRun,
+    NotFound,
+    RunRow,
+    Store,
+    StoreError,
+    dumps,
+    loads,
+)
 from runner.store.seal import (
     private_dir,
     private_file,
     seal,
-    unseal_json,
     unseal_text,
     use_key_beside,
 )
 
 SCHEMA_VERSION = 3
 APP_ID = 0x464C5752  # "FLWR": PRAGMA application_id marks a store as ours
-DEFAULT_STORE = ".flowrun/flowrun.db"
 BUSY_TIMEOUT_MS = 30_000
 # group commit: the longest a deferred row waits for its transaction when nothing else (a node
 # starting, a write, a read of its table, the run's end) commits it sooner
@@ -170,67 +174,7 @@ _LEDGER_DONE = (
 )
 
 
-class StoreError(FlowrunError):
-    """The store cannot be used: missing, corrupt, not ours, or from a newer flowrun."""
-
-    exit_code = ExitCode.INVALID
-
-
-class NotFound(FlowrunError):
-    exit_code = ExitCode.INVALID
-
-
-def store_path(explicit: str | None = None) -> Path:
-    return Path(explicit or os.environ.get("FLOWRUN_STORE") or DEFAULT_STORE)
-
-
-# perf (issue 11): json.dumps with options builds a new encoder on every call (~7 rows a node)
-_ENCODER = json.JSONEncoder(sort_keys=True, separators=(",", ":"), default=str)
-
-
-def dumps(value: Any) -> str:
-    """Every payload the store writes; secrets and personal data in it are sealed
-    (runner/store/seal.py)."""
-    return _ENCODER.encode(seal(value))
-
-
-def loads(text: str | None) -> Any:
-    """Every payload the store reads, its sealed values opened: the engine sees real values."""
-    return None if text is None else json.loads(unseal_json(text))
-
-
-@dataclass(frozen=True)
-class RunRow:
-    run_id: str
-    workflow: str
-    spec_path: str
-    spec_dir: str
-    spec_text: str
-    spec_digest: str
-    profile: str | None
-    inputs: dict[str, Any]
-    responses_path: str | None
-    options: dict[str, Any] | None
-    tenant: str | None
-    actor: str | None
-    status: str
-    reason: str | None
-    outputs: dict[str, Any] | None
-    cost_usd: float
-    tokens: int
-    llm_calls: int
-    tool_calls: int
-    duration_s: float
-    pid: int | None
-    host: str | None
-    kill_requested: bool
-    created_at: float
-    updated_at: float
-    finished_at: float | None
-    bundle_digest: str | None = None  # None: a run from before plan bundles (schema 3)
-
-
-_OPEN: weakref.WeakSet[Store] = weakref.WeakSet()
+_OPEN: weakref.WeakSet[SqliteStore] = weakref.WeakSet()
 
 
 @atexit.register
@@ -241,7 +185,7 @@ def _flush_open_stores() -> None:
             store.flush()
 
 
-class Store:
+class SqliteStore(Store):
     """One SQLite file shared by many processes; every write is a short IMMEDIATE transaction.
 
     Group commit (issue 11): the rows a running node writes as it goes (events, call records,
@@ -256,10 +200,10 @@ class Store:
     or a model's answer. Outside an event loop nothing is deferred: every write commits at once.
     """
 
-    durable = True  # runs recorded here may write live
-
-    def __init__(self, path: str | Path, *, create: bool = True) -> None:
+    def __init__(self, path: str | os.PathLike[str], *, create: bool = True) -> None:
         self.path = Path(path)
+        self.target = str(self.path.resolve())
+        self.location = str(self.path)
         if not self.path.exists():
             if not create:
                 raise StoreError(
@@ -536,6 +480,71 @@ class Store:
         sql = "SELECT * FROM runs" + (" WHERE " + " AND ".join(where) if where else "")
         sql += " ORDER BY created_at DESC LIMIT ?"
         return [_run_row(self.conn, r) for r in self.conn.execute(sql, (*args, limit))]
+
+    def claim_run(self, run_id: str, *, was_status: str, was_pid: int | None, host: str) -> bool:
+        with self.tx() as c:
+            cur = c.execute(
+                "UPDATE runs SET status = 'running', pid = ?, host = ?, updated_at = ? "
+                "WHERE run_id = ? AND status = ? AND COALESCE(pid, -1) = COALESCE(?, -1)",
+                (os.getpid(), host, time.time(), run_id, was_status, was_pid),
+            )
+            return cur.rowcount == 1
+
+    def workflows(self) -> list[str]:
+        self._fresh("runs")
+        return sorted(r[0] for r in self.conn.execute("SELECT DISTINCT workflow FROM runs"))
+
+    def status_counts(self) -> dict[str, int]:
+        self._fresh("runs")
+        return dict(self.conn.execute("SELECT status, COUNT(*) FROM runs GROUP BY status"))
+
+    def finished_runs(
+        self,
+        statuses: Sequence[str],
+        *,
+        workflow: str | None = None,
+        tenant: str | None = None,
+        since: float | None = None,
+    ) -> list[FinishedRun]:
+        where = ["status IN (" + ",".join("?" for _ in statuses) + ")"]
+        args: list[Any] = list(statuses)
+        for col, val in (("workflow", workflow), ("tenant", tenant)):
+            if val is not None:
+                where.append(f"{col} = ?")
+                args.append(val)
+        if since is not None:
+            where.append("created_at >= ?")
+            args.append(since)
+        self._fresh("runs")
+        rows = self.conn.execute(
+            "SELECT run_id, status, duration_s, cost_usd FROM runs WHERE " + " AND ".join(where),
+            args,
+        )
+        return [FinishedRun(*r) for r in rows]
+
+    def tool_call_counts(self, run_ids: Sequence[str]) -> tuple[int, int]:
+        if not run_ids:
+            return 0, 0
+        self._fresh("calls")
+        marks = ",".join("?" for _ in run_ids)
+        n, failed = self.conn.execute(
+            "SELECT COUNT(*), COALESCE(SUM(error IS NOT NULL), 0) FROM calls "
+            f"WHERE kind = 'tool' AND run_id IN ({marks})",
+            list(run_ids),
+        ).fetchone()
+        return int(n), int(failed)
+
+    def runs_with_event(self, type_: str, run_ids: Sequence[str]) -> int:
+        if not run_ids:
+            return 0
+        self._fresh("events")
+        marks = ",".join("?" for _ in run_ids)
+        return int(
+            self.conn.execute(
+                f"SELECT COUNT(DISTINCT run_id) FROM events WHERE type = ? AND run_id IN ({marks})",
+                [type_, *run_ids],
+            ).fetchone()[0]
+        )
 
     def request_kill(self, run_id: str, by: str | None) -> None:
         self._kill_cache.clear()

@@ -1,0 +1,273 @@
+"""The run store's interface: what every implementation (SQLite, PostgreSQL) offers.
+
+Nothing outside runner/store/ runs SQL: every question asked of the store is a method here.
+`runner.store.open_store(target)` opens the implementation `target` names (a path: SQLite; a
+`postgresql://` or `postgres://` URL: PostgreSQL).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from abc import ABC, abstractmethod
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from runner.errors import ExitCode, FlowrunError
+from runner.store.seal import seal, unseal_json
+
+DEFAULT_STORE = ".flowrun/flowrun.db"
+URL_SCHEMES = ("postgresql://", "postgres://")
+
+
+class StoreError(FlowrunError):
+    """The store cannot be used: missing, corrupt, not ours, or from a newer flowrun."""
+
+    exit_code = ExitCode.INVALID
+
+
+class NotFound(FlowrunError):
+    exit_code = ExitCode.INVALID
+
+
+def store_target(explicit: str | os.PathLike[str] | None = None) -> str:
+    """The store to open: `explicit`, else $FLOWRUN_STORE, else .flowrun/flowrun.db."""
+    return str(explicit or os.environ.get("FLOWRUN_STORE") or DEFAULT_STORE)
+
+
+def is_url(target: str | os.PathLike[str]) -> bool:
+    return isinstance(target, str) and target.lower().startswith(URL_SCHEMES)
+
+
+def store_path(explicit: str | None = None) -> Path:
+    """The SQLite file a path-valued target names (use `store_target` for either kind)."""
+    return Path(store_target(explicit))
+
+
+# perf (issue 11): json.dumps with options builds a new encoder on every call (~7 rows a node)
+_ENCODER = json.JSONEncoder(sort_keys=True, separators=(",", ":"), default=str)
+
+
+def dumps(value: Any) -> str:
+    """Every payload the store writes; secrets and personal data in it are sealed
+    (runner/store/seal.py)."""
+    return _ENCODER.encode(seal(value))
+
+
+def loads(text: str | None) -> Any:
+    """Every payload the store reads, its sealed values opened: the engine sees real values."""
+    return None if text is None else json.loads(unseal_json(text))
+
+
+@dataclass(frozen=True)
+class RunRow:
+    run_id: str
+    workflow: str
+    spec_path: str
+    spec_dir: str
+    spec_text: str
+    spec_digest: str
+    profile: str | None
+    inputs: dict[str, Any]
+    responses_path: str | None
+    options: dict[str, Any] | None
+    tenant: str | None
+    actor: str | None
+    status: str
+    reason: str | None
+    outputs: dict[str, Any] | None
+    cost_usd: float
+    tokens: int
+    llm_calls: int
+    tool_calls: int
+    duration_s: float
+    pid: int | None
+    host: str | None
+    kill_requested: bool
+    created_at: float
+    updated_at: float
+    finished_at: float | None
+    bundle_digest: str | None = None  # None: a run from before plan bundles (schema 3)
+
+
+@dataclass(frozen=True)
+class FinishedRun:
+    """What `flowrun stats` and the console's histograms read of a finished run."""
+
+    run_id: str
+    status: str
+    duration_s: float
+    cost_usd: float
+
+
+class Store(ABC):
+    """Runs, node results, events, call records, bundles, the ledger, approvals and switches.
+
+    Group commit: writes marked *deferred* below may be queued and committed together; `flush`
+    commits the queue now, `barrier` waits (in an event loop) until every row queued so far is
+    committed. A write's ledger intent, an approval request, a decision, a kill and the writes
+    switch commit before they return, with every row queued before them.
+
+    Attributes every implementation sets: `path`, a local file whose folder holds what stays on
+    this machine (transcripts); `target`, what opens this same store again from any process
+    (an absolute path or a URL without its password); `location`, how messages name it.
+    """
+
+    durable = True  # runs recorded here may write live
+    path: Path
+    target: str
+    location: str
+
+    @abstractmethod
+    def __init__(self, target: str | os.PathLike[str], *, create: bool = True) -> None:
+        """Open the store at `target`; `create`: make it when it does not exist yet (else a
+        StoreError), migrate an older schema; a newer schema or foreign data is a StoreError."""
+
+    # -- commits ---------------------------------------------------------------------------
+    @abstractmethod
+    def flush(self) -> None: ...
+
+    @abstractmethod
+    async def barrier(self) -> None: ...
+
+    @abstractmethod
+    def close(self) -> None: ...
+
+    # -- runs ------------------------------------------------------------------------------
+    @abstractmethod
+    def create_run(self, *, bundle: dict[str, Any] | None = None, **row: Any) -> None: ...
+
+    @abstractmethod
+    def update_run(self, run_id: str, **fields: Any) -> None: ...
+
+    @abstractmethod
+    def finish_run(self, run_id: str, *, add_duration_s: float, **fields: Any) -> None: ...
+
+    @abstractmethod
+    def run_ended(self, run_id: str) -> None: ...
+
+    @abstractmethod
+    def claim_run(self, run_id: str, *, was_status: str, was_pid: int | None, host: str) -> bool:
+        """Mark the run running in this process (its pid, on `host`) if it is still in
+        `was_status` with `was_pid` (None: no process); False when another process took it
+        first. Atomic across processes and machines."""
+
+    @abstractmethod
+    def get_run(self, run_id: str) -> RunRow: ...
+
+    @abstractmethod
+    def get_bundle(self, digest: str) -> dict[str, Any]: ...
+
+    @abstractmethod
+    def list_runs(
+        self,
+        *,
+        status: str | None = None,
+        workflow: str | None = None,
+        tenant: str | None = None,
+        limit: int = 50,
+    ) -> list[RunRow]: ...
+
+    @abstractmethod
+    def workflows(self) -> list[str]:
+        """Names of the workflows that have runs here, sorted."""
+
+    @abstractmethod
+    def status_counts(self) -> dict[str, int]:
+        """How many runs are in each status (statuses without runs left out)."""
+
+    @abstractmethod
+    def finished_runs(
+        self,
+        statuses: Sequence[str],
+        *,
+        workflow: str | None = None,
+        tenant: str | None = None,
+        since: float | None = None,
+    ) -> list[FinishedRun]:
+        """The runs in one of `statuses` (of a workflow, a tenant, created since a time)."""
+
+    @abstractmethod
+    def tool_call_counts(self, run_ids: Sequence[str]) -> tuple[int, int]:
+        """(tool calls, tool calls that failed) of these runs."""
+
+    @abstractmethod
+    def runs_with_event(self, type_: str, run_ids: Sequence[str]) -> int:
+        """How many of these runs have at least one event of this type."""
+
+    @abstractmethod
+    def request_kill(self, run_id: str, by: str | None) -> None: ...
+
+    @abstractmethod
+    def kill_requested(self, run_id: str) -> bool: ...
+
+    # -- node results, events, calls -------------------------------------------------------
+    @abstractmethod
+    def save_node(self, run_id: str, node_id: str, status: str, result: dict[str, Any]) -> None: ...
+
+    @abstractmethod
+    def node_results(self, run_id: str) -> dict[str, dict[str, Any]]: ...
+
+    @abstractmethod
+    def event(self, run_id: str, type_: str, node_id: str | None = None, **data: Any) -> None: ...
+
+    @abstractmethod
+    def events(
+        self, run_id: str | None = None, type_: str | None = None
+    ) -> list[dict[str, Any]]: ...
+
+    @abstractmethod
+    def record_call(self, **row: Any) -> None: ...
+
+    @abstractmethod
+    def calls(self, run_id: str) -> list[dict[str, Any]]: ...
+
+    # -- the idempotency ledger ------------------------------------------------------------
+    @abstractmethod
+    def ledger_get(self, key: str, *, run_id: str | None = None) -> dict[str, Any] | None: ...
+
+    @abstractmethod
+    def ledger_intent(self, key: str, *, defer: bool = False, **row: Any) -> None: ...
+
+    @abstractmethod
+    def ledger_done(self, key: str, result: Any, *, defer: bool = False) -> None: ...
+
+    @abstractmethod
+    def ledger_failed(self, key: str, error: str) -> None: ...
+
+    @abstractmethod
+    def ledger_for_run(self, run_id: str) -> list[dict[str, Any]]: ...
+
+    @abstractmethod
+    def ledger_mark_undone(self, key: str) -> None: ...
+
+    # -- approvals -------------------------------------------------------------------------
+    @abstractmethod
+    def approval_get(self, run_id: str, node_id: str) -> dict[str, Any] | None: ...
+
+    @abstractmethod
+    def approval_request(self, run_id: str, node_id: str, **row: Any) -> None: ...
+
+    @abstractmethod
+    def approval_decide(
+        self,
+        run_id: str,
+        node_id: str,
+        *,
+        status: str,
+        by: str,
+        decision: Any = None,
+        reason: str | None = None,
+    ) -> None: ...
+
+    @abstractmethod
+    def inbox(self) -> list[dict[str, Any]]: ...
+
+    # -- switches --------------------------------------------------------------------------
+    @abstractmethod
+    def writes_enabled(self) -> bool: ...
+
+    @abstractmethod
+    def set_writes(self, on: bool, by: str | None) -> None: ...
