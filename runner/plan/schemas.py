@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
+import math
 from functools import lru_cache
 from typing import Any
-
-import jsonschema
-from jsonschema.exceptions import SchemaError
 
 GATE_OUTPUT: dict[str, Any] = {
     "type": "object",
@@ -78,6 +76,14 @@ def _schema_problem_at(schema: Any) -> tuple[str, tuple[str | int, ...]] | None:
     if isinstance(schema, bool):
         return None  # `true` accepts anything, `false` nothing: both are valid schemas
     try:
+        if _surely_valid_schema(schema):
+            return ref_problem(schema)
+    except RecursionError:
+        pass
+    import jsonschema  # ~50 ms to import: only for schemas the walk below cannot vouch for
+    from jsonschema.exceptions import SchemaError
+
+    try:
         jsonschema.validators.validator_for(schema).check_schema(schema)
     except SchemaError as e:
         where = tuple(e.absolute_path)
@@ -91,6 +97,119 @@ def _schema_problem_at(schema: Any) -> tuple[str, tuple[str | int, ...]] | None:
 
 JSON_TYPES = ("array", "boolean", "integer", "null", "number", "object", "string")
 
+# perf (issue 26): `flowrun validate` checked every schema against the 2020-12 metaschema with
+# jsonschema, whose import alone costs ~50 ms of a ~0.4 s command. `_surely_valid_schema` walks
+# the schema itself for the keywords specs use and answers only "certainly valid against the
+# metaschema"; anything else (`$schema`, `$ref`, other keywords, floats where counts
+# go, non-JSON Python types...) answers False and jsonschema decides, and writes the message.
+_SUBSCHEMA = frozenset({"items", "additionalProperties", "not", "contains", "propertyNames"})
+_SUBSCHEMA |= frozenset({"if", "then", "else", "unevaluatedItems", "unevaluatedProperties"})
+_SUBSCHEMA_MAPS = frozenset({"properties", "$defs", "dependentSchemas"})
+_SUBSCHEMA_LISTS = frozenset({"allOf", "anyOf", "oneOf", "prefixItems"})
+_NUMBERS = frozenset({"minimum", "maximum", "exclusiveMinimum", "exclusiveMaximum"})
+_COUNTS = frozenset({"minLength", "maxLength", "minItems", "maxItems", "minProperties"})
+_COUNTS |= frozenset({"maxProperties", "minContains", "maxContains"})
+_STRINGS = frozenset({"title", "description", "$comment", "format", "contentMediaType"})
+_STRINGS |= frozenset({"contentEncoding"})
+_BOOLEANS = frozenset({"deprecated", "readOnly", "writeOnly", "uniqueItems"})
+_ANY_VALUE = frozenset({"default", "const"})
+
+
+def _unique_strings(value: Any, allowed: tuple[str, ...] | None = None) -> bool:
+    if type(value) is not list:
+        return False
+    if not all(type(x) is str and (allowed is None or x in allowed) for x in value):
+        return False
+    return len(set(value)) == len(value)
+
+
+def _json_value(value: Any, depth: int = 0) -> bool:
+    t = type(value)
+    if t is str or t is int or t is float or t is bool or value is None:
+        return t is not float or math.isfinite(value)
+    if depth > 64:
+        return False
+    if t is list:
+        return all(_json_value(x, depth + 1) for x in value)
+    if t is dict:
+        return all(type(k) is str and _json_value(v, depth + 1) for k, v in value.items())
+    return False
+
+
+def _regex(text: str) -> bool:
+    """The metaschema's `format: regex`, as jsonschema checks it (Python's re)."""
+    import re
+
+    try:
+        re.compile(text)
+    except re.error:
+        return False
+    return True
+
+
+def _surely_valid_schema(schema: Any) -> bool:
+    """True only when `schema` is certainly valid against the 2020-12 metaschema."""
+    if schema is True or schema is False:
+        return True
+    if type(schema) is not dict:
+        return False
+    for key, sub in schema.items():
+        if key == "type":
+            if type(sub) is str:
+                if sub not in JSON_TYPES:
+                    return False
+            elif not (_unique_strings(sub, JSON_TYPES) and sub):
+                return False
+        elif key in _SUBSCHEMA:
+            if not _surely_valid_schema(sub):
+                return False
+        elif key in _SUBSCHEMA_MAPS:
+            if type(sub) is not dict or not all(
+                type(k) is str and _surely_valid_schema(v) for k, v in sub.items()
+            ):
+                return False
+        elif key in _SUBSCHEMA_LISTS:
+            if type(sub) is not list or not sub or not all(map(_surely_valid_schema, sub)):
+                return False
+        elif key == "pattern":
+            if type(sub) is not str or not _regex(sub):
+                return False
+        elif key == "patternProperties":
+            if type(sub) is not dict or not all(
+                type(k) is str and _regex(k) and _surely_valid_schema(v) for k, v in sub.items()
+            ):
+                return False
+        elif key == "required":
+            if not _unique_strings(sub):
+                return False
+        elif key == "enum":
+            if type(sub) is not list or not _json_value(sub):
+                return False
+        elif key in _NUMBERS:
+            if type(sub) not in (int, float) or not _json_value(sub):
+                return False
+        elif key == "multipleOf":
+            if type(sub) not in (int, float) or not _json_value(sub) or not sub > 0:
+                return False
+        elif key in _COUNTS:
+            if type(sub) is not int or sub < 0:
+                return False
+        elif key in _STRINGS:
+            if type(sub) is not str:
+                return False
+        elif key in _BOOLEANS:
+            if type(sub) is not bool:
+                return False
+        elif key in _ANY_VALUE:
+            if not _json_value(sub):
+                return False
+        elif key == "examples":
+            if type(sub) is not list or not _json_value(sub):
+                return False
+        else:
+            return False
+    return True
+
 
 _VALIDATORS: dict[int, tuple[Any, Any]] = {}
 
@@ -100,6 +219,8 @@ def validator(schema: dict[str, Any]) -> Any:
     hit = _VALIDATORS.get(id(schema))
     if hit is not None and hit[0] is schema:
         return hit[1]
+    import jsonschema
+
     cls = jsonschema.validators.validator_for(schema)
     v = cls(schema, format_checker=cls.FORMAT_CHECKER)
     if len(_VALIDATORS) > 10_000:

@@ -2,17 +2,20 @@
 
 Run: `.venv/bin/python tests/bench/bench_cli.py [--repeat N] [--small] [--json]`. Each figure is
 the wall time of a fresh `flowrun` process (subprocess + time.perf_counter), min and median of N
-runs, and the median's ratio to `python -c pass` timed in the same run (the interpreter's own
-start-up on this machine at this moment: on a shared host that ratio moves less than seconds).
+runs, the median's ratio to `python -c pass` timed in the same run (the interpreter's own
+start-up on this machine at this moment: on a shared host that ratio moves less than seconds),
+and the median CPU time (user + system) of the process, which a busy neighbour disturbs less
+than wall time.
 
 - `--help`, `validate` of specs/support_refund.yaml, `validate` of a 2,000-node spec;
 - `execute` with recorded responses, until its first node starts: the node's `started_at`
   (unix time, from `--output json`) minus the moment the process was launched;
 - the per-node cost of the path users run: a 500-node chain through the whole `flowrun execute`
-  process minus a 1-node chain, divided by 499; compare with the in-process "full" chain row of
-  `tests/bench/run.sh` (bench_langgraph.py), which is the same stack without the process.
+  process minus a 1-node chain, divided by 499, next to the same chain run in this process on the
+  "full" stack of `tests/bench/run.sh` (bench_langgraph.py: store, spans, transcript, call
+  records, policy), measured in the same run: the same spec, tools and policies.
 
-Prints figures; asserts nothing.
+Prints figures and each issue-26 target; asserts nothing.
 """
 
 from __future__ import annotations
@@ -20,6 +23,8 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import platform
+import resource
 import statistics
 import subprocess
 import sys
@@ -31,20 +36,17 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
-from tests.bench.bench_core import big_spec, chain_spec  # noqa: E402
+from tests.bench.bench_core import big_spec  # noqa: E402
+from tests.bench.bench_langgraph import TOOLS, Flowrun, chain_spec, fr_chain  # noqa: E402
 
 FLOWRUN = [sys.executable, "-m", "runner.cli"]
-TOOLS = (
-    "def noop(i: int = 0) -> dict:\n    return {'i': i}\n\n"
-    "async def anoop(i: int = 0) -> dict:\n    return {'i': i}\n"
-)
 FIRST_NODE_SPEC = """apiVersion: flowrun/v1
 kind: Workflow
 metadata: {name: first-node}
 models:
   small: {model: openai/gpt-4o-mini, max_tokens: 50}
 tools:
-  noop: {impl: bench_tools:noop}
+  noop: {impl: lg_bench_tools:noop}
 nodes:
   classify:
     llm: small
@@ -53,27 +55,36 @@ nodes:
   act: {tool: noop, args: {i: 1}}
 """
 FIRST_NODE_RESPONSES = '{"node": "classify", "content": {"category": "late"}}\n'
+BIG_TOOLS = "def noop(i: int = 0) -> dict:\n    return {'i': i}\n"
+
+Sample = tuple[float, float]  # (wall s, CPU s)
 
 
-def wall(argv: list[str], cwd: Path, env: dict[str, str]) -> float:
-    t0 = time.perf_counter()
+def _cpu() -> float:
+    r = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return r.ru_utime + r.ru_stime
+
+
+def wall(argv: list[str], cwd: Path, env: dict[str, str]) -> Sample:
+    c0, t0 = _cpu(), time.perf_counter()
     cp = subprocess.run(argv, cwd=cwd, env=env, capture_output=True, check=False)
-    dt = time.perf_counter() - t0
+    dt, dc = time.perf_counter() - t0, _cpu() - c0
     if cp.returncode != 0:
         raise SystemExit(f"{' '.join(argv)} -> {cp.returncode}\n{cp.stderr.decode()}")
-    return dt
+    return dt, dc
 
 
-def to_first_node(argv: list[str], cwd: Path, env: dict[str, str]) -> float:
-    launched = time.time()
+def to_first_node(argv: list[str], cwd: Path, env: dict[str, str]) -> Sample:
+    c0, launched = _cpu(), time.time()
     cp = subprocess.run(argv, cwd=cwd, env=env, capture_output=True, check=False)
     if cp.returncode != 0:
         raise SystemExit(f"{' '.join(argv)} -> {cp.returncode}\n{cp.stderr.decode()}")
     nodes = json.loads(cp.stdout)["nodes"]
-    return min(n["started_at"] for n in nodes.values() if n.get("started_at")) - launched
+    first = min(n["started_at"] for n in nodes.values() if n.get("started_at")) - launched
+    return first, _cpu() - c0  # CPU: of the whole process (the model call included)
 
 
-def measure(fn: Callable[[], float], repeat: int) -> list[float]:
+def measure(fn: Callable[[], Sample], repeat: int) -> list[Sample]:
     fn()  # warm the page cache and .pyc files; not counted
     return [fn() for _ in range(repeat)]
 
@@ -88,10 +99,11 @@ def main() -> None:
 
     with tempfile.TemporaryDirectory() as tmp:
         d = Path(tmp)
-        (d / "bench_tools.py").write_text(TOOLS)
+        (d / "lg_bench_tools.py").write_text(TOOLS)
+        (d / "bench_tools.py").write_text(BIG_TOOLS)
         (d / "big.yaml").write_text(big_spec(big_n))
-        (d / "chain1.yaml").write_text(chain_spec(1, "noop"))
-        (d / "chainN.yaml").write_text(chain_spec(chain_n, "noop"))
+        (d / "chain1.yaml").write_text(chain_spec(1))
+        (d / "chainN.yaml").write_text(chain_spec(chain_n))
         (d / "first.yaml").write_text(FIRST_NODE_SPEC)
         (d / "first.jsonl").write_text(FIRST_NODE_RESPONSES)
         # as installed: bytecode caches written and read (a shell may turn them off for itself)
@@ -103,12 +115,12 @@ def main() -> None:
         env["PYTHONPATH"] = os.pathsep.join([str(ROOT), str(d)])
         env["FLOWRUN_STORE"] = str(d / "store.db")
 
-        def run(*a: str) -> Callable[[], float]:
+        def run(*a: str) -> Callable[[], Sample]:
             return lambda: wall([*FLOWRUN, *a], d, env)
 
         spec = str(ROOT / "specs" / "support_refund.yaml")
         out = "--output", "json"
-        rows: dict[str, list[float]] = {}
+        rows: dict[str, list[Sample]] = {}
         rows["python -c pass"] = measure(
             lambda: wall([sys.executable, "-c", "pass"], d, env), args.repeat
         )
@@ -132,30 +144,70 @@ def main() -> None:
         many = measure(run("execute", str(d / "chainN.yaml"), *out), args.repeat)
         rows["execute 1-node chain"] = one
         rows[f"execute {chain_n}-node chain"] = many
+        # the same chain in this process, on bench_langgraph's full stack (µs per node)
+        (d / "inproc").mkdir()
+        fr = Flowrun.make(d / "inproc")
+        fr_chain(fr, chain_n, True)  # warm-up
+        inproc = [fr_chain(fr, chain_n, True) for _ in range(args.repeat)]
 
-    base = statistics.median(rows["python -c pass"])
-    report = {
+    base = statistics.median(w for w, _ in rows["python -c pass"])
+    report: dict[str, dict[str, float]] = {
         name: {
-            "min_s": min(v),
-            "median_s": statistics.median(v),
-            "ratio_to_python": statistics.median(v) / base,
+            "min_s": min(w for w, _ in v),
+            "median_s": statistics.median(w for w, _ in v),
+            "ratio_to_python": statistics.median(w for w, _ in v) / base,
+            "median_cpu_s": statistics.median(c for _, c in v),
         }
         for name, v in rows.items()
     }
+
+    def per_node(i: int) -> float:
+        return (
+            (statistics.median(s[i] for s in many) - statistics.median(s[i] for s in one))
+            / (chain_n - 1)
+            * 1e6
+        )
+
+    cli_us, inproc_us = per_node(0), statistics.median(inproc)
     report[f"execute per node ({chain_n} - 1 nodes)"] = {
-        "min_us": (min(many) - min(one)) / (chain_n - 1) * 1e6,
-        "median_us": (statistics.median(many) - statistics.median(one)) / (chain_n - 1) * 1e6,
+        "median_us": cli_us,
+        "median_cpu_us": per_node(1),
+        "in_process_full_us": inproc_us,
+        "ratio_to_in_process": cli_us / inproc_us,
     }
+    med = {k: v["median_s"] for k, v in report.items() if "median_s" in v}
+    targets = [
+        ("flowrun --help ≤ 0.15 s", med["flowrun --help"] <= 0.15),
+        ("validate support_refund.yaml ≤ 0.3 s", med["validate support_refund.yaml"] <= 0.3),
+        (f"validate {big_n}-node spec ≤ 0.8 s", med[f"validate {big_n}-node spec"] <= 0.8),
+        ("execute to first node ≤ 0.5 s", med["execute --responses: to first node"] <= 0.5),
+        ("execute per node ≤ 1.2× in-process full", cli_us <= 1.2 * inproc_us),
+    ]
     if args.json:
+        report["targets_met"] = {name: float(ok) for name, ok in targets}
         print(json.dumps(report, indent=2))
         return
-    print(f"flowrun CLI, {args.repeat} runs each, Python {sys.version.split()[0]}")
-    print(f"{'command':42} {'min s':>8} {'median s':>9} {'× python':>9}")
+    load = os.getloadavg()
+    print(
+        f"flowrun CLI, {args.repeat} runs each, Python {platform.python_version()}, "
+        f"{os.cpu_count()} CPUs, load average {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}"
+    )
+    print(f"{'command':38} {'min s':>7} {'median s':>9} {'× python':>9} {'CPU s':>7}")
     for name, r in report.items():
         if "min_s" in r:
-            print(f"{name:42} {r['min_s']:8.3f} {r['median_s']:9.3f} {r['ratio_to_python']:9.1f}")
+            print(
+                f"{name:38} {r['min_s']:7.3f} {r['median_s']:9.3f} "
+                f"{r['ratio_to_python']:9.1f} {r['median_cpu_s']:7.3f}"
+            )
         else:
-            print(f"{name:42} {r['min_us']:6.0f} µs {r['median_us']:6.0f} µs (min / median)")
+            print(
+                f"{name:38} {r['median_us']:7.0f} µs/node (CPU {r['median_cpu_us']:.0f}); in "
+                f"process, full stack: {r['in_process_full_us']:.0f} µs/node; "
+                f"{r['ratio_to_in_process']:.2f}×"
+            )
+    print()
+    for name, ok in targets:
+        print(f"  {'met    ' if ok else 'NOT MET'}  {name}")
 
 
 if __name__ == "__main__":
