@@ -120,6 +120,7 @@ def show(run_id: str, store_opt: str | None, fmt: str) -> None:
     nodes = runs.nodes(run_id)
     approvals = runs.inbox(run_id)
     ledger = runs.effects(run_id)
+    spend = runs.spend(run_id)
     # every value shown redacted (key-named fields too); echo redacts the text it prints again
     inputs, outputs, nodes, approvals = shown([row.inputs, row.outputs, nodes, approvals])
     if fmt == "json":
@@ -148,6 +149,7 @@ def show(run_id: str, store_opt: str | None, fmt: str) -> None:
                     {k: e[k] for k in ("key", "node_id", "tool", "effect", "status", "undone")}
                     for e in ledger
                 ],
+                "model_calls": spend,
             }
         )
         return
@@ -181,6 +183,12 @@ def show(run_id: str, store_opt: str | None, fmt: str) -> None:
         if e["effect"] == "write":
             state = "undone" if e["undone"] else e["status"]
             echo(f"  effect {e['tool']} [{e['key']}] {state}")
+    cut = [s for s in spend if s["status"] in ("open", "cancelled")]
+    if cut:
+        echo(
+            f"  {len(cut)} model call(s) without a bill (in flight, or cut off by a crash, a kill "
+            f"or a timeout) count at their reservation: ${sum(s['usd'] for s in cut):.6f}"
+        )
     echo(
         f"  total: ${row.cost_usd:.6f}, {row.tokens} tokens, {row.llm_calls} LLM calls, "
         f"{row.tool_calls} tool calls, {row.duration_s:.2f} s"

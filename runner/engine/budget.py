@@ -1,9 +1,30 @@
-"""Hard run budgets: reserve the worst case before a call, settle the real cost after."""
+"""Hard run budgets: reserve the worst case before a call, settle the real cost after.
+
+Model calls (the rule, both backends; runner/engine/wrappers.py ModelBudget applies it):
+- a call is reserved at the highest price it can be billed at: its prompt tokens plus the
+  node's max_tokens, priced at the costliest model of the route (the model and every fallback),
+  from litellm's bundled price map;
+- the reservation is checked against this process's ledger (below: the run's caps and a
+  subflow's own) and then, atomically, against every spend row of the run in the store
+  (`Services.spend_reserve`), where it is committed before the call is made: what a crashed
+  process or another worker reserved or spent is counted, so a resumed or retried run never
+  passes its cap;
+- after the call the row is settled at what the provider billed (litellm's cost of the answer,
+  priced by the model that answered); a call cut off in flight (a kill, a timeout, a failed
+  sibling) or one that may have reached the provider keeps its whole reservation as spent;
+  only a call known not to have been billed (refused by the provider) is released;
+- a row left open by a crash counts at its reservation.
+A run's and a top-level node's model usage are what their rows count (`tally`), so the record
+after a crash and resume counts every call made.
+"""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
+from typing import Any
 
+from runner.engine.results import Usage
 from runner.spec.models import Budget
 
 
@@ -35,6 +56,23 @@ class BudgetLedger:
     llm_calls: int = 0
     tool_calls: int = 0
     reserved: Reservation = field(default_factory=Reservation)
+    # model usage per top-level node, as its spend rows count it (a root ledger's): earlier
+    # executions' rows (a crash, an approval) plus this process's reservations and settlements
+    tally: dict[str, Usage] = field(default_factory=dict)
+
+    def root(self) -> BudgetLedger:
+        """The run's own ledger (a subflow's charges its parent's)."""
+        return self
+
+    def count_earlier(self, by_node: Mapping[str, Mapping[str, Any]]) -> Usage:
+        """Add spend rows made before this process started (`Services.spend_by_node`) to the
+        tally; returns their sum."""
+        total = Usage()
+        for node_id, row in by_node.items():
+            u = usage_of(row)
+            self.tally.setdefault(node_id, Usage()).__iadd__(u)
+            total += u
+        return total
 
     def reserve_llm(self, *, usd: float, tokens: int, model: str) -> Reservation:
         c = self.caps
@@ -100,3 +138,39 @@ class BudgetLedger:
         if self.caps.max_usd is None:
             return None
         return self.caps.max_usd - self.spent_usd - self.reserved.usd
+
+
+def usage_of(row: Mapping[str, Any]) -> Usage:
+    """The model usage of a `Services.spend_by_node` row."""
+    return Usage(
+        llm_calls=int(row["llm_calls"]),
+        input_tokens=int(row["input_tokens"]),
+        output_tokens=int(row["output_tokens"]),
+        cost_usd=float(row["cost_usd"]),
+    )
+
+
+def with_model_usage(usage: Usage, billed: Usage | None) -> Usage:
+    """`usage` with its model part (calls, tokens, cost) replaced by what the spend rows count."""
+    if billed is None:
+        return usage
+    return Usage(
+        llm_calls=billed.llm_calls,
+        tool_calls=usage.tool_calls,
+        input_tokens=billed.input_tokens,
+        output_tokens=billed.output_tokens,
+        cost_usd=billed.cost_usd,
+    )
+
+
+def run_usage(results: Mapping[str, Any], tally: Mapping[str, Usage]) -> Usage:
+    """A run's totals: each node's usage (`results`: node id -> NodeResult), its model part as
+    its spend rows count it; nodes with spend rows and no result (cut off by a kill or
+    max_seconds) count too."""
+    total = Usage()
+    for nid, res in results.items():
+        total += with_model_usage(res.usage, tally.get(nid))
+    for nid, billed in tally.items():
+        if nid not in results:
+            total += billed
+    return total

@@ -45,6 +45,9 @@ class ChildLedger(BudgetLedger):
     parent: BudgetLedger | None = None
     _links: dict[int, Reservation] = field(default_factory=dict)
 
+    def root(self) -> BudgetLedger:
+        return self.parent.root() if self.parent is not None else self
+
     def reserve_llm(self, *, usd: float, tokens: int, model: str) -> Reservation:
         own = super().reserve_llm(usd=usd, tokens=tokens, model=model)
         if self.parent is not None:

@@ -2,7 +2,10 @@
 
 Points: `before:<node>` (about to start), `after:<node>` (checkpointed), and for tool calls
 `before-effect:<node>` (ledger intent written, tool not yet called) and `after-effect:<node>`
-(tool returned, result not yet in the ledger). Used by the crash tests; unset in production.
+(tool returned, result not yet in the ledger), and for model calls `call:<where>` (the call's
+budget reservation is in the store, the call not yet made; `<where>` is the node, a map item as
+`each[3]`, a subflow's or loop pass's node as `sub/draft` or `revise#2/draft`). Used by the
+crash tests; unset in production.
 """
 
 from __future__ import annotations

@@ -9,7 +9,7 @@ import time
 from collections.abc import Mapping
 from typing import Any
 
-from runner.engine.budget import BudgetLedger
+from runner.engine.budget import BudgetLedger, run_usage, usage_of, with_model_usage
 from runner.engine.context import Engine, Envelope, NodeContext, RunState
 from runner.engine.crash import crash_point
 from runner.engine.hooks import Hooks
@@ -64,11 +64,19 @@ def check_responses(plan: Plan, responses: RecordedResponses, source: str) -> No
 
 
 async def execute_node(ctx: NodeContext) -> NodeResult:
-    """One node run by another driver (a Temporal activity): its map items, subflows and loop
-    passes run on the local engine."""
-    if ctx.run.engine is None:
-        ctx.run.engine = LOCAL_ENGINE
-    return await _execute_node(ctx)
+    """One node run by a scheduler (the local one, or a Temporal activity): its map items,
+    subflows and loop passes run on the local engine. A top-level node's model usage is what
+    its spend rows count (runner/engine/budget.py): calls cut off in flight and calls an earlier
+    execution of the node made before a crash are in it."""
+    run = ctx.run
+    if run.engine is None:
+        run.engine = LOCAL_ENGINE
+    res = await _execute_node(ctx)
+    if not run.path:
+        billed = run.budget.root().tally.get(ctx.node_id)
+        if billed is not None:
+            res.usage = with_model_usage(res.usage, billed)
+    return res
 
 
 async def execute(
@@ -99,14 +107,25 @@ async def execute(
     started = time.time()
     t0 = time.perf_counter()
     await state.hooks.run_started(run_id=state.run_id, plan=plan, inputs=inputs)
+    # what the run spent before: checkpointed nodes, and the spend rows of nodes that will run
+    # again (cut off by a crash, or parked): a resumed run counts every call already made
+    budget = state.budget
+    earlier = state.services.spend_by_node(state.run_id)
+    budget.count_earlier(earlier)
     for nid, res in (completed or {}).items():
         state.results[nid] = res
         state.views[nid] = res.view()
-        state.budget.spent_usd += res.usage.cost_usd
-        state.budget.spent_tokens += res.usage.tokens
-        state.budget.llm_calls += res.usage.llm_calls
-        state.budget.tool_calls += res.usage.tool_calls
-    sched = Scheduler(plan, inputs, results=state.results, views=state.views)
+        u = with_model_usage(res.usage, budget.tally.get(nid))
+        budget.spent_usd += u.cost_usd
+        budget.spent_tokens += u.tokens
+        budget.llm_calls += u.llm_calls
+        budget.tool_calls += u.tool_calls
+    again = {n: usage_of(row) for n, row in earlier.items() if n not in state.results}
+    for u in again.values():
+        budget.spent_usd += u.cost_usd
+        budget.spent_tokens += u.tokens
+        budget.llm_calls += u.llm_calls
+    sched = Scheduler(plan, inputs, results=state.results, views=state.views, earlier=again or None)
     try:
         async with asyncio.timeout(plan.budget.max_seconds):
             await _drive(state, sched)
@@ -115,6 +134,7 @@ async def execute(
     finally:
         await close_run_servers(state.run_id)  # MCP servers this run started (runner/mcp)
     result = sched.result(state.run_id, started_at=started, duration_s=time.perf_counter() - t0)
+    result.usage = run_usage(result.nodes, budget.tally)
     await state.hooks.run_finished(result=result)
     return result
 

@@ -152,7 +152,11 @@ class Scheduler:
         results: dict[str, NodeResult] | None = None,
         views: dict[str, dict[str, Any]] | None = None,
         scope: Mapping[str, Any] | None = None,
+        earlier: Mapping[str, Usage] | None = None,
     ) -> None:
+        """`earlier`: what earlier executions of nodes that run again spent (a run resumed after
+        a crash: runner/engine/budget.py); counted as spent from the start, and replaced by the
+        node's result (which includes it) when the node finishes."""
         self.plan = plan
         self.inputs = inputs
         self.results: dict[str, NodeResult] = results if results is not None else {}
@@ -179,9 +183,12 @@ class Scheduler:
         self._start_spent: dict[str, Cost] = {}  # what its own ledger counts as used at start
         self._held: list[str] = []  # ready capped nodes waiting for room, in plan order
         self.spent = _NONE
+        self._earlier = {n: Cost.of(u) for n, u in (earlier or {}).items()}
         if self._caps:
             for r in self.results.values():
                 self.spent = self.spent + Cost.of(r.usage)
+            for c in self._earlier.values():
+                self.spent = self.spent + c
 
     # -- input events ----------------------------------------------------------------------------
     def start(self) -> Decisions:
@@ -300,7 +307,7 @@ class Scheduler:
         self.views[nid] = res.view()
         self._remaining.discard(nid)
         if self._caps:
-            self.spent = self.spent + Cost.of(res.usage)
+            self.spent = self.spent + Cost.of(res.usage) - self._earlier.pop(nid, _NONE)
         if res.status == "waiting":
             self.parked[nid] = res.error or "waiting for approval"
             return []  # its dependants wait with it; independent branches go on

@@ -43,6 +43,36 @@ class Services(Protocol):
     async def barrier(self) -> None:
         """Return once everything written so far is durable (the store group-commits)."""
 
+    # model-call spend (runner/engine/budget.py): rows reserved before a call, atomically
+    # against the run's caps, settled after it; see runner/store/db.py for the semantics
+    def spend_reserve(
+        self,
+        run_id: str,
+        *,
+        caps: dict[str, float],
+        node_id: str,
+        at: str,
+        model: str,
+        usd: float,
+        input_tokens: int,
+        output_tokens: int,
+    ) -> tuple[int | None, dict[str, float]]: ...
+
+    def spend_settle(
+        self,
+        row_id: int,
+        status: str,
+        *,
+        usd: float | None = None,
+        input_tokens: int | None = None,
+        output_tokens: int | None = None,
+        model: str | None = None,
+    ) -> None: ...
+
+    def spend_by_node(
+        self, run_id: str, node_id: str | None = None
+    ) -> dict[str, dict[str, Any]]: ...
+
 
 class MemoryServices:
     """Process-local services: same semantics as the store, nothing survives the process."""
@@ -55,6 +85,8 @@ class MemoryServices:
         self.writes = True
         self.kills: set[str] = set()
         self.events: list[dict[str, Any]] = []
+        self.spend: list[dict[str, Any]] = []
+        self._spend_totals: dict[str, dict[str, float]] = {}
         self._seq = 0
 
     def ledger_get(self, key: str, *, run_id: str | None = None) -> dict[str, Any] | None:
@@ -113,3 +145,88 @@ class MemoryServices:
 
     async def barrier(self) -> None:
         return None
+
+    def spend_reserve(
+        self,
+        run_id: str,
+        *,
+        caps: dict[str, float],
+        node_id: str,
+        at: str,
+        model: str,
+        usd: float,
+        input_tokens: int,
+        output_tokens: int,
+    ) -> tuple[int | None, dict[str, float]]:
+        totals = self._spend_totals.setdefault(
+            run_id, {"usd": 0.0, "tokens": 0.0, "llm_calls": 0.0}
+        )
+        before = dict(totals)
+        want = {"usd": usd, "tokens": input_tokens + output_tokens, "llm_calls": 1}
+        for dim, cap in caps.items():
+            if totals[dim] + want[dim] > cap + (1e-12 if dim == "usd" else 0):
+                return None, before
+        for dim, v in want.items():
+            totals[dim] += v
+        self.spend.append(
+            {
+                "run_id": run_id,
+                "node_id": node_id,
+                "at": at,
+                "model": model,
+                "status": "open",
+                "usd": usd,
+                "input_tokens": input_tokens,
+                "output_tokens": output_tokens,
+                "reserved_usd": usd,
+                "reserved_tokens": input_tokens + output_tokens,
+            }
+        )
+        return len(self.spend), before
+
+    def spend_settle(
+        self,
+        row_id: int,
+        status: str,
+        *,
+        usd: float | None = None,
+        input_tokens: int | None = None,
+        output_tokens: int | None = None,
+        model: str | None = None,
+    ) -> None:
+        row = self.spend[row_id - 1]
+        totals = self._spend_totals[row["run_id"]]
+        if row["status"] != "released":  # take the row out of the totals, then put it back
+            totals["usd"] -= row["usd"]
+            totals["tokens"] -= row["input_tokens"] + row["output_tokens"]
+            totals["llm_calls"] -= 1
+        row["status"] = status
+        for k, v in (
+            ("usd", usd),
+            ("input_tokens", input_tokens),
+            ("output_tokens", output_tokens),
+            ("model", model),
+        ):
+            if v is not None:
+                row[k] = v
+        if status != "released":
+            totals["usd"] += row["usd"]
+            totals["tokens"] += row["input_tokens"] + row["output_tokens"]
+            totals["llm_calls"] += 1
+
+    def spend_by_node(self, run_id: str, node_id: str | None = None) -> dict[str, dict[str, Any]]:
+        out: dict[str, dict[str, Any]] = {}
+        for r in self.spend:
+            if r["run_id"] != run_id or r["status"] == "released":
+                continue
+            if node_id is not None and r["node_id"] != node_id:
+                continue
+            t = out.setdefault(
+                r["node_id"],
+                {"llm_calls": 0, "cost_usd": 0.0, "input_tokens": 0, "output_tokens": 0},
+            )
+            t["llm_calls"] += 1
+            t["cost_usd"] += r["usd"]
+            t["input_tokens"] += r["input_tokens"]
+            t["output_tokens"] += r["output_tokens"]
+        return out

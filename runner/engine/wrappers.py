@@ -21,10 +21,11 @@ from runner.engine.approvals import Ask, approval_key, await_decision
 from runner.engine.budget import BudgetExceeded
 from runner.engine.context import NodeContext, NodeFailure, NodeStop
 from runner.engine.crash import crash_point
+from runner.engine.results import Usage
 from runner.expr.cel import ExprError
 from runner.mcp.contracts import McpTool
 from runner.mcp.pool import call_tool
-from runner.models.pricing import price_of
+from runner.models.pricing import costliest
 from runner.plan import schemas
 from runner.plan.model import LLMStep, ToolStep
 from runner.plan.tools import accepts_idempotency_key
@@ -510,39 +511,136 @@ class RecordedAnswers(ModelWrapper):
         return await self.inner(call)
 
 
-def _reserve_usd(model: str, prompt_tokens: int, max_tokens: int) -> float:
-    price = price_of(model)
-    if price is None:
-        return 0.0
-    return price.input_per_token * prompt_tokens + price.output_per_token * max_tokens
+# provider errors that prove the call was not billed: the provider refused it, or it never
+# reached the provider; anything else that ends a call early (a timeout, a cancellation, an
+# unknown error) may have been billed, so the call keeps its reservation as spent
+NOT_BILLED = frozenset(
+    {"rate_limit", "internal_server_error", "context_window", "bad_request", "auth", "connection"}
+    | {"config"}
+)
+
+
+def top_node(ctx: NodeContext) -> str:
+    """The run's top-level node a call is made under (a map item's map, a subflow's node)."""
+    path = ctx.run.path
+    if not path:
+        return ctx.node_id
+    for i, ch in enumerate(path):
+        if ch in "[#/":
+            return path[:i]
+    return path
+
+
+def _where(ctx: NodeContext) -> str:
+    return ctx.run.path + ctx.node_id + (f"[{ctx.index}]" if ctx.index is not None else "")
 
 
 class ModelBudget(ModelWrapper):
-    """Reserve the call's most expensive outcome before it, settle the real cost after it."""
+    """Reserve the call's most expensive outcome before it, settle what was billed after it;
+    the rule is in runner/engine/budget.py."""
 
     async def __call__(self, call: ModelCall) -> LLMResponse:
         ctx, step = call.ctx, call.step
-        budget, model = ctx.run.budget, call.request.model
-        reservation = budget.reserve_llm(
-            usd=_reserve_usd(model, call.prompt_tokens, step.max_tokens),
-            tokens=call.prompt_tokens + step.max_tokens,
-            model=model,
-        )
+        run = ctx.run
+        budget, model = run.budget, call.request.model
+        prompt, limit = call.prompt_tokens, step.max_tokens
+        usd = costliest((model, *step.route.models), prompt, limit)
+        reservation = budget.reserve_llm(usd=usd, tokens=prompt + limit, model=model)
+        root = budget.root()
+        caps = root.caps
+        top = top_node(ctx)
         try:
-            resp = await self.inner(call)
+            row, used = run.services.spend_reserve(
+                run.run_id,
+                caps={
+                    dim: float(cap)
+                    for dim, cap in (
+                        ("usd", caps.max_usd),
+                        ("tokens", caps.max_tokens),
+                        ("llm_calls", caps.max_llm_calls),
+                    )
+                    if cap is not None
+                },
+                node_id=top,
+                at=_where(ctx),
+                model=model,
+                usd=usd,
+                input_tokens=prompt,
+                output_tokens=limit,
+            )
         except BaseException:
             budget.release(reservation)
             raise
-        budget.settle_llm(
-            reservation, usd=resp.cost_usd, tokens=resp.prompt_tokens + resp.completion_tokens
-        )
+        if row is None:
+            budget.release(reservation)
+            raise _refused(caps, used, model, usd, prompt + limit)
+        # the reservation is durable: from here a crash counts the call at its reservation
+        tally = root.tally.get(top)
+        if tally is None:
+            tally = root.tally[top] = Usage()
+        reserved = Usage(llm_calls=1, input_tokens=prompt, output_tokens=limit, cost_usd=usd)
+        tally += reserved
         usage = ctx.usage
-        usage.llm_calls += 1
-        usage.input_tokens += resp.prompt_tokens
-        usage.output_tokens += resp.completion_tokens
-        usage.cost_usd += resp.cost_usd
+        crash_point(f"call:{_where(ctx)}")
+        try:
+            resp = await self.inner(call)
+        except BaseException as e:
+            if getattr(e, "kind", None) in NOT_BILLED and not isinstance(e, NodeFailure):
+                budget.release(reservation)
+                run.services.spend_settle(row, "released")
+                tally.llm_calls -= 1
+                tally.input_tokens -= prompt
+                tally.output_tokens -= limit
+                tally.cost_usd -= usd
+            else:  # cut off in flight, or it may have reached the provider: billed, say we
+                budget.settle_llm(reservation, usd=usd, tokens=prompt + limit)
+                run.services.spend_settle(row, "cancelled")
+                usage += reserved
+            raise
+        billed = Usage(
+            llm_calls=1,
+            input_tokens=resp.prompt_tokens,
+            output_tokens=resp.completion_tokens,
+            cost_usd=resp.cost_usd,
+        )
+        budget.settle_llm(reservation, usd=resp.cost_usd, tokens=billed.tokens)
+        run.services.spend_settle(
+            row,
+            "billed",
+            usd=resp.cost_usd,
+            input_tokens=resp.prompt_tokens,
+            output_tokens=resp.completion_tokens,
+            model=resp.model,
+        )
+        tally.input_tokens += resp.prompt_tokens - prompt
+        tally.output_tokens += resp.completion_tokens - limit
+        tally.cost_usd += resp.cost_usd - usd
+        usage += billed
         ctx.model = model
         return resp
+
+
+def _refused(caps: Any, used: dict[str, float], model: str, usd: float, tokens: int) -> Exception:
+    """The run's spend rows (earlier executions and other workers included) leave no room."""
+    why = "counting every call this run reserved, before a crash or on another worker too"
+    if caps.max_llm_calls is not None and used["llm_calls"] + 1 > caps.max_llm_calls:
+        return BudgetExceeded(
+            "max_llm_calls",
+            f"max_llm_calls {caps.max_llm_calls} reached ({why}); the call to {model} was not made",
+        )
+    if caps.max_usd is not None and used["usd"] + usd > caps.max_usd + 1e-12:
+        left = max(caps.max_usd - used["usd"], 0.0)
+        return BudgetExceeded(
+            "max_usd",
+            f"a call to {model} could cost up to ${usd:.6f} but only ${left:.6f} of "
+            f"max_usd ${caps.max_usd:g} is left ({why}); the call was not made",
+        )
+    left_tokens = max(int((caps.max_tokens or 0) - used["tokens"]), 0)
+    return BudgetExceeded(
+        "max_tokens",
+        f"a call to {model} could use up to {tokens} tokens but only {left_tokens} of "
+        f"max_tokens {caps.max_tokens} are left ({why}); the call was not made",
+    )
 
 
 class ModelTrace(ModelWrapper):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import time
@@ -243,6 +244,13 @@ def _to_provider_error(litellm: ModuleType, exc: Exception, model: str) -> Provi
 def _cost(
     litellm: ModuleType, resp: object, model: str, prompt: int, completion: int
 ) -> float | None:
+    """What the call was billed: priced by the model that answered (a provider may answer with
+    another model or version than was asked for; litellm prices by the one asked for), else by
+    the model asked for."""
+    reported = getattr(resp, "model", None)
+    if isinstance(reported, str) and reported and reported != model:
+        with contextlib.suppress(Exception):
+            return float(litellm.completion_cost(completion_response=resp, model=reported))
     try:
         return float(litellm.completion_cost(completion_response=resp))
     except Exception:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import importlib.util
 import json
 import math
+from collections.abc import Iterable
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
@@ -104,6 +105,20 @@ def cost_usd(model: str, prompt_tokens: int, completion_tokens: int) -> float | 
     if price is None:
         return None
     return prompt_tokens * price.input_per_token + completion_tokens * price.output_per_token
+
+
+def costliest(models: Iterable[str], prompt_tokens: int, completion_tokens: int) -> float:
+    """The most a call of these token counts can cost on any of `models` (a route's model and
+    its fallbacks: the one it may be billed at); models without a known price count as free."""
+    worst = 0.0
+    for model in models:
+        price = price_of(model)
+        if price is not None:
+            worst = max(
+                worst,
+                price.input_per_token * prompt_tokens + price.output_per_token * completion_tokens,
+            )
+    return worst
 
 
 def estimate_tokens(text: str) -> int:

@@ -42,20 +42,23 @@ def build_messages(ctx: NodeContext, step: LLMStep) -> list[dict[str, str]]:
     return messages
 
 
-def _token_room(ctx: NodeContext, model: str, messages: list[dict[str, str]]) -> int | None:
-    """Output tokens the run's max_tokens and max_usd caps leave for one more ask (None: no cap)."""
+def _token_room(ctx: NodeContext, step: LLMStep, messages: list[dict[str, str]]) -> int | None:
+    """Output tokens the run's max_tokens and max_usd caps leave for one more ask (None: no cap),
+    priced at every model the ask may be billed at (the route's model and its fallbacks)."""
     from runner.models.client import count_prompt_tokens
     from runner.models.pricing import price_of
 
     budget = ctx.run.budget
-    prompt = count_prompt_tokens(model, messages)
+    prompt = count_prompt_tokens(step.route.models[0], messages)
     rooms: list[int] = []
     if budget.caps.max_tokens is not None:
         used = budget.spent_tokens + budget.reserved.tokens
         rooms.append(budget.caps.max_tokens - used - prompt)
-    usd, price = budget.remaining_usd(), price_of(model)
-    if usd is not None and price is not None and price.output_per_token > 0:
-        rooms.append(int((usd - price.input_per_token * prompt) / price.output_per_token))
+    usd = budget.remaining_usd()
+    for model in step.route.models if usd is not None else ():
+        price = price_of(model)
+        if usd is not None and price is not None and price.output_per_token > 0:
+            rooms.append(int((usd - price.input_per_token * prompt) / price.output_per_token))
     return min(rooms) if rooms else None
 
 
@@ -65,7 +68,7 @@ def _raised(ctx: NodeContext, step: LLMStep, limit: int, messages: list[dict[str
     The run's caps stay hard: the call still reserves its worst case, so a raise never lets it
     spend past them; a limit the budget cannot raise stays, and the re-ask asks for less.
     """
-    room = _token_room(ctx, step.route.models[0], messages)
+    room = _token_room(ctx, step, messages)
     raised = 2 * limit if room is None else min(2 * limit, room)
     return max(limit, raised)
 

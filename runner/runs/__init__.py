@@ -501,6 +501,10 @@ class Runs:
     def effects(self, run_id: str) -> list[dict[str, Any]]:
         return self.store.ledger_for_run(run_id)
 
+    def spend(self, run_id: str) -> list[dict[str, Any]]:
+        """Every model call reserved for the run, with what it counts (runner/engine/budget.py)."""
+        return self.store.spend_rows(run_id)
+
     def event(self, run_id: str, type_: str, **data: Any) -> None:
         self.store.event(run_id, type_, **data)
 

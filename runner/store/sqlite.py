@@ -32,7 +32,7 @@ from runner.store.seal import (
     use_key_beside,
 )
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 APP_ID = 0x464C5752  # "FLWR": PRAGMA application_id marks a store as ours
 BUSY_TIMEOUT_MS = 30_000
 # group commit: the longest a deferred row waits for its transaction when nothing else (a node
@@ -155,7 +155,31 @@ _MIGRATIONS: dict[int, str] = {
     );
     ALTER TABLE runs ADD COLUMN bundle_digest TEXT;
     """,
+    # model-call spend (runner/engine/budget.py): one row per call, reserved before it is made
+    # and settled after; what a run's budget and totals count across crashes and processes
+    4: """
+    CREATE TABLE spend (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        run_id TEXT NOT NULL,
+        node_id TEXT NOT NULL,
+        at TEXT NOT NULL,
+        model TEXT NOT NULL,
+        status TEXT NOT NULL,
+        usd REAL NOT NULL,
+        input_tokens INTEGER NOT NULL,
+        output_tokens INTEGER NOT NULL,
+        reserved_usd REAL NOT NULL,
+        reserved_tokens INTEGER NOT NULL,
+        created_at REAL NOT NULL,
+        updated_at REAL NOT NULL
+    );
+    CREATE INDEX spend_run ON spend(run_id, node_id);
+    """,
 }
+
+# What a run's spend rows count (runner/engine/budget.py): every row but a released one; an
+# open row (reserved, never settled: in flight, or cut off by a crash) at its reservation
+_SPEND_COUNTED = "status != 'released'"
 
 
 _EVENT_SQL = "INSERT INTO events (run_id, ts, type, node_id, data) VALUES (?, ?, ?, ?, ?)"
@@ -640,6 +664,117 @@ class SqliteStore(Store):
             d["error"] = unseal_text(d.get("error"))
             out.append(d)
         return out
+
+    # -- model-call spend (runner/engine/budget.py) ------------------------------------------
+    def spend_reserve(
+        self,
+        run_id: str,
+        *,
+        caps: dict[str, float],
+        node_id: str,
+        at: str,
+        model: str,
+        usd: float,
+        input_tokens: int,
+        output_tokens: int,
+    ) -> tuple[int | None, dict[str, float]]:
+        """Reserve one model call for a run, atomically against its caps.
+
+        In one write transaction (so processes running nodes of one run, Temporal workers, cannot
+        together pass a cap): what the run's rows count now, and, when the call fits under every
+        cap in `caps` (`usd`, `tokens`, `llm_calls`), a new open row. Committed before the call
+        is made, so a crash after this counts the call. Returns the row id (None: refused, no row)
+        and the run's counted totals before this call.
+        """
+        now = time.time()
+        with self.tx() as c:
+            used_usd, used_tokens, used_calls = c.execute(
+                "SELECT COALESCE(SUM(usd), 0), COALESCE(SUM(input_tokens + output_tokens), 0), "
+                f"COUNT(*) FROM spend WHERE run_id = ? AND {_SPEND_COUNTED}",
+                (run_id,),
+            ).fetchone()
+            totals = {"usd": float(used_usd), "tokens": float(used_tokens), "llm_calls": used_calls}
+            want = {"usd": usd, "tokens": input_tokens + output_tokens, "llm_calls": 1}
+            for dim, cap in caps.items():
+                if totals[dim] + want[dim] > cap + (1e-12 if dim == "usd" else 0):
+                    return None, totals
+            cur = c.execute(
+                "INSERT INTO spend (run_id, node_id, at, model, status, usd, input_tokens, "
+                "output_tokens, reserved_usd, reserved_tokens, created_at, updated_at) "
+                "VALUES (?, ?, ?, ?, 'open', ?, ?, ?, ?, ?, ?, ?)",
+                (
+                    run_id,
+                    node_id,
+                    at,
+                    model,
+                    usd,
+                    input_tokens,
+                    output_tokens,
+                    usd,
+                    input_tokens + output_tokens,
+                    now,
+                    now,
+                ),
+            )
+            return cur.lastrowid, totals
+
+    def spend_settle(
+        self,
+        row_id: int,
+        status: str,
+        *,
+        usd: float | None = None,
+        input_tokens: int | None = None,
+        output_tokens: int | None = None,
+        model: str | None = None,
+    ) -> None:
+        """A reserved call's end (deferred: until it commits, the open row counts its whole
+        reservation, never less than was billed): `billed` with what the provider billed,
+        `cancelled` (cut off in flight; it keeps its reservation), or `released`."""
+        self._defer(
+            "spend",
+            "UPDATE spend SET status = ?, usd = COALESCE(?, usd), "
+            "input_tokens = COALESCE(?, input_tokens), output_tokens = COALESCE(?, output_tokens), "
+            "model = COALESCE(?, model), updated_at = ? WHERE id = ?",
+            (status, usd, input_tokens, output_tokens, model, time.time(), row_id),
+        )
+
+    def spend_by_node(self, run_id: str, node_id: str | None = None) -> dict[str, dict[str, Any]]:
+        """What a run's rows count, per top-level node (one node's only, with `node_id`)."""
+        self._fresh("spend")
+        sql = (
+            "SELECT node_id, COUNT(*), COALESCE(SUM(usd), 0), COALESCE(SUM(input_tokens), 0), "
+            f"COALESCE(SUM(output_tokens), 0) FROM spend WHERE run_id = ? AND {_SPEND_COUNTED}"
+        )
+        args: tuple[Any, ...] = (run_id,)
+        if node_id is not None:
+            sql += " AND node_id = ?"
+            args = (run_id, node_id)
+        return {
+            n: {"llm_calls": k, "cost_usd": u, "input_tokens": i, "output_tokens": o}
+            for n, k, u, i, o in self.conn.execute(sql + " GROUP BY node_id", args)
+        }
+
+    def spend_rows(self, run_id: str) -> list[dict[str, Any]]:
+        """Every model call reserved for a run, in the order reserved."""
+        self._fresh("spend")
+        rows = self.conn.execute(
+            "SELECT node_id, at, model, status, usd, input_tokens, output_tokens, reserved_usd, "
+            "reserved_tokens FROM spend WHERE run_id = ? ORDER BY id",
+            (run_id,),
+        )
+        keys = (
+            "node_id",
+            "at",
+            "model",
+            "status",
+            "usd",
+            "input_tokens",
+            "output_tokens",
+            "reserved_usd",
+            "reserved_tokens",
+        )
+        return [dict(zip(keys, r, strict=True)) for r in rows]
 
     # -- the idempotency ledger --------------------------------------------------------------
     def ledger_get(self, key: str, *, run_id: str | None = None) -> dict[str, Any] | None:

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
-from runner.engine.budget import BudgetLedger
+from runner.engine.budget import BudgetLedger, run_usage, usage_of
 from runner.engine.context import Envelope, NodeContext, RunState
 from runner.engine.hooks import Hooks
 from runner.engine.results import NodeResult, RunResult, Usage
@@ -130,6 +130,12 @@ async def run_node(task: NodeTask) -> dict[str, Any]:
         budget.spent_tokens = int(task.spent.get("tokens", 0))
         budget.llm_calls = int(task.spent.get("llm_calls", 0))
         budget.tool_calls = int(task.spent.get("tool_calls", 0))
+        # an earlier attempt of this activity (a worker that died) spent what its rows count:
+        # the node's result includes it, and this attempt's calls are reserved on top of it
+        earlier = budget.count_earlier(store.spend_by_node(run.run_id, task.node_id))
+        budget.spent_usd += earlier.cost_usd
+        budget.spent_tokens += earlier.tokens
+        budget.llm_calls += earlier.llm_calls
         observer = _observer(run, store, task.attempt)
         observer.join(
             run_id=run.run_id, plan=plan, inputs=run.inputs, opens=task.opens,
@@ -185,16 +191,19 @@ async def finish_run(task: FinishTask) -> None:
     for node in task.nodes:
         store.save_node(task.run_id, node["node_id"], node["status"], node)
     result = task.run
-    totals = result["totals"]
+    # model usage as the run's spend rows count it: nodes cut off mid-call too
+    billed = {n: usage_of(row) for n, row in store.spend_by_node(task.run_id).items()}
+    nodes = {n: NodeResult.from_json(v) for n, v in result["nodes"].items()}
+    totals = run_usage(nodes, billed)
     store.finish_run(
         task.run_id,
         status=result["status"],
         reason=result["reason"],
         outputs=result["outputs"],
-        cost_usd=totals["cost_usd"],
-        tokens=totals["tokens"],
-        llm_calls=totals["llm_calls"],
-        tool_calls=totals["tool_calls"],
+        cost_usd=totals.cost_usd,
+        tokens=totals.tokens,
+        llm_calls=totals.llm_calls,
+        tool_calls=totals.tool_calls,
         add_duration_s=result["duration_s"],
         pid=None,
         finished_at=time.time() if task.terminal else None,

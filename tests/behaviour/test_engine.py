@@ -321,7 +321,10 @@ def test_timeout_applies_to_llm_latency(backend: Run) -> None:
     assert (result.status, node.status) == ("failed", "failed")
     assert node.error == "timed out after 0.1s"
     assert elapsed < 0.3
-    assert result.usage.llm_calls == 0 and result.usage.cost_usd == 0
+    # cut off in flight: the provider may have billed it, so the call keeps its reservation
+    # (its prompt and the node's max_tokens at the route's costliest price) as spent
+    assert result.usage.llm_calls == 1 and result.usage.output_tokens == 100
+    assert node.usage.cost_usd == result.usage.cost_usd > 0
 
 
 # --- LLM re-ask and fallbacks ---------------------------------------------------------------
@@ -429,10 +432,13 @@ def test_budget_too_small_for_the_first_call_makes_no_call(backend: Run) -> None
 
 
 def test_budget_admits_the_first_call_but_not_the_second(backend: Run) -> None:
-    # each call reserves prompt + 100 max tokens (~$0.00007); the first really spends $0.000075
+    # each call reserves prompt + 100 max tokens (~$0.00007; `solo` has no pricier fallback to
+    # reserve at); the first really spends $0.000075
     cap = 0.00013
     plan = plan_of(
-        f"budget: {{max_usd: {cap}}}\nnodes:\n" + llm_node("a") + llm_node("b", extra="needs: [a]")
+        f"budget: {{max_usd: {cap}}}\nnodes:\n"
+        + llm_node("a", alias="solo")
+        + llm_node("b", alias="solo", extra="needs: [a]")
     )
     usage = {"prompt_tokens": 100, "completion_tokens": 100}
     result = run(backend, plan, responses=[answer("a", usage=usage), answer("b", usage=usage)])
@@ -445,13 +451,14 @@ def test_budget_admits_the_first_call_but_not_the_second(backend: Run) -> None:
 
 def test_capped_nodes_whose_worst_case_passes_the_cap_run_one_at_a_time(backend: Run) -> None:
     # each node could cost ~$0.0017 (three asks on the pricier fallback), more than the whole
-    # cap: the scheduler starts them one at a time, each against what the others really spent
-    plan = plan_of("budget: {max_usd: 0.00017}\nnodes:\n" + "".join(llm_node(n) for n in "abc"))
+    # cap: the scheduler starts them one at a time, each against what the others really spent;
+    # each call reserves ~$0.00057 (one ask priced at the fallback) and really spends ~$0.00007
+    plan = plan_of("budget: {max_usd: 0.0009}\nnodes:\n" + "".join(llm_node(n) for n in "abc"))
     responses = [answer(n, latency_s=0.05) for n in "abc"]
     result = run(backend, plan, responses=responses)
     assert result.status == "succeeded", result.reason
     assert result.usage.llm_calls == 3
-    assert result.usage.cost_usd <= 0.00017
+    assert result.usage.cost_usd <= 0.0009
     spans = sorted(
         (r.started_at or 0.0, (r.started_at or 0.0) + r.duration_s) for r in result.nodes.values()
     )
@@ -479,6 +486,69 @@ def test_parallel_llm_nodes_never_pass_max_llm_calls(backend: Run) -> None:
     assert result.status == "budget_exceeded"
     assert result.usage.llm_calls == 2
     assert sorted(statuses(result).values()) == ["budget_exceeded", "succeeded", "succeeded"]
+
+
+def test_a_call_is_reserved_at_the_costliest_model_of_its_route(backend: Run) -> None:
+    # one ask reserves its prompt + 100 max tokens: ~$0.00007 on gpt-4o-mini, ~$0.00057 on the
+    # route's fallback claude-haiku-4-5; a cap between the two refuses to start the call
+    body = "budget: {max_usd: 0.0003}\nnodes:\n"
+    result = run(backend, plan_of(body + llm_node("c")), responses=[answer("c")])
+    node = result.nodes["c"]
+    assert (result.status, node.status) == ("budget_exceeded", "budget_exceeded")
+    assert node.error is not None and f"a call to {PRIMARY} could cost up to $0.0005" in node.error
+    assert result.usage.llm_calls == 0 and result.usage.cost_usd == 0
+    # the same cap holds the same call on a route without the pricier fallback
+    solo = run(backend, plan_of(body + llm_node("c", alias="solo")), responses=[answer("c")])
+    assert solo.status == "succeeded", solo.reason
+    assert solo.usage.llm_calls == 1
+
+
+def test_a_call_is_settled_at_the_price_of_the_model_that_answered(backend: Run) -> None:
+    # the provider answered with the pricier model: the run pays what that model costs
+    plan = plan_of("nodes:\n" + llm_node("c"))
+    usage = {"prompt_tokens": 100, "completion_tokens": 20}
+    result = run(backend, plan, responses=[answer("c", usage=usage, model=FALLBACK)])
+    price = price_of(FALLBACK)
+    assert price is not None
+    billed = 100 * price.input_per_token + 20 * price.output_per_token
+    assert result.status == "succeeded", result.reason
+    assert result.usage.cost_usd == pytest.approx(billed)
+    assert (result.usage.input_tokens, result.usage.output_tokens) == (100, 20)
+
+
+def test_a_call_cut_off_by_a_failed_sibling_counts_its_reservation(backend: Run) -> None:
+    # item 1's call is in flight when item 0 fails (its provider refused it, which costs
+    # nothing); the map stops and cuts item 1 off, but the provider may have billed it
+    plan = plan_of(
+        """
+        nodes:
+          each:
+            map:
+              over: "${{ [0, 1] }}"
+              node:
+                llm: solo
+                prompt: "classify ticket {{ item }}"
+                output:
+                  type: object
+                  properties: {category: {enum: [refund, other]}}
+                  required: [category]
+        """
+    )
+    responses = [
+        {"node": "each", "index": 0, "error": "auth", "latency_s": 0.2},
+        {"node": "each", "index": 1, "content": {"category": "other"}, "latency_s": 30},
+    ]
+    result = run(backend, plan, responses=responses)
+    assert result.status == "failed", result.reason
+    node = result.nodes["each"]
+    price = price_of(PRIMARY)
+    assert price is not None
+    # one call counted, at its reservation: its prompt and max_tokens 100 at the route's price
+    assert (node.usage.llm_calls, node.usage.output_tokens) == (1, 100)
+    prompt = node.usage.input_tokens
+    reserved = prompt * price.input_per_token + 100 * price.output_per_token
+    assert node.usage.cost_usd == pytest.approx(reserved)
+    assert result.usage.cost_usd == pytest.approx(reserved)
 
 
 def test_max_llm_calls_stops_a_reask(backend: Run) -> None:

@@ -7,6 +7,7 @@ import shutil
 import sqlite3
 from pathlib import Path
 
+from runner.store.db import SCHEMA_VERSION
 from tests.durable.conftest import Flowrun, only_run_id, refund_case, tool_log
 from tests.unit.test_bundle import FORBID, write_project
 
@@ -88,4 +89,4 @@ def test_a_store_from_before_bundles_opens_and_its_runs_resume_from_their_spec_t
     assert done.returncode == 0, done.stderr
     assert json.loads(done.stdout)["status"] == "succeeded"
     with sqlite3.connect(env["FLOWRUN_STORE"]) as c:
-        assert c.execute("PRAGMA user_version").fetchone()[0] == 3
+        assert c.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
