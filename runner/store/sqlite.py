@@ -158,7 +158,7 @@ _MIGRATIONS: dict[int, str] = {
     # model-call spend (runner/engine/budget.py): one row per call, reserved before it is made
     # and settled after; what a run's budget and totals count across crashes and processes
     4: """
-    CREATE TABLE spend (
+    CREATE TABLE IF NOT EXISTS spend (
         id INTEGER PRIMARY KEY AUTOINCREMENT,
         run_id TEXT NOT NULL,
         node_id TEXT NOT NULL,
@@ -173,7 +173,7 @@ _MIGRATIONS: dict[int, str] = {
         created_at REAL NOT NULL,
         updated_at REAL NOT NULL
     );
-    CREATE INDEX spend_run ON spend(run_id, node_id);
+    CREATE INDEX IF NOT EXISTS spend_run ON spend(run_id, node_id);
     """,
 }
 
