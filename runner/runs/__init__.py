@@ -20,7 +20,7 @@ from runner.backends import RESUMABLE, TERMINAL, Backend, backend_name
 from runner.engine.run import check_inputs, check_responses, new_run_id
 from runner.errors import ExitCode, FlowrunError, UsageError
 from runner.runs.observe import Observe, observer
-from runner.store import NotFound, RunRow, Store, open_store
+from runner.store import DuplicateRun, NotFound, RunRow, Store, open_store
 
 if TYPE_CHECKING:
     from runner.engine.hooks import Hooks
@@ -146,12 +146,8 @@ def create_run(
             host=host(),
             bundle=plan.bundle.to_json() if plan.bundle is not None else None,
         )
-    except Exception as e:
-        if "UNIQUE" in str(e):
-            raise UsageError(
-                f"a run with id {run_id!r} already exists in {store.location}"
-            ) from None
-        raise
+    except DuplicateRun:
+        raise UsageError(f"a run with id {run_id!r} already exists in {store.location}") from None
 
 
 def plan_of(row: Any, store: Store | None = None) -> Plan:

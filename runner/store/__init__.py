@@ -9,6 +9,7 @@ import os
 
 from runner.store.base import (
     DEFAULT_STORE,
+    DuplicateRun,
     FinishedRun,
     NotFound,
     RunRow,
@@ -21,6 +22,7 @@ from runner.store.base import (
 
 __all__ = [
     "DEFAULT_STORE",
+    "DuplicateRun",
     "FinishedRun",
     "NotFound",
     "RunRow",

@@ -32,6 +32,10 @@ class NotFound(FlowrunError):
     exit_code = ExitCode.INVALID
 
 
+class DuplicateRun(StoreError):
+    """A run with this id exists already."""
+
+
 def store_target(explicit: str | os.PathLike[str] | None = None) -> str:
     """The store to open: `explicit`, else $FLOWRUN_STORE, else .flowrun/flowrun.db."""
     return str(explicit or os.environ.get("FLOWRUN_STORE") or DEFAULT_STORE)

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from runner.store.base import (
+    DuplicateRun,
     FinishedRun,
     NotFound,
     RunRow,
@@ -426,7 +427,12 @@ class SqliteStore(Store):
                     "VALUES (?, ?, ?, ?)",
                     (bundle["digest"], bundle["entry"], dumps(bundle["files"]), now),
                 )
-            c.execute(f"INSERT INTO runs ({cols}) VALUES ({marks})", tuple(row.values()))
+            try:
+                c.execute(f"INSERT INTO runs ({cols}) VALUES ({marks})", tuple(row.values()))
+            except sqlite3.IntegrityError as e:
+                if "UNIQUE" not in str(e):
+                    raise
+                raise DuplicateRun(f"a run with id {row['run_id']!r} already exists") from None
             c.execute(
                 "INSERT INTO events (run_id, ts, type, data) VALUES (?, ?, 'run_created', ?)",
                 (row["run_id"], now, dumps({"workflow": row["workflow"]})),

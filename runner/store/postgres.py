@@ -1,0 +1,800 @@
+"""The PostgreSQL run store: one database shared by every process on every machine.
+
+The schema is SQLite's (runner/store/sqlite.py) translated, with the same version numbers;
+`flowrun_meta` marks a database as ours (app, schema version), as SQLite's application_id and
+user_version do. Every write is committed before its method returns, in one transaction per
+method: `flush` and `barrier` find nothing queued, and every durability point the engine relies
+on (a write's intent before its effect, a checkpoint before the next node, a parked run's
+approval) holds. Guarantees across processes come from the database: a run is claimed and an
+approval decided by one conditional UPDATE (row locks; the loser sees no row), the writes switch
+and kill flag are rows read at each node boundary.
+"""
+
+from __future__ import annotations
+
+import atexit
+import os
+import threading
+import time
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager, suppress
+from pathlib import Path
+from typing import Any
+
+import psycopg
+from psycopg.conninfo import conninfo_to_dict, make_conninfo
+from psycopg.rows import dict_row
+from psycopg_pool import ConnectionPool, PoolTimeout
+
+from runner.store.base import (
+    DuplicateRun,
+    FinishedRun,
+    NotFound,
+    RunRow,
+    Store,
+    StoreError,
+    dumps,
+    loads,
+)
+from runner.store.seal import seal, unseal_text, use_key_beside
+
+APP = "flowrun"
+SCHEMA_VERSION = 3  # the same numbers as the SQLite store's migrations
+LOCK_ID = 0x464C5752  # "FLWR": the advisory lock migrations take
+CONNECT_TIMEOUT_S = 10
+POOL_MAX = 4
+
+_MIGRATIONS: dict[int, list[str]] = {
+    1: [
+        "CREATE TABLE flowrun_meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)",
+        """CREATE TABLE runs (
+            run_id TEXT PRIMARY KEY,
+            workflow TEXT NOT NULL,
+            spec_path TEXT NOT NULL,
+            spec_dir TEXT NOT NULL,
+            spec_text TEXT NOT NULL,
+            spec_digest TEXT NOT NULL,
+            profile TEXT,
+            inputs TEXT NOT NULL,
+            responses_path TEXT,
+            options TEXT,
+            tenant TEXT,
+            actor TEXT,
+            status TEXT NOT NULL,
+            reason TEXT,
+            outputs TEXT,
+            cost_usd DOUBLE PRECISION NOT NULL DEFAULT 0,
+            tokens BIGINT NOT NULL DEFAULT 0,
+            llm_calls BIGINT NOT NULL DEFAULT 0,
+            tool_calls BIGINT NOT NULL DEFAULT 0,
+            duration_s DOUBLE PRECISION NOT NULL DEFAULT 0,
+            pid BIGINT,
+            host TEXT,
+            kill_requested INTEGER NOT NULL DEFAULT 0,
+            created_at DOUBLE PRECISION NOT NULL,
+            updated_at DOUBLE PRECISION NOT NULL,
+            finished_at DOUBLE PRECISION
+        )""",
+        "CREATE INDEX runs_status ON runs(status, created_at)",
+        "CREATE INDEX runs_workflow ON runs(workflow, created_at)",
+        """CREATE TABLE node_results (
+            run_id TEXT NOT NULL,
+            node_id TEXT NOT NULL,
+            seq INTEGER NOT NULL,
+            status TEXT NOT NULL,
+            result TEXT NOT NULL,
+            created_at DOUBLE PRECISION NOT NULL,
+            PRIMARY KEY (run_id, node_id, seq)
+        )""",
+        """CREATE TABLE events (
+            id BIGSERIAL PRIMARY KEY,
+            run_id TEXT NOT NULL,
+            ts DOUBLE PRECISION NOT NULL,
+            type TEXT NOT NULL,
+            node_id TEXT,
+            data TEXT
+        )""",
+        "CREATE INDEX events_run ON events(run_id, id)",
+        """CREATE TABLE approvals (
+            run_id TEXT NOT NULL,
+            node_id TEXT NOT NULL,
+            status TEXT NOT NULL,
+            summary TEXT,
+            assignees TEXT,
+            decision_schema TEXT,
+            requested_at DOUBLE PRECISION NOT NULL,
+            timeout_at DOUBLE PRECISION,
+            on_timeout TEXT,
+            decided_by TEXT,
+            decided_at DOUBLE PRECISION,
+            decision TEXT,
+            reason TEXT,
+            PRIMARY KEY (run_id, node_id)
+        )""",
+        "CREATE INDEX approvals_status ON approvals(status, requested_at)",
+        """CREATE TABLE ledger (
+            key TEXT PRIMARY KEY,
+            run_id TEXT NOT NULL,
+            node_id TEXT NOT NULL,
+            tool TEXT NOT NULL,
+            effect TEXT NOT NULL,
+            args TEXT NOT NULL,
+            status TEXT NOT NULL,
+            result TEXT,
+            error TEXT,
+            compensate TEXT,
+            spec_dir TEXT,
+            undone INTEGER NOT NULL DEFAULT 0,
+            created_at DOUBLE PRECISION NOT NULL,
+            updated_at DOUBLE PRECISION NOT NULL,
+            done_seq INTEGER
+        )""",
+        "CREATE INDEX ledger_run ON ledger(run_id, done_seq)",
+        """CREATE TABLE switches (
+            name TEXT PRIMARY KEY, value TEXT NOT NULL, changed_by TEXT,
+            changed_at DOUBLE PRECISION
+        )""",
+    ],
+    2: [
+        """CREATE TABLE calls (
+            id BIGSERIAL PRIMARY KEY,
+            run_id TEXT NOT NULL,
+            node_id TEXT NOT NULL,
+            idx INTEGER,
+            attempt INTEGER NOT NULL,
+            kind TEXT NOT NULL,
+            name TEXT NOT NULL,
+            data TEXT NOT NULL,
+            error TEXT,
+            started_at DOUBLE PRECISION NOT NULL,
+            duration_s DOUBLE PRECISION NOT NULL
+        )""",
+        "CREATE INDEX calls_run ON calls(run_id, id)",
+    ],
+    3: [
+        """CREATE TABLE bundles (
+            digest TEXT PRIMARY KEY,
+            entry TEXT NOT NULL,
+            files TEXT NOT NULL,
+            created_at DOUBLE PRECISION NOT NULL
+        )""",
+        "ALTER TABLE runs ADD COLUMN bundle_digest TEXT",
+    ],
+}
+
+_LEDGER_COLS = (
+    "key",
+    "run_id",
+    "node_id",
+    "tool",
+    "effect",
+    "args",
+    "status",
+    "result",
+    "error",
+    "compensate",
+    "spec_dir",
+    "undone",
+    "created_at",
+    "updated_at",
+    "done_seq",
+)
+_LEDGER_DEFAULTS = {"undone": "0"}  # a replaced row's other columns start as a new row's
+_RUN_COLS = ", ".join(RunRow.__dataclass_fields__)
+_EVENT_SQL = "INSERT INTO events (run_id, ts, type, node_id, data) VALUES (%s, %s, %s, %s, %s)"
+
+# one pool per server and database in a process: the console opens a store per request
+_POOLS: dict[str, ConnectionPool[Any]] = {}
+_CHECKED: set[str] = set()  # conninfos whose schema this process has checked (and migrated)
+_POOLS_LOCK = threading.Lock()
+
+
+@atexit.register
+def _close_pools() -> None:
+    for pool in list(_POOLS.values()):
+        with suppress(Exception):
+            pool.close(timeout=1)
+    _POOLS.clear()
+
+
+def describe(url: str) -> tuple[str, str, str]:
+    """(host, database, the URL without its password) of a store URL, with the PG* variables
+    libpq would use for what the URL leaves out."""
+    try:
+        params = conninfo_to_dict(url)
+    except psycopg.ProgrammingError as e:
+        raise StoreError(f"--store: {_strip(url)!r} is not a PostgreSQL URL ({e})") from None
+    host = str(params.get("host") or os.environ.get("PGHOST") or "localhost")
+    port = str(params.get("port") or os.environ.get("PGPORT") or "5432")
+    user = params.get("user") or os.environ.get("PGUSER")
+    db = str(params.get("dbname") or os.environ.get("PGDATABASE") or user or "postgres")
+    return f"{host}:{port}", db, _strip(url)
+
+
+def _strip(url: str) -> str:
+    """`url` without a password (what may be shown, logged or handed to other processes)."""
+    try:
+        params = conninfo_to_dict(url)
+    except psycopg.ProgrammingError:
+        return url.split("@")[-1]
+    if "password" not in params:
+        return url
+    params.pop("password")
+    scheme = url.split("://", 1)[0]
+    user = params.pop("user", None)
+    host = params.pop("host", "")
+    port = params.pop("port", None)
+    db = params.pop("dbname", "")
+    auth = f"{user}@" if user else ""
+    rest = "&".join(f"{k}={v}" for k, v in params.items())
+    return f"{scheme}://{auth}{host}{':' + str(port) if port else ''}/{db}" + (
+        f"?{rest}" if rest else ""
+    )
+
+
+class PostgresStore(Store):
+    """A flowrun store in a PostgreSQL database (`postgresql://user@host:port/db`)."""
+
+    def __init__(self, target: str | os.PathLike[str], *, create: bool = True) -> None:
+        url = str(target)
+        host, db, shown = describe(url)
+        self._host, self._db = host, db
+        self.target = shown
+        self.location = f"PostgreSQL database {db!r} on {host}"
+        # what stays on this machine (transcripts) lives where a SQLite store's folder would
+        self.path = Path(os.environ.get("FLOWRUN_STORE_DIR") or ".flowrun") / "postgres"
+        use_key_beside(None)  # FLOWRUN_SEAL_KEY, else ~/.flowrun/seal.key
+        self._conninfo = make_conninfo(url, connect_timeout=CONNECT_TIMEOUT_S)
+        self._new_runs: dict[str, set[str]] = {}
+        if self._conninfo not in _CHECKED:
+            self._check(create=create)
+        with _POOLS_LOCK:
+            pool = _POOLS.get(self._conninfo)
+            if pool is None:
+                pool = _POOLS[self._conninfo] = ConnectionPool(
+                    self._conninfo,
+                    min_size=1,
+                    max_size=POOL_MAX,
+                    timeout=CONNECT_TIMEOUT_S * 3,
+                    open=True,
+                    name=f"flowrun {db}",
+                )
+        self._pool = pool
+
+    # -- connections -----------------------------------------------------------------------
+    def _refuse(self, cause: str, hint: str | None = None) -> StoreError:
+        return StoreError(
+            f"PostgreSQL store on host {self._host}, database {self._db!r}: {cause}", hint=hint
+        )
+
+    def _check(self, *, create: bool) -> None:
+        """Connect once, refuse what is not ours or too new, create or migrate the schema."""
+        try:
+            with psycopg.connect(self._conninfo) as conn:
+                self._migrate(conn, create=create)
+        except psycopg.OperationalError as e:
+            raise self._refuse(
+                _cause(e),
+                hint="check the URL, the server and the credentials (URL or PGPASSWORD, ~/.pgpass)",
+            ) from None
+        except psycopg.Error as e:
+            raise self._refuse(_cause(e)) from None
+        _CHECKED.add(self._conninfo)
+
+    def _migrate(self, conn: psycopg.Connection[Any], *, create: bool) -> None:
+        with conn.transaction():
+            tables = {
+                r[0]
+                for r in conn.execute(
+                    "SELECT table_name FROM information_schema.tables "
+                    "WHERE table_schema = current_schema()"
+                )
+            }
+            version = _version(conn) if "flowrun_meta" in tables else 0
+        if version > SCHEMA_VERSION:
+            raise self._refuse(
+                f"store schema version {version}; this flowrun reads up to {SCHEMA_VERSION}",
+                hint="upgrade flowrun to use this store",
+            )
+        if "flowrun_meta" not in tables and tables:
+            names = ", ".join(sorted(tables)[:5])
+            raise self._refuse(
+                f"the database holds another application's tables ({names}), not a flowrun store",
+                hint="point --store at a flowrun store or at a new, empty database",
+            )
+        if version == 0 and not create:
+            raise self._refuse(
+                "no flowrun store in this database",
+                hint="run a workflow first, or point --store / FLOWRUN_STORE at the store",
+            )
+        if version == SCHEMA_VERSION:
+            return
+        with conn.transaction():
+            # one process migrates; the others wait here and then find the new version
+            conn.execute("SELECT pg_advisory_xact_lock(%s)", (LOCK_ID,))
+            current = 0
+            if conn.execute("SELECT to_regclass('flowrun_meta')").fetchone() != (None,):
+                current = _version(conn)
+            for v in range(current + 1, SCHEMA_VERSION + 1):
+                for stmt in _MIGRATIONS[v]:
+                    conn.execute(stmt)
+            if current < SCHEMA_VERSION:
+                conn.execute(
+                    "INSERT INTO flowrun_meta (key, value) VALUES ('app', %s), "
+                    "('schema_version', %s) ON CONFLICT (key) DO UPDATE SET value = "
+                    "EXCLUDED.value",
+                    (APP, str(SCHEMA_VERSION)),
+                )
+
+    @contextmanager
+    def _conn(self) -> Iterator[psycopg.Connection[Any]]:
+        """A pooled connection; its transaction commits when the block ends without error."""
+        try:
+            with self._pool.connection() as conn:
+                yield conn
+        except PoolTimeout as e:
+            raise self._refuse(f"no connection to the server ({e})") from None
+        except psycopg.OperationalError as e:
+            raise self._refuse(_cause(e)) from None
+
+    @contextmanager
+    def _tx(self) -> Iterator[psycopg.Connection[Any]]:
+        with self._conn() as conn, conn.transaction():
+            yield conn
+
+    def flush(self) -> None:
+        """Nothing is queued: every write committed before its method returned."""
+
+    async def barrier(self) -> None:
+        """Nothing is queued: every write committed before its method returned."""
+
+    def close(self) -> None:
+        """The process's pool for this database stays open for other stores (closed at exit)."""
+
+    # -- runs ------------------------------------------------------------------------------
+    def create_run(self, *, bundle: dict[str, Any] | None = None, **row: Any) -> None:
+        now = time.time()
+        row = {**row, "created_at": now, "updated_at": now}
+        row["inputs"] = dumps(row["inputs"])
+        row["options"] = dumps(row.get("options") or {})
+        if bundle is not None:
+            row["bundle_digest"] = bundle["digest"]
+        cols = ", ".join(row)
+        marks = ", ".join("%s" for _ in row)
+        with self._tx() as c:
+            if bundle is not None:
+                c.execute(
+                    "INSERT INTO bundles (digest, entry, files, created_at) "
+                    "VALUES (%s, %s, %s, %s) ON CONFLICT DO NOTHING",
+                    (bundle["digest"], bundle["entry"], dumps(bundle["files"]), now),
+                )
+            try:
+                with c.transaction():
+                    c.execute(f"INSERT INTO runs ({cols}) VALUES ({marks})", tuple(row.values()))
+            except psycopg.errors.UniqueViolation:
+                raise DuplicateRun(f"a run with id {row['run_id']!r} already exists") from None
+            c.execute(
+                "INSERT INTO events (run_id, ts, type, data) VALUES (%s, %s, 'run_created', %s)",
+                (row["run_id"], now, dumps({"workflow": row["workflow"]})),
+            )
+        self._new_runs[row["run_id"]] = set()
+
+    def update_run(self, run_id: str, **fields: Any) -> None:
+        fields["updated_at"] = time.time()
+        if "outputs" in fields:
+            fields["outputs"] = dumps(fields["outputs"])
+        if isinstance(fields.get("reason"), str):
+            fields["reason"] = seal(fields["reason"])
+        sets = ", ".join(f"{k} = %s" for k in fields)
+        with self._tx() as c:
+            c.execute(f"UPDATE runs SET {sets} WHERE run_id = %s", (*fields.values(), run_id))
+
+    def finish_run(self, run_id: str, *, add_duration_s: float, **fields: Any) -> None:
+        fields["updated_at"] = time.time()
+        if "outputs" in fields:
+            fields["outputs"] = dumps(fields["outputs"])
+        if isinstance(fields.get("reason"), str):
+            fields["reason"] = seal(fields["reason"])
+        sets = ", ".join(f"{k} = %s" for k in fields)
+        self.run_ended(run_id)
+        with self._tx() as c:
+            c.execute(
+                f"UPDATE runs SET {sets}, duration_s = duration_s + %s WHERE run_id = %s",
+                (*fields.values(), add_duration_s, run_id),
+            )
+
+    def run_ended(self, run_id: str) -> None:
+        self._new_runs.pop(run_id, None)
+
+    def claim_run(self, run_id: str, *, was_status: str, was_pid: int | None, host: str) -> bool:
+        with self._tx() as c:
+            cur = c.execute(
+                "UPDATE runs SET status = 'running', pid = %s, host = %s, updated_at = %s "
+                "WHERE run_id = %s AND status = %s AND COALESCE(pid, -1) = COALESCE(%s, -1)",
+                (os.getpid(), host, time.time(), run_id, was_status, was_pid),
+            )
+            return cur.rowcount == 1
+
+    def get_run(self, run_id: str) -> RunRow:
+        with self._conn() as c:
+            row = c.execute(f"SELECT {_RUN_COLS} FROM runs WHERE run_id = %s", (run_id,)).fetchone()
+            if row is None:
+                near = c.execute(
+                    "SELECT run_id FROM runs WHERE run_id LIKE %s ORDER BY created_at DESC LIMIT 1",
+                    (_like_prefix(run_id[:10]),),
+                ).fetchone()
+                raise NotFound(
+                    f"no run {run_id!r} in {self.location}",
+                    hint=f"did you mean {near[0]!r}?" if near else "list runs with `flowrun runs`",
+                )
+        return _run_row(row)
+
+    def get_bundle(self, digest: str) -> dict[str, Any]:
+        with self._conn() as c:
+            row = c.execute(
+                "SELECT entry, files FROM bundles WHERE digest = %s", (digest,)
+            ).fetchone()
+        if row is None:
+            raise NotFound(f"no plan bundle {digest[:12]} in {self.location}")
+        return {"entry": row[0], "files": loads(row[1]), "digest": digest}
+
+    def list_runs(
+        self,
+        *,
+        status: str | None = None,
+        workflow: str | None = None,
+        tenant: str | None = None,
+        limit: int = 50,
+    ) -> list[RunRow]:
+        where, args = [], []
+        for col, val in (("status", status), ("workflow", workflow), ("tenant", tenant)):
+            if val is not None:
+                where.append(f"{col} = %s")
+                args.append(val)
+        sql = f"SELECT {_RUN_COLS} FROM runs" + (" WHERE " + " AND ".join(where) if where else "")
+        sql += " ORDER BY created_at DESC LIMIT %s"
+        with self._conn() as c:
+            rows = c.execute(sql, (*args, limit)).fetchall()
+        return [_run_row(r) for r in rows]
+
+    def workflows(self) -> list[str]:
+        with self._conn() as c:
+            return sorted(r[0] for r in c.execute("SELECT DISTINCT workflow FROM runs"))
+
+    def status_counts(self) -> dict[str, int]:
+        with self._conn() as c:
+            rows = c.execute("SELECT status, COUNT(*) FROM runs GROUP BY status").fetchall()
+        return {s: int(n) for s, n in rows}
+
+    def finished_runs(
+        self,
+        statuses: Sequence[str],
+        *,
+        workflow: str | None = None,
+        tenant: str | None = None,
+        since: float | None = None,
+    ) -> list[FinishedRun]:
+        where = ["status = ANY(%s)"]
+        args: list[Any] = [list(statuses)]
+        for col, val in (("workflow", workflow), ("tenant", tenant)):
+            if val is not None:
+                where.append(f"{col} = %s")
+                args.append(val)
+        if since is not None:
+            where.append("created_at >= %s")
+            args.append(since)
+        sql = "SELECT run_id, status, duration_s, cost_usd FROM runs WHERE " + " AND ".join(where)
+        with self._conn() as c:
+            rows = c.execute(sql, args).fetchall()
+        return [FinishedRun(*r) for r in rows]
+
+    def tool_call_counts(self, run_ids: Sequence[str]) -> tuple[int, int]:
+        if not run_ids:
+            return 0, 0
+        with self._conn() as c:
+            n, failed = c.execute(
+                "SELECT COUNT(*), COUNT(error) FROM calls WHERE kind = 'tool' AND run_id = ANY(%s)",
+                (list(run_ids),),
+            ).fetchone() or (0, 0)
+        return int(n), int(failed)
+
+    def runs_with_event(self, type_: str, run_ids: Sequence[str]) -> int:
+        if not run_ids:
+            return 0
+        with self._conn() as c:
+            row = c.execute(
+                "SELECT COUNT(DISTINCT run_id) FROM events WHERE type = %s AND run_id = ANY(%s)",
+                (type_, list(run_ids)),
+            ).fetchone()
+        return int(row[0]) if row else 0
+
+    def request_kill(self, run_id: str, by: str | None) -> None:
+        with self._tx() as c:
+            c.execute(
+                "UPDATE runs SET kill_requested = 1, updated_at = %s WHERE run_id = %s",
+                (time.time(), run_id),
+            )
+            c.execute(
+                "INSERT INTO events (run_id, ts, type, data) VALUES (%s, %s, 'kill_requested', %s)",
+                (run_id, time.time(), dumps({"by": by})),
+            )
+
+    def kill_requested(self, run_id: str) -> bool:
+        with self._conn() as c:
+            row = c.execute(
+                "SELECT kill_requested FROM runs WHERE run_id = %s", (run_id,)
+            ).fetchone()
+        return bool(row and row[0])
+
+    # -- node results, events, calls -------------------------------------------------------
+    def save_node(self, run_id: str, node_id: str, status: str, result: dict[str, Any]) -> None:
+        now = time.time()
+        with self._tx() as c:
+            c.execute(
+                "INSERT INTO node_results (run_id, node_id, seq, status, result, created_at) "
+                "SELECT %s, %s, COALESCE(MAX(seq), 0) + 1, %s, %s, %s FROM node_results "
+                "WHERE run_id = %s AND node_id = %s",
+                (run_id, node_id, status, dumps(result), now, run_id, node_id),
+            )
+            c.execute(
+                _EVENT_SQL, (run_id, now, "node_finished", node_id, dumps({"status": status}))
+            )
+
+    def node_results(self, run_id: str) -> dict[str, dict[str, Any]]:
+        with self._conn() as c:
+            rows = c.execute(
+                "SELECT node_id, result FROM node_results WHERE run_id = %s ORDER BY node_id, seq",
+                (run_id,),
+            ).fetchall()
+        return {node_id: loads(result) for node_id, result in rows}
+
+    def event(self, run_id: str, type_: str, node_id: str | None = None, **data: Any) -> None:
+        with self._tx() as c:
+            c.execute(_EVENT_SQL, (run_id, time.time(), type_, node_id, dumps(data)))
+
+    def events(self, run_id: str | None = None, type_: str | None = None) -> list[dict[str, Any]]:
+        where, args = [], []
+        if run_id is not None:
+            where.append("run_id = %s")
+            args.append(run_id)
+        if type_ is not None:
+            where.append("type = %s")
+            args.append(type_)
+        sql = "SELECT id, run_id, ts, type, node_id, data FROM events"
+        sql += (" WHERE " + " AND ".join(where) if where else "") + " ORDER BY id"
+        with self._conn() as c:
+            rows = c.execute(sql, args).fetchall()
+        return [
+            {"id": i, "run_id": r, "ts": ts, "type": t, "node_id": n, "data": loads(d)}
+            for i, r, ts, t, n, d in rows
+        ]
+
+    def record_call(self, **row: Any) -> None:
+        row = {**row, "data": dumps(row["data"])}
+        if isinstance(row.get("error"), str):
+            row["error"] = seal(row["error"])
+        cols = ", ".join(row)
+        marks = ", ".join("%s" for _ in row)
+        with self._tx() as c:
+            c.execute(f"INSERT INTO calls ({cols}) VALUES ({marks})", tuple(row.values()))
+
+    def calls(self, run_id: str) -> list[dict[str, Any]]:
+        with self._conn() as c, c.cursor(row_factory=dict_row) as cur:
+            rows = cur.execute(
+                "SELECT * FROM calls WHERE run_id = %s ORDER BY id", (run_id,)
+            ).fetchall()
+        for d in rows:
+            d["data"] = loads(d["data"])
+            d["error"] = unseal_text(d.get("error"))
+        return rows
+
+    # -- the idempotency ledger ------------------------------------------------------------
+    def ledger_get(self, key: str, *, run_id: str | None = None) -> dict[str, Any] | None:
+        made = self._new_runs.get(run_id) if run_id is not None else None
+        if made is not None and key not in made:
+            return None
+        with self._conn() as c, c.cursor(row_factory=dict_row) as cur:
+            row = cur.execute("SELECT * FROM ledger WHERE key = %s", (key,)).fetchone()
+        return _ledger_row(row) if row else None
+
+    def ledger_intent(self, key: str, *, defer: bool = False, **row: Any) -> None:
+        """Record that a call is about to happen (committed before this returns, `defer` or
+        not). A row under the same key is replaced, as SQLite's INSERT OR REPLACE does."""
+        now = time.time()
+        row = {"key": key, **row, "status": "intent", "created_at": now, "updated_at": now}
+        row["args"] = dumps(row["args"])
+        made = self._new_runs.get(str(row.get("run_id")))
+        if made is not None:
+            made.add(key)
+        cols = tuple(row)
+        sets = ", ".join(
+            f"{c} = EXCLUDED.{c}" if c in cols else f"{c} = {_LEDGER_DEFAULTS.get(c, 'NULL')}"
+            for c in _LEDGER_COLS
+            if c != "key"
+        )
+        with self._tx() as c:
+            c.execute(
+                f"INSERT INTO ledger ({', '.join(cols)}) "
+                f"VALUES ({', '.join('%s' for _ in cols)}) "
+                f"ON CONFLICT (key) DO UPDATE SET {sets}",
+                tuple(row.values()),
+            )
+
+    def ledger_done(self, key: str, result: Any, *, defer: bool = False) -> None:
+        # done_seq orders the completed effects of one run (undo walks them newest first)
+        with self._tx() as c:
+            c.execute(
+                "UPDATE ledger SET status = 'done', result = %s, error = NULL, done_seq = "
+                "(SELECT COALESCE(MAX(l.done_seq), 0) + 1 FROM ledger l "
+                " WHERE l.run_id = ledger.run_id), updated_at = %s WHERE key = %s",
+                (dumps(result), time.time(), key),
+            )
+
+    def ledger_failed(self, key: str, error: str) -> None:
+        with self._tx() as c:
+            c.execute(
+                "UPDATE ledger SET status = 'failed', error = %s, updated_at = %s WHERE key = %s",
+                (seal(error), time.time(), key),
+            )
+
+    def ledger_for_run(self, run_id: str) -> list[dict[str, Any]]:
+        with self._conn() as c, c.cursor(row_factory=dict_row) as cur:
+            rows = cur.execute(
+                "SELECT * FROM ledger WHERE run_id = %s ORDER BY COALESCE(done_seq, 0), created_at",
+                (run_id,),
+            ).fetchall()
+        return [_ledger_row(r) for r in rows]
+
+    def ledger_mark_undone(self, key: str) -> None:
+        with self._tx() as c:
+            c.execute(
+                "UPDATE ledger SET undone = 1, updated_at = %s WHERE key = %s", (time.time(), key)
+            )
+
+    # -- approvals -------------------------------------------------------------------------
+    def approval_get(self, run_id: str, node_id: str) -> dict[str, Any] | None:
+        with self._conn() as c, c.cursor(row_factory=dict_row) as cur:
+            row = cur.execute(
+                "SELECT * FROM approvals WHERE run_id = %s AND node_id = %s", (run_id, node_id)
+            ).fetchone()
+        return _approval_row(row) if row else None
+
+    def approval_request(self, run_id: str, node_id: str, **row: Any) -> None:
+        row = {
+            "run_id": run_id,
+            "node_id": node_id,
+            "status": "waiting",
+            "requested_at": time.time(),
+            **row,
+        }
+        for k in ("assignees", "decision_schema"):
+            row[k] = dumps(row.get(k))
+        if isinstance(row.get("summary"), str):
+            row["summary"] = seal(row["summary"])
+        cols = ", ".join(row)
+        marks = ", ".join("%s" for _ in row)
+        with self._tx() as c:
+            c.execute(
+                f"INSERT INTO approvals ({cols}) VALUES ({marks}) ON CONFLICT DO NOTHING",
+                tuple(row.values()),
+            )
+            c.execute(
+                "INSERT INTO events (run_id, ts, type, node_id, data) "
+                "VALUES (%s, %s, 'approval_requested', %s, %s)",
+                (run_id, time.time(), node_id, dumps({"summary": row.get("summary")})),
+            )
+
+    def approval_decide(
+        self,
+        run_id: str,
+        node_id: str,
+        *,
+        status: str,
+        by: str,
+        decision: Any = None,
+        reason: str | None = None,
+    ) -> None:
+        """Decide a waiting approval exactly once: of two deciders, the second UPDATE waits on
+        the first's row lock, then finds the row no longer waiting and changes nothing."""
+        with self._tx() as c:
+            cur = c.execute(
+                "UPDATE approvals SET status = %s, decided_by = %s, decided_at = %s, "
+                "decision = %s, reason = %s "
+                "WHERE run_id = %s AND node_id = %s AND status = 'waiting'",
+                (status, by, time.time(), dumps(decision), seal(reason), run_id, node_id),
+            )
+            if cur.rowcount == 0:
+                row = c.execute(
+                    "SELECT status, decided_by FROM approvals WHERE run_id = %s AND node_id = %s",
+                    (run_id, node_id),
+                ).fetchone()
+                if row is None:
+                    raise NotFound(f"run {run_id!r} has no approval waiting at node {node_id!r}")
+                by_text = f" by {row[1]}" if row[1] else ""
+                raise NotFound(
+                    f"the approval of {run_id!r} at {node_id!r} is already {row[0]}{by_text}"
+                )
+            c.execute(
+                _EVENT_SQL,
+                (
+                    run_id,
+                    time.time(),
+                    f"approval_{status}",
+                    node_id,
+                    dumps({"by": by, "reason": reason}),
+                ),
+            )
+
+    def inbox(self) -> list[dict[str, Any]]:
+        with self._conn() as c, c.cursor(row_factory=dict_row) as cur:
+            rows = cur.execute(
+                "SELECT * FROM approvals WHERE status = 'waiting' "
+                "ORDER BY requested_at, run_id, node_id"
+            ).fetchall()
+        return [_approval_row(r) for r in rows]
+
+    # -- switches --------------------------------------------------------------------------
+    def writes_enabled(self) -> bool:
+        with self._conn() as c:
+            row = c.execute("SELECT value FROM switches WHERE name = 'writes'").fetchone()
+        return row is None or row[0] == "on"
+
+    def set_writes(self, on: bool, by: str | None) -> None:
+        now = time.time()
+        with self._tx() as c:
+            c.execute(
+                "INSERT INTO switches (name, value, changed_by, changed_at) "
+                "VALUES ('writes', %s, %s, %s) ON CONFLICT (name) DO UPDATE SET "
+                "value = EXCLUDED.value, changed_by = EXCLUDED.changed_by, "
+                "changed_at = EXCLUDED.changed_at",
+                ("on" if on else "off", by, now),
+            )
+            c.execute(
+                "INSERT INTO events (run_id, ts, type, data) VALUES ('*', %s, 'writes_switch', %s)",
+                (now, dumps({"on": on, "by": by})),
+            )
+
+
+def _version(conn: psycopg.Connection[Any]) -> int:
+    row = conn.execute("SELECT value FROM flowrun_meta WHERE key = 'schema_version'").fetchone()
+    return int(row[0]) if row else 0
+
+
+def _cause(e: psycopg.Error) -> str:
+    """libpq's reason, without what the message already says (host, port) or its severity:
+    'connection to server at "h", port 5432 failed: FATAL:  password authentication failed'."""
+    lines = [line.strip() for line in str(e).strip().splitlines() if line.strip()]
+    if not lines:
+        return type(e).__name__
+    first = lines[0].rpartition(" failed: ")[2] or lines[0]
+    for severity in ("FATAL:", "ERROR:"):
+        first = first.removeprefix(severity).strip()
+    return first
+
+
+def _like_prefix(prefix: str) -> str:
+    return prefix.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
+
+
+def _run_row(row: tuple[Any, ...]) -> RunRow:
+    d = dict(zip(RunRow.__dataclass_fields__, row, strict=True))
+    d["inputs"] = loads(d["inputs"])
+    d["outputs"] = loads(d["outputs"])
+    d["options"] = loads(d["options"])
+    d["reason"] = unseal_text(d["reason"])
+    d["kill_requested"] = bool(d["kill_requested"])
+    return RunRow(**d)
+
+
+def _ledger_row(d: dict[str, Any]) -> dict[str, Any]:
+    d["args"] = loads(d["args"])
+    d["result"] = loads(d["result"])
+    d["error"] = unseal_text(d["error"])
+    return d
+
+
+def _approval_row(d: dict[str, Any]) -> dict[str, Any]:
+    for k in ("assignees", "decision_schema", "decision"):
+        d[k] = loads(d[k])
+    d["summary"], d["reason"] = unseal_text(d["summary"]), unseal_text(d["reason"])
+    return d

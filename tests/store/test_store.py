@@ -1,0 +1,259 @@
+"""The store's interface, the same on SQLite and PostgreSQL (each test runs on both)."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import pytest
+
+from runner.store import DuplicateRun, NotFound, Store, StoreError, open_store
+
+
+def _run(store: Store, run_id: str = "r1", **over: Any) -> None:
+    row: dict[str, Any] = {
+        "run_id": run_id,
+        "workflow": "wf",
+        "spec_path": "/x/wf.yaml",
+        "spec_dir": "/x",
+        "spec_text": "name: wf",
+        "spec_digest": "d" * 64,
+        "profile": None,
+        "inputs": {"q": 1},
+        "responses_path": None,
+        "options": {"live": False},
+        "tenant": "acme",
+        "actor": "ann",
+        "status": "running",
+        "pid": 123,
+        "host": "h1",
+    }
+    row.update(over)
+    store.create_run(**row)
+
+
+def _intent(store: Store, key: str, run_id: str = "r1", *, defer: bool = False) -> None:
+    store.ledger_intent(
+        key,
+        run_id=run_id,
+        node_id="n",
+        tool="refund",
+        effect="write",
+        args={"amount": 5},
+        compensate=None,
+        spec_dir="/x",
+        defer=defer,
+    )
+
+
+def test_a_run_is_created_read_updated_and_listed(store: Store) -> None:
+    bundle = {"digest": "b" * 64, "entry": "wf.yaml", "files": {"wf.yaml": "name: wf"}}
+    _run(store, bundle=bundle)
+    _run(store, "r2", workflow="other", tenant=None, status="succeeded", bundle=bundle)
+    row = store.get_run("r1")
+    assert (row.workflow, row.inputs, row.options, row.tenant) == (
+        "wf",
+        {"q": 1},
+        {"live": False},
+        "acme",
+    )
+    assert row.bundle_digest == "b" * 64 and row.kill_requested is False
+    assert store.get_bundle("b" * 64)["files"] == {"wf.yaml": "name: wf"}
+    store.update_run("r1", status="waiting", reason="needs a human")
+    assert (store.get_run("r1").status, store.get_run("r1").reason) == ("waiting", "needs a human")
+    store.finish_run("r1", add_duration_s=1.5, status="succeeded", outputs={"ok": True})
+    store.finish_run("r1", add_duration_s=0.5, status="succeeded", outputs={"ok": True})
+    store.flush()
+    done = store.get_run("r1")
+    assert (done.status, done.outputs, done.duration_s) == ("succeeded", {"ok": True}, 2.0)
+    assert [r.run_id for r in store.list_runs()] == ["r2", "r1"]
+    assert [r.run_id for r in store.list_runs(workflow="other")] == ["r2"]
+    assert [r.run_id for r in store.list_runs(tenant="acme", status="succeeded")] == ["r1"]
+    assert store.list_runs(limit=1)[0].run_id == "r2"
+    assert store.workflows() == ["other", "wf"]
+    assert store.status_counts() == {"succeeded": 2}
+
+
+def test_unknown_and_duplicate_runs(store: Store) -> None:
+    _run(store, "r-2026-12-05-abc")
+    with pytest.raises(DuplicateRun):
+        _run(store, "r-2026-12-05-abc")
+    with pytest.raises(NotFound) as e:
+        store.get_run("r-2026-12-05-abd")
+    assert "did you mean 'r-2026-12-05-abc'" in str(e.value.hint)
+    with pytest.raises(NotFound):
+        store.get_bundle("0" * 64)
+
+
+def test_a_run_is_claimed_by_one_process(store: Store) -> None:
+    _run(store, status="failed", pid=None)
+    assert store.claim_run("r1", was_status="failed", was_pid=None, host="h2")
+    # the second claimant read the same row before the first claimed it: it loses
+    assert not store.claim_run("r1", was_status="failed", was_pid=None, host="h3")
+    row = store.get_run("r1")
+    assert (row.status, row.host) == ("running", "h2")
+
+
+def test_node_results_keep_the_latest_attempt(store: Store) -> None:
+    _run(store)
+    store.save_node("r1", "a", "failed", {"error": "x"})
+    store.save_node("r1", "a", "succeeded", {"output": 1})
+    store.save_node("r1", "b", "succeeded", {"output": 2})
+    assert store.node_results("r1") == {"a": {"output": 1}, "b": {"output": 2}}
+    finished = [e["node_id"] for e in store.events("r1", "node_finished")]
+    assert finished == ["a", "a", "b"]
+
+
+def test_events_and_calls(store: Store) -> None:
+    _run(store)
+    store.event("r1", "custom", "n", answer=42)
+    store.record_call(
+        run_id="r1",
+        node_id="n",
+        idx=0,
+        attempt=1,
+        kind="tool",
+        name="t",
+        data={"args": {}},
+        error=None,
+        started_at=1.0,
+        duration_s=0.1,
+    )
+    store.record_call(
+        run_id="r1",
+        node_id="n",
+        idx=1,
+        attempt=1,
+        kind="tool",
+        name="t",
+        data={"args": {}},
+        error="boom",
+        started_at=2.0,
+        duration_s=0.1,
+    )
+    store.record_call(
+        run_id="r1",
+        node_id="n",
+        idx=2,
+        attempt=1,
+        kind="model",
+        name="m",
+        data={"tokens": 3},
+        error=None,
+        started_at=3.0,
+        duration_s=0.1,
+    )
+    assert [e["type"] for e in store.events("r1")] == ["run_created", "custom"]
+    assert store.events("r1", "custom")[0]["data"] == {"answer": 42}
+    calls = store.calls("r1")
+    assert [(c["kind"], c["error"]) for c in calls] == [
+        ("tool", None),
+        ("tool", "boom"),
+        ("model", None),
+    ]
+    assert calls[2]["data"] == {"tokens": 3}
+    assert store.tool_call_counts(["r1"]) == (2, 1)
+    assert store.tool_call_counts([]) == (0, 0)
+    store.event("r1", "undo")
+    store.event("r1", "undo")
+    assert store.runs_with_event("undo", ["r1", "r9"]) == 1
+
+
+def test_finished_runs_filter(store: Store) -> None:
+    _run(store, "r1", status="succeeded")
+    _run(store, "r2", status="failed", tenant="other")
+    _run(store, "r3", status="running")
+    got = store.finished_runs(("succeeded", "failed"))
+    assert sorted(r.run_id for r in got) == ["r1", "r2"]
+    assert [r.run_id for r in store.finished_runs(("succeeded", "failed"), tenant="other")] == [
+        "r2"
+    ]
+    assert store.finished_runs(("succeeded",), since=9e12) == []
+
+
+def test_the_ledger(store: Store) -> None:
+    _run(store)
+    assert store.ledger_get("r1:a") is None
+    _intent(store, "r1:a")
+    assert store.ledger_get("r1:a", run_id="r1")["status"] == "intent"  # type: ignore[index]
+    store.ledger_done("r1:a", {"id": 7})
+    _intent(store, "r1:b", defer=True)
+    store.ledger_done("r1:b", {"id": 8}, defer=True)
+    _intent(store, "r1:c")
+    store.ledger_failed("r1:c", "refused")
+    store.flush()
+    rows = {r["key"]: r for r in store.ledger_for_run("r1")}
+    assert rows["r1:a"]["result"] == {"id": 7} and rows["r1:a"]["args"] == {"amount": 5}
+    assert (rows["r1:a"]["done_seq"], rows["r1:b"]["done_seq"]) == (1, 2)
+    assert (rows["r1:c"]["status"], rows["r1:c"]["error"]) == ("failed", "refused")
+    store.ledger_mark_undone("r1:a")
+    assert store.ledger_get("r1:a")["undone"] == 1  # type: ignore[index]
+    # an intent again under a key replaces the row, as a new row
+    _intent(store, "r1:a")
+    again = store.ledger_get("r1:a")
+    assert again is not None and (again["status"], again["result"], again["undone"]) == (
+        "intent",
+        None,
+        0,
+    )
+
+
+def test_an_approval_is_decided_once(store: Store) -> None:
+    _run(store)
+    store.approval_request("r1", "ok", summary="refund 5", assignees=["ops"], decision_schema=None)
+    store.approval_request("r1", "ok", summary="again", assignees=None, decision_schema=None)
+    waiting = store.inbox()
+    assert [(a["node_id"], a["summary"], a["assignees"]) for a in waiting] == [
+        ("ok", "refund 5", ["ops"])
+    ]
+    store.approval_decide("r1", "ok", status="approved", by="ann", decision={"x": 1})
+    with pytest.raises(NotFound, match="already approved by ann"):
+        store.approval_decide("r1", "ok", status="rejected", by="bob", reason="no")
+    with pytest.raises(NotFound, match="no approval waiting"):
+        store.approval_decide("r1", "nope", status="approved", by="ann")
+    got = store.approval_get("r1", "ok")
+    assert got is not None and (got["status"], got["decision"]) == ("approved", {"x": 1})
+    assert store.inbox() == []
+
+
+def test_kill_and_the_writes_switch_are_seen_by_another_connection(target: str) -> None:
+    a, b = open_store(target), open_store(target)
+    try:
+        _run(a)
+        assert not a.kill_requested("r1") and a.writes_enabled()
+        b.request_kill("r1", by="ops")
+        b.set_writes(False, by="ops")
+        assert a.kill_requested("r1") and not a.writes_enabled()
+        b.set_writes(True, by="ops")
+        assert a.writes_enabled()
+        assert [e["data"]["on"] for e in a.events("*", "writes_switch")] == [False, True]
+    finally:
+        a.close()
+        b.close()
+
+
+def test_deferred_rows_are_committed_by_the_barrier(target: str) -> None:
+    async def go(s: Store) -> None:
+        _run(s)
+        s.event("r1", "deferred")
+        s.save_node("r1", "a", "succeeded", {"output": 1})
+        await s.barrier()
+
+    writer, reader = open_store(target), open_store(target)
+    try:
+        asyncio.run(go(writer))
+        assert reader.node_results("r1") == {"a": {"output": 1}}
+        assert [e["type"] for e in reader.events("r1")][-1] == "node_finished"
+    finally:
+        writer.close()
+        reader.close()
+
+
+def test_secrets_are_sealed_at_rest(store: Store) -> None:
+    _run(store, inputs={"key": "sk-ant-api03-" + "x" * 40})
+    assert store.get_run("r1").inputs == {"key": "sk-ant-api03-" + "x" * 40}
+
+
+def test_a_store_opened_without_create_must_exist(target: str) -> None:
+    with pytest.raises(StoreError, match=r"no (run store|flowrun store)"):
+        open_store(target, create=False)
