@@ -67,6 +67,7 @@ def test_mcp_approve_reject_and_kill_temporal_runs(
                         c, "flowrun.reject", run_id="m-no", node="ok", by="bob", reason="nope"
                     ),
                     "kill": await call(c, "flowrun.kill", run_id="m-kill", by="ops"),
+                    "undo": await call(c, "flowrun.undo", run_id="m-ok", by="ops"),
                 }
 
     out = asyncio.run(asyncio.wait_for(go(), timeout=300))
@@ -75,6 +76,11 @@ def test_mcp_approve_reject_and_kill_temporal_runs(
     assert out["kill"]["outcome"] == "killed"
     writes = [str(e["label"]) for e in tool_log(env) if e["kind"] == "write"]
     assert writes == ["fast"]
+    # undo (after the approved run ended) ran the write's compensation, once
+    assert [e["status"] for e in out["undo"]["effects"]] == ["undone"]
+    undos = [(e["label"], e["key"]) for e in tool_log(env) if e["kind"] == "undo"]
+    written = [e["key"] for e in tool_log(env) if e["kind"] == "write"]
+    assert undos == [("fast", written[0])]
     shown = json.loads(flowrun("runs", "--output", "json").stdout)
     assert {r["run_id"]: r["status"] for r in shown} == {
         "m-ok": "succeeded", "m-no": "denied", "m-kill": "killed",

@@ -136,6 +136,13 @@ def test_approval_across_processes_then_a_second_decision_is_refused(
     again = flowrun("approve", "a1", "ok", "--by", "bob")
     assert again.returncode == 2 and "already approved by alice" in again.stderr
     assert writes(env) == ["fast"]
+    # undo from the CLI runs the write's compensation once, on a Temporal run as on a local one
+    undone = flowrun("undo", "a1", "--by", "ops", "--output", "json")
+    assert undone.returncode == 0, undone.stderr
+    assert [e["status"] for e in json.loads(undone.stdout)] == ["undone"]
+    assert flowrun("undo", "a1", "--by", "ops").returncode == 0
+    undos = [e["label"] for e in tool_log(env) if e["kind"] == "undo"]
+    assert undos == ["fast"]
 
 
 @pytest.mark.slow

@@ -30,3 +30,9 @@ def effect(label: str, idempotency_key: str | None = None) -> dict[str, object]:
     """A write: each line it logs is one real side effect."""
     _log({"label": label, "kind": "write", "key": idempotency_key, "pid": os.getpid()})
     return {"label": label, "key": idempotency_key}
+
+
+def undo_effect(label: str, key: str | None = None) -> dict[str, object]:
+    """The compensation of `effect`: each line it logs is one real undo."""
+    _log({"label": label, "kind": "undo", "key": key, "pid": os.getpid()})
+    return {"label": label, "undone": True}
