@@ -1,0 +1,62 @@
+"""Budgets across a crash on Temporal: SIGKILL the worker in the middle of a parallel fan-out of
+model calls; Temporal runs the node again on another worker, which counts what the dead one
+reserved or billed (the run's spend rows in the store) and never passes the cap."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.durable.test_budget_crash import fan_out, spend_holds
+from tests.temporal.conftest import ROOT, Flowrun, Workers, wait_for
+
+
+def reserved_calls(store: str, run_id: str) -> int:
+    try:
+        with sqlite3.connect(store) as c:
+            return int(
+                c.execute("SELECT COUNT(*) FROM spend WHERE run_id = ?", (run_id,)).fetchone()[0]
+            )
+    except sqlite3.Error:  # the store is not created (or migrated) yet
+        return 0
+
+
+@pytest.mark.slow
+def test_sigkill_the_worker_mid_fan_out_the_retry_never_passes_max_llm_calls(
+    flowrun: Flowrun, workers: Workers, env: dict[str, str], tmp_path: Path
+) -> None:
+    cap = 10
+    spec, responses = fan_out(tmp_path, f"{{max_llm_calls: {cap}}}", latency_s=1.0)
+    first = workers.start()
+    execute = subprocess.Popen(
+        [sys.executable, "-m", "runner.cli", "execute", str(spec), "--responses", str(responses),
+         "--run-id", "b1", "--output", "json", "--backend", "temporal",
+         "--temporal-address", workers.address, "--task-queue", workers.queue],
+        cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    # four calls at a time, a second each: with six reserved, the second four are in flight
+    store = env["FLOWRUN_STORE"]
+    wait_for(lambda: reserved_calls(store, "b1") >= 6, 120, "six model calls reserved")
+    os.kill(first.pid, signal.SIGKILL)
+    first.wait(10)
+    before = reserved_calls(store, "b1")
+    workers.start()
+    out, err = execute.communicate(timeout=300)
+    assert execute.returncode == 4, err  # budget_exceeded
+    assert json.loads(out)["status"] == "budget_exceeded"
+    shown = flowrun("show", "b1", "--output", "json")
+    traced = flowrun("trace", "b1", "--output", "json")
+    assert shown.returncode == traced.returncode == 0, shown.stderr + traced.stderr
+    shown_run = json.loads(shown.stdout)
+    rows = spend_holds(shown_run, json.loads(traced.stdout))
+    # the retried node counted the dead worker's calls: it made only what the cap had left
+    assert before < len(rows) <= cap
+    assert shown_run["totals"]["llm_calls"] == len(rows)
+    assert "max_llm_calls 10 reached" in shown_run["nodes"]["each"]["error"]
