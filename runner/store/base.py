@@ -247,6 +247,46 @@ class Store(ABC):
     @abstractmethod
     def ledger_mark_undone(self, key: str) -> None: ...
 
+    # -- model-call spend (runner/engine/budget.py) ----------------------------------------
+    @abstractmethod
+    def spend_reserve(
+        self,
+        run_id: str,
+        *,
+        caps: dict[str, float],
+        node_id: str,
+        at: str,
+        model: str,
+        usd: float,
+        input_tokens: int,
+        output_tokens: int,
+    ) -> tuple[int | None, dict[str, float]]:
+        """Reserve one model call for a run, atomically against its caps (`usd`, `tokens`,
+        `llm_calls`) across processes, committed before the call is made. Returns the row id
+        (None: refused, no row) and the run's counted totals before this call."""
+
+    @abstractmethod
+    def spend_settle(
+        self,
+        row_id: int,
+        status: str,
+        *,
+        usd: float | None = None,
+        input_tokens: int | None = None,
+        output_tokens: int | None = None,
+        model: str | None = None,
+    ) -> None:
+        """A reserved call's end: `billed` (what the provider billed), `cancelled` (cut off in
+        flight; it keeps its reservation) or `released`."""
+
+    @abstractmethod
+    def spend_by_node(
+        self, run_id: str, node_id: str | None = None
+    ) -> dict[str, dict[str, Any]]: ...
+
+    @abstractmethod
+    def spend_rows(self, run_id: str) -> list[dict[str, Any]]: ...
+
     # -- approvals -------------------------------------------------------------------------
     @abstractmethod
     def approval_get(self, run_id: str, node_id: str) -> dict[str, Any] | None: ...

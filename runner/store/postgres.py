@@ -39,7 +39,7 @@ from runner.store.base import (
 from runner.store.seal import seal, unseal_text, use_key_beside
 
 APP = "flowrun"
-SCHEMA_VERSION = 3  # the same numbers as the SQLite store's migrations
+SCHEMA_VERSION = 4  # the same numbers as the SQLite store's migrations
 LOCK_ID = 0x464C5752  # "FLWR": the advisory lock migrations take
 CONNECT_TIMEOUT_S = 10
 POOL_MAX = 4
@@ -160,7 +160,27 @@ _MIGRATIONS: dict[int, list[str]] = {
         )""",
         "ALTER TABLE runs ADD COLUMN bundle_digest TEXT",
     ],
+    # model-call spend (runner/engine/budget.py): one row per call, reserved before it is made
+    4: [
+        """CREATE TABLE IF NOT EXISTS spend (
+            id BIGSERIAL PRIMARY KEY,
+            run_id TEXT NOT NULL,
+            node_id TEXT NOT NULL,
+            at TEXT NOT NULL,
+            model TEXT NOT NULL,
+            status TEXT NOT NULL,
+            usd DOUBLE PRECISION NOT NULL,
+            input_tokens BIGINT NOT NULL,
+            output_tokens BIGINT NOT NULL,
+            reserved_usd DOUBLE PRECISION NOT NULL,
+            reserved_tokens BIGINT NOT NULL,
+            created_at DOUBLE PRECISION NOT NULL,
+            updated_at DOUBLE PRECISION NOT NULL
+        )""",
+        "CREATE INDEX IF NOT EXISTS spend_run ON spend(run_id, node_id)",
+    ],
 }
+_SPEND_COUNTED = "status != 'released'"  # as the SQLite store counts
 
 _LEDGER_COLS = (
     "key",
@@ -650,6 +670,107 @@ class PostgresStore(Store):
             c.execute(
                 "UPDATE ledger SET undone = 1, updated_at = %s WHERE key = %s", (time.time(), key)
             )
+
+    # -- model-call spend (runner/engine/budget.py) ----------------------------------------
+    def spend_reserve(
+        self,
+        run_id: str,
+        *,
+        caps: dict[str, float],
+        node_id: str,
+        at: str,
+        model: str,
+        usd: float,
+        input_tokens: int,
+        output_tokens: int,
+    ) -> tuple[int | None, dict[str, float]]:
+        """Reserve one model call against the run's caps: the run's reservations are taken one
+        at a time (a transaction-scoped advisory lock on the run id), on every machine."""
+        now = time.time()
+        with self._tx() as c:
+            c.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", (run_id,))
+            row = c.execute(
+                "SELECT COALESCE(SUM(usd), 0), COALESCE(SUM(input_tokens + output_tokens), 0), "
+                f"COUNT(*) FROM spend WHERE run_id = %s AND {_SPEND_COUNTED}",
+                (run_id,),
+            ).fetchone()
+            used_usd, used_tokens, used_calls = row if row else (0.0, 0, 0)
+            totals = {
+                "usd": float(used_usd),
+                "tokens": float(used_tokens),
+                "llm_calls": int(used_calls),
+            }
+            want = {"usd": usd, "tokens": input_tokens + output_tokens, "llm_calls": 1}
+            for dim, cap in caps.items():
+                if totals[dim] + want[dim] > cap + (1e-12 if dim == "usd" else 0):
+                    return None, totals
+            new = c.execute(
+                "INSERT INTO spend (run_id, node_id, at, model, status, usd, input_tokens, "
+                "output_tokens, reserved_usd, reserved_tokens, created_at, updated_at) "
+                "VALUES (%s, %s, %s, %s, 'open', %s, %s, %s, %s, %s, %s, %s) RETURNING id",
+                (
+                    run_id,
+                    node_id,
+                    at,
+                    model,
+                    usd,
+                    input_tokens,
+                    output_tokens,
+                    usd,
+                    input_tokens + output_tokens,
+                    now,
+                    now,
+                ),
+            ).fetchone()
+            return (int(new[0]) if new else None), totals
+
+    def spend_settle(
+        self,
+        row_id: int,
+        status: str,
+        *,
+        usd: float | None = None,
+        input_tokens: int | None = None,
+        output_tokens: int | None = None,
+        model: str | None = None,
+    ) -> None:
+        with self._tx() as c:
+            c.execute(
+                "UPDATE spend SET status = %s, usd = COALESCE(%s, usd), "
+                "input_tokens = COALESCE(%s, input_tokens), "
+                "output_tokens = COALESCE(%s, output_tokens), "
+                "model = COALESCE(%s, model), updated_at = %s WHERE id = %s",
+                (status, usd, input_tokens, output_tokens, model, time.time(), row_id),
+            )
+
+    def spend_by_node(self, run_id: str, node_id: str | None = None) -> dict[str, dict[str, Any]]:
+        sql = (
+            "SELECT node_id, COUNT(*), COALESCE(SUM(usd), 0), COALESCE(SUM(input_tokens), 0), "
+            f"COALESCE(SUM(output_tokens), 0) FROM spend WHERE run_id = %s AND {_SPEND_COUNTED}"
+        )
+        args: tuple[Any, ...] = (run_id,)
+        if node_id is not None:
+            sql += " AND node_id = %s"
+            args = (run_id, node_id)
+        with self._conn() as c:
+            rows = c.execute(sql + " GROUP BY node_id", args).fetchall()
+        return {
+            n: {
+                "llm_calls": int(k),
+                "cost_usd": float(u),
+                "input_tokens": int(i),
+                "output_tokens": int(o),
+            }
+            for n, k, u, i, o in rows
+        }
+
+    def spend_rows(self, run_id: str) -> list[dict[str, Any]]:
+        with self._conn() as c, c.cursor(row_factory=dict_row) as cur:
+            return cur.execute(
+                "SELECT node_id, at, model, status, usd, input_tokens, output_tokens, "
+                "reserved_usd, reserved_tokens FROM spend WHERE run_id = %s ORDER BY id",
+                (run_id,),
+            ).fetchall()
 
     # -- approvals -------------------------------------------------------------------------
     def approval_get(self, run_id: str, node_id: str) -> dict[str, Any] | None:

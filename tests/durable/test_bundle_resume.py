@@ -8,6 +8,7 @@ import sqlite3
 from pathlib import Path
 
 from runner.store.db import SCHEMA_VERSION
+
 from tests.durable.conftest import Flowrun, only_run_id, refund_case, tool_log
 from tests.unit.test_bundle import FORBID, write_project
 

@@ -257,3 +257,28 @@ def test_secrets_are_sealed_at_rest(store: Store) -> None:
 def test_a_store_opened_without_create_must_exist(target: str) -> None:
     with pytest.raises(StoreError, match=r"no (run store|flowrun store)"):
         open_store(target, create=False)
+
+
+def test_spend_is_reserved_against_the_caps_and_settled(store: Store) -> None:
+    _run(store)
+    caps = {"llm_calls": 2, "usd": 1.0}
+
+    def reserve(usd: float) -> tuple[int | None, dict[str, float]]:
+        return store.spend_reserve(
+            "r1", caps=caps, node_id="a", at="a", model="m", usd=usd,
+            input_tokens=10, output_tokens=5,
+        )  # fmt: skip
+
+    first, before = reserve(0.4)
+    assert first is not None and before == {"usd": 0.0, "tokens": 0.0, "llm_calls": 0}
+    assert reserve(0.7)[0] is None  # 0.4 + 0.7 > 1.0: refused, no row
+    second, before = reserve(0.5)
+    assert second is not None and before["llm_calls"] == 1
+    assert reserve(0.01)[0] is None  # a third call passes max llm_calls
+    store.spend_settle(first, "billed", usd=0.1, input_tokens=3, output_tokens=2)
+    store.spend_settle(second, "released")
+    store.flush()
+    assert store.spend_by_node("r1") == {
+        "a": {"llm_calls": 1, "cost_usd": 0.1, "input_tokens": 3, "output_tokens": 2}
+    }
+    assert [r["status"] for r in store.spend_rows("r1")] == ["billed", "released"]
