@@ -44,7 +44,7 @@ class Services(Protocol):
         """Return once everything written so far is durable (the store group-commits)."""
 
     # model-call spend (runner/engine/budget.py): rows reserved before a call, atomically
-    # against the run's caps, settled after it; see runner/store/db.py for the semantics
+    # against the run's caps, settled after it; see runner/store/base.py for the semantics
     def spend_reserve(
         self,
         run_id: str,

@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 from runner.models.pricing import price_of
-from tests.durable.conftest import Flowrun, only_run_id
+from tests.durable.conftest import Flowrun
 
 pytestmark = pytest.mark.slow
 
@@ -74,11 +74,12 @@ def crash_then_resume(
     flowrun: Flowrun, env: dict[str, str], spec: Path, responses: Path, point: str
 ) -> tuple[dict[str, Any], dict[str, Any]]:
     """Execute until the crash point SIGKILLs it, resume; the run as `show` and `trace` see it."""
+    run_id = "b1"
     crashed = flowrun(
-        "execute", str(spec), "--responses", str(responses), "--output", "json", crash_at=point
-    )
+        "execute", str(spec), "--responses", str(responses), "--run-id", run_id,
+        "--output", "json", crash_at=point,
+    )  # fmt: skip
     assert crashed.returncode == -9, crashed.stderr  # SIGKILL
-    run_id = only_run_id(env)
     resumed = flowrun("resume", run_id, "--output", "json")
     assert resumed.returncode == 4, resumed.stderr  # budget_exceeded
     shown = flowrun("show", run_id, "--output", "json")
@@ -109,9 +110,16 @@ def spend_holds(shown: dict[str, Any], traced: dict[str, Any]) -> list[dict[str,
     return rows
 
 
+@pytest.mark.parametrize("store", ["sqlite", "postgres"])
 def test_a_crash_mid_fan_out_then_resume_never_passes_max_llm_calls(
-    flowrun: Flowrun, env: dict[str, str], tmp_path: Path
+    flowrun: Flowrun,
+    env: dict[str, str],
+    tmp_path: Path,
+    request: pytest.FixtureRequest,
+    store: str,
 ) -> None:
+    if store == "postgres":  # the same guarantee from the other store implementation
+        env["FLOWRUN_STORE"] = request.getfixturevalue("pg_url")
     cap = 8
     spec, responses = fan_out(tmp_path, f"{{max_llm_calls: {cap}}}")
     # items 0-3 start together; item 5 starts once two of them are done: the crash leaves

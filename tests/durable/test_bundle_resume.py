@@ -7,8 +7,7 @@ import shutil
 import sqlite3
 from pathlib import Path
 
-from runner.store.db import SCHEMA_VERSION
-
+from runner.store.sqlite import SCHEMA_VERSION
 from tests.durable.conftest import Flowrun, only_run_id, refund_case, tool_log
 from tests.unit.test_bundle import FORBID, write_project
 

@@ -282,3 +282,83 @@ def test_spend_is_reserved_against_the_caps_and_settled(store: Store) -> None:
         "a": {"llm_calls": 1, "cost_usd": 0.1, "input_tokens": 3, "output_tokens": 2}
     }
     assert [r["status"] for r in store.spend_rows("r1")] == ["billed", "released"]
+
+
+def _reserve(store: Store, caps: dict[str, float], run_id: str = "r1", **over: Any) -> Any:
+    call: dict[str, Any] = {
+        "node_id": "each",
+        "at": "each[0]",
+        "model": "openai/gpt-4o-mini",
+        "usd": 0.001,
+        "input_tokens": 100,
+        "output_tokens": 50,
+    }
+    call.update(over)
+    return store.spend_reserve(run_id, caps=caps, **call)
+
+
+def test_model_call_spend_is_reserved_against_caps_and_settled(store: Store) -> None:
+    _run(store)
+    caps = {"llm_calls": 3, "usd": 0.0025}
+    first, before = _reserve(store, caps)
+    assert first is not None and before == {"usd": 0.0, "tokens": 0.0, "llm_calls": 0}
+    second, before = _reserve(store, caps, node_id="other", at="other")
+    assert second is not None and before["llm_calls"] == 1
+    # a third call would pass max_usd (3 x $0.001 reserved): refused, nothing written
+    refused, before = _reserve(store, caps)
+    assert refused is None and before["usd"] == pytest.approx(0.002)
+    store.spend_settle(first, "billed", usd=0.0004, input_tokens=100, output_tokens=10)
+    store.spend_settle(second, "released")
+    store.flush()
+    third, before = _reserve(store, caps)  # billed less than reserved, released: room again
+    assert third is not None and before == {
+        "usd": pytest.approx(0.0004),
+        "tokens": 110,
+        "llm_calls": 1,
+    }
+    store.spend_settle(third, "cancelled")  # cut off in flight: keeps its reservation
+    assert store.spend_by_node("r1") == {
+        "each": {
+            "llm_calls": 2,
+            "cost_usd": pytest.approx(0.0014),
+            "input_tokens": 200,
+            "output_tokens": 60,
+        }
+    }
+    assert store.spend_by_node("r1", "other") == {}
+    assert [(r["at"], r["status"]) for r in store.spend_rows("r1")] == [
+        ("each[0]", "billed"),
+        ("other", "released"),
+        ("each[0]", "cancelled"),
+    ]
+    assert store.spend_rows("r2") == [] and store.spend_by_node("r2") == {}
+
+
+def test_reservations_from_many_connections_never_pass_a_cap(target: str) -> None:
+    """Eight connections (as eight worker processes would) reserve calls of one run at once:
+    exactly the cap is reserved, never more."""
+    import threading
+
+    stores = [open_store(target) for _ in range(8)]
+    _run(stores[0])
+    got: list[int | None] = []
+    lock = threading.Lock()
+
+    def worker(s: Store) -> None:
+        for _ in range(10):
+            row, _ = _reserve(s, {"llm_calls": 25})
+            with lock:
+                got.append(row)
+
+    threads = [threading.Thread(target=worker, args=(s,)) for s in stores]
+    try:
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(120)
+        assert len(got) == 80
+        assert sum(1 for r in got if r is not None) == 25
+        assert len(stores[1].spend_rows("r1")) == 25
+    finally:
+        for s in stores:
+            s.close()
