@@ -51,6 +51,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "serve": ("runner.web_cli:serve", "Serve the web console: approval inbox, runs, graphs."),
     "show": ("runner.ops_cli:show", "Show a run: per node status, output, attempts, cost."),
     "stats": ("runner.trace_cli:stats", "Completion and escalation rates, latency and cost."),
+    "store": ("runner.store_cli:store_group", "Work with run stores: copy one into PostgreSQL."),
     "sweep": ("runner.ops_cli:sweep", "Resume every waiting run whose approval timed out."),
     "tools": ("runner.mcp_cli:tools_group", "Tool contracts: lock what MCP servers say."),
     "trace": ("runner.trace_cli:trace", "Show a recorded run as a tree of its nodes."),

@@ -6,6 +6,7 @@
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 from runner.store.base import (
     DEFAULT_STORE,
@@ -30,6 +31,7 @@ __all__ = [
     "StoreError",
     "is_url",
     "open_store",
+    "public_target",
     "store_class",
     "store_path",
     "store_target",
@@ -50,6 +52,17 @@ def store_class(target: str | os.PathLike[str]) -> type[Store]:
     from runner.store.sqlite import SqliteStore
 
     return SqliteStore
+
+
+def public_target(target: str | os.PathLike[str]) -> str:
+    """What names a store to other processes: a URL without its password, or a resolved path
+    (the `target` attribute of the store it opens)."""
+    t = store_target(target)
+    if is_url(t):
+        from runner.store.postgres import describe
+
+        return describe(t)[2]
+    return str(Path(t).resolve())
 
 
 def open_store(target: str | os.PathLike[str] | None = None, *, create: bool = True) -> Store:

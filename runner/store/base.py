@@ -19,6 +19,18 @@ from runner.errors import ExitCode, FlowrunError
 from runner.store.seal import seal, unseal_json
 
 DEFAULT_STORE = ".flowrun/flowrun.db"
+# every table of a store, in an order a copy can insert them in
+TABLES = (
+    "runs",
+    "bundles",
+    "node_results",
+    "events",
+    "calls",
+    "ledger",
+    "approvals",
+    "switches",
+    "spend",
+)
 URL_SCHEMES = ("postgresql://", "postgres://")
 
 
@@ -308,6 +320,20 @@ class Store(ABC):
 
     @abstractmethod
     def inbox(self) -> list[dict[str, Any]]: ...
+
+    # -- copies (`flowrun store migrate`) ---------------------------------------------------
+    @abstractmethod
+    def row_counts(self) -> dict[str, int]:
+        """How many rows each table in TABLES holds."""
+
+    @abstractmethod
+    def export_rows(self, table: str) -> list[dict[str, Any]]:
+        """Every row of `table` as stored (sealed values stay sealed), in insertion order."""
+
+    @abstractmethod
+    def import_rows(self, tables: dict[str, list[dict[str, Any]]]) -> None:
+        """Insert rows as `export_rows` gave them (ids kept), every table in one transaction:
+        all of them are written or none."""
 
     # -- switches --------------------------------------------------------------------------
     @abstractmethod

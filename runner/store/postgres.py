@@ -27,6 +27,7 @@ from psycopg.rows import dict_row
 from psycopg_pool import ConnectionPool, PoolTimeout
 
 from runner.store.base import (
+    TABLES,
     DuplicateRun,
     FinishedRun,
     NotFound,
@@ -853,6 +854,42 @@ class PostgresStore(Store):
                 "ORDER BY requested_at, run_id, node_id"
             ).fetchall()
         return [_approval_row(r) for r in rows]
+
+    # -- copies ----------------------------------------------------------------------------
+    def row_counts(self) -> dict[str, int]:
+        with self._conn() as c:
+            return {
+                t: int((c.execute(f"SELECT COUNT(*) FROM {t}").fetchone() or (0,))[0])
+                for t in TABLES
+            }
+
+    def export_rows(self, table: str) -> list[dict[str, Any]]:
+        if table not in TABLES:
+            raise ValueError(f"no table {table!r}")
+        order = {"events": "id", "calls": "id", "spend": "id"}.get(table, "ctid")
+        with self._conn() as c, c.cursor(row_factory=dict_row) as cur:
+            return cur.execute(f"SELECT * FROM {table} ORDER BY {order}").fetchall()
+
+    def import_rows(self, tables: dict[str, list[dict[str, Any]]]) -> None:
+        with self._tx() as c:
+            for table, rows in tables.items():
+                if table not in TABLES:
+                    raise ValueError(f"no table {table!r}")
+                by_shape: dict[tuple[str, ...], list[tuple[Any, ...]]] = {}
+                for row in rows:
+                    by_shape.setdefault(tuple(row), []).append(tuple(row.values()))
+                with c.cursor() as cur:
+                    for cols, values in by_shape.items():
+                        cur.executemany(
+                            f"INSERT INTO {table} ({', '.join(cols)}) "
+                            f"VALUES ({', '.join('%s' for _ in cols)})",
+                            values,
+                        )
+                if table in ("events", "calls", "spend"):  # ids kept: the next id follows them
+                    c.execute(
+                        f"SELECT setval(pg_get_serial_sequence('{table}', 'id'), "
+                        f"GREATEST((SELECT MAX(id) FROM {table}), 1))"
+                    )
 
     # -- switches --------------------------------------------------------------------------
     def writes_enabled(self) -> bool:

@@ -123,6 +123,22 @@ class Sealer:
             return text
         return SEALED.sub(lambda m: json.dumps(self._open(m.group(2), m.group(1)))[1:-1], text)
 
+    def reseal(self, text: str) -> str:
+        """Stored text with every sealed token sealed again under this sealer's key (opened
+        with any key this process knows): a copy of a store for another key."""
+        if "[SEALED:" not in text:
+            return text
+
+        def again(m: Any) -> str:
+            try:
+                token = self._fernet.rotate(m.group(2).encode()).decode()
+            except InvalidToken:
+                self._open(m.group(2))  # raises the SealError that names the key
+                raise
+            return f"[SEALED:{m.group(1)}:{token}]"
+
+        return SEALED.sub(again, text)
+
     def unseal_text(self, text: str) -> str:
         """Plain text (not JSON) with every sealed token replaced by its value."""
         if "[SEALED:" not in text:
@@ -170,6 +186,13 @@ def unseal_json(text: str) -> str:
             hint=f"open the store first, or set {KEY_ENV}",
         )
     return _CURRENT[0].unseal_json(text)
+
+
+def reseal(value: Any) -> Any:
+    """A stored column's value with its sealed tokens sealed again under the current key."""
+    if not isinstance(value, str) or "[SEALED:" not in value or not _CURRENT:
+        return value
+    return _CURRENT[0].reseal(value)
 
 
 def unseal_text(text: str | None) -> str | None:

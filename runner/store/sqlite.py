@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from runner.store.base import (
+    TABLES,
     DuplicateRun,
     FinishedRun,
     NotFound,
@@ -935,6 +936,31 @@ class SqliteStore(Store):
             "ORDER BY requested_at, run_id, node_id"
         )
         return [_approval_row(self.conn, r) for r in rows]
+
+    # -- copies ----------------------------------------------------------------------------
+    def row_counts(self) -> dict[str, int]:
+        self.flush()
+        return {t: self.conn.execute(f"SELECT COUNT(*) FROM {t}").fetchone()[0] for t in TABLES}
+
+    def export_rows(self, table: str) -> list[dict[str, Any]]:
+        if table not in TABLES:
+            raise ValueError(f"no table {table!r}")
+        self.flush()
+        cols = _cols(self.conn, table)
+        return [
+            dict(zip(cols, r, strict=True))
+            for r in self.conn.execute(f"SELECT * FROM {table} ORDER BY rowid")
+        ]
+
+    def import_rows(self, tables: dict[str, list[dict[str, Any]]]) -> None:
+        with self.tx() as c:
+            for table, rows in tables.items():
+                if table not in TABLES:
+                    raise ValueError(f"no table {table!r}")
+                for row in rows:
+                    cols = ", ".join(row)
+                    marks = ", ".join("?" for _ in row)
+                    c.execute(f"INSERT INTO {table} ({cols}) VALUES ({marks})", tuple(row.values()))
 
     # -- switches ----------------------------------------------------------------------------
     def writes_enabled(self) -> bool:

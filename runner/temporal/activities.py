@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -22,7 +23,7 @@ from runner.engine.budget import BudgetLedger, run_usage, usage_of
 from runner.engine.context import Envelope, NodeContext, RunState
 from runner.engine.hooks import Hooks
 from runner.engine.results import NodeResult, RunResult, Usage
-from runner.store import Store, open_store
+from runner.store import Store, is_url, open_store, public_target
 from runner.temporal import FINISH_ACTIVITY, NODE_ACTIVITY
 from runner.temporal.plans import plan_for
 from runner.temporal.types import FinishTask, NodeTask, RunInput
@@ -41,10 +42,16 @@ _TRACING: list[Tracing] = []  # the tracing a worker embedded in a process was g
 
 
 def store_at(path: str) -> Store:
-    """One store connection per path and worker process (writes are short transactions)."""
+    """One store connection per path and worker process (writes are short transactions).
+
+    A PostgreSQL store reaches workers as a URL without its password: a worker whose own
+    FLOWRUN_STORE names the same database opens it with that (credentials included), else
+    libpq takes the password from PGPASSWORD or ~/.pgpass."""
     store = _STORES.get(path)
     if store is None:
-        store = _STORES[path] = open_store(path)
+        own = os.environ.get("FLOWRUN_STORE")
+        target = own if own and is_url(path) and public_target(own) == path else path
+        store = _STORES[path] = open_store(target)
     return store
 
 

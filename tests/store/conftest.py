@@ -11,10 +11,13 @@ from runner.store import Store, open_store
 
 
 @pytest.fixture(params=["sqlite", "postgres"])
-def target(request: pytest.FixtureRequest, tmp_path: Path) -> str:
-    """Where a new store goes: a file, or a new database on the session's PostgreSQL server."""
+def target(request: pytest.FixtureRequest, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Where a new store goes: a file, or a new database on the session's PostgreSQL server
+    (its local folder and its seal key's home under the test's folder)."""
     if request.param == "sqlite":
         return str(tmp_path / "flowrun.db")
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    monkeypatch.setenv("FLOWRUN_STORE_DIR", str(tmp_path / "local"))
     return str(request.getfixturevalue("pg_url"))
 
 

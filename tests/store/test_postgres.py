@@ -19,7 +19,11 @@ from tests.durable.conftest import ROOT, Flowrun, process_env, refund_case, rows
 def env(tmp_path: Path, pg_url: str) -> dict[str, str]:
     """A process environment whose store is a new PostgreSQL database."""
     e = process_env(tmp_path, DTOOLS_LOG=str(tmp_path / "dtools.log"))
-    e["FLOWRUN_STORE"] = pg_url
+    e.update(
+        FLOWRUN_STORE=pg_url,
+        FLOWRUN_STORE_DIR=str(tmp_path / "local"),  # transcripts
+        HOME=str(tmp_path / "home"),  # ~/.flowrun/seal.key
+    )
     return e
 
 

@@ -362,3 +362,25 @@ def test_reservations_from_many_connections_never_pass_a_cap(target: str) -> Non
     finally:
         for s in stores:
             s.close()
+
+
+def test_both_stores_offer_exactly_the_interface() -> None:
+    """A method added to one implementation only would fail on the other store at run time."""
+    from runner.store.postgres import PostgresStore
+    from runner.store.sqlite import SqliteStore
+
+    def public(cls: type) -> set[str]:
+        return {n for n in dir(cls) if not n.startswith("_")}
+
+    assert public(SqliteStore) - public(Store) == {"tx"}  # SQLite's write transaction, inside
+    assert public(PostgresStore) - public(Store) == set()
+
+
+def test_a_store_is_named_to_other_processes_without_its_password(tmp_path: object) -> None:
+    from runner.store import public_target
+
+    assert public_target("postgresql://u:pw@h:5432/db") == "postgresql://u@h:5432/db"
+    assert public_target("postgres://u:pw@h/db?sslmode=require") == (
+        "postgres://u@h/db?sslmode=require"
+    )
+    assert public_target("postgresql://h/db") == "postgresql://h/db"

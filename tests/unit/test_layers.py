@@ -58,6 +58,7 @@ LAYERS: dict[str, int] = {
     "runner.review_cli": 9,
     "runner.temporal_cli": 9,
     "runner.trace_cli": 9,
+    "runner.store_cli": 9,
     "runner.web_cli": 9,
 }
 ENTRY = 9
