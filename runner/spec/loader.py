@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import yaml
 
@@ -18,8 +18,10 @@ MAX_NODES = 500_000  # YAML nodes after alias expansion; bounds "billion laughs"
 PathKey = tuple[str | int, ...]
 
 
-@dataclass(frozen=True)
-class Pos:
+class Pos(NamedTuple):
+    """Where a key or value starts (a NamedTuple: a big spec makes one per YAML node, and a
+    frozen dataclass costs ~4x as much to build; perf, issue 26)."""
+
     line: int  # 1-based
     col: int  # 1-based
     style: str | None = None  # YAML scalar style: None plain, "'" '"' "|" ">"
