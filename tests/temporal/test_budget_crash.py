@@ -33,7 +33,7 @@ def test_sigkill_the_worker_mid_fan_out_the_retry_never_passes_max_llm_calls(
     flowrun: Flowrun, workers: Workers, env: dict[str, str], tmp_path: Path
 ) -> None:
     cap = 10
-    spec, responses = fan_out(tmp_path, f"{{max_llm_calls: {cap}}}", latency_s=1.0)
+    spec, responses = fan_out(tmp_path, f"{{max_llm_calls: {cap}}}", latency_s=2.0)
     first = workers.start()
     execute = subprocess.Popen(
         [sys.executable, "-m", "runner.cli", "execute", str(spec), "--responses", str(responses),
@@ -41,7 +41,7 @@ def test_sigkill_the_worker_mid_fan_out_the_retry_never_passes_max_llm_calls(
          "--temporal-address", workers.address, "--task-queue", workers.queue],
         cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
     )  # fmt: skip
-    # four calls at a time, a second each: with six reserved, the second four are in flight
+    # four calls at a time, two seconds each: with six reserved, the second four are in flight
     store = env["FLOWRUN_STORE"]
     wait_for(lambda: reserved_calls(store, "b1") >= 6, 120, "six model calls reserved")
     os.kill(first.pid, signal.SIGKILL)
