@@ -59,9 +59,10 @@ class _Live(Hooks):
         self.live.stop()
 
 
-def progress_hooks(plan: Plan, *, enabled: bool) -> tuple[Hooks, _Live | None]:
+def progress_hooks(plan: Plan, *, enabled: bool) -> tuple[Hooks | None, _Live | None]:
+    """Live progress on a TTY; None when off, so the run fans no hook call out to a no-op."""
     if not enabled:
-        return Hooks(), None
+        return None, None
     live = _Live(plan)
     return live, live
 
