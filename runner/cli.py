@@ -373,8 +373,12 @@ def execute(
         where = Placement(
             backend=backend, address=temporal_address, namespace=namespace, task_queue=task_queue
         )
-        if otlp_endpoint or trace_console:
-            click.echo("note: spans are not exported on --backend temporal (yet)", err=True)
+        if trace_console:  # the endpoint is recorded with the run and the workers use it
+            click.echo(
+                "note: on --backend temporal the workers make the spans; --trace-console "
+                "prints nothing here (use --otlp-endpoint, which the workers export to)",
+                err=True,
+            )
     else:
         hooks, live = progress_hooks(plan, enabled=fmt == "text" and sys.stderr.isatty())
     try:
