@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 DEMO_DB := .flowrun/support.db
 
-.PHONY: demo demo-recorded test test-services lint bench bench-core
+.PHONY: demo demo-recorded test test-services lint bench bench-core bench-cli
 
 $(BIN)/flowrun: pyproject.toml
 	$(PY) -m venv $(VENV)
@@ -56,3 +56,7 @@ bench:
 
 bench-core: $(BIN)/flowrun
 	$(BIN)/python tests/bench/bench_core.py
+
+# the `flowrun` command as users run it: start-up, validate, execute (issue 26)
+bench-cli: $(BIN)/flowrun
+	$(BIN)/python tests/bench/bench_cli.py

@@ -91,3 +91,17 @@ def test_the_command_prints_one_table_with_every_benchmark() -> None:
     assert 1.0 <= floor["flowrun"] < 5.0 and floor["langgraph"] is None
     if HAS_LANGGRAPH:
         assert all(r["langgraph"] is not None for r in rows if r is not floor)
+
+
+@pytest.mark.slow
+def test_the_cli_bench_prints_every_issue_26_target() -> None:
+    args = [sys.executable, "tests/bench/bench_cli.py", "--small", "--repeat", "1", "--json"]
+    proc = subprocess.run(args, cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr
+    report = json.loads(proc.stdout)
+    for row in ("flowrun --help", "validate support_refund.yaml", "validate 200-node spec"):
+        assert report[row]["median_s"] > 0 and report[row]["ratio_to_python"] > 0, row
+    assert report["execute --responses: to first node"]["median_s"] > 0
+    per_node = report["execute per node (100 - 1 nodes)"]
+    assert per_node["in_process_full_us"] > 0 and isinstance(per_node["median_us"], float)
+    assert len(report["targets_met"]) == 5
