@@ -8,6 +8,7 @@ mode, OTLP endpoint) is kept in its options and applies again when it continues 
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -36,18 +37,26 @@ class Observe:
         return {"observe": out} if out else {}
 
 
+# where runner.trace.otel.traces_endpoint looks when no endpoint is given
+_OTLP_ENV = ("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", "OTEL_EXPORTER_OTLP_ENDPOINT")
+
+
 def observer(store: Store, row: RunRow, how: Observe, *, attempt: int = 1) -> RunObserver:
     """Spans if an endpoint (or the console) is configured, always call records and a transcript."""
-    from runner.trace.otel import setup_tracing
-
     recorded = (row.options or {}).get("observe") or {}
     capture = how.capture or recorded.get("capture") or "default"
     if capture not in CAPTURES:
         capture = "default"
     endpoint = how.otlp_endpoint or recorded.get("otlp_endpoint")
+    tracing = None
+    # perf (issue 26): the OTel SDK (~40 ms to import) only when spans can go somewhere
+    if endpoint or how.console or how.exporter is not None or any(map(os.environ.get, _OTLP_ENV)):
+        from runner.trace.otel import setup_tracing
+
+        tracing = setup_tracing(endpoint, console=how.console, exporter=how.exporter)
     return RunObserver(
         store=store,
-        tracing=setup_tracing(endpoint, console=how.console, exporter=how.exporter),
+        tracing=tracing,
         capture=capture,
         tenant=row.tenant,
         actor=row.actor,

@@ -15,16 +15,18 @@ backup, not against someone who can read the store's folder; docs/security.md sa
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
-
-from cryptography.fernet import Fernet, InvalidToken, MultiFernet
+from typing import TYPE_CHECKING, Any
 
 from runner.errors import ExitCode, FlowrunError
 from runner.redact import BUILTIN_KINDS, SEALED, remember, rewriter
+
+if TYPE_CHECKING:
+    from cryptography.fernet import MultiFernet
 
 KEY_ENV = "FLOWRUN_SEAL_KEY"
 KEY_FILE = "seal.key"
@@ -51,6 +53,26 @@ def private_file(path: Path) -> None:
         os.close(fd)
 
 
+def _new_key() -> bytes:
+    """A Fernet key, as Fernet.generate_key() makes it (32 random bytes, url-safe base64)."""
+    import base64
+
+    return base64.urlsafe_b64encode(os.urandom(32))
+
+
+def _check_key(key: bytes | str) -> None:
+    """Fernet's own check of a key (32 url-safe base64 bytes), without importing cryptography."""
+    import base64
+    import binascii
+
+    try:
+        raw = base64.urlsafe_b64decode(key)
+    except (binascii.Error, ValueError, TypeError):
+        raw = b""
+    if len(raw) != 32:
+        raise ValueError("Fernet key must be 32 url-safe base64-encoded bytes.")
+
+
 def _key_file(folder: Path) -> bytes:
     """The key in `folder`/seal.key, created (atomically, 0600) by the first process to ask."""
     path = folder / KEY_FILE
@@ -59,7 +81,7 @@ def _key_file(folder: Path) -> bytes:
         tmp = folder / f".{KEY_FILE}.{os.getpid()}"
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         try:
-            os.write(fd, Fernet.generate_key() + b"\n")
+            os.write(fd, _new_key() + b"\n")
             os.fsync(fd)
         finally:
             os.close(fd)
@@ -77,16 +99,27 @@ class Sealer:
 
     def __init__(self, key: bytes | str, *, old: tuple[bytes | str, ...] = ()) -> None:
         try:
-            self._fernet = MultiFernet([Fernet(key), *(Fernet(k) for k in old)])
+            for k in (key, *old):
+                _check_key(k)
         except (ValueError, TypeError) as e:
             raise SealError(
                 f"not a seal key: {e}", hint=f"{KEY_ENV} must be a key from Sealer.new_key()"
             ) from None
+        self._keys = (key, *old)
         self._walk: Callable[[Any, bool], Any] = rewriter(self._seal_span)
+
+    @functools.cached_property
+    def _fernet(self) -> MultiFernet:
+        """perf (issue 26): cryptography loads (~30 ms) when a value is first sealed or opened,
+        not with every store: most commands (runs, show of clean runs, a run of tool nodes
+        with nothing secret) never need it."""
+        from cryptography.fernet import Fernet, MultiFernet
+
+        return MultiFernet([Fernet(k) for k in self._keys])
 
     @staticmethod
     def new_key() -> str:
-        return Fernet.generate_key().decode()
+        return _new_key().decode()
 
     @classmethod
     def for_folder(cls, folder: Path) -> Sealer:
@@ -105,6 +138,8 @@ class Sealer:
         return self._walk(value, True)
 
     def _open(self, token: str, kind: str = "secret") -> str:
+        from cryptography.fernet import InvalidToken
+
         try:
             value = self._fernet.decrypt(token.encode()).decode()
             if kind not in BUILTIN_KINDS:
@@ -128,6 +163,8 @@ class Sealer:
         with any key this process knows): a copy of a store for another key."""
         if "[SEALED:" not in text:
             return text
+
+        from cryptography.fernet import InvalidToken
 
         def again(m: Any) -> str:
             try:
