@@ -60,9 +60,18 @@ class BudgetLedger:
     # executions' rows (a crash, an approval) plus this process's reservations and settlements
     tally: dict[str, Usage] = field(default_factory=dict)
 
+    # ledger keys of the tool calls this process counted: a replay of any other call of this
+    # run (made by an execution a crash cut off) is counted when it is replayed
+    counted_tools: set[str] = field(default_factory=set)
+
     def root(self) -> BudgetLedger:
         """The run's own ledger (a subflow's charges its parent's)."""
         return self
+
+    def count_tool(self) -> None:
+        """A tool call already made (replayed from the idempotency ledger): counted, never
+        refused."""
+        self.tool_calls += 1
 
     def count_earlier(self, by_node: Mapping[str, Mapping[str, Any]]) -> Usage:
         """Add spend rows made before this process started (`Services.spend_by_node`) to the

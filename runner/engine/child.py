@@ -71,6 +71,11 @@ class ChildLedger(BudgetLedger):
             self.parent.release(up)
         super().release(r)
 
+    def count_tool(self) -> None:
+        super().count_tool()
+        if self.parent is not None:
+            self.parent.count_tool()
+
     def reserve_tool(self, tool: str) -> None:
         super().reserve_tool(tool)
         if self.parent is not None:

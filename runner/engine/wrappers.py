@@ -349,6 +349,14 @@ class LedgerReplay(ToolWrapper):
             call.ledger_key, run_id=run.run_id if step.idempotency_key is None else None
         )
         if row is not None:
+            counted = run.budget.root().counted_tools
+            if row.get("run_id") == run.run_id and call.ledger_key not in counted:
+                # made (or started: an intent) by an execution of this run that a crash cut
+                # off: that call counts against max_tool_calls, whether it is replayed or made
+                # again
+                counted.add(call.ledger_key)
+                run.budget.count_tool()
+                ctx.usage.tool_calls += 1
             if row["status"] == "done":
                 ctx.detail.ledger = "replayed"
                 svc.event(run.run_id, "ledger_replayed", ctx.node_id, tool=step.name, key=call.key)
@@ -368,7 +376,9 @@ class ToolBudget(ToolWrapper):
     """A tool call is counted against `max_tool_calls` before it is made."""
 
     async def __call__(self, call: ToolCall) -> Any:
-        call.ctx.run.budget.reserve_tool(call.step.name)
+        budget = call.ctx.run.budget
+        budget.reserve_tool(call.step.name)
+        budget.root().counted_tools.add(call.ledger_key)
         call.ctx.usage.tool_calls += 1
         return await self.inner(call)
 
@@ -380,7 +390,9 @@ class LedgerRecord(ToolWrapper):
     async def __call__(self, call: ToolCall) -> Any:
         ctx, step = call.ctx, call.step
         run, svc = ctx.run, ctx.run.services
-        defer = not call.write
+        # under max_tool_calls a read's intent is durable before the call too: a resume after
+        # a crash then counts every call made (runner/engine/budget.py)
+        defer = not call.write and run.budget.root().caps.max_tool_calls is None
         svc.ledger_intent(
             call.ledger_key,
             run_id=run.run_id,
@@ -393,6 +405,8 @@ class LedgerRecord(ToolWrapper):
             defer=defer,
         )
         crash_point(f"before-effect:{ctx.node_id}")
+        if ctx.index is not None or ctx.run.path:
+            crash_point(f"before-effect:{_where(ctx)}")
         try:
             result = await self.inner(call)
         except CallFailed as e:

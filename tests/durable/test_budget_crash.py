@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 from runner.models.pricing import price_of
-from tests.durable.conftest import Flowrun
+from tests.durable.conftest import Flowrun, tool_log
 
 pytestmark = pytest.mark.slow
 
@@ -162,3 +162,39 @@ def test_calls_cut_off_by_max_seconds_count_in_the_run_spend(
     assert [r["status"] for r in shown["model_calls"]] == ["cancelled"] * 4
     assert shown["totals"]["llm_calls"] == 4
     assert shown["totals"]["cost_usd"] == pytest.approx(4 * reserved)
+
+
+def test_a_crash_mid_map_of_tool_calls_then_resume_never_passes_max_tool_calls(
+    flowrun: Flowrun, env: dict[str, str], tmp_path: Path
+) -> None:
+    spec = tmp_path / "tool_map.yaml"
+    spec.write_text(
+        """\
+apiVersion: flowrun/v1
+kind: Workflow
+metadata: {name: tool-map}
+tools:
+  slow: {impl: tests.durable.dtools:slow}
+budget: {max_tool_calls: 5}
+nodes:
+  each:
+    map:
+      over: "${{ [0, 1, 2, 3, 4, 5, 6, 7, 8, 9] }}"
+      max_concurrency: 1
+      node: {tool: slow, args: {label: "${{ 'item' + string(item) }}", seconds: 0.1}}
+""",
+        encoding="utf-8",
+    )
+    # items 0-2 ran; item 3's intent is in the store, its call not made: SIGKILL
+    crashed = flowrun("execute", str(spec), "--run-id", "t1", crash_at="before-effect:each[3]")
+    assert crashed.returncode == -9, crashed.stderr
+    assert [e["label"] for e in tool_log(env)] == ["item0", "item1", "item2"]
+    resumed = flowrun("resume", "t1", "--output", "json")
+    assert resumed.returncode == 4, resumed.stderr  # budget_exceeded
+    # the three calls made before the crash are replayed from the ledger, not made again, and
+    # count; so does item 3's call whose outcome the crash left unknown (it may have been
+    # made): one more call fits under the cap, not five
+    assert [e["label"] for e in tool_log(env)] == [f"item{i}" for i in range(4)]
+    shown = json.loads(flowrun("show", "t1", "--output", "json").stdout)
+    assert shown["totals"]["tool_calls"] == 5
+    assert "max_tool_calls 5 reached" in shown["nodes"]["each"]["error"]
