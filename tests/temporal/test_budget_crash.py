@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.durable.test_budget_crash import fan_out, spend_holds
+from tests.durable.test_budget_crash import _price, fan_out, spend_holds
 from tests.temporal.conftest import ROOT, Flowrun, Workers, wait_for
 
 
@@ -60,3 +60,32 @@ def test_sigkill_the_worker_mid_fan_out_the_retry_never_passes_max_llm_calls(
     assert before < len(rows) <= cap
     assert shown_run["totals"]["llm_calls"] == len(rows)
     assert "max_llm_calls 10 reached" in shown_run["nodes"]["each"]["error"]
+
+
+@pytest.mark.slow
+def test_calls_cut_off_by_a_kill_count_in_the_run_spend(
+    flowrun: Flowrun, workers: Workers, env: dict[str, str], tmp_path: Path
+) -> None:
+    # the first four answers take a minute: `flowrun kill` cancels the workflow and the node's
+    # activity with them in flight; the provider may have billed them
+    spec, responses = fan_out(tmp_path, "{max_llm_calls: 20}", latency_s=60)
+    workers.start()
+    execute = subprocess.Popen(
+        [sys.executable, "-m", "runner.cli", "execute", str(spec), "--responses", str(responses),
+         "--run-id", "k1", "--output", "json", "--backend", "temporal",
+         "--temporal-address", workers.address, "--task-queue", workers.queue],
+        cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    store = env["FLOWRUN_STORE"]
+    wait_for(lambda: reserved_calls(store, "k1") >= 4, 120, "four model calls in flight")
+    killed = flowrun("kill", "k1")
+    assert killed.returncode == 0, killed.stderr
+    _, err = execute.communicate(timeout=120)
+    assert execute.returncode == 7, err  # killed
+    shown = json.loads(flowrun("show", "k1", "--output", "json").stdout)
+    assert shown["status"] == "killed"
+    rows = shown["model_calls"]
+    assert len(rows) == 4 and {r["status"] for r in rows} <= {"cancelled", "open"}
+    _, reserved = _price()
+    assert shown["totals"]["llm_calls"] == 4
+    assert shown["totals"]["cost_usd"] == pytest.approx(4 * reserved)
