@@ -126,7 +126,7 @@ class TemporalBackend:
         except FlowrunError as e:
             store.update_run(row.run_id, status="failed", reason=e.message)
             raise
-        return run_result_from_json(snap)
+        return _billed(store, run_result_from_json(snap))
 
     def claim(self, store: Store, row: RunRow) -> RunRow:
         raise UsageError(
@@ -168,7 +168,7 @@ class TemporalBackend:
         if not follow:
             return None
         snap = await settle(client.get_workflow_handle(workflow_id(row.run_id)))
-        return run_result_from_json(snap)
+        return _billed(store, run_result_from_json(snap))
 
     async def cancel(self, store: Store, row: RunRow, *, by: str | None) -> str:
         """Cancel the run's workflow; the workflow records `killed` in the store."""
@@ -180,3 +180,13 @@ class TemporalBackend:
     def busy(self, row: RunRow) -> bool:
         """A Temporal run that is not parked or finished may be executing on some worker."""
         return row.status == "running"
+
+
+def _billed(store: Store, result: RunResult) -> RunResult:
+    """The run's totals with its model usage as its spend rows count it (runner/engine/
+    budget.py): calls cut off in flight by a kill or max_seconds, which the workflow's own
+    totals do not see, are in them, as in the store's record."""
+    from runner.engine.budget import billed_by_node, run_usage
+
+    result.usage = run_usage(result.nodes, billed_by_node(store.spend_rows(result.run_id)))
+    return result

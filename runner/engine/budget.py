@@ -20,7 +20,7 @@ after a crash and resume counts every call made.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -56,9 +56,11 @@ class BudgetLedger:
     llm_calls: int = 0
     tool_calls: int = 0
     reserved: Reservation = field(default_factory=Reservation)
-    # model usage per top-level node, as its spend rows count it (a root ledger's): earlier
-    # executions' rows (a crash, an approval) plus this process's reservations and settlements
-    tally: dict[str, Usage] = field(default_factory=dict)
+    # model usage per top-level node, call by call in the order reserved, as its spend rows
+    # count it: earlier executions' rows (a crash, an approval) and this process's calls. A
+    # node's usage is their sum in that order, the same sum `billed_by_node` makes of the rows
+    # in the store, so every process reports the same figures
+    tally: dict[str, dict[Any, Usage]] = field(default_factory=dict)
 
     # ledger keys of the tool calls this process counted: a replay of any other call of this
     # run (made by an execution a crash cut off) is counted when it is replayed
@@ -73,15 +75,21 @@ class BudgetLedger:
         refused."""
         self.tool_calls += 1
 
-    def count_earlier(self, by_node: Mapping[str, Mapping[str, Any]]) -> Usage:
-        """Add spend rows made before this process started (`Services.spend_by_node`) to the
-        tally; returns their sum."""
-        total = Usage()
-        for node_id, row in by_node.items():
-            u = usage_of(row)
-            self.tally.setdefault(node_id, Usage()).__iadd__(u)
-            total += u
-        return total
+    def count_earlier(self, rows: Iterable[Mapping[str, Any]]) -> None:
+        """Add the spend rows made before this process started (`Services.spend_rows`, in
+        order) to the tally."""
+        for i, row in enumerate(rows):
+            if row["status"] != "released":
+                calls = self.tally.setdefault(row["node_id"], {})
+                calls[("earlier", i)] = usage_of(row)
+
+    def node_usage(self, node_id: str) -> Usage | None:
+        """What a top-level node's spend rows count (None: it has none)."""
+        calls = self.tally.get(node_id)
+        return None if calls is None else sum_usage(calls.values())
+
+    def node_usages(self) -> dict[str, Usage]:
+        return {n: sum_usage(calls.values()) for n, calls in self.tally.items()}
 
     def reserve_llm(self, *, usd: float, tokens: int, model: str) -> Reservation:
         c = self.caps
@@ -150,13 +158,30 @@ class BudgetLedger:
 
 
 def usage_of(row: Mapping[str, Any]) -> Usage:
-    """The model usage of a `Services.spend_by_node` row."""
+    """The model usage one spend row (`Services.spend_rows`) counts."""
     return Usage(
-        llm_calls=int(row["llm_calls"]),
+        llm_calls=1,
         input_tokens=int(row["input_tokens"]),
         output_tokens=int(row["output_tokens"]),
-        cost_usd=float(row["cost_usd"]),
+        cost_usd=float(row["usd"]),
     )
+
+
+def sum_usage(usages: Iterable[Usage]) -> Usage:
+    """Usages added up in the order given."""
+    total = Usage()
+    for u in usages:
+        total += u
+    return total
+
+
+def billed_by_node(rows: Iterable[Mapping[str, Any]]) -> dict[str, Usage]:
+    """What a run's spend rows (`Services.spend_rows`, in order) count per top-level node."""
+    by_node: dict[str, list[Usage]] = {}
+    for row in rows:
+        if row["status"] != "released":
+            by_node.setdefault(row["node_id"], []).append(usage_of(row))
+    return {n: sum_usage(us) for n, us in by_node.items()}
 
 
 def with_model_usage(usage: Usage, billed: Usage | None) -> Usage:

@@ -9,7 +9,7 @@ import time
 from collections.abc import Mapping
 from typing import Any
 
-from runner.engine.budget import BudgetLedger, run_usage, usage_of, with_model_usage
+from runner.engine.budget import BudgetLedger, run_usage, with_model_usage
 from runner.engine.context import Engine, Envelope, NodeContext, RunState
 from runner.engine.crash import crash_point
 from runner.engine.hooks import Hooks
@@ -73,7 +73,7 @@ async def execute_node(ctx: NodeContext) -> NodeResult:
         run.engine = LOCAL_ENGINE
     res = await _execute_node(ctx)
     if not run.path:
-        billed = run.budget.root().tally.get(ctx.node_id)
+        billed = run.budget.root().node_usage(ctx.node_id)
         if billed is not None:
             res.usage = with_model_usage(res.usage, billed)
     return res
@@ -110,17 +110,17 @@ async def execute(
     # what the run spent before: checkpointed nodes, and the spend rows of nodes that will run
     # again (cut off by a crash, or parked): a resumed run counts every call already made
     budget = state.budget
-    earlier = state.services.spend_by_node(state.run_id)
-    budget.count_earlier(earlier)
+    budget.count_earlier(state.services.spend_rows(state.run_id))
+    earlier = budget.node_usages()
     for nid, res in (completed or {}).items():
         state.results[nid] = res
         state.views[nid] = res.view()
-        u = with_model_usage(res.usage, budget.tally.get(nid))
+        u = with_model_usage(res.usage, earlier.get(nid))
         budget.spent_usd += u.cost_usd
         budget.spent_tokens += u.tokens
         budget.llm_calls += u.llm_calls
         budget.tool_calls += u.tool_calls
-    again = {n: usage_of(row) for n, row in earlier.items() if n not in state.results}
+    again = {n: u for n, u in earlier.items() if n not in state.results}
     for u in again.values():
         budget.spent_usd += u.cost_usd
         budget.spent_tokens += u.tokens
@@ -134,7 +134,7 @@ async def execute(
     finally:
         await close_run_servers(state.run_id)  # MCP servers this run started (runner/mcp)
     result = sched.result(state.run_id, started_at=started, duration_s=time.perf_counter() - t0)
-    result.usage = run_usage(result.nodes, budget.tally)
+    result.usage = run_usage(result.nodes, budget.node_usages())
     await state.hooks.run_finished(result=result)
     return result
 

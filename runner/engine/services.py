@@ -73,6 +73,8 @@ class Services(Protocol):
         self, run_id: str, node_id: str | None = None
     ) -> dict[str, dict[str, Any]]: ...
 
+    def spend_rows(self, run_id: str) -> list[dict[str, Any]]: ...
+
 
 class MemoryServices:
     """Process-local services: same semantics as the store, nothing survives the process."""
@@ -230,3 +232,10 @@ class MemoryServices:
             t["input_tokens"] += r["input_tokens"]
             t["output_tokens"] += r["output_tokens"]
         return out
+
+    def spend_rows(self, run_id: str) -> list[dict[str, Any]]:
+        return [
+            {k: v for k, v in r.items() if k != "run_id"}
+            for r in self.spend
+            if r["run_id"] == run_id
+        ]

@@ -591,9 +591,9 @@ class ModelBudget(ModelWrapper):
         # the reservation is durable: from here a crash counts the call at its reservation
         tally = root.tally.get(top)
         if tally is None:
-            tally = root.tally[top] = Usage()
+            tally = root.tally[top] = {}
         reserved = Usage(llm_calls=1, input_tokens=prompt, output_tokens=limit, cost_usd=usd)
-        tally += reserved
+        tally[row] = reserved
         usage = ctx.usage
         crash_point(f"call:{_where(ctx)}")
         try:
@@ -602,10 +602,7 @@ class ModelBudget(ModelWrapper):
             if getattr(e, "kind", None) in NOT_BILLED and not isinstance(e, NodeFailure):
                 budget.release(reservation)
                 run.services.spend_settle(row, "released")
-                tally.llm_calls -= 1
-                tally.input_tokens -= prompt
-                tally.output_tokens -= limit
-                tally.cost_usd -= usd
+                del tally[row]
             else:  # cut off in flight, or it may have reached the provider: billed, say we
                 budget.settle_llm(reservation, usd=usd, tokens=prompt + limit)
                 run.services.spend_settle(row, "cancelled")
@@ -626,9 +623,7 @@ class ModelBudget(ModelWrapper):
             output_tokens=resp.completion_tokens,
             model=resp.model,
         )
-        tally.input_tokens += resp.prompt_tokens - prompt
-        tally.output_tokens += resp.completion_tokens - limit
-        tally.cost_usd += resp.cost_usd - usd
+        tally[row] = billed
         usage += billed
         ctx.model = model
         return resp

@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
-from runner.engine.budget import BudgetLedger, run_usage, usage_of
+from runner.engine.budget import BudgetLedger, billed_by_node, run_usage
 from runner.engine.context import Envelope, NodeContext, RunState
 from runner.engine.hooks import Hooks
 from runner.engine.results import NodeResult, RunResult, Usage
@@ -139,7 +139,9 @@ async def run_node(task: NodeTask) -> dict[str, Any]:
         budget.tool_calls = int(task.spent.get("tool_calls", 0))
         # an earlier attempt of this activity (a worker that died) spent what its rows count:
         # the node's result includes it, and this attempt's calls are reserved on top of it
-        earlier = budget.count_earlier(store.spend_by_node(run.run_id, task.node_id))
+        rows = [r for r in store.spend_rows(run.run_id) if r["node_id"] == task.node_id]
+        budget.count_earlier(rows)
+        earlier = budget.node_usage(task.node_id) or Usage()
         budget.spent_usd += earlier.cost_usd
         budget.spent_tokens += earlier.tokens
         budget.llm_calls += earlier.llm_calls
@@ -199,7 +201,7 @@ async def finish_run(task: FinishTask) -> None:
         store.save_node(task.run_id, node["node_id"], node["status"], node)
     result = task.run
     # model usage as the run's spend rows count it: nodes cut off mid-call too
-    billed = {n: usage_of(row) for n, row in store.spend_by_node(task.run_id).items()}
+    billed = billed_by_node(store.spend_rows(task.run_id))
     nodes = {n: NodeResult.from_json(v) for n, v in result["nodes"].items()}
     totals = run_usage(nodes, billed)
     store.finish_run(

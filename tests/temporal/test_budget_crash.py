@@ -50,7 +50,8 @@ def test_sigkill_the_worker_mid_fan_out_the_retry_never_passes_max_llm_calls(
     workers.start()
     out, err = execute.communicate(timeout=300)
     assert execute.returncode == 4, err  # budget_exceeded
-    assert json.loads(out)["status"] == "budget_exceeded"
+    reported = json.loads(out)
+    assert reported["status"] == "budget_exceeded"
     shown = flowrun("show", "b1", "--output", "json")
     traced = flowrun("trace", "b1", "--output", "json")
     assert shown.returncode == traced.returncode == 0, shown.stderr + traced.stderr
@@ -58,7 +59,8 @@ def test_sigkill_the_worker_mid_fan_out_the_retry_never_passes_max_llm_calls(
     rows = spend_holds(shown_run, json.loads(traced.stdout))
     # the retried node counted the dead worker's calls: it made only what the cap had left
     assert before < len(rows) <= cap
-    assert shown_run["totals"]["llm_calls"] == len(rows)
+    assert shown_run["totals"]["llm_calls"] == len(rows) == reported["totals"]["llm_calls"]
+    assert reported["totals"]["cost_usd"] == pytest.approx(shown_run["totals"]["cost_usd"])
     assert "max_llm_calls 10 reached" in shown_run["nodes"]["each"]["error"]
 
 
@@ -80,7 +82,7 @@ def test_calls_cut_off_by_a_kill_count_in_the_run_spend(
     wait_for(lambda: reserved_calls(store, "k1") >= 4, 120, "four model calls in flight")
     killed = flowrun("kill", "k1")
     assert killed.returncode == 0, killed.stderr
-    _, err = execute.communicate(timeout=120)
+    out, err = execute.communicate(timeout=120)
     assert execute.returncode == 7, err  # killed
     shown = json.loads(flowrun("show", "k1", "--output", "json").stdout)
     assert shown["status"] == "killed"
@@ -89,3 +91,6 @@ def test_calls_cut_off_by_a_kill_count_in_the_run_spend(
     _, reserved = _price()
     assert shown["totals"]["llm_calls"] == 4
     assert shown["totals"]["cost_usd"] == pytest.approx(4 * reserved)
+    # `execute` reports the same spend as the store's record
+    totals = json.loads(out)["totals"]
+    assert (totals["llm_calls"], totals["cost_usd"]) == (4, pytest.approx(4 * reserved))
