@@ -61,6 +61,7 @@ class BudgetLedger:
     # node's usage is their sum in that order, the same sum `billed_by_node` makes of the rows
     # in the store, so every process reports the same figures
     tally: dict[str, dict[Any, Usage]] = field(default_factory=dict)
+    earlier: list[Mapping[str, Any]] = field(default_factory=list)  # those rows, counted
 
     # ledger keys of the tool calls this process counted: a replay of any other call of this
     # run (made by an execution a crash cut off) is counted when it is replayed
@@ -82,6 +83,13 @@ class BudgetLedger:
             if row["status"] != "released":
                 calls = self.tally.setdefault(row["node_id"], {})
                 calls[("earlier", i)] = usage_of(row)
+                self.earlier.append(row)
+
+    def earlier_under(self, prefix: str) -> Usage:
+        """What earlier executions' calls made under `prefix` (a subflow's `at`, such as
+        `sub/` or `each[3]/`) count: a subflow run again after a crash starts its own caps
+        from them."""
+        return sum_usage(usage_of(r) for r in self.earlier if str(r["at"]).startswith(prefix))
 
     def node_usage(self, node_id: str) -> Usage | None:
         """What a top-level node's spend rows count (None: it has none)."""

@@ -43,6 +43,11 @@ async def run(ctx: NodeContext) -> Any:
         )
     ctx.detail.flow = step.path
     ledger = ChildLedger(caps=step.plan.budget, parent=ctx.run.budget)
+    # the child's own caps count what an execution a crash cut off already spent in it (the
+    # parent's ledger counts it already: runner/engine/budget.py)
+    before = ctx.run.budget.root().earlier_under(ctx.run.path + item_label(ctx) + "/")
+    ledger.spent_usd, ledger.spent_tokens = before.cost_usd, before.tokens
+    ledger.llm_calls = before.llm_calls
     child = await run_child(ctx, step.plan, inputs, label=item_label(ctx) + "/", budget=ledger)
     ctx.items = child.results
     if child.status != "succeeded":

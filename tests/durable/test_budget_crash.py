@@ -198,3 +198,51 @@ nodes:
     shown = json.loads(flowrun("show", "t1", "--output", "json").stdout)
     assert shown["totals"]["tool_calls"] == 5
     assert "max_tool_calls 5 reached" in shown["nodes"]["each"]["error"]
+
+
+def test_a_subflow_s_own_cap_holds_across_a_crash(
+    flowrun: Flowrun, env: dict[str, str], tmp_path: Path
+) -> None:
+    (tmp_path / "child.yaml").write_text(
+        f"""\
+apiVersion: flowrun/v1
+kind: Workflow
+metadata: {{name: child}}
+models:
+  small: {{model: {MODEL}, temperature: 0, max_tokens: {MAX_TOKENS}}}
+budget: {{max_llm_calls: 3}}
+nodes:
+  each:
+    map:
+      over: "${{{{ [0, 1, 2, 3, 4, 5] }}}}"
+      max_concurrency: 1
+      node:
+        llm: small
+        prompt: "Greet visitor {{{{ item }}}}"
+        output: {{type: object, properties: {{hi: {{type: string}}}}, required: [hi]}}
+""",
+        encoding="utf-8",
+    )
+    spec = tmp_path / "parent.yaml"
+    spec.write_text(
+        """\
+apiVersion: flowrun/v1
+kind: Workflow
+metadata: {name: parent}
+nodes:
+  sub: {flow: child.yaml, inputs: {}}
+""",
+        encoding="utf-8",
+    )
+    responses = tmp_path / "parent.jsonl"
+    responses.write_text(
+        "".join(
+            json.dumps({"node": "sub.each", "index": i, "content": {"hi": str(i)}}) + "\n"
+            for i in range(6)
+        ),
+        encoding="utf-8",
+    )
+    # two calls billed, the third reserved: SIGKILL; the resumed subflow starts from three
+    shown, _ = crash_then_resume(flowrun, env, spec, responses, "call:sub/each[2]")
+    assert shown["totals"]["llm_calls"] == len(shown["model_calls"]) == 3
+    assert "max_llm_calls 3 reached" in shown["nodes"]["sub"]["error"]
