@@ -11,9 +11,10 @@ than wall time.
 - `execute` with recorded responses, until its first node starts: the node's `started_at`
   (unix time, from `--output json`) minus the moment the process was launched;
 - the per-node cost of the path users run: a 500-node chain through the whole `flowrun execute`
-  process minus a 1-node chain, divided by 499, next to the same chain run in this process on the
-  "full" stack of `tests/bench/run.sh` (bench_langgraph.py: store, spans, transcript, call
-  records, policy), measured in the same run: the same spec, tools and policies.
+  process minus a 1-node chain, divided by 499, next to the same chain run inside one process on
+  the "full" stack of `tests/bench/run.sh` (bench_langgraph.py: store, spans, transcript, call
+  records, policy), measured in the same run (in a child process too, so that both meet the
+  host's load alike): the same spec, tools and policies.
 
 Prints figures and each issue-26 target; asserts nothing.
 """
@@ -84,6 +85,14 @@ def to_first_node(argv: list[str], cwd: Path, env: dict[str, str]) -> Sample:
     return first, _cpu() - c0  # CPU: of the whole process (the model call included)
 
 
+def in_process_chain(n: int, repeat: int) -> list[float]:
+    """µs per node of an n-node chain run `repeat` times in this process (after a warm-up)."""
+    with tempfile.TemporaryDirectory() as tmp:
+        fr = Flowrun.make(Path(tmp))
+        fr_chain(fr, n, True)
+        return [fr_chain(fr, n, True) for _ in range(repeat)]
+
+
 def measure(fn: Callable[[], Sample], repeat: int) -> list[Sample]:
     fn()  # warm the page cache and .pyc files; not counted
     return [fn() for _ in range(repeat)]
@@ -94,7 +103,11 @@ def main() -> None:
     ap.add_argument("--repeat", type=int, default=7)
     ap.add_argument("--small", action="store_true", help="smoke sizes (200-node spec and chain)")
     ap.add_argument("--json", action="store_true")
+    ap.add_argument("--in-process-chain", type=int, metavar="N", help=argparse.SUPPRESS)
     args = ap.parse_args()
+    if args.in_process_chain:
+        print(json.dumps(in_process_chain(args.in_process_chain, args.repeat)))
+        return
     big_n, chain_n = (200, 100) if args.small else (2000, 500)
 
     with tempfile.TemporaryDirectory() as tmp:
@@ -144,11 +157,26 @@ def main() -> None:
         many = measure(run("execute", str(d / "chainN.yaml"), *out), args.repeat)
         rows["execute 1-node chain"] = one
         rows[f"execute {chain_n}-node chain"] = many
-        # the same chain in this process, on bench_langgraph's full stack (µs per node)
-        (d / "inproc").mkdir()
-        fr = Flowrun.make(d / "inproc")
-        fr_chain(fr, chain_n, True)  # warm-up
-        inproc = [fr_chain(fr, chain_n, True) for _ in range(args.repeat)]
+        # the same chain inside one process, on bench_langgraph's full stack (µs per node); in
+        # a child process like the commands above, so both meet the host's load alike
+        cp = subprocess.run(
+            [
+                sys.executable,
+                __file__,
+                "--in-process-chain",
+                str(chain_n),
+                "--repeat",
+                str(args.repeat),
+            ],
+            cwd=d,
+            env=env,
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        if cp.returncode != 0:
+            raise SystemExit(f"in-process chain -> {cp.returncode}\n{cp.stderr}")
+        inproc: list[float] = json.loads(cp.stdout)
 
     base = statistics.median(w for w, _ in rows["python -c pass"])
     report: dict[str, dict[str, float]] = {
