@@ -30,7 +30,9 @@ CASES = (
     "malformed_output",
     "budget_too_small",
 )
-TIGHT_MAX_USD = 0.001  # affords classify on gpt-4o-mini, not propose's worst case on claude-sonnet
+# affords classify reserved at its costliest model (its fallback claude-haiku-4-5: $0.0014),
+# not propose's one call on claude-sonnet ($0.0097)
+TIGHT_MAX_USD = 0.003
 
 
 def _case_args(case: str, fmt: str = "json") -> list[str | Path]:
