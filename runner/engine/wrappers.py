@@ -603,7 +603,7 @@ class ModelBudget(ModelWrapper):
                 budget.release(reservation)
                 run.services.spend_settle(row, "released")
                 del tally[row]
-            else:  # cut off in flight, or it may have reached the provider: billed, say we
+            else:  # cut off in flight, or it may have reached the provider: counted as billed
                 budget.settle_llm(reservation, usd=usd, tokens=prompt + limit)
                 run.services.spend_settle(row, "cancelled")
                 usage += reserved
