@@ -15,6 +15,8 @@ class Services(Protocol):
 
     def ledger_intent(self, key: str, *, defer: bool = False, **row: Any) -> None: ...
 
+    def ledger_claim(self, key: str, **row: Any) -> bool: ...
+
     def ledger_done(self, key: str, result: Any, *, defer: bool = False) -> None: ...
 
     def ledger_failed(self, key: str, error: str) -> None: ...
@@ -96,6 +98,13 @@ class MemoryServices:
 
     def ledger_intent(self, key: str, *, defer: bool = False, **row: Any) -> None:
         self.ledger[key] = {"key": key, **row, "status": "intent", "result": None, "undone": 0}
+
+    def ledger_claim(self, key: str, **row: Any) -> bool:
+        held = self.ledger.get(key)
+        if held is not None and held["status"] != "failed" and held["run_id"] != row["run_id"]:
+            return False
+        self.ledger_intent(key, **row)
+        return True
 
     def ledger_done(self, key: str, result: Any, *, defer: bool = False) -> None:
         self._seq += 1

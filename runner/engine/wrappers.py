@@ -393,17 +393,21 @@ class LedgerRecord(ToolWrapper):
         # under max_tool_calls a read's intent is durable before the call too: a resume after
         # a crash then counts every call made (runner/engine/budget.py)
         defer = not call.write and run.budget.root().caps.max_tool_calls is None
-        svc.ledger_intent(
-            call.ledger_key,
-            run_id=run.run_id,
-            node_id=ctx.node_id,
-            tool=step.name,
-            effect=step.contract.effect,
-            args=call.args,
-            compensate=step.contract.compensate,
-            spec_dir=str(run.plan.loaded.directory),
-            defer=defer,
-        )
+        row = {
+            "run_id": run.run_id,
+            "node_id": ctx.node_id,
+            "tool": step.name,
+            "effect": step.contract.effect,
+            "args": call.args,
+            "compensate": step.contract.compensate,
+            "spec_dir": str(run.plan.loaded.directory),
+        }
+        if call.write and not step.contract.idempotent:
+            # an atomic claim: of runs racing for one key, on any machine, one calls the tool
+            if not svc.ledger_claim(call.ledger_key, **row):
+                return self._held(call)
+        else:
+            svc.ledger_intent(call.ledger_key, defer=defer, **row)
         crash_point(f"before-effect:{ctx.node_id}")
         if ctx.index is not None or ctx.run.path:
             crash_point(f"before-effect:{_where(ctx)}")
@@ -415,6 +419,24 @@ class LedgerRecord(ToolWrapper):
         # a cancelled call (timeout, kill) leaves the intent: its outcome is unknown
         svc.ledger_done(call.ledger_key, result, defer=defer)
         return result
+
+    @staticmethod
+    def _held(call: ToolCall) -> Any:
+        """Another run took the key between this run's ledger read and its claim: its result
+        when it is done, else its outcome is not known here yet."""
+        ctx, step = call.ctx, call.step
+        run, svc = ctx.run, ctx.run.services
+        row = svc.ledger_get(call.ledger_key)
+        if row is not None and row["status"] == "done":
+            ctx.detail.ledger = "replayed"
+            svc.event(run.run_id, "ledger_replayed", ctx.node_id, tool=step.name, key=call.key)
+            return row["result"]
+        raise NodeStop(
+            "escalated",
+            f"{step.name!r} with idempotency key {call.key!r} is being called by another run "
+            f"({row['run_id'] if row else 'unknown'}); its outcome is not known yet",
+            output={"idempotency_key": call.key, "tool": step.name},
+        )
 
 
 class ResultContract(ToolWrapper):

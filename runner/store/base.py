@@ -248,6 +248,13 @@ class Store(ABC):
     def ledger_intent(self, key: str, *, defer: bool = False, **row: Any) -> None: ...
 
     @abstractmethod
+    def ledger_claim(self, key: str, **row: Any) -> bool:
+        """The intent of a write that is not idempotent, as one atomic claim of `key`: True
+        (committed) when no row has the key, its row failed, or its row is this run's own (a
+        retry, a resume); False, nothing written, when another run holds the key (its call is
+        in flight or done). Of processes racing for a key, on any machines, one wins."""
+
+    @abstractmethod
     def ledger_done(self, key: str, result: Any, *, defer: bool = False) -> None: ...
 
     @abstractmethod

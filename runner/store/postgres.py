@@ -641,6 +641,31 @@ class PostgresStore(Store):
                 tuple(row.values()),
             )
 
+    def ledger_claim(self, key: str, **row: Any) -> bool:
+        """One INSERT ... ON CONFLICT: a racing claimant waits on the winner's row lock, then
+        finds the key held by another run and changes nothing."""
+        now = time.time()
+        row = {"key": key, **row, "status": "intent", "created_at": now, "updated_at": now}
+        row["args"] = dumps(row["args"])
+        made = self._new_runs.get(str(row.get("run_id")))
+        if made is not None:
+            made.add(key)
+        cols = tuple(row)
+        sets = ", ".join(
+            f"{c} = EXCLUDED.{c}" if c in cols else f"{c} = {_LEDGER_DEFAULTS.get(c, 'NULL')}"
+            for c in _LEDGER_COLS
+            if c != "key"
+        )
+        with self._tx() as c:
+            cur = c.execute(
+                f"INSERT INTO ledger ({', '.join(cols)}) "
+                f"VALUES ({', '.join('%s' for _ in cols)}) "
+                f"ON CONFLICT (key) DO UPDATE SET {sets} "
+                "WHERE ledger.status = 'failed' OR ledger.run_id = EXCLUDED.run_id",
+                tuple(row.values()),
+            )
+            return cur.rowcount == 1
+
     def ledger_done(self, key: str, result: Any, *, defer: bool = False) -> None:
         # done_seq orders the completed effects of one run (undo walks them newest first)
         with self._tx() as c:

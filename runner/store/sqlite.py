@@ -814,6 +814,17 @@ class SqliteStore(Store):
         with self.tx() as c:
             c.execute(sql, tuple(row.values()))
 
+    def ledger_claim(self, key: str, **row: Any) -> bool:
+        now = time.time()
+        row = {"key": key, **row, "status": "intent", "created_at": now, "updated_at": now}
+        row["args"] = dumps(row["args"])
+        made = self._new_runs.get(str(row.get("run_id")))
+        if made is not None:
+            made.add(key)
+        with self.tx() as c:
+            cur = c.execute(_ledger_claim(tuple(row)), tuple(row.values()))
+            return cur.rowcount == 1
+
     def ledger_done(self, key: str, result: Any, *, defer: bool = False) -> None:
         # done_seq orders the completed effects of one run (undo walks them newest first)
         now = time.time()
@@ -997,6 +1008,41 @@ def _ledger_insert(cols: tuple[str, ...], *, done_seq: bool = False) -> str:
             f"VALUES ({marks}, {_done_seq('?')})"
         )
     return f"INSERT OR REPLACE INTO ledger ({', '.join(cols)}) VALUES ({marks})"
+
+
+_LEDGER_COLS = (
+    "key",
+    "run_id",
+    "node_id",
+    "tool",
+    "effect",
+    "args",
+    "status",
+    "result",
+    "error",
+    "compensate",
+    "spec_dir",
+    "undone",
+    "created_at",
+    "updated_at",
+    "done_seq",
+)
+
+
+@functools.lru_cache(maxsize=16)
+def _ledger_claim(cols: tuple[str, ...]) -> str:
+    """An intent that takes its key only from nobody, a failed call, or its own run: a row
+    another run holds is left as it is (rowcount 0). The replaced row starts as a new one."""
+    sets = ", ".join(
+        f"{c} = excluded.{c}" if c in cols else f"{c} = {'0' if c == 'undone' else 'NULL'}"
+        for c in _LEDGER_COLS
+        if c != "key"
+    )
+    return (
+        f"INSERT INTO ledger ({', '.join(cols)}) VALUES ({', '.join('?' for _ in cols)}) "
+        f"ON CONFLICT(key) DO UPDATE SET {sets} "
+        "WHERE ledger.status = 'failed' OR ledger.run_id = excluded.run_id"
+    )
 
 
 def _write_queued(

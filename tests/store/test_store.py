@@ -384,3 +384,25 @@ def test_a_store_is_named_to_other_processes_without_its_password(tmp_path: obje
         "postgres://u@h/db?sslmode=require"
     )
     assert public_target("postgresql://h/db") == "postgresql://h/db"
+
+
+def test_a_ledger_key_is_claimed_by_one_run(target: str) -> None:
+    """Two connections (two processes, two machines) claim one key for two runs: one wins."""
+    a, b = open_store(target), open_store(target)
+    try:
+        _run(a, "r1")
+        _run(a, "r2")
+        row = {"node_id": "w", "tool": "charge", "effect": "write", "args": {"n": 1}}
+        assert a.ledger_claim("charge-1", run_id="r1", **row)
+        assert not b.ledger_claim("charge-1", run_id="r2", **row)  # in flight in r1
+        assert b.ledger_get("charge-1")["run_id"] == "r1"  # type: ignore[index]
+        assert a.ledger_claim("charge-1", run_id="r1", **row)  # r1 again: a retry, a resume
+        a.ledger_failed("charge-1", "timed out")
+        assert b.ledger_claim("charge-1", run_id="r2", **row)  # a failed call is free
+        b.ledger_done("charge-1", {"ok": True})
+        assert not a.ledger_claim("charge-1", run_id="r1", **row)  # done by r2
+        done = a.ledger_get("charge-1")
+        assert done is not None and (done["run_id"], done["result"]) == ("r2", {"ok": True})
+    finally:
+        a.close()
+        b.close()
