@@ -105,3 +105,27 @@ def test_the_cli_bench_prints_every_issue_26_target() -> None:
     per_node = report["execute per node (100 - 1 nodes)"]
     assert per_node["in_process_full_us"] > 0 and isinstance(per_node["median_us"], float)
     assert len(report["targets_met"]) == 5
+
+
+@pytest.mark.parametrize("kind", ["sqlite", "postgres"])
+def test_store_benchmark_runs_on_both_stores(
+    kind: str, tmp_path: Path, request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from runner.store import open_store
+    from tests.bench import bench_core, bench_store
+
+    (tmp_path / "bench_tools.py").write_text(bench_core.TOOLS)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    if kind == "postgres":
+        monkeypatch.setenv("HOME", str(tmp_path / "home"))
+        monkeypatch.setenv("FLOWRUN_STORE_DIR", str(tmp_path / "local"))
+        target = str(request.getfixturevalue("pg_url"))
+    else:
+        target = str(tmp_path / "s" / "flowrun.db")
+    store = open_store(target)
+    try:
+        assert bench_store.per_node_us(store, tmp_path, 5) > 0
+        assert bench_store.runs_per_s(store, tmp_path, 3) > 0
+        assert len(store.list_runs(limit=10)) == 3 + 3  # every run recorded
+    finally:
+        store.close()
