@@ -30,6 +30,8 @@ TABLES = (
     "approvals",
     "switches",
     "spend",
+    "batches",
+    "batch_lines",
 )
 URL_SCHEMES = ("postgresql://", "postgres://")
 
@@ -305,6 +307,33 @@ class Store(ABC):
 
     @abstractmethod
     def spend_rows(self, run_id: str) -> list[dict[str, Any]]: ...
+
+    # -- batches (runner/runs/batch.py) -----------------------------------------------------
+    @abstractmethod
+    def batch_create(self, batch_id: str, *, lines: Sequence[dict[str, Any]], **row: Any) -> None:
+        """Record a batch (`workflow`, `spec_path`, `data_path`, `options`, `status`, `pid`,
+        `host`) with every one of its lines (`line`, `inputs`, `status`, `reason`), all in one
+        transaction; a batch with this id already there is a DuplicateRun."""
+
+    @abstractmethod
+    def batch_get(self, batch_id: str) -> dict[str, Any]:
+        """A batch's row (NotFound when there is none)."""
+
+    @abstractmethod
+    def batch_update(self, batch_id: str, **fields: Any) -> None:
+        """Set a batch's `status`, `pid`, `host`, `options` or `finished_at`."""
+
+    @abstractmethod
+    def list_batches(self, *, limit: int = 50) -> list[dict[str, Any]]:
+        """Batches, newest first."""
+
+    @abstractmethod
+    def batch_line_set(self, batch_id: str, line: int, **fields: Any) -> None:
+        """Set a line's `run_id`, `status` or `reason` (the run→batch link)."""
+
+    @abstractmethod
+    def batch_lines(self, batch_id: str) -> list[dict[str, Any]]:
+        """A batch's lines in line order, each with its inputs, run id, status and reason."""
 
     # -- approvals -------------------------------------------------------------------------
     @abstractmethod

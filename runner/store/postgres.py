@@ -40,7 +40,7 @@ from runner.store.base import (
 from runner.store.seal import seal, unseal_text, use_key_beside
 
 APP = "flowrun"
-SCHEMA_VERSION = 4  # the same numbers as the SQLite store's migrations
+SCHEMA_VERSION = 5  # the same numbers as the SQLite store's migrations
 LOCK_ID = 0x464C5752  # "FLWR": the advisory lock migrations take
 CONNECT_TIMEOUT_S = 10
 POOL_MAX = 4
@@ -179,6 +179,35 @@ _MIGRATIONS: dict[int, list[str]] = {
             updated_at DOUBLE PRECISION NOT NULL
         )""",
         "CREATE INDEX IF NOT EXISTS spend_run ON spend(run_id, node_id)",
+    ],
+    # batch runs (runner/runs/batch.py): a batch and its lines, each line linked to its run
+    5: [
+        """CREATE TABLE IF NOT EXISTS batches (
+            batch_id TEXT PRIMARY KEY,
+            workflow TEXT NOT NULL,
+            spec_path TEXT NOT NULL,
+            data_path TEXT NOT NULL,
+            options TEXT NOT NULL,
+            total BIGINT NOT NULL,
+            status TEXT NOT NULL,
+            pid BIGINT,
+            host TEXT,
+            created_at DOUBLE PRECISION NOT NULL,
+            updated_at DOUBLE PRECISION NOT NULL,
+            finished_at DOUBLE PRECISION
+        )""",
+        "CREATE INDEX IF NOT EXISTS batches_created ON batches(created_at)",
+        """CREATE TABLE IF NOT EXISTS batch_lines (
+            batch_id TEXT NOT NULL,
+            line BIGINT NOT NULL,
+            inputs TEXT,
+            run_id TEXT,
+            status TEXT NOT NULL,
+            reason TEXT,
+            updated_at DOUBLE PRECISION NOT NULL,
+            PRIMARY KEY (batch_id, line)
+        )""",
+        "CREATE INDEX IF NOT EXISTS batch_lines_run ON batch_lines(run_id)",
     ],
 }
 _SPEND_COUNTED = "status != 'released'"  # as the SQLite store counts
@@ -880,6 +909,77 @@ class PostgresStore(Store):
             ).fetchall()
         return [_approval_row(r) for r in rows]
 
+    # -- batches (runner/runs/batch.py) -----------------------------------------------------
+    def batch_create(self, batch_id: str, *, lines: Sequence[dict[str, Any]], **row: Any) -> None:
+        now = time.time()
+        batch = {**row, "batch_id": batch_id, "total": len(lines), "created_at": now}
+        batch["options"] = dumps(batch.get("options") or {})
+        batch["updated_at"] = now
+        cols = ", ".join(batch)
+        try:
+            with self._tx() as c:
+                c.execute(
+                    f"INSERT INTO batches ({cols}) VALUES ({', '.join('%s' for _ in batch)})",
+                    tuple(batch.values()),
+                )
+                with c.cursor() as cur:
+                    cur.executemany(
+                        "INSERT INTO batch_lines (batch_id, line, inputs, status, reason, "
+                        "updated_at) VALUES (%s, %s, %s, %s, %s, %s)",
+                        [
+                            (batch_id, x["line"], dumps(x.get("inputs")), x["status"],
+                             x.get("reason"), now)
+                            for x in lines
+                        ],
+                    )  # fmt: skip
+        except psycopg.errors.UniqueViolation:
+            raise DuplicateRun(f"a batch with id {batch_id!r} already exists") from None
+
+    def batch_get(self, batch_id: str) -> dict[str, Any]:
+        with self._conn() as c, c.cursor(row_factory=dict_row) as cur:
+            row = cur.execute("SELECT * FROM batches WHERE batch_id = %s", (batch_id,)).fetchone()
+        if row is None:
+            raise NotFound(f"no batch {batch_id!r} in {self.location}")
+        return _batch_row(row)
+
+    def batch_update(self, batch_id: str, **fields: Any) -> None:
+        if "options" in fields:
+            fields["options"] = dumps(fields["options"])
+        fields["updated_at"] = time.time()
+        sets = ", ".join(f"{k} = %s" for k in fields)
+        with self._tx() as c:
+            c.execute(
+                f"UPDATE batches SET {sets} WHERE batch_id = %s", (*fields.values(), batch_id)
+            )
+
+    def list_batches(self, *, limit: int = 50) -> list[dict[str, Any]]:
+        with self._conn() as c, c.cursor(row_factory=dict_row) as cur:
+            rows = cur.execute(
+                "SELECT * FROM batches ORDER BY created_at DESC, batch_id LIMIT %s", (limit,)
+            ).fetchall()
+        return [_batch_row(r) for r in rows]
+
+    def batch_line_set(self, batch_id: str, line: int, **fields: Any) -> None:
+        fields["updated_at"] = time.time()
+        sets = ", ".join(f"{k} = %s" for k in fields)
+        with self._tx() as c:
+            c.execute(
+                f"UPDATE batch_lines SET {sets} WHERE batch_id = %s AND line = %s",
+                (*fields.values(), batch_id, line),
+            )
+
+    def batch_lines(self, batch_id: str) -> list[dict[str, Any]]:
+        with self._conn() as c:
+            rows = c.execute(
+                "SELECT line, inputs, run_id, status, reason FROM batch_lines "
+                "WHERE batch_id = %s ORDER BY line",
+                (batch_id,),
+            ).fetchall()
+        return [
+            {"line": int(n), "inputs": loads(i), "run_id": r, "status": s, "reason": why}
+            for n, i, r, s, why in rows
+        ]
+
     # -- copies ----------------------------------------------------------------------------
     def row_counts(self) -> dict[str, int]:
         with self._conn() as c:
@@ -980,4 +1080,13 @@ def _approval_row(d: dict[str, Any]) -> dict[str, Any]:
     for k in ("assignees", "decision_schema", "decision"):
         d[k] = loads(d[k])
     d["summary"], d["reason"] = unseal_text(d["summary"]), unseal_text(d["reason"])
+    return d
+
+
+def _batch_row(d: dict[str, Any]) -> dict[str, Any]:
+    d = dict(d)
+    d["options"] = loads(d["options"])
+    for k in ("total", "pid"):
+        if d.get(k) is not None:
+            d[k] = int(d[k])
     return d

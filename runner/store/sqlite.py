@@ -34,7 +34,7 @@ from runner.store.seal import (
     use_key_beside,
 )
 
-SCHEMA_VERSION = 4
+SCHEMA_VERSION = 5
 APP_ID = 0x464C5752  # "FLWR": PRAGMA application_id marks a store as ours
 BUSY_TIMEOUT_MS = 30_000
 # group commit: the longest a deferred row waits for its transaction when nothing else (a node
@@ -176,6 +176,35 @@ _MIGRATIONS: dict[int, str] = {
         updated_at REAL NOT NULL
     );
     CREATE INDEX IF NOT EXISTS spend_run ON spend(run_id, node_id);
+    """,
+    # batch runs (runner/runs/batch.py): a batch and its lines, each line linked to its run
+    5: """
+    CREATE TABLE IF NOT EXISTS batches (
+        batch_id TEXT PRIMARY KEY,
+        workflow TEXT NOT NULL,
+        spec_path TEXT NOT NULL,
+        data_path TEXT NOT NULL,
+        options TEXT NOT NULL,
+        total INTEGER NOT NULL,
+        status TEXT NOT NULL,
+        pid INTEGER,
+        host TEXT,
+        created_at REAL NOT NULL,
+        updated_at REAL NOT NULL,
+        finished_at REAL
+    );
+    CREATE INDEX IF NOT EXISTS batches_created ON batches(created_at);
+    CREATE TABLE IF NOT EXISTS batch_lines (
+        batch_id TEXT NOT NULL,
+        line INTEGER NOT NULL,
+        inputs TEXT,
+        run_id TEXT,
+        status TEXT NOT NULL,
+        reason TEXT,
+        updated_at REAL NOT NULL,
+        PRIMARY KEY (batch_id, line)
+    );
+    CREATE INDEX IF NOT EXISTS batch_lines_run ON batch_lines(run_id);
     """,
 }
 
@@ -948,6 +977,79 @@ class SqliteStore(Store):
         )
         return [_approval_row(self.conn, r) for r in rows]
 
+    # -- batches (runner/runs/batch.py) -----------------------------------------------------
+    def batch_create(self, batch_id: str, *, lines: Sequence[dict[str, Any]], **row: Any) -> None:
+        now = time.time()
+        batch = {**row, "batch_id": batch_id, "total": len(lines), "created_at": now}
+        batch["options"] = dumps(batch.get("options") or {})
+        batch["updated_at"] = now
+        cols = ", ".join(batch)
+        try:
+            with self.tx() as c:
+                c.execute(
+                    f"INSERT INTO batches ({cols}) VALUES ({', '.join('?' for _ in batch)})",
+                    tuple(batch.values()),
+                )
+                c.executemany(
+                    "INSERT INTO batch_lines (batch_id, line, inputs, status, reason, updated_at) "
+                    "VALUES (?, ?, ?, ?, ?, ?)",
+                    [
+                        (
+                            batch_id,
+                            x["line"],
+                            dumps(x.get("inputs")),
+                            x["status"],
+                            x.get("reason"),
+                            now,
+                        )
+                        for x in lines
+                    ],
+                )
+        except sqlite3.IntegrityError:
+            raise DuplicateRun(f"a batch with id {batch_id!r} already exists") from None
+
+    def batch_get(self, batch_id: str) -> dict[str, Any]:
+        cur = self.conn.execute("SELECT * FROM batches WHERE batch_id = ?", (batch_id,))
+        row = cur.fetchone()
+        if row is None:
+            raise NotFound(f"no batch {batch_id!r} in {self.location}")
+        return _batch_row(dict(zip([d[0] for d in cur.description], row, strict=True)))
+
+    def batch_update(self, batch_id: str, **fields: Any) -> None:
+        if "options" in fields:
+            fields["options"] = dumps(fields["options"])
+        fields["updated_at"] = time.time()
+        sets = ", ".join(f"{k} = ?" for k in fields)
+        with self.tx() as c:
+            c.execute(f"UPDATE batches SET {sets} WHERE batch_id = ?", (*fields.values(), batch_id))
+
+    def list_batches(self, *, limit: int = 50) -> list[dict[str, Any]]:
+        cur = self.conn.execute(
+            "SELECT * FROM batches ORDER BY created_at DESC, batch_id LIMIT ?", (limit,)
+        )
+        names = [d[0] for d in cur.description]
+        return [_batch_row(dict(zip(names, r, strict=True))) for r in cur.fetchall()]
+
+    def batch_line_set(self, batch_id: str, line: int, **fields: Any) -> None:
+        fields["updated_at"] = time.time()
+        sets = ", ".join(f"{k} = ?" for k in fields)
+        with self.tx() as c:
+            c.execute(
+                f"UPDATE batch_lines SET {sets} WHERE batch_id = ? AND line = ?",
+                (*fields.values(), batch_id, line),
+            )
+
+    def batch_lines(self, batch_id: str) -> list[dict[str, Any]]:
+        cur = self.conn.execute(
+            "SELECT line, inputs, run_id, status, reason FROM batch_lines WHERE batch_id = ? "
+            "ORDER BY line",
+            (batch_id,),
+        )
+        return [
+            {"line": n, "inputs": loads(i), "run_id": r, "status": s, "reason": why}
+            for n, i, r, s, why in cur.fetchall()
+        ]
+
     # -- copies ----------------------------------------------------------------------------
     def row_counts(self) -> dict[str, int]:
         self.flush()
@@ -1107,6 +1209,11 @@ def _statements(script: str) -> list[str]:
 
 
 _RUN_COLS: list[str] = []
+
+
+def _batch_row(d: dict[str, Any]) -> dict[str, Any]:
+    d["options"] = loads(d["options"])
+    return d
 
 
 def _run_row(conn: sqlite3.Connection, row: tuple[Any, ...]) -> RunRow:

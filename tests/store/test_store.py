@@ -406,3 +406,52 @@ def test_a_ledger_key_is_claimed_by_one_run(target: str) -> None:
     finally:
         a.close()
         b.close()
+
+
+def test_a_batch_is_recorded_with_its_lines_and_linked_to_runs(store: Store) -> None:
+    lines = [
+        {"line": 1, "inputs": {"ticket_id": "T-1"}, "status": "pending"},
+        {"line": 2, "inputs": None, "status": "invalid", "reason": "not JSON"},
+        {"line": 4, "inputs": {"ticket_id": "T-3", "api_key": "sk-abcdef0123456789abcdef"},
+         "status": "pending"},
+    ]  # fmt: skip
+    store.batch_create(
+        "b1",
+        lines=lines,
+        workflow="wf",
+        spec_path="/x/wf.yaml",
+        data_path="/x/data.jsonl",
+        options={"concurrency": 2, "max_usd": 0.5},
+        status="running",
+        pid=123,
+        host="h1",
+    )
+    with pytest.raises(DuplicateRun):
+        store.batch_create(
+            "b1", lines=[], workflow="wf", spec_path="/x", data_path="/y", options={},
+            status="running", pid=None, host=None,
+        )  # fmt: skip
+    got = store.batch_get("b1")
+    assert (got["workflow"], got["total"], got["status"], got["pid"]) == ("wf", 3, "running", 123)
+    assert got["options"] == {"concurrency": 2, "max_usd": 0.5}
+    _run(store, "b1.1")
+    store.batch_line_set("b1", 1, run_id="b1.1", status="started")
+    store.batch_line_set("b1", 4, status="not_started", reason="not started: batch ceiling")
+    got_lines = store.batch_lines("b1")
+    assert [(x["line"], x["run_id"], x["status"], x["reason"]) for x in got_lines] == [
+        (1, "b1.1", "started", None),
+        (2, None, "invalid", "not JSON"),
+        (4, None, "not_started", "not started: batch ceiling"),
+    ]
+    assert got_lines[2]["inputs"]["api_key"] == "sk-abcdef0123456789abcdef"  # sealed, opened
+    store.batch_update("b1", status="finished", pid=None, finished_at=5.0)
+    assert store.batch_get("b1")["status"] == "finished"
+    store.batch_create(
+        "b2", lines=[], workflow="wf", spec_path="/x", data_path="/y", options={},
+        status="running", pid=None, host=None,
+    )  # fmt: skip
+    assert [b["batch_id"] for b in store.list_batches()][0:2] in (["b2", "b1"], ["b1", "b2"])
+    assert {b["batch_id"] for b in store.list_batches(limit=1)} <= {"b1", "b2"}
+    assert store.row_counts()["batch_lines"] == 3
+    with pytest.raises(NotFound):
+        store.batch_get("nope")
