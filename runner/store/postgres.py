@@ -2,20 +2,26 @@
 
 The schema is SQLite's (runner/store/sqlite.py) translated, with the same version numbers;
 `flowrun_meta` marks a database as ours (app, schema version), as SQLite's application_id and
-user_version do. Every write is committed before its method returns, in one transaction per
-method: `flush` and `barrier` find nothing queued, and every durability point the engine relies
-on (a write's intent before its effect, a checkpoint before the next node, a parked run's
-approval) holds. Guarantees across processes come from the database: a run is claimed and an
-approval decided by one conditional UPDATE (row locks; the loser sees no row), the writes switch
-and kill flag are rows read at each node boundary.
+user_version do. Group commit works as in the SQLite store (see SqliteStore): inside an event
+loop the rows a running node writes as it goes (events, call records, its checkpoint, ledger
+rows of calls without side effects, spend settlements, the run's outcome) are queued and
+committed together by the next write transaction, `barrier`, a read of their table, or within
+GROUP_COMMIT_S; a write's intent, an approval, a decision, a kill and the switches commit
+before they return, with everything queued before them. Guarantees across processes come
+from the database: a run is claimed, a ledger key taken and an approval decided by one
+conditional statement (row locks; the loser changes nothing), a run's spend reservations are
+serialized by an advisory lock, the writes switch and kill flag are rows read at each node
+boundary.
 """
 
 from __future__ import annotations
 
+import asyncio
 import atexit
 import os
 import threading
 import time
+import weakref
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager, suppress
 from pathlib import Path
@@ -210,7 +216,14 @@ _MIGRATIONS: dict[int, list[str]] = {
         "CREATE INDEX IF NOT EXISTS batch_lines_run ON batch_lines(run_id)",
     ],
 }
-_SPEND_COUNTED = "status != 'released'"  # as the SQLite store counts
+_SPEND_COUNTED = "status != 'released'"
+_LEDGER_DONE = (
+    "UPDATE ledger SET status = 'done', result = %s, error = NULL, done_seq = "
+    "(SELECT COALESCE(MAX(l.done_seq), 0) + 1 FROM ledger l WHERE l.run_id = ledger.run_id), "
+    "updated_at = %s WHERE key = %s"
+)
+# group commit: the longest a deferred row waits for its transaction (as the SQLite store)
+GROUP_COMMIT_S = 0.02  # as the SQLite store counts
 
 _LEDGER_COLS = (
     "key",
@@ -296,6 +309,13 @@ class PostgresStore(Store):
         use_key_beside(None)  # FLOWRUN_SEAL_KEY, else ~/.flowrun/seal.key
         self._conninfo = make_conninfo(url, connect_timeout=CONNECT_TIMEOUT_S)
         self._new_runs: dict[str, set[str]] = {}
+        self._lock = threading.RLock()
+        self._pending: list[tuple[str, tuple[Any, ...]]] = []
+        self._dirty: set[str] = set()
+        self._dirty_keys: set[str] = set()
+        self._timer: asyncio.TimerHandle | None = None
+        self._timer_loop: asyncio.AbstractEventLoop | None = None
+        self._barrier: asyncio.Future[None] | None = None
         if self._conninfo not in _CHECKED:
             self._check(create=create)
         with _POOLS_LOCK:
@@ -310,6 +330,7 @@ class PostgresStore(Store):
                     name=f"flowrun {db}",
                 )
         self._pool = pool
+        _OPEN.add(self)
 
     # -- connections -----------------------------------------------------------------------
     def _refuse(self, cause: str, hint: str | None = None) -> StoreError:
@@ -389,17 +410,93 @@ class PostgresStore(Store):
 
     @contextmanager
     def _tx(self) -> Iterator[psycopg.Connection[Any]]:
-        with self._conn() as conn, conn.transaction():
+        """A write transaction; rows queued (deferred) so far are written first, in it."""
+        with self._lock:
+            pending, self._pending = self._pending, []
+            dirty, self._dirty = self._dirty, set()
+            keys, self._dirty_keys = self._dirty_keys, set()
+            if pending and self._timer is not None:  # its rows are in this transaction
+                self._timer.cancel()
+                self._timer = None
+            try:
+                with self._conn() as conn, conn.transaction():
+                    if pending:
+                        _write_queued(conn, pending)
+                    yield conn
+            except BaseException:
+                # the queued rows were fine: they wait for the next transaction
+                self._pending[:0] = pending
+                self._dirty |= dirty
+                self._dirty_keys |= keys
+                raise
+
+    @contextmanager
+    def _read(self, table: str) -> Iterator[psycopg.Connection[Any]]:
+        """A connection to read `table` with: its queued rows are committed first."""
+        if table in self._dirty:
+            self.flush()
+        with self._conn() as conn:
             yield conn
 
+    def _defer(
+        self, table: str, sql: str, params: tuple[Any, ...], *, key: str | None = None
+    ) -> None:
+        """Queue a row for the next commit (group commit, as the SQLite store does: see its
+        class), or write it now when no event loop runs here."""
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            with self._tx() as c:
+                c.execute(sql, params)
+            return
+        with self._lock:
+            self._pending.append((sql, params))
+            self._dirty.add(table)
+            if key is not None:
+                self._dirty_keys.add(key)
+            if self._timer is None or self._timer_loop is not loop:
+                self._timer = loop.call_later(GROUP_COMMIT_S, self._timed_flush)
+                self._timer_loop = loop
+
+    def _timed_flush(self) -> None:
+        self._timer = None
+        self.flush()
+
     def flush(self) -> None:
-        """Nothing is queued: every write committed before its method returned."""
+        """Commit every queued row now (one transaction)."""
+        if self._pending:
+            with self._tx():
+                pass
 
     async def barrier(self) -> None:
-        """Nothing is queued: every write committed before its method returned."""
+        """Wait until every row queued so far is committed; callers arriving meanwhile share
+        the commit."""
+        if not self._pending:
+            return
+        loop = asyncio.get_running_loop()
+        fut = self._barrier
+        if fut is None or fut.done() or fut.get_loop() is not loop:
+            fut = self._barrier = loop.create_future()
+            loop.call_soon(self._commit_barrier, fut)
+        await asyncio.shield(fut)
+
+    def _commit_barrier(self, fut: asyncio.Future[None]) -> None:
+        if self._barrier is fut:
+            self._barrier = None
+        try:
+            self.flush()
+        except BaseException as e:
+            if not fut.done():
+                fut.set_exception(e)
+            return
+        if not fut.done():
+            fut.set_result(None)
 
     def close(self) -> None:
-        """The process's pool for this database stays open for other stores (closed at exit)."""
+        """Commit what is queued; the process's pool for this database stays open for other
+        stores (closed at exit)."""
+        self.flush()
+        _OPEN.discard(self)
 
     # -- runs ------------------------------------------------------------------------------
     def create_run(self, *, bundle: dict[str, Any] | None = None, **row: Any) -> None:
@@ -447,11 +544,11 @@ class PostgresStore(Store):
             fields["reason"] = seal(fields["reason"])
         sets = ", ".join(f"{k} = %s" for k in fields)
         self.run_ended(run_id)
-        with self._tx() as c:
-            c.execute(
-                f"UPDATE runs SET {sets}, duration_s = duration_s + %s WHERE run_id = %s",
-                (*fields.values(), add_duration_s, run_id),
-            )
+        self._defer(
+            "runs",
+            f"UPDATE runs SET {sets}, duration_s = duration_s + %s WHERE run_id = %s",
+            (*fields.values(), add_duration_s, run_id),
+        )
 
     def run_ended(self, run_id: str) -> None:
         self._new_runs.pop(run_id, None)
@@ -466,7 +563,7 @@ class PostgresStore(Store):
             return cur.rowcount == 1
 
     def get_run(self, run_id: str) -> RunRow:
-        with self._conn() as c:
+        with self._read("runs") as c:
             row = c.execute(f"SELECT {_RUN_COLS} FROM runs WHERE run_id = %s", (run_id,)).fetchone()
             if row is None:
                 near = c.execute(
@@ -480,7 +577,7 @@ class PostgresStore(Store):
         return _run_row(row)
 
     def get_bundle(self, digest: str) -> dict[str, Any]:
-        with self._conn() as c:
+        with self._read("bundles") as c:
             row = c.execute(
                 "SELECT entry, files FROM bundles WHERE digest = %s", (digest,)
             ).fetchone()
@@ -503,16 +600,16 @@ class PostgresStore(Store):
                 args.append(val)
         sql = f"SELECT {_RUN_COLS} FROM runs" + (" WHERE " + " AND ".join(where) if where else "")
         sql += " ORDER BY created_at DESC LIMIT %s"
-        with self._conn() as c:
+        with self._read("runs") as c:
             rows = c.execute(sql, (*args, limit)).fetchall()
         return [_run_row(r) for r in rows]
 
     def workflows(self) -> list[str]:
-        with self._conn() as c:
+        with self._read("runs") as c:
             return sorted(r[0] for r in c.execute("SELECT DISTINCT workflow FROM runs"))
 
     def status_counts(self) -> dict[str, int]:
-        with self._conn() as c:
+        with self._read("runs") as c:
             rows = c.execute("SELECT status, COUNT(*) FROM runs GROUP BY status").fetchall()
         return {s: int(n) for s, n in rows}
 
@@ -534,14 +631,14 @@ class PostgresStore(Store):
             where.append("created_at >= %s")
             args.append(since)
         sql = "SELECT run_id, status, duration_s, cost_usd FROM runs WHERE " + " AND ".join(where)
-        with self._conn() as c:
+        with self._read("runs") as c:
             rows = c.execute(sql, args).fetchall()
         return [FinishedRun(*r) for r in rows]
 
     def tool_call_counts(self, run_ids: Sequence[str]) -> tuple[int, int]:
         if not run_ids:
             return 0, 0
-        with self._conn() as c:
+        with self._read("calls") as c:
             n, failed = c.execute(
                 "SELECT COUNT(*), COUNT(error) FROM calls WHERE kind = 'tool' AND run_id = ANY(%s)",
                 (list(run_ids),),
@@ -551,7 +648,7 @@ class PostgresStore(Store):
     def runs_with_event(self, type_: str, run_ids: Sequence[str]) -> int:
         if not run_ids:
             return 0
-        with self._conn() as c:
+        with self._read("events") as c:
             row = c.execute(
                 "SELECT COUNT(DISTINCT run_id) FROM events WHERE type = %s AND run_id = ANY(%s)",
                 (type_, list(run_ids)),
@@ -570,7 +667,7 @@ class PostgresStore(Store):
             )
 
     def kill_requested(self, run_id: str) -> bool:
-        with self._conn() as c:
+        with self._read("runs") as c:
             row = c.execute(
                 "SELECT kill_requested FROM runs WHERE run_id = %s", (run_id,)
             ).fetchone()
@@ -579,19 +676,19 @@ class PostgresStore(Store):
     # -- node results, events, calls -------------------------------------------------------
     def save_node(self, run_id: str, node_id: str, status: str, result: dict[str, Any]) -> None:
         now = time.time()
-        with self._tx() as c:
-            c.execute(
-                "INSERT INTO node_results (run_id, node_id, seq, status, result, created_at) "
-                "SELECT %s, %s, COALESCE(MAX(seq), 0) + 1, %s, %s, %s FROM node_results "
-                "WHERE run_id = %s AND node_id = %s",
-                (run_id, node_id, status, dumps(result), now, run_id, node_id),
-            )
-            c.execute(
-                _EVENT_SQL, (run_id, now, "node_finished", node_id, dumps({"status": status}))
-            )
+        self._defer(
+            "node_results",
+            "INSERT INTO node_results (run_id, node_id, seq, status, result, created_at) "
+            "SELECT %s, %s, COALESCE(MAX(seq), 0) + 1, %s, %s, %s FROM node_results "
+            "WHERE run_id = %s AND node_id = %s",
+            (run_id, node_id, status, dumps(result), now, run_id, node_id),
+        )
+        self._defer(
+            "events", _EVENT_SQL, (run_id, now, "node_finished", node_id, dumps({"status": status}))
+        )
 
     def node_results(self, run_id: str) -> dict[str, dict[str, Any]]:
-        with self._conn() as c:
+        with self._read("node_results") as c:
             rows = c.execute(
                 "SELECT node_id, result FROM node_results WHERE run_id = %s ORDER BY node_id, seq",
                 (run_id,),
@@ -599,8 +696,7 @@ class PostgresStore(Store):
         return {node_id: loads(result) for node_id, result in rows}
 
     def event(self, run_id: str, type_: str, node_id: str | None = None, **data: Any) -> None:
-        with self._tx() as c:
-            c.execute(_EVENT_SQL, (run_id, time.time(), type_, node_id, dumps(data)))
+        self._defer("events", _EVENT_SQL, (run_id, time.time(), type_, node_id, dumps(data)))
 
     def events(self, run_id: str | None = None, type_: str | None = None) -> list[dict[str, Any]]:
         where, args = [], []
@@ -612,7 +708,7 @@ class PostgresStore(Store):
             args.append(type_)
         sql = "SELECT id, run_id, ts, type, node_id, data FROM events"
         sql += (" WHERE " + " AND ".join(where) if where else "") + " ORDER BY id"
-        with self._conn() as c:
+        with self._read("events") as c:
             rows = c.execute(sql, args).fetchall()
         return [
             {"id": i, "run_id": r, "ts": ts, "type": t, "node_id": n, "data": loads(d)}
@@ -625,11 +721,10 @@ class PostgresStore(Store):
             row["error"] = seal(row["error"])
         cols = ", ".join(row)
         marks = ", ".join("%s" for _ in row)
-        with self._tx() as c:
-            c.execute(f"INSERT INTO calls ({cols}) VALUES ({marks})", tuple(row.values()))
+        self._defer("calls", f"INSERT INTO calls ({cols}) VALUES ({marks})", tuple(row.values()))
 
     def calls(self, run_id: str) -> list[dict[str, Any]]:
-        with self._conn() as c, c.cursor(row_factory=dict_row) as cur:
+        with self._read("calls") as c, c.cursor(row_factory=dict_row) as cur:
             rows = cur.execute(
                 "SELECT * FROM calls WHERE run_id = %s ORDER BY id", (run_id,)
             ).fetchall()
@@ -643,13 +738,16 @@ class PostgresStore(Store):
         made = self._new_runs.get(run_id) if run_id is not None else None
         if made is not None and key not in made:
             return None
+        if key in self._dirty_keys:  # only this key's queued rows matter to this read
+            self.flush()
         with self._conn() as c, c.cursor(row_factory=dict_row) as cur:
             row = cur.execute("SELECT * FROM ledger WHERE key = %s", (key,)).fetchone()
         return _ledger_row(row) if row else None
 
     def ledger_intent(self, key: str, *, defer: bool = False, **row: Any) -> None:
-        """Record that a call is about to happen (committed before this returns, `defer` or
-        not). A row under the same key is replaced, as SQLite's INSERT OR REPLACE does."""
+        """Record that a call is about to happen. A write's intent commits before its side
+        effect; `defer` (calls without side effects) lets it ride with the next commit. A row
+        under the same key is replaced, as SQLite's INSERT OR REPLACE does."""
         now = time.time()
         row = {"key": key, **row, "status": "intent", "created_at": now, "updated_at": now}
         row["args"] = dumps(row["args"])
@@ -662,13 +760,15 @@ class PostgresStore(Store):
             for c in _LEDGER_COLS
             if c != "key"
         )
+        sql = (
+            f"INSERT INTO ledger ({', '.join(cols)}) VALUES ({', '.join('%s' for _ in cols)}) "
+            f"ON CONFLICT (key) DO UPDATE SET {sets}"
+        )
+        if defer:
+            self._defer("ledger", sql, tuple(row.values()), key=key)
+            return
         with self._tx() as c:
-            c.execute(
-                f"INSERT INTO ledger ({', '.join(cols)}) "
-                f"VALUES ({', '.join('%s' for _ in cols)}) "
-                f"ON CONFLICT (key) DO UPDATE SET {sets}",
-                tuple(row.values()),
-            )
+            c.execute(sql, tuple(row.values()))
 
     def ledger_claim(self, key: str, **row: Any) -> bool:
         """One INSERT ... ON CONFLICT: a racing claimant waits on the winner's row lock, then
@@ -697,13 +797,12 @@ class PostgresStore(Store):
 
     def ledger_done(self, key: str, result: Any, *, defer: bool = False) -> None:
         # done_seq orders the completed effects of one run (undo walks them newest first)
+        params = (dumps(result), time.time(), key)
+        if defer:
+            self._defer("ledger", _LEDGER_DONE, params, key=key)
+            return
         with self._tx() as c:
-            c.execute(
-                "UPDATE ledger SET status = 'done', result = %s, error = NULL, done_seq = "
-                "(SELECT COALESCE(MAX(l.done_seq), 0) + 1 FROM ledger l "
-                " WHERE l.run_id = ledger.run_id), updated_at = %s WHERE key = %s",
-                (dumps(result), time.time(), key),
-            )
+            c.execute(_LEDGER_DONE, params)
 
     def ledger_failed(self, key: str, error: str) -> None:
         with self._tx() as c:
@@ -713,7 +812,7 @@ class PostgresStore(Store):
             )
 
     def ledger_for_run(self, run_id: str) -> list[dict[str, Any]]:
-        with self._conn() as c, c.cursor(row_factory=dict_row) as cur:
+        with self._read("ledger") as c, c.cursor(row_factory=dict_row) as cur:
             rows = cur.execute(
                 "SELECT * FROM ledger WHERE run_id = %s ORDER BY COALESCE(done_seq, 0), created_at",
                 (run_id,),
@@ -789,14 +888,14 @@ class PostgresStore(Store):
         output_tokens: int | None = None,
         model: str | None = None,
     ) -> None:
-        with self._tx() as c:
-            c.execute(
-                "UPDATE spend SET status = %s, usd = COALESCE(%s, usd), "
-                "input_tokens = COALESCE(%s, input_tokens), "
-                "output_tokens = COALESCE(%s, output_tokens), "
-                "model = COALESCE(%s, model), updated_at = %s WHERE id = %s",
-                (status, usd, input_tokens, output_tokens, model, time.time(), row_id),
-            )
+        self._defer(
+            "spend",
+            "UPDATE spend SET status = %s, usd = COALESCE(%s, usd), "
+            "input_tokens = COALESCE(%s, input_tokens), "
+            "output_tokens = COALESCE(%s, output_tokens), "
+            "model = COALESCE(%s, model), updated_at = %s WHERE id = %s",
+            (status, usd, input_tokens, output_tokens, model, time.time(), row_id),
+        )
 
     def spend_by_node(self, run_id: str, node_id: str | None = None) -> dict[str, dict[str, Any]]:
         sql = (
@@ -807,7 +906,7 @@ class PostgresStore(Store):
         if node_id is not None:
             sql += " AND node_id = %s"
             args = (run_id, node_id)
-        with self._conn() as c:
+        with self._read("spend") as c:
             rows = c.execute(sql + " GROUP BY node_id", args).fetchall()
         return {
             n: {
@@ -820,7 +919,7 @@ class PostgresStore(Store):
         }
 
     def spend_rows(self, run_id: str) -> list[dict[str, Any]]:
-        with self._conn() as c, c.cursor(row_factory=dict_row) as cur:
+        with self._read("spend") as c, c.cursor(row_factory=dict_row) as cur:
             return cur.execute(
                 "SELECT node_id, at, model, status, usd, input_tokens, output_tokens, "
                 "reserved_usd, reserved_tokens FROM spend WHERE run_id = %s ORDER BY id",
@@ -829,7 +928,7 @@ class PostgresStore(Store):
 
     # -- approvals -------------------------------------------------------------------------
     def approval_get(self, run_id: str, node_id: str) -> dict[str, Any] | None:
-        with self._conn() as c, c.cursor(row_factory=dict_row) as cur:
+        with self._read("approvals") as c, c.cursor(row_factory=dict_row) as cur:
             row = cur.execute(
                 "SELECT * FROM approvals WHERE run_id = %s AND node_id = %s", (run_id, node_id)
             ).fetchone()
@@ -902,7 +1001,7 @@ class PostgresStore(Store):
             )
 
     def inbox(self) -> list[dict[str, Any]]:
-        with self._conn() as c, c.cursor(row_factory=dict_row) as cur:
+        with self._read("approvals") as c, c.cursor(row_factory=dict_row) as cur:
             rows = cur.execute(
                 "SELECT * FROM approvals WHERE status = 'waiting' "
                 "ORDER BY requested_at, run_id, node_id"
@@ -982,6 +1081,7 @@ class PostgresStore(Store):
 
     # -- copies ----------------------------------------------------------------------------
     def row_counts(self) -> dict[str, int]:
+        self.flush()
         with self._conn() as c:
             return {
                 t: int((c.execute(f"SELECT COUNT(*) FROM {t}").fetchone() or (0,))[0])
@@ -991,6 +1091,7 @@ class PostgresStore(Store):
     def export_rows(self, table: str) -> list[dict[str, Any]]:
         if table not in TABLES:
             raise ValueError(f"no table {table!r}")
+        self.flush()
         order = {"events": "id", "calls": "id", "spend": "id"}.get(table, "ctid")
         with self._conn() as c, c.cursor(row_factory=dict_row) as cur:
             return cur.execute(f"SELECT * FROM {table} ORDER BY {order}").fetchall()
@@ -1018,7 +1119,7 @@ class PostgresStore(Store):
 
     # -- switches --------------------------------------------------------------------------
     def writes_enabled(self) -> bool:
-        with self._conn() as c:
+        with self._read("switches") as c:
             row = c.execute("SELECT value FROM switches WHERE name = 'writes'").fetchone()
         return row is None or row[0] == "on"
 
@@ -1036,6 +1137,35 @@ class PostgresStore(Store):
                 "INSERT INTO events (run_id, ts, type, data) VALUES ('*', %s, 'writes_switch', %s)",
                 (now, dumps({"on": on, "by": by})),
             )
+
+
+_OPEN: weakref.WeakSet[PostgresStore] = weakref.WeakSet()
+
+
+@atexit.register
+def _flush_open_stores() -> None:
+    """Rows still queued when the process exits normally commit (before the pools close)."""
+    for store in list(_OPEN):
+        with suppress(Exception):
+            store.flush()
+
+
+def _write_queued(
+    conn: psycopg.Connection[Any], pending: list[tuple[str, tuple[Any, ...]]]
+) -> None:
+    """Queued rows in the order they were queued; runs of one statement as one executemany."""
+    with conn.cursor() as cur:
+        start = 0
+        while start < len(pending):
+            sql = pending[start][0]
+            end = start + 1
+            while end < len(pending) and pending[end][0] == sql:
+                end += 1
+            if end - start == 1:
+                cur.execute(sql, pending[start][1])
+            else:
+                cur.executemany(sql, [p for _, p in pending[start:end]])
+            start = end
 
 
 def _version(conn: psycopg.Connection[Any]) -> int:
