@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import subprocess
 import sys
 import tempfile
@@ -127,20 +128,15 @@ class Console:
     def resume(self, run_id: str) -> subprocess.Popen[bytes]:
         """Continue a decided local run in its own process (`flowrun resume`, through Runs)."""
         log = tempfile.TemporaryFile()  # noqa: SIM115 -- closed by the reaper thread
+        # the store goes by the environment, not argv: a PostgreSQL URL may hold a password
+        env = {**(os.environ if self.config.env is None else self.config.env)}
+        env["FLOWRUN_STORE"] = str(self.config.store_path)
         proc = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "runner.cli",
-                "resume",
-                run_id,
-                "--store",
-                str(self.config.store_path),
-            ],
+            [sys.executable, "-m", "runner.cli", "resume", run_id],
             stdin=subprocess.DEVNULL,
             stdout=subprocess.DEVNULL,
             stderr=log,
-            env=self.config.env,
+            env=env,
             start_new_session=True,
         )
         self.children.append(proc)
