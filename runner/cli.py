@@ -55,6 +55,8 @@ def _load_plan(spec: str, profile: str | None) -> Any:
 # A new command is one line here; tests/cli/test_lazy.py checks each entry against its command.
 COMMANDS: dict[str, tuple[str, str]] = {
     "approve": ("runner.ops_cli:approve", "Approve a waiting approval node, then resume the run."),
+    "batch": ("runner.batch_cli:batch", "Run a spec once per line of a data set, as one batch."),
+    "batches": ("runner.batch_cli:batches", "List batches, newest first."),
     "diff": ("runner.review_cli:diff", "Semantic diff of two spec versions for review."),
     "eval": ("runner.eval_cli:eval_command", "Run eval cases against a spec; hold them to gates."),
     "graph": ("runner.review_cli:graph", "Draw a spec: node kinds, conditions on edges, models."),
