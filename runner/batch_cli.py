@@ -96,6 +96,7 @@ def batch(
 
     from runner.runs import Runs, check_run_id, preflight
     from runner.runs import batch as b
+    from runner.store import store_target
 
     if resume_id is not None:
         given = [
@@ -166,7 +167,7 @@ def batch(
             the_id,
             plan,
             responses=recorded,
-            store_target=store_opt,
+            store_target=store_target(store_opt),  # with a PostgreSQL URL's password
             report=lambda text: click.echo(text, err=True),
         )
     )

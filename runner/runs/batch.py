@@ -271,8 +271,9 @@ async def run_batch(
 ) -> None:
     """Run every line of the batch that has no finished run, at most `concurrency` at a time.
 
-    Each line's run is on its own store connection (`store_target`, as the batch's store was
-    opened). A line's bad input, or a run that cannot start, ends that line, never the batch."""
+    Each line's run is on its own store connection: `store_target` (what the batch's store was
+    opened from; default: the store's `target`, which has no PostgreSQL password). A line's bad
+    input, or a run that cannot start, ends that line, never the batch."""
     from runner.backends.local import host
     from runner.runs import TERMINAL, NotFound, Runs
 

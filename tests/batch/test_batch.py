@@ -202,3 +202,26 @@ def test_a_killed_batch_resumes_each_line_once_without_repeating_an_effect(
     assert [r["status"] for r in results(again)] == [r["status"] for r in got]
     assert [e["item"] for e in log(env) if e["kind"] == "write"] == writes
     assert os.path.exists(store)
+
+
+def test_waiting_lines_count_as_finished_for_now(env: dict[str, str], tmp_path: Path) -> None:
+    path = data(tmp_path, [json.dumps({"ticket_id": t}) for t in ("T-1005", "T-1002")])
+    proc = flowrun(
+        env, "batch", str(REFERENCE), "--data", path, "--batch-id", "bw",
+        "--responses", str(EXAMPLES / "responses" / "refund_needs_approval.jsonl"),
+        "--scopes", "refunds:write", "--output", "json",
+    )  # fmt: skip
+    got = results(proc)
+    assert [r["status"] for r in got] == ["waiting", "waiting"], proc.stderr  # $42 > $40
+    assert proc.returncode == 6
+    assert "waiting for approval (2): bw.1, bw.2" in proc.stderr
+    assert "batch bw: 2/2 done" in proc.stderr  # the progress line
+    store = env["FLOWRUN_STORE"]
+    again = flowrun(env, "batch", "--resume", "bw", "--output", "json")
+    assert again.returncode == 6 and [r["status"] for r in results(again)] == ["waiting"] * 2
+    assert rows(store, "SELECT COUNT(*) FROM events WHERE type = 'run_resumed'") == [(0,)]
+    # the approval is decided as for any run; the batch then shows the line's outcome
+    decided = flowrun(env, "approve", "bw.1", "approve", "--by", "lead@acme")
+    assert decided.returncode == 0, decided.stderr
+    after = flowrun(env, "batch", "--resume", "bw", "--output", "json")
+    assert [r["status"] for r in results(after)] == ["succeeded", "waiting"]
