@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import sqlite3
 import subprocess
 import sys
@@ -173,9 +172,12 @@ def test_the_batch_ceiling_stops_starting_lines(env: dict[str, str], tmp_path: P
     assert rows(env["FLOWRUN_STORE"], "SELECT COUNT(*) FROM runs") == [(2,)]
 
 
+@pytest.mark.parametrize("store", ["sqlite", "postgres"])
 def test_a_killed_batch_resumes_each_line_once_without_repeating_an_effect(
-    env: dict[str, str], tmp_path: Path
+    env: dict[str, str], tmp_path: Path, request: pytest.FixtureRequest, store: str
 ) -> None:
+    if store == "postgres":  # the same guarantee on the other store implementation
+        env["FLOWRUN_STORE"] = request.getfixturevalue("pg_url")
     path = data(tmp_path, items(5))
     crashed = flowrun(
         env, "batch", str(SPEC), "--data", path, "--concurrency", "2", "--live",
@@ -185,15 +187,15 @@ def test_a_killed_batch_resumes_each_line_once_without_repeating_an_effect(
     listed = json.loads(flowrun(env, "batches", "--output", "json").stdout)
     assert listed[0]["status"] == "interrupted"
     resumed = flowrun(env, "batch", "--resume", "bk", "--output", "json", BTOOLS_TOTAL="5")
-    assert resumed.returncode in (0, 3), resumed.stderr
+    assert resumed.returncode == 3, resumed.stderr  # the worst line escalated
     got = results(resumed)
     assert [r["line"] for r in got] == [1, 2, 3, 4, 5]
     # the run cut off between its write's intent and the call does not know whether the write
     # happened: it escalates instead of writing again; every other line succeeds
     assert {r["status"] for r in got} <= {"succeeded", "escalated"}
-    assert sum(r["status"] == "escalated" for r in got) <= 1
-    store = env["FLOWRUN_STORE"]
-    assert rows(store, "SELECT COUNT(*), COUNT(DISTINCT run_id) FROM runs") == [(5, 5)]
+    assert 1 <= sum(r["status"] == "escalated" for r in got) <= 2  # 2: both intents were in
+    listed_runs = json.loads(flowrun(env, "runs", "--output", "json").stdout)
+    assert sorted(r["run_id"] for r in listed_runs) == [f"bk.{n}" for n in range(1, 6)]
     writes = [e["item"] for e in log(env) if e["kind"] == "write"]
     assert len(writes) == len(set(writes))  # no effect twice
     assert sorted(writes) == sorted(r["outputs"]["item"] for r in got if r["status"] == "succeeded")
@@ -201,7 +203,6 @@ def test_a_killed_batch_resumes_each_line_once_without_repeating_an_effect(
     again = flowrun(env, "batch", "--resume", "bk", "--output", "json")
     assert [r["status"] for r in results(again)] == [r["status"] for r in got]
     assert [e["item"] for e in log(env) if e["kind"] == "write"] == writes
-    assert os.path.exists(store)
 
 
 def test_waiting_lines_count_as_finished_for_now(env: dict[str, str], tmp_path: Path) -> None:
