@@ -13,7 +13,7 @@ import click
 from runner.errors import ExitCode, UsageError
 from runner.redact import echo, echo_json
 from runner.redact import show as shown
-from runner.runs import STATUS_EXIT, Observe, Runs, end_process
+from runner.runs import STATUS_EXIT, NotFound, Observe, Runs, end_process
 
 F = Callable[..., Any]
 
@@ -109,14 +109,42 @@ def runs(
         )
 
 
+def _show_batch(runs: Runs, batch_id: str, fmt: str, missing: NotFound) -> None:
+    """`flowrun show BATCH_ID`: the batch's summary and lines (the run's NotFound otherwise)."""
+    from runner.runs import batch as b
+
+    try:
+        batch = b.batch_row(runs, batch_id)
+    except NotFound:
+        raise missing from None
+    items = b.outcomes(runs, batch_id)
+    summary = b.summarize(items)
+    if fmt == "json":
+        echo_json({**batch, "status": b.batch_state(batch), "summary": summary, "lines": items})
+        return
+    echo(
+        f"batch {batch_id} ({batch['workflow']}): {b.batch_state(batch)}; data {batch['data_path']}"
+    )
+    echo(b.render_summary(batch_id, summary))
+    for i in items:
+        why = f" — {i['reason']}" if i["reason"] else ""
+        echo(f"  line {i['line']}: {i['run_id'] or '-'} {i['status']} ${i['cost_usd']:.6f}{why}")
+
+
 @click.command()
 @click.argument("run_id")
 @store_option
 @output_option
 def show(run_id: str, store_opt: str | None, fmt: str) -> None:
-    """Show a run: per node status, output, attempts, model, cost, duration; totals and outcome."""
+    """Show a run: per node status, output, attempts, model, cost, duration; totals and outcome.
+
+    A batch's id (`flowrun batches`) shows the batch: its summary and each line's outcome."""
     runs = _open(store_opt)
-    row = runs.get(run_id)
+    try:
+        row = runs.get(run_id)
+    except NotFound as missing:
+        _show_batch(runs, run_id, fmt, missing)
+        return
     nodes = runs.nodes(run_id)
     approvals = runs.inbox(run_id)
     ledger = runs.effects(run_id)

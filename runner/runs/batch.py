@@ -185,6 +185,11 @@ def create_batch(
     return batch_id
 
 
+def batch_row(runs: Runs, batch_id: str) -> dict[str, Any]:
+    """A batch's record (NotFound when there is none)."""
+    return runs.store.batch_get(batch_id)
+
+
 def batch_state(row: dict[str, Any]) -> str:
     """A batch's status as shown: one recorded as running whose process is gone was cut off."""
     from runner.backends.local import alive

@@ -90,6 +90,13 @@ def test_a_bad_line_fails_alone_and_every_line_is_a_tagged_run(
     (b,) = json.loads(listed.stdout)
     assert (b["batch_id"], b["status"], b["lines"]) == ("b1", "finished", 5)
     assert b["line_statuses"] == {"failed": 2, "succeeded": 3}
+    shown = json.loads(flowrun(env, "show", "b1", "--output", "json").stdout)
+    assert shown["summary"]["completion_rate"] == 0.6
+    assert [i["status"] for i in shown["lines"]] == [got[n]["status"] for n in range(1, 6)]
+    text = flowrun(env, "show", "b1")
+    assert text.returncode == 0 and "line 3: - failed" in text.stdout
+    unknown = flowrun(env, "show", "b9")
+    assert unknown.returncode == 2 and unknown.stderr.startswith("error: ")
     # --fail-under: the completion rate (3/5) against a threshold, for CI
     again = data(tmp_path, items(6)[4:], "two.jsonl")
     ok = flowrun(env, "batch", str(SPEC), "--data", again, "--fail-under", "0.5", "--live",
