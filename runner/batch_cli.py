@@ -161,6 +161,12 @@ def batch(
             },
         )
     click.echo(f"batch {the_id}", err=True)
+    tty = sys.stderr.isatty()
+
+    def report(text: str) -> None:
+        """A progress line every few seconds: rewritten in place on a terminal."""
+        click.echo("\r\x1b[2K" + text if tty else text, err=True, nl=not tty)
+
     asyncio.run(
         b.run_batch(
             runs,
@@ -168,9 +174,11 @@ def batch(
             plan,
             responses=recorded,
             store_target=store_target(store_opt),  # with a PostgreSQL URL's password
-            report=lambda text: click.echo(text, err=True),
+            report=report,
         )
     )
+    if tty:
+        click.echo("", err=True)
     items = b.outcomes(runs, the_id)
     summary = b.summarize(items)
     if fmt == "json":
