@@ -76,6 +76,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "sweep": ("runner.ops_cli:sweep", "Resume every waiting run whose approval timed out."),
     "tools": ("runner.mcp_cli:tools_group", "Tool contracts: lock what MCP servers say."),
     "trace": ("runner.trace_cli:trace", "Show a recorded run as a tree of its nodes."),
+    "users": ("runner.users_cli:users", "Users and clients who may act, each with a token."),
     "undo": ("runner.ops_cli:undo", "Run the compensations of a run's completed writes."),
     "worker": ("runner.temporal_cli:worker", "Run flowrun workflows on Temporal."),
     "writes": ("runner.ops_cli:writes", "Show or flip the global writes switch."),

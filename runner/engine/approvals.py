@@ -24,7 +24,8 @@ class Ask:
     """What a request for approval shows and how it ends if nobody decides."""
 
     summary: str
-    assignees: tuple[str, ...] = ()
+    assignees: tuple[str, ...] = ()  # identity names or roles that may decide (runs/identity.py)
+    allow_self_approval: bool = False  # the run's own requester may decide it
     decision_schema: dict[str, Any] | None = None
     timeout_s: float | None = None
     on_timeout: str = "escalate"
@@ -55,6 +56,7 @@ def await_decision(run: RunState, key: str, ask: Callable[[], Ask]) -> dict[str,
             key,
             summary=a.summary,
             assignees=list(a.assignees),
+            allow_self=int(a.allow_self_approval),
             decision_schema=a.decision_schema,
             timeout_at=(time.time() + a.timeout_s) if a.timeout_s else None,
             on_timeout=a.on_timeout,

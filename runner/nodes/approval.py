@@ -41,6 +41,7 @@ async def run(ctx: NodeContext) -> Any:
         return Ask(
             summary=summary or f"approve {ctx.node_id!r} of workflow {ctx.run.plan.name!r}",
             assignees=tuple(step.assignees),
+            allow_self_approval=step.allow_self_approval,
             decision_schema=step.decision_schema,
             timeout_s=step.timeout,
             on_timeout=step.on_timeout,

@@ -115,6 +115,7 @@ class ApprovalStep:
     timeout: float | None
     on_timeout: str
     decision_schema: dict[str, Any] | None
+    allow_self_approval: bool = False
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -26,6 +26,7 @@ if TYPE_CHECKING:
     from runner.engine.hooks import Hooks
     from runner.engine.results import RunResult
     from runner.plan.model import Plan
+    from runner.runs.identity import Identity
 
 __all__ = [
     "RESUMABLE",
@@ -327,6 +328,52 @@ class Runs:
             self.store, row, plan, responses=responses, hooks=_with(hooks, obs), telemetry=obs
         )
 
+    # -- who may act (runner/runs/identity.py) --------------------------------------------------
+    def authorize_decision(
+        self, run_id: str, node_id: str, who: Identity, *, approve: bool, via: str
+    ) -> None:
+        """Refuse (Forbidden, audited, nothing changed) unless `who` may decide this approval:
+        its tenant, the approval's assignees (names or roles, else the approver role), and
+        separation of duties (not the run's own requester unless the spec allows it)."""
+        from runner.runs.identity import Forbidden, audit, decision_refusal
+
+        row = self.store.get_run(run_id)
+        refusal = decision_refusal(who, row, self.store.approval_get(run_id, node_id))
+        action = "approve" if approve else "reject"
+        audit(
+            self.store,
+            who,
+            action=action,
+            allowed=refusal is None,
+            run_id=run_id,
+            node_id=node_id,
+            via=via,
+            reason=refusal[0] if refusal else None,
+        )
+        if refusal is not None:
+            raise Forbidden(f"{action} refused: {refusal[0]}", hint=refusal[1])
+
+    def authorize_operation(
+        self, who: Identity, action: str, *, via: str, run_id: str | None = None
+    ) -> None:
+        """Refuse (Forbidden, audited) unless `who` holds the operator role (and the run's
+        tenant): kill, undo, the writes switch."""
+        from runner.runs.identity import Forbidden, audit, operation_refusal
+
+        row = self.store.get_run(run_id) if run_id is not None else None
+        refusal = operation_refusal(who, row, action)
+        audit(
+            self.store,
+            who,
+            action=action,
+            allowed=refusal is None,
+            run_id=run_id,
+            via=via,
+            reason=refusal,
+        )
+        if refusal is not None:
+            raise Forbidden(f"{action} refused: {refusal}")
+
     # -- decisions -----------------------------------------------------------------------------
     async def decide(
         self,
@@ -340,6 +387,8 @@ class Runs:
         follow: bool = False,
         observe: Observe | None = None,
         recorded: Callable[[str], None] | None = None,
+        who: Identity | None = None,
+        via: str = "cli",
     ) -> Decided:
         """Record an approval decision once, then let the run go on, on its backend.
 
@@ -348,7 +397,12 @@ class Runs:
         process, as `flowrun approve` does); without it, `needs_resume` tells the caller that a
         local run still waits to be resumed (the console does that in a child process).
         `recorded` hears "approved"/"rejected" as soon as the decision is in the store.
+        With `who` (an authenticated identity), it must be allowed to decide (`authorize_decision`)
+        and the decision is recorded as its own, whatever `by` says.
         """
+        if who is not None:
+            self.authorize_decision(run_id, node_id, who, approve=approve, via=via)
+            by = who.name
         row = self.store.get_run(run_id)
         local = backend_name(row) == "local" and row.status not in TERMINAL
         if approve and follow and local and not row.responses_path:

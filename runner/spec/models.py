@@ -349,7 +349,16 @@ class ApprovalSpec(_Model):
         default=None, description="CEL: ask only when true; otherwise approved automatically"
     )
     summary: str | None = Field(default=None, description="Jinja2 text shown in the inbox")
-    assignees: list[str] = Field(default_factory=list)
+    assignees: list[str] = Field(
+        default_factory=list,
+        description="who may decide: identity names or roles (docs/identities.md); "
+        "empty: anyone with the approver role",
+    )
+    allow_self_approval: bool = Field(
+        default=False,
+        description="the identity that started the run may decide this approval too "
+        "(off: separation of duties)",
+    )
     timeout: Duration | None = None
     on_timeout: Literal["escalate", "reject"] = "escalate"
     decision: JsonSchema | None = Field(

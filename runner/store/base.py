@@ -32,6 +32,7 @@ TABLES = (
     "spend",
     "batches",
     "batch_lines",
+    "identities",
 )
 URL_SCHEMES = ("postgresql://", "postgres://")
 
@@ -377,3 +378,27 @@ class Store(ABC):
 
     @abstractmethod
     def set_writes(self, on: bool, by: str | None) -> None: ...
+
+    # -- identities (runner/runs/identity.py: who may act) -----------------------------------
+    @abstractmethod
+    def identity_add(self, name: str, *, token_sha256: str, by: str | None, **row: Any) -> None:
+        """Record a user or client (`kind`, `roles`, `tenants`, `scopes`, `live`) with the
+        SHA-256 of its token, and an `identity_added` event; a name taken (revoked or not) is
+        a DuplicateRun."""
+
+    @abstractmethod
+    def identity_get(self, name: str) -> dict[str, Any] | None:
+        """The identity named `name`, revoked or not (`revoked_at` says)."""
+
+    @abstractmethod
+    def identity_by_token(self, token_sha256: str) -> dict[str, Any] | None:
+        """The unrevoked identity whose token has this SHA-256, read from the store now."""
+
+    @abstractmethod
+    def identities(self) -> list[dict[str, Any]]:
+        """Every identity, revoked ones too, by name."""
+
+    @abstractmethod
+    def identity_revoke(self, name: str, by: str | None) -> bool:
+        """Revoke an identity at once (its token and sessions stop working), with an
+        `identity_revoked` event; False when there is no unrevoked identity by that name."""

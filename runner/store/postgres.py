@@ -46,7 +46,7 @@ from runner.store.base import (
 from runner.store.seal import seal, unseal_text, use_key_beside
 
 APP = "flowrun"
-SCHEMA_VERSION = 5  # the same numbers as the SQLite store's migrations
+SCHEMA_VERSION = 6  # the same numbers as the SQLite store's migrations
 LOCK_ID = 0x464C5752  # "FLWR": the advisory lock migrations take
 CONNECT_TIMEOUT_S = 10
 POOL_MAX = 4
@@ -214,6 +214,24 @@ _MIGRATIONS: dict[int, list[str]] = {
             PRIMARY KEY (batch_id, line)
         )""",
         "CREATE INDEX IF NOT EXISTS batch_lines_run ON batch_lines(run_id)",
+    ],
+    # identities (runner/runs/identity.py): users and clients with a hashed token each; an
+    # approval records whether the run's own requester may decide it
+    6: [
+        """CREATE TABLE IF NOT EXISTS identities (
+            name TEXT PRIMARY KEY,
+            kind TEXT NOT NULL,
+            roles TEXT NOT NULL,
+            tenants TEXT NOT NULL,
+            scopes TEXT NOT NULL,
+            live BIGINT NOT NULL DEFAULT 0,
+            token_sha256 TEXT NOT NULL UNIQUE,
+            created_at DOUBLE PRECISION NOT NULL,
+            created_by TEXT,
+            revoked_at DOUBLE PRECISION,
+            revoked_by TEXT
+        )""",
+        "ALTER TABLE approvals ADD COLUMN IF NOT EXISTS allow_self BIGINT NOT NULL DEFAULT 0",
     ],
 }
 _SPEND_COUNTED = "status != 'released'"
@@ -1138,6 +1156,70 @@ class PostgresStore(Store):
                 (now, dumps({"on": on, "by": by})),
             )
 
+    # -- identities (runner/runs/identity.py: who may act) -----------------------------------
+    def identity_add(self, name: str, *, token_sha256: str, by: str | None, **row: Any) -> None:
+        now = time.time()
+        try:
+            with self._tx() as c:
+                c.execute(
+                    "INSERT INTO identities (name, kind, roles, tenants, scopes, live, "
+                    "token_sha256, created_at, created_by) "
+                    "VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s)",
+                    (
+                        name,
+                        row["kind"],
+                        dumps(list(row.get("roles") or [])),
+                        dumps(list(row.get("tenants") or [])),
+                        dumps(list(row.get("scopes") or [])),
+                        int(bool(row.get("live"))),
+                        token_sha256,
+                        now,
+                        by,
+                    ),
+                )
+                c.execute(
+                    "INSERT INTO events (run_id, ts, type, data) "
+                    "VALUES ('*', %s, 'identity_added', %s)",
+                    (now, dumps({"identity": name, "kind": row["kind"], "by": by})),
+                )
+        except psycopg.errors.UniqueViolation:
+            raise DuplicateRun(f"an identity named {name!r} already exists") from None
+
+    def identity_get(self, name: str) -> dict[str, Any] | None:
+        with self._conn() as c, c.cursor(row_factory=dict_row) as cur:
+            row = cur.execute("SELECT * FROM identities WHERE name = %s", (name,)).fetchone()
+        return _identity_row(row) if row else None
+
+    def identity_by_token(self, token_sha256: str) -> dict[str, Any] | None:
+        with self._conn() as c, c.cursor(row_factory=dict_row) as cur:
+            row = cur.execute(
+                "SELECT * FROM identities WHERE token_sha256 = %s AND revoked_at IS NULL",
+                (token_sha256,),
+            ).fetchone()
+        return _identity_row(row) if row else None
+
+    def identities(self) -> list[dict[str, Any]]:
+        with self._conn() as c, c.cursor(row_factory=dict_row) as cur:
+            rows = cur.execute("SELECT * FROM identities ORDER BY name").fetchall()
+        return [_identity_row(r) for r in rows]
+
+    def identity_revoke(self, name: str, by: str | None) -> bool:
+        now = time.time()
+        with self._tx() as c:
+            cur = c.execute(
+                "UPDATE identities SET revoked_at = %s, revoked_by = %s "
+                "WHERE name = %s AND revoked_at IS NULL",
+                (now, by, name),
+            )
+            if cur.rowcount == 0:
+                return False
+            c.execute(
+                "INSERT INTO events (run_id, ts, type, data) "
+                "VALUES ('*', %s, 'identity_revoked', %s)",
+                (now, dumps({"identity": name, "by": by})),
+            )
+        return True
+
 
 _OPEN: weakref.WeakSet[PostgresStore] = weakref.WeakSet()
 
@@ -1210,6 +1292,14 @@ def _approval_row(d: dict[str, Any]) -> dict[str, Any]:
     for k in ("assignees", "decision_schema", "decision"):
         d[k] = loads(d[k])
     d["summary"], d["reason"] = unseal_text(d["summary"]), unseal_text(d["reason"])
+    return d
+
+
+def _identity_row(d: dict[str, Any]) -> dict[str, Any]:
+    d = dict(d)
+    for k in ("roles", "tenants", "scopes"):
+        d[k] = loads(d[k]) or []
+    d["live"] = bool(d["live"])
     return d
 
 

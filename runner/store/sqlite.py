@@ -34,7 +34,7 @@ from runner.store.seal import (
     use_key_beside,
 )
 
-SCHEMA_VERSION = 5
+SCHEMA_VERSION = 6
 APP_ID = 0x464C5752  # "FLWR": PRAGMA application_id marks a store as ours
 BUSY_TIMEOUT_MS = 30_000
 # group commit: the longest a deferred row waits for its transaction when nothing else (a node
@@ -205,6 +205,24 @@ _MIGRATIONS: dict[int, str] = {
         PRIMARY KEY (batch_id, line)
     );
     CREATE INDEX IF NOT EXISTS batch_lines_run ON batch_lines(run_id);
+    """,
+    # identities (runner/runs/identity.py): users and clients with a hashed token each; an
+    # approval records whether the run's own requester may decide it
+    6: """
+    CREATE TABLE IF NOT EXISTS identities (
+        name TEXT PRIMARY KEY,
+        kind TEXT NOT NULL,
+        roles TEXT NOT NULL,
+        tenants TEXT NOT NULL,
+        scopes TEXT NOT NULL,
+        live INTEGER NOT NULL DEFAULT 0,
+        token_sha256 TEXT NOT NULL UNIQUE,
+        created_at REAL NOT NULL,
+        created_by TEXT,
+        revoked_at REAL,
+        revoked_by TEXT
+    );
+    ALTER TABLE approvals ADD COLUMN allow_self INTEGER NOT NULL DEFAULT 0;
     """,
 }
 
@@ -1094,6 +1112,69 @@ class SqliteStore(Store):
                 (time.time(), dumps({"on": on, "by": by})),
             )
 
+    # -- identities (runner/runs/identity.py: who may act) -----------------------------------
+    def identity_add(self, name: str, *, token_sha256: str, by: str | None, **row: Any) -> None:
+        now = time.time()
+        try:
+            with self.tx() as c:
+                c.execute(
+                    "INSERT INTO identities (name, kind, roles, tenants, scopes, live, "
+                    "token_sha256, created_at, created_by) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    (
+                        name,
+                        row["kind"],
+                        dumps(list(row.get("roles") or [])),
+                        dumps(list(row.get("tenants") or [])),
+                        dumps(list(row.get("scopes") or [])),
+                        int(bool(row.get("live"))),
+                        token_sha256,
+                        now,
+                        by,
+                    ),
+                )
+                c.execute(
+                    "INSERT INTO events (run_id, ts, type, data) "
+                    "VALUES ('*', ?, 'identity_added', ?)",
+                    (now, dumps({"identity": name, "kind": row["kind"], "by": by})),
+                )
+        except sqlite3.IntegrityError:
+            raise DuplicateRun(f"an identity named {name!r} already exists") from None
+
+    def identity_get(self, name: str) -> dict[str, Any] | None:
+        cur = self.conn.execute("SELECT * FROM identities WHERE name = ?", (name,))
+        row = cur.fetchone()
+        return _identity_row([d[0] for d in cur.description], row) if row else None
+
+    def identity_by_token(self, token_sha256: str) -> dict[str, Any] | None:
+        cur = self.conn.execute(
+            "SELECT * FROM identities WHERE token_sha256 = ? AND revoked_at IS NULL",
+            (token_sha256,),
+        )
+        row = cur.fetchone()
+        return _identity_row([d[0] for d in cur.description], row) if row else None
+
+    def identities(self) -> list[dict[str, Any]]:
+        cur = self.conn.execute("SELECT * FROM identities ORDER BY name")
+        names = [d[0] for d in cur.description]
+        return [_identity_row(names, r) for r in cur.fetchall()]
+
+    def identity_revoke(self, name: str, by: str | None) -> bool:
+        now = time.time()
+        with self.tx() as c:
+            cur = c.execute(
+                "UPDATE identities SET revoked_at = ?, revoked_by = ? "
+                "WHERE name = ? AND revoked_at IS NULL",
+                (now, by, name),
+            )
+            if cur.rowcount == 0:
+                return False
+            c.execute(
+                "INSERT INTO events (run_id, ts, type, data) "
+                "VALUES ('*', ?, 'identity_revoked', ?)",
+                (now, dumps({"identity": name, "by": by})),
+            )
+        return True
+
 
 _COLS: dict[str, list[str]] = {}
 
@@ -1201,6 +1282,14 @@ def _approval_row(conn: sqlite3.Connection, row: tuple[Any, ...]) -> dict[str, A
     for k in ("assignees", "decision_schema", "decision"):
         d[k] = loads(d[k])
     d["summary"], d["reason"] = unseal_text(d["summary"]), unseal_text(d["reason"])
+    return d
+
+
+def _identity_row(names: list[str], row: tuple[Any, ...]) -> dict[str, Any]:
+    d = dict(zip(names, row, strict=True))
+    for k in ("roles", "tenants", "scopes"):
+        d[k] = loads(d[k]) or []
+    d["live"] = bool(d["live"])
     return d
 
 

@@ -61,6 +61,7 @@ LAYERS: dict[str, int] = {
     "runner.trace_cli": 9,
     "runner.store_cli": 9,
     "runner.web_cli": 9,
+    "runner.users_cli": 9,
 }
 ENTRY = 9
 # what an entry point reaches only through runs/: the backends and the store's SQL

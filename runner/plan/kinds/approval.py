@@ -50,6 +50,7 @@ def compile_approval(c: Compiler, site: Site, node: ApprovalNode) -> dict[str, A
         timeout=spec.timeout,
         on_timeout=spec.on_timeout,
         decision_schema=spec.decision,
+        allow_self_approval=spec.allow_self_approval,
     )
     return {"approval": step, "output_schema": schemas.approval_output(spec.decision)}
 
