@@ -32,7 +32,14 @@ def _loopback(host: str) -> bool:
 @click.option(
     "--token",
     envvar="FLOWRUN_CONSOLE_TOKEN",
-    help="login token (default: $FLOWRUN_CONSOLE_TOKEN, else one is generated and printed)",
+    help="a shared login token, loopback only (default: $FLOWRUN_CONSOLE_TOKEN; without users "
+    "one is generated and printed)",
+)
+@click.option(
+    "--identities",
+    "identities_path",
+    metavar="FILE",
+    help="an identities file (docs/identities.md), besides the store's users",
 )
 @click.option(
     "--mermaid",
@@ -46,14 +53,17 @@ def serve(
     port: int,
     store_opt: str | None,
     token: str | None,
+    identities_path: str | None,
     mermaid_path: str | None,
 ) -> None:
     """Serve the web console: approval inbox, runs and their graphs, kill switch, stats.
 
-    Every page needs the token; state changes are POST forms with a CSRF token.
+    Every page needs a login: a personal token (`flowrun users add`, or an identities file),
+    or on loopback a shared token. State changes are POST forms with a CSRF token.
     """
     import uvicorn
 
+    from runner.runs.identity import Directory
     from runner.store import is_url, open_store, store_target
     from runner.web import ConsoleConfig, create_app
 
@@ -70,12 +80,29 @@ def serve(
             )
     if token is not None and len(token) < 8:
         raise UsageError("--token: use at least 8 characters")
-    generated = token is None
-    token = token or secrets.token_urlsafe(24)
-    if not _loopback(host):
+    identities = Path(identities_path).resolve() if identities_path else None
+    users = Directory(target, identities).configured()  # a bad identities file: exit 2 here
+    loopback = _loopback(host)
+    if token is not None and not loopback:
+        raise UsageError(
+            f"--host {host}: the shared console token (--token, FLOWRUN_CONSOLE_TOKEN) is "
+            "accepted on loopback only",
+            hint="log people in with personal tokens (flowrun users add NAME --role approver) "
+            "and unset the shared token",
+        )
+    if not loopback and not users:
+        raise UsageError(
+            f"--host {host}: refusing to serve beyond loopback without authentication: the "
+            "store has no users and no --identities file was given",
+            hint="add users (flowrun users add NAME --role approver), or bind 127.0.0.1",
+        )
+    generated = token is None and not users
+    if generated:
+        token = secrets.token_urlsafe(24)
+    if not loopback:
         click.echo(
-            f"warning: serving on {host}: anyone who can reach it and has the token can approve "
-            "and kill runs; put TLS in front of it",
+            f"warning: serving on {host}: put TLS in front of it (tokens and cookies travel "
+            "with every request)",
             err=True,
         )
     config = ConsoleConfig(
@@ -83,6 +110,7 @@ def serve(
         token=token,
         mermaid=mermaid,
         env=None,
+        identities=identities,
     )
     shown = "127.0.0.1" if host in ("0.0.0.0", "::") else host
     if port == 0:

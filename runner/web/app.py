@@ -27,6 +27,16 @@ from starlette.routing import Route
 from runner.errors import FlowrunError
 from runner.redact import show
 from runner.runs import STATUS_EXIT, NotFound, Runs
+from runner.runs.identity import (
+    OPERATOR,
+    SHARED,
+    SHARED_IDENTITY,
+    Directory,
+    Forbidden,
+    Identity,
+    audit,
+    decision_refusal,
+)
 from runner.web import data
 from runner.web.security import HEADERS, SESSION_COOKIE, SESSION_MAX_AGE_S, Sessions
 
@@ -49,11 +59,12 @@ class ConsoleConfig:
     """What `flowrun serve` was started with."""
 
     store_path: Path | str  # a store file or a postgresql:// URL
-    token: str
+    token: str | None  # the shared console token (loopback only); None: personal tokens only
     mermaid: Path | None = None  # a local mermaid ESM build (mermaid.esm.min.mjs)
     secret: bytes | None = None
     resume_wait_s: float = 2.0
     env: dict[str, str] | None = field(default=None)  # environment of resumed runs
+    identities: Path | None = None  # an identities file, besides the store's users
 
 
 def _shown(value: Any) -> Any:
@@ -86,6 +97,7 @@ class Console:
     def __init__(self, config: ConsoleConfig) -> None:
         self.config = config
         self.sessions = Sessions(config.token, config.secret)
+        self.directory = Directory(config.store_path, config.identities)
         self.templates = _env()
         self.children: list[subprocess.Popen[bytes]] = []
 
@@ -94,8 +106,32 @@ class Console:
         """A store connection per request: sqlite connections are not shared across threads."""
         return Runs.open(self.config.store_path)
 
+    def who(self, subject: str) -> Identity | None:
+        """Who a session's subject is now: a revoked or removed identity is nobody."""
+        if subject == SHARED:
+            return SHARED_IDENTITY if self.sessions.token is not None else None
+        return self.directory.named(subject)
+
+    @staticmethod
+    def me(request: Request) -> Identity:
+        who: Identity | None = request.state.who
+        if who is None:
+            raise _Refused("log in first")
+        return who
+
+    def visible(self, request: Request, r: Runs, run_id: str, action: str = "view") -> None:
+        """A run of a tenant the identity does not act for is refused (403, audited)."""
+        who = self.me(request)
+        row = r.get(run_id)
+        if not who.for_tenant(row.tenant):
+            reason = f"{who.name!r} does not act for tenant {row.tenant!r}"
+            audit(r.store, who, action=action, allowed=False, run_id=run_id, via="console",
+                  reason=reason)  # fmt: skip
+            raise Forbidden(f"{action} refused: {reason}")
+
     def page(self, request: Request, name: str, status: int = 200, **ctx: Any) -> HTMLResponse:
         sid = request.state.sid
+        who: Identity | None = getattr(request.state, "who", None)
         with contextlib.closing(self.runs_()) as r:
             writes_on = r.writes_enabled()
             waiting = len(r.inbox())
@@ -105,13 +141,17 @@ class Console:
             waiting=waiting,
             note=NOTES.get(request.query_params.get("note", "")),
             mermaid_url="/mermaid/" + self.config.mermaid.name if self.config.mermaid else None,
+            who=who,
+            operator=who is not None and who.has(OPERATOR),
             **ctx,
         )
         return HTMLResponse(html, status_code=status)
 
     def error(self, request: Request, e: FlowrunError) -> HTMLResponse:
         status = 400
-        if isinstance(e, NotFound):
+        if isinstance(e, Forbidden):
+            status = 403
+        elif isinstance(e, NotFound):
             status = 409 if "already" in str(e) else 404
         elif "already" in str(e) or "still running" in str(e):
             status = 409
@@ -163,23 +203,27 @@ class Console:
     async def login_page(self, request: Request) -> Response:
         token = request.query_params.get("token")
         if token is not None:
-            if self.sessions.check_token(token):
-                return self._logged_in()
-            return self.page(request, "login.html", 401, failed=True)
+            return self._log_in(request, token)
         return self.page(request, "login.html", failed=False)
 
     async def login(self, request: Request) -> Response:
         form = await request.form()
         token = form.get("token")
-        if isinstance(token, str) and self.sessions.check_token(token):
-            return self._logged_in()
-        return self.page(request, "login.html", 401, failed=True)
+        return self._log_in(request, token if isinstance(token, str) else "")
 
-    def _logged_in(self) -> Response:
+    def _log_in(self, request: Request, token: str) -> Response:
+        """A personal token (a user of the store or the identities file), else the shared one."""
+        with contextlib.closing(self.runs_()) as r:
+            who = self.directory.authenticate(token, r.store)
+            if who is None and self.sessions.check_token(token):
+                who = SHARED_IDENTITY
+            if who is None:
+                return self.page(request, "login.html", 401, failed=True)
+            audit(r.store, who, action="log in", allowed=True, via="console")
         resp = RedirectResponse("/", status_code=303)
         resp.set_cookie(
             SESSION_COOKIE,
-            self.sessions.issue(),
+            self.sessions.issue(who.name),
             max_age=SESSION_MAX_AGE_S,
             httponly=True,
             samesite="strict",
@@ -201,21 +245,27 @@ class Console:
         return self.page(request, "overview.html", **view)
 
     async def inbox(self, request: Request) -> Response:
+        who = self.me(request)
         with contextlib.closing(self.runs_()) as r:
-            items = data.inbox_items(r.store)
+            items = [i for i in data.inbox_items(r.store) if who.for_tenant(i["tenant"])]
+            for i in items:
+                refusal = decision_refusal(who, r.get(i["run_id"]), i)
+                i["refusal"] = refusal[0] if refusal else None
         return self.page(request, "inbox.html", items=items)
 
     async def runs(self, request: Request) -> Response:
         q = request.query_params
         filters = {k: (q.get(k) or None) for k in ("status", "workflow", "tenant")}
         with contextlib.closing(self.runs_()) as r:
-            rows = r.list_runs(**filters, limit=200)
+            who = self.me(request)
+            rows = [x for x in r.list_runs(**filters, limit=200) if who.for_tenant(x.tenant)]
             workflows = r.workflows()
         return self.page(request, "runs.html", rows=rows, filters=filters, workflows=workflows)
 
     async def run(self, request: Request) -> Response:
         run_id = request.path_params["run_id"]
         with contextlib.closing(self.runs_()) as r:
+            self.visible(request, r, run_id)
             view = data.run_page(r.store, run_id)
         return self.page(request, "run.html", **view)
 
@@ -224,6 +274,7 @@ class Console:
 
         run_id = request.path_params["run_id"]
         with contextlib.closing(self.runs_()) as r:
+            self.visible(request, r, run_id)
             text = render_trace(trace_data(r.store, run_id))
         return self.page(request, "trace.html", run_id=run_id, text=text)
 
@@ -233,13 +284,13 @@ class Console:
         form = await self.form(request)
         run_id, node_id = request.path_params["run_id"], request.path_params["node_id"]
         approve = request.path_params["verb"] == "approve"
-        by = form.get("by", "").strip()
+        who = self.me(request)
         reason = form.get("reason", "").strip() or None
-        if not by:
-            raise FlowrunError("your name is required: it is recorded in the audit trail")
-        if not approve and not reason:
-            raise FlowrunError("a reason is required to reject")
         with contextlib.closing(self.runs_()) as r:
+            # who may decide is settled first: a refusal changes nothing and is audited
+            r.authorize_decision(run_id, node_id, who, approve=approve, via="console")
+            if not approve and not reason:
+                raise FlowrunError("a reason is required to reject")
             approval = r.approval(run_id, node_id)
             schema = approval.get("decision_schema") if approval else None
             decision = None
@@ -249,7 +300,7 @@ class Console:
                 except data.DecisionError as e:
                     raise FlowrunError(str(e)) from None
             decided = await r.decide(
-                run_id, node_id, approve=approve, by=by, decision=decision, reason=reason
+                run_id, node_id, approve=approve, by=who.name, decision=decision, reason=reason
             )
         if decided.needs_resume:
             await self.settle(self.resume(run_id))
@@ -270,10 +321,12 @@ class Console:
             await asyncio.sleep(0.05)
 
     async def kill(self, request: Request) -> Response:
-        form = await self.form(request)
+        await self.form(request)
         run_id = request.path_params["run_id"]
+        who = self.me(request)
         with contextlib.closing(self.runs_()) as r:
-            outcome = await r.kill(run_id, by=form.get("by", "").strip() or "console")
+            r.authorize_operation(who, "kill", via="console", run_id=run_id)
+            outcome = await r.kill(run_id, by=who.name)
         return RedirectResponse(
             f"/runs/{quote(run_id)}?{urlencode({'note': outcome})}", status_code=303
         )
@@ -283,31 +336,30 @@ class Console:
         state = form.get("state")
         if state not in ("on", "off"):
             raise FlowrunError("writes: state must be on or off")
-        by = form.get("by", "").strip()
-        if not by:
-            raise FlowrunError("your name is required to flip the writes switch")
+        who = self.me(request)
         with contextlib.closing(self.runs_()) as r:
-            r.set_writes(state == "on", by)
+            r.authorize_operation(who, f"turn writes {state}", via="console")
+            r.set_writes(state == "on", who.name)
         return RedirectResponse(f"/?note=writes_{state}", status_code=303)
 
     async def undo_confirm(self, request: Request) -> Response:
         run_id = request.path_params["run_id"]
         with contextlib.closing(self.runs_()) as r:
+            self.visible(request, r, run_id)
             view = data.run_page(r.store, run_id)
         return self.page(request, "undo.html", report=None, **view)
 
     async def undo(self, request: Request) -> Response:
         form = await self.form(request)
         run_id = request.path_params["run_id"]
-        if form.get("confirm") != run_id:
-            raise FlowrunError(
-                "undo not confirmed", hint="type the run id into the confirmation box"
-            )
-        by = form.get("by", "").strip()
-        if not by:
-            raise FlowrunError("your name is required to undo a run")
+        who = self.me(request)
         with contextlib.closing(self.runs_()) as r:
-            report = await r.undo(run_id, by=by)
+            r.authorize_operation(who, "undo", via="console", run_id=run_id)
+            if form.get("confirm") != run_id:
+                raise FlowrunError(
+                    "undo not confirmed", hint="type the run id into the confirmation box"
+                )
+            report = await r.undo(run_id, by=who.name)
             view = data.run_page(r.store, run_id)
         return self.page(request, "undo.html", report=report, **view)
 
@@ -397,8 +449,13 @@ class _Gate:
             await send(message)
 
         request = Request(scope)
-        sid = self.c.sessions.sid(request.cookies.get(SESSION_COOKIE))
+        sid, who = None, None
+        found = self.c.sessions.session(request.cookies.get(SESSION_COOKIE))
+        if found is not None:
+            who = self.c.who(found[1])  # asked on every request: a revocation counts at once
+            sid = found[0] if who is not None else None
         scope.setdefault("state", {})["sid"] = sid
+        scope["state"]["who"] = who
         method = scope["method"]
         origin = request.headers.get("origin")
         resp: Response | None = None

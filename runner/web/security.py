@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import hmac
 import secrets
@@ -34,10 +35,12 @@ HEADERS = {
 
 
 class Sessions:
-    """Stateless signed sessions: `sid.issued.signature`; the CSRF token is an HMAC of the sid."""
+    """Stateless signed sessions: `sid.issued.subject.signature`, the subject (who logged in)
+    base64url-encoded; the CSRF token is an HMAC of the sid. Whether the subject may still act
+    is asked of the identities on every request (runner/runs/identity.py), not of the cookie."""
 
-    def __init__(self, token: str, secret: bytes | None = None) -> None:
-        self.token = token
+    def __init__(self, token: str | None, secret: bytes | None = None) -> None:
+        self.token = token  # the shared console token (loopback only), if any
         self.secret = secret or secrets.token_bytes(32)
         self.revoked: set[str] = set()
 
@@ -45,23 +48,32 @@ class Sessions:
         return hmac.new(self.secret, text.encode(), hashlib.sha256).hexdigest()
 
     def check_token(self, given: str) -> bool:
-        """Constant-time comparison with the console token."""
+        """Constant-time comparison with the shared console token (False when there is none)."""
+        if self.token is None:
+            return False
         return hmac.compare_digest(given.encode(), self.token.encode())
 
-    def issue(self) -> str:
-        body = f"{secrets.token_urlsafe(24)}.{int(time.time())}"
+    def issue(self, subject: str) -> str:
+        who = base64.urlsafe_b64encode(subject.encode()).decode().rstrip("=")
+        body = f"{secrets.token_urlsafe(24)}.{int(time.time())}.{who}"
         return f"{body}.{self._sign('session|' + body)}"
 
-    def sid(self, cookie: str | None) -> str | None:
-        """The session id of a valid, unexpired, unrevoked cookie; None otherwise."""
-        if not cookie or cookie.count(".") != 2:
+    def session(self, cookie: str | None) -> tuple[str, str] | None:
+        """(session id, subject) of a valid, unexpired, unrevoked cookie; None otherwise."""
+        if not cookie or cookie.count(".") != 3:
             return None
-        sid, issued, sig = cookie.split(".")
-        if not hmac.compare_digest(sig, self._sign(f"session|{sid}.{issued}")):
+        sid, issued, who, sig = cookie.split(".")
+        if not hmac.compare_digest(sig, self._sign(f"session|{sid}.{issued}.{who}")):
             return None
         if not issued.isdigit() or time.time() - int(issued) > SESSION_MAX_AGE_S:
             return None
-        return None if sid in self.revoked else sid
+        if sid in self.revoked:
+            return None
+        try:
+            subject = base64.urlsafe_b64decode(who + "=" * (-len(who) % 4)).decode()
+        except (ValueError, UnicodeDecodeError):
+            return None
+        return sid, subject
 
     def csrf(self, sid: str) -> str:
         return self._sign("csrf|" + sid)

@@ -9,7 +9,16 @@ import pytest
 from starlette.testclient import TestClient
 
 from runner.web import ConsoleConfig, create_app
-from tests.web.conftest import TOKEN, Flowrun, login, make_env, make_flowrun, refund_case, rows
+from tests.web.conftest import (
+    TOKEN,
+    Flowrun,
+    add_lead,
+    login,
+    make_env,
+    make_flowrun,
+    refund_case,
+    rows,
+)
 
 
 @pytest.fixture
@@ -32,6 +41,7 @@ def flowrun(env: dict[str, str]) -> Flowrun:
 
 @pytest.fixture
 def client(env: dict[str, str]) -> Iterator[TestClient]:
+    add_lead(env["FLOWRUN_STORE"])
     config = ConsoleConfig(store_path=env["FLOWRUN_STORE"], token=TOKEN, resume_wait_s=30, env=env)
     with TestClient(create_app(config), base_url="http://127.0.0.1:8765") as c:
         yield c

@@ -12,6 +12,8 @@ from pathlib import Path
 import pytest
 from starlette.testclient import TestClient
 
+from runner.runs.identity import token_hash
+from runner.store import open_store
 from runner.web import ConsoleConfig, create_app
 from tests.durable.conftest import process_env
 
@@ -20,7 +22,11 @@ SPECS = Path(__file__).parent / "specs"
 DURABLE_SPECS = ROOT / "tests" / "durable" / "specs"
 REFERENCE = ROOT / "specs" / "support_refund.yaml"
 EXAMPLES = ROOT / "examples"
-TOKEN = "console-test-token"
+TOKEN = "console-test-token"  # the shared, loopback-only console token
+# a person who may decide the test specs' approvals (assignees: support-leads) and operate
+LEAD = "lead"
+LEAD_TOKEN = "lead-personal-test-token"
+LEAD_ROLES = ("support-leads", "approver", "operator")
 XSS = "<script>alert(1)</script><img src=x onerror=alert(2)>"
 
 Flowrun = Callable[..., subprocess.CompletedProcess[str]]
@@ -31,6 +37,24 @@ def make_env(tmp: Path) -> dict[str, str]:
     e = process_env(tmp, DTOOLS_LOG=str(tmp / "dtools.log"))
     e.pop("FLOWRUN_CONSOLE_TOKEN", None)
     return e
+
+
+def add_lead(store: str | Path, name: str = LEAD, token: str = LEAD_TOKEN, **kw: object) -> None:
+    """A user with a known token (tests log in with it; `flowrun users add` makes random ones)."""
+    s = open_store(store)
+    try:
+        s.identity_add(
+            name,
+            kind="user",
+            roles=list(kw.get("roles", LEAD_ROLES)),  # type: ignore[call-overload]
+            tenants=list(kw.get("tenants", ["*"])),  # type: ignore[call-overload]
+            scopes=[],
+            live=False,
+            token_sha256=token_hash(token),
+            by="test",
+        )
+    finally:
+        s.close()
 
 
 def make_flowrun(env: dict[str, str]) -> Flowrun:
@@ -89,6 +113,7 @@ def client(env: dict[str, str], flowrun: Flowrun) -> Iterator[TestClient]:
     """A console over the test's store (created by a first run if the test made none)."""
     if not Path(env["FLOWRUN_STORE"]).exists():
         assert flowrun("writes", "on").returncode == 0
+    add_lead(env["FLOWRUN_STORE"])
     config = ConsoleConfig(
         store_path=Path(env["FLOWRUN_STORE"]), token=TOKEN, resume_wait_s=30, env=env
     )
@@ -96,9 +121,9 @@ def client(env: dict[str, str], flowrun: Flowrun) -> Iterator[TestClient]:
         yield c
 
 
-def login(client: TestClient) -> str:
-    """Log in with the token; the CSRF token of the session."""
-    r = client.post("/login", data={"token": TOKEN}, follow_redirects=False)
+def login(client: TestClient, token: str = LEAD_TOKEN) -> str:
+    """Log in (as the lead, unless another token is given); the CSRF token of the session."""
+    r = client.post("/login", data={"token": token}, follow_redirects=False)
     assert r.status_code == 303, r.text
     return csrf_of(client.get("/").text)
 

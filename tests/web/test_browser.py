@@ -17,10 +17,13 @@ from typing import Any
 import pytest
 
 from tests.web.conftest import (
+    LEAD,
+    LEAD_TOKEN,
     ROOT,
     SPECS,
     TOKEN,
     XSS,
+    add_lead,
     make_env,
     make_flowrun,
     rows,
@@ -63,6 +66,7 @@ def console(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]
     env = make_env(tmp)
     flowrun = make_flowrun(env)
     set_ticket_body(env, "T-1004", XSS)
+    add_lead(env["FLOWRUN_STORE"])
     for run_id, ticket in (("b-approve", "T-1005"), ("b-reject", "T-1001"), ("b-xss", "T-1004")):
         proc = flowrun(
             "execute",
@@ -129,7 +133,7 @@ def page(browser: Any, console: dict[str, Any]) -> Iterator[Any]:
     pg.on("dialog", on_dialog)
     pg.goto(console["base"] + "/inbox")
     assert pg.url.endswith("/login")
-    pg.fill("input[name=token]", TOKEN)
+    pg.fill("input[name=token]", LEAD_TOKEN)
     pg.click("form.login button")
     pg.wait_for_url(console["base"] + "/")
     try:
@@ -151,12 +155,11 @@ def test_log_in_and_approve_a_waiting_run_to_completion(page: Any, console: dict
     assert "waiting" in card.locator(".sla").inner_text()
     page.screenshot(path=str(console["shots"] / "inbox.png"), full_page=True)
     form = card.locator("form.approve")
-    form.locator("input[name=by]").fill("lead@example.com")
     form.locator("input[name=d_amount_usd]").fill("12.5")
     form.locator("select[name=d_channel]").select_option("voucher")
     form.locator("button[type=submit]").click()
     _status(page, "succeeded")
-    assert "lead@example.com" in page.locator("#approvals").inner_text()
+    assert LEAD in page.locator("#approvals").inner_text()
     if MERMAID_ESM.exists():
         page.wait_for_selector("#graph[data-rendered=yes] svg", timeout=20_000)
         assert page.locator("#graph svg .node").count() == 3
@@ -171,7 +174,6 @@ def test_log_in_and_approve_a_waiting_run_to_completion(page: Any, console: dict
 def test_reject_a_waiting_run(page: Any, console: dict[str, Any]) -> None:
     page.goto(console["base"] + "/inbox")
     form = page.locator("article[data-run=b-reject] form.reject")
-    form.locator("input[name=by]").fill("lead")
     form.locator("input[name=reason]").fill("needs photos")
     form.locator("button[type=submit]").click()
     _status(page, "denied")
@@ -202,7 +204,6 @@ def test_kill_a_running_run(page: Any, console: dict[str, Any]) -> None:
             time.sleep(0.1)
         page.goto(console["base"] + "/runs/b-slow")
         _status(page, "running")
-        page.fill("#kill-form input[name=by]", "ops")
         page.click("#kill-form button")
         assert proc.wait(timeout=30) == 7
         _status(page, "killed")
@@ -216,11 +217,9 @@ def test_kill_a_running_run(page: Any, console: dict[str, Any]) -> None:
 
 def test_flip_the_writes_switch(page: Any, console: dict[str, Any]) -> None:
     store = console["env"]["FLOWRUN_STORE"]
-    page.fill("#writes-form input[name=by]", "ops")
     page.click("#writes-form button")
     page.wait_for_selector("#writes-state:has-text('writes OFF')")
-    assert rows(store, "SELECT value, changed_by FROM switches") == [("off", "ops")]
-    page.fill("#writes-form input[name=by]", "ops")
+    assert rows(store, "SELECT value, changed_by FROM switches") == [("off", LEAD)]
     page.click("#writes-form button")
     page.wait_for_selector("#writes-state:has-text('writes on')")
     assert rows(store, "SELECT value FROM switches") == [("on",)]
