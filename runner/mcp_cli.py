@@ -95,10 +95,27 @@ def mcp_group() -> None:
 @click.option("--http", "http", metavar="HOST:PORT", help="serve streamable HTTP at /mcp")
 @click.option("--profile", help="model routes to use (a name under `profiles`)")
 @click.option("--responses", metavar="FILE", help="serve LLM calls from recorded responses")
-@click.option("--live", is_flag=True, help="perform write tools for real (default: dry-run)")
-@click.option("--scopes", metavar="A,B", default="", help="scopes every run holds")
-@click.option("--actor", help="who the runs act as (the policy principal; recorded)")
+@click.option(
+    "--live",
+    is_flag=True,
+    help="perform write tools for real (default: dry-run); with client tokens, only in the "
+    "runs of clients allowed live",
+)
+@click.option(
+    "--scopes",
+    metavar="A,B",
+    default="",
+    help="scopes every run holds; with client tokens, the most a client's grant may give",
+)
+@click.option("--actor", help="who the runs act as (the policy principal; recorded); not with "
+              "client tokens: each run acts as its client")  # fmt: skip
 @click.option("--tenant", help="tenant the runs act for (recorded)")
+@click.option(
+    "--identities",
+    "identities_path",
+    metavar="FILE",
+    help="an identities file (docs/identities.md), besides the store's users (--http only)",
+)
 @click.option(
     "--store", "store_opt", metavar="PATH", help="run store (default: $FLOWRUN_STORE or .flowrun)"
 )
@@ -119,6 +136,7 @@ def serve_command(
     tenant: str | None,
     store_opt: str | None,
     operate: bool,
+    identities_path: str | None,
 ) -> None:
     """Expose each SPEC as an MCP tool; every call is a normal, recorded flowrun run.
 
@@ -130,6 +148,8 @@ def serve_command(
     """
     from runner.engine.context import Envelope
     from runner.mcp.serve import Served, serve_http, serve_stdio
+    from runner.runs.identity import Directory, loopback
+    from runner.store import store_target
 
     if stdio and http:
         raise UsageError("give --stdio or --http, not both")
@@ -139,6 +159,31 @@ def serve_command(
         if not h or not p.isdigit() or not 0 < int(p) < 65536:
             raise UsageError(f"--http {http!r}: expected HOST:PORT, e.g. 127.0.0.1:8765")
         host, port = h, int(p)
+    directory = None
+    if http is None:
+        if identities_path:
+            raise UsageError("--identities is for --http: a stdio server is local to its client")
+    else:
+        directory = Directory(store_target(store_opt), identities_path)  # bad file: exit 2
+        if not directory.configured():
+            if not loopback(host):
+                raise UsageError(
+                    f"--http {http}: refusing to serve beyond loopback without authentication: "
+                    "no clients in the store and no --identities file",
+                    hint="add a client (flowrun users add NAME --client --scope S), or bind "
+                    "127.0.0.1",
+                )
+            click.echo(
+                "warning: no clients are known, so requests are not authenticated (loopback "
+                "only); add one with `flowrun users add NAME --client` to require tokens",
+                err=True,
+            )
+            directory = None
+        elif actor is not None:
+            raise UsageError(
+                "--actor: with client tokens each run acts as the client that started it",
+                hint="leave --actor out",
+            )
     served = Served.load(
         list(specs),
         profile=profile,
@@ -152,8 +197,12 @@ def serve_command(
         store=store_opt,
         operate=operate,
     )
+    served.directory = directory
     if http is not None:
-        click.echo(f"flowrun MCP server: http://{host}:{port}/mcp ({served.names()})", err=True)
+        how = "bearer tokens required" if directory is not None else "unauthenticated"
+        click.echo(
+            f"flowrun MCP server: http://{host}:{port}/mcp ({served.names()}; {how})", err=True
+        )
         serve_http(served, host, port)
     else:
         serve_stdio(served)

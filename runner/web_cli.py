@@ -2,22 +2,12 @@
 
 from __future__ import annotations
 
-import ipaddress
 import secrets
 from pathlib import Path
 
 import click
 
 from runner.errors import UsageError
-
-
-def _loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
 
 
 @click.command()
@@ -64,6 +54,7 @@ def serve(
     import uvicorn
 
     from runner.runs.identity import Directory
+    from runner.runs.identity import loopback as identity_loopback
     from runner.store import is_url, open_store, store_target
     from runner.web import ConsoleConfig, create_app
 
@@ -82,7 +73,7 @@ def serve(
         raise UsageError("--token: use at least 8 characters")
     identities = Path(identities_path).resolve() if identities_path else None
     users = Directory(target, identities).configured()  # a bad identities file: exit 2 here
-    loopback = _loopback(host)
+    loopback = identity_loopback(host)
     if token is not None and not loopback:
         raise UsageError(
             f"--host {host}: the shared console token (--token, FLOWRUN_CONSOLE_TOKEN) is "

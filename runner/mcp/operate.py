@@ -8,12 +8,20 @@ it started would defeat human approval, so exposing them is the operator's expli
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from runner.errors import UsageError
 
+if TYPE_CHECKING:
+    from runner.runs.identity import Identity
+
 _RUN_ID = {"type": "string", "description": "the run's id (from the workflow tool's answer)"}
-_BY = {"type": "string", "minLength": 1, "description": "who acts (recorded in the audit trail)"}
+_BY = {
+    "type": "string",
+    "minLength": 1,
+    "description": "who acts (recorded in the audit trail); over HTTP with client tokens the "
+    "authenticated client is recorded instead",
+}
 _NODE = {"type": "string", "description": "the approval node that waits"}
 
 OPERATIONS: dict[str, dict[str, Any]] = {
@@ -28,7 +36,7 @@ OPERATIONS: dict[str, dict[str, Any]] = {
                 "by": _BY,
                 "decision": {"description": "a decision matching the node's decision schema"},
             },
-            "required": ["run_id", "node", "by"],
+            "required": ["run_id", "node"],
             "additionalProperties": False,
         },
         "destructive": True,
@@ -43,7 +51,7 @@ OPERATIONS: dict[str, dict[str, Any]] = {
                 "by": _BY,
                 "reason": {"type": "string", "minLength": 1, "description": "why (recorded)"},
             },
-            "required": ["run_id", "node", "by", "reason"],
+            "required": ["run_id", "node", "reason"],
             "additionalProperties": False,
         },
         "destructive": False,
@@ -53,7 +61,7 @@ OPERATIONS: dict[str, dict[str, Any]] = {
         "input": {
             "type": "object",
             "properties": {"run_id": _RUN_ID, "by": _BY},
-            "required": ["run_id", "by"],
+            "required": ["run_id"],
             "additionalProperties": False,
         },
         "destructive": True,
@@ -63,7 +71,7 @@ OPERATIONS: dict[str, dict[str, Any]] = {
         "input": {
             "type": "object",
             "properties": {"run_id": _RUN_ID, "by": _BY},
-            "required": ["run_id", "by"],
+            "required": ["run_id"],
             "additionalProperties": False,
         },
         "destructive": True,
@@ -80,11 +88,19 @@ def _arguments(name: str, arguments: dict[str, Any]) -> dict[str, Any]:
     return arguments
 
 
-async def operate(store: str | None, name: str, arguments: dict[str, Any]) -> dict[str, Any]:
-    """Do one operation on a run of the store; raises FlowrunError as the CLI would."""
+async def operate(
+    store: str | None, name: str, arguments: dict[str, Any], who: Identity | None = None
+) -> dict[str, Any]:
+    """Do one operation on a run of the store; raises FlowrunError as the CLI would.
+
+    With `who` (an authenticated client), the same checks as the console's apply (assignees,
+    separation of duties, the operator role; each answer audited) and `who` is recorded."""
     from runner.runs import Runs
 
     a = _arguments(name, arguments)
+    if who is None and not a.get("by"):
+        raise UsageError(f"arguments of {name!r}: 'by' is a required property")
+    by = who.name if who is not None else str(a["by"])
     runs = Runs.open(store)
     try:
         if name in ("flowrun.approve", "flowrun.reject"):
@@ -93,7 +109,9 @@ async def operate(store: str | None, name: str, arguments: dict[str, Any]) -> di
                 a["run_id"],
                 a["node"],
                 approve=approve,
-                by=a["by"],
+                by=by,
+                who=who,
+                via="mcp",
                 decision=a.get("decision") if approve else None,
                 reason=None if approve else a["reason"],
                 follow=True,
@@ -103,9 +121,12 @@ async def operate(store: str | None, name: str, arguments: dict[str, Any]) -> di
             if result is not None:
                 out.update(status=result.status, outputs=result.outputs, reason=result.reason)
             return out
-        if name == "flowrun.kill":
-            return {"run_id": a["run_id"], "outcome": await runs.kill(a["run_id"], by=a["by"])}
-        report = await runs.undo(a["run_id"], by=a["by"])
+        action = "kill" if name == "flowrun.kill" else "undo"
+        if who is not None:
+            runs.authorize_operation(who, action, via="mcp", run_id=a["run_id"])
+        if action == "kill":
+            return {"run_id": a["run_id"], "outcome": await runs.kill(a["run_id"], by=by)}
+        report = await runs.undo(a["run_id"], by=by)
         return {"run_id": a["run_id"], "effects": report}
     finally:
         runs.close()

@@ -6,12 +6,16 @@ A call validates its input, records a run in the store under the serve command's
 (dry-run unless --live, its scopes and actor), runs it to an outcome, and answers with the
 run id, status, outputs and reason as structured content. A run parked for approval answers
 `waiting` with its run id; `flowrun approve` and `flowrun resume` continue it.
+
+Over HTTP with identities (runner/runs/identity.py), every request carries a client's bearer
+token, checked against the store or identities file on each request; a run then acts as that
+client, for its tenant, with the scopes it was granted within the server's (docs/mcp.md).
 """
 
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +23,7 @@ from runner.engine.context import Envelope
 from runner.errors import FlowrunError, UsageError
 from runner.plan.model import Plan
 from runner.redact import show
+from runner.runs.identity import Directory, Forbidden, Identity, audit, grant
 
 RESULT_SCHEMA: dict[str, Any] = {
     "type": "object",
@@ -79,6 +84,7 @@ class Served:
     responses_path: str | None
     store: str | None
     operate: bool = False  # also expose approve, reject, kill, undo (runner/mcp/operate.py)
+    directory: Directory | None = None  # set: every HTTP request needs a client's token
 
     @classmethod
     def load(
@@ -162,40 +168,124 @@ class Served:
             out += _operation_tools()
         return out
 
-    async def run(self, name: str, arguments: dict[str, Any]) -> dict[str, Any]:
+    async def run(
+        self, name: str, arguments: dict[str, Any], who: Identity | None = None
+    ) -> dict[str, Any]:
         """One call: a normal flowrun run, recorded in the store; raises UsageError on bad input.
 
         With --operate, the operation tools act on runs of the store instead (runner.runs).
+        `who`: the authenticated client the run acts as (None: the server's envelope, stdio).
         """
         from runner.runs import Runs, check_inputs, new_run_id
 
+        if self.directory is not None and who is None:
+            raise Forbidden("authentication required")  # the HTTP middleware answers 401 first
         if self.operate and name not in self.plans:
             from runner.mcp.operate import OPERATIONS, operate
 
             if name in OPERATIONS:
-                return await operate(self.store, name, arguments)
+                return await operate(self.store, name, arguments, who=who)
         plan = self.plans.get(name)
         if plan is None:
             raise UsageError(f"no workflow named {name!r}; served: {self.names()}")
         inputs = check_inputs(plan, arguments, f"arguments of {name!r}")
         env = self.envelope
+        run_id = new_run_id()
         runs = Runs.open(self.store, create=True)
-        result = await runs.start(
-            plan,
-            inputs,
-            run_id=new_run_id(),
-            responses=self.responses,
-            responses_path=self.responses_path,
-            tenant=env.tenant,
-            actor=env.actor,
-            options={"live": env.live, "scopes": list(env.scopes), "via": "mcp"},
-        )
+        try:
+            tenant, actor = env.tenant, env.actor
+            scopes, live = list(env.scopes), env.live
+            options: dict[str, Any] = {"via": "mcp"}
+            if who is not None:
+                scopes, live = grant(who, env.scopes, env.live)
+                tenant, actor = self._tenant(runs, who, name), who.name
+                self._check_scopes(runs, who, name, plan, scopes)
+                audit(runs.store, who, action=f"start {name}", allowed=True, run_id=run_id,
+                      via="mcp")  # fmt: skip
+                options["client"] = who.name
+            result = await runs.start(
+                plan,
+                inputs,
+                run_id=run_id,
+                responses=self.responses,
+                responses_path=self.responses_path,
+                tenant=tenant,
+                actor=actor,
+                options={"live": live, "scopes": scopes, **options},
+            )
+        finally:
+            runs.close()
         return {
             "run_id": result.run_id,
             "status": result.status,
             "outputs": result.outputs,
             "reason": result.reason,
         }
+
+    def _tenant(self, runs: Any, who: Identity, name: str) -> str | None:
+        """The server's --tenant when the client acts for it; else the client's own tenant."""
+        tenant = self.envelope.tenant
+        if tenant is None:
+            return who.home_tenant
+        if not who.for_tenant(tenant):
+            reason = f"{who.name!r} does not act for tenant {tenant!r}"
+            audit(runs.store, who, action=f"start {name}", allowed=False, via="mcp", reason=reason)
+            raise Forbidden(f"start {name!r} refused: {reason}")
+        return tenant
+
+    def _check_scopes(
+        self, runs: Any, who: Identity, name: str, plan: Plan, scopes: list[str]
+    ) -> None:
+        """A client may start a workflow only when it holds every scope its tools declare: a
+        run that could only be denied at its write is refused before it starts."""
+        needed = sorted({s for step in _steps(plan) for s in step.contract.scopes})
+        missing = [s for s in needed if s not in scopes]
+        if not missing:
+            return
+        reason = (
+            f"{name!r} calls tools that need {', '.join(missing)}; {who.name!r} holds "
+            f"{', '.join(scopes) or 'no scopes'} here"
+        )
+        audit(runs.store, who, action=f"start {name}", allowed=False, via="mcp", reason=reason)
+        raise Forbidden(
+            f"start refused: {reason}",
+            hint="grant the client the scope (flowrun users add ... --scope S) within the "
+            "server's --scopes",
+        )
+
+
+def identity_of(ctx: Any) -> Identity | None:
+    """The client an HTTP request was authenticated as (the bearer middleware put it there)."""
+    scope = getattr(getattr(ctx, "request", None), "scope", None)
+    user = scope.get("user") if isinstance(scope, dict) else None
+    claims = getattr(getattr(user, "access_token", None), "claims", None) or {}
+    data = claims.get("flowrun_identity")
+    return Identity(**data) if isinstance(data, dict) else None
+
+
+class TokenCheck:
+    """The MCP SDK's TokenVerifier over flowrun's identities: asked on every HTTP request, so
+    a revoked or removed client is refused (401) from its next request on."""
+
+    def __init__(self, directory: Directory) -> None:
+        self.directory = directory
+
+    async def verify_token(self, token: str) -> Any:
+        import anyio
+        from mcp.server.auth.provider import AccessToken
+
+        try:
+            who = await anyio.to_thread.run_sync(self.directory.authenticate, token)
+        except FlowrunError:  # the store cannot be read now: nobody is admitted
+            return None
+        if who is None:
+            return None
+        return AccessToken(
+            token=token,
+            client_id=who.name,
+            scopes=list(who.scopes),
+            claims={"flowrun_identity": asdict(who)},
+        )
 
 
 def _operation_tools() -> list[Any]:
@@ -231,7 +321,7 @@ def build_server(served: Served) -> Any:
 
     async def call_tool(ctx: Any, params: Any) -> CallToolResult:
         try:
-            out = await served.run(params.name, dict(params.arguments or {}))
+            out = await served.run(params.name, dict(params.arguments or {}), identity_of(ctx))
         except FlowrunError as e:
             return CallToolResult(
                 content=[TextContent(type="text", text=show(e.render()))], is_error=True
@@ -275,5 +365,20 @@ def serve_http(served: Served, host: str, port: int) -> None:
     import uvicorn
 
     server = build_server(served)
-    app = server.streamable_http_app(host=host, json_response=True)
+    auth: dict[str, Any] = {}
+    if served.directory is not None:
+        from mcp.server.auth.settings import AuthSettings
+        from pydantic import AnyHttpUrl
+
+        # a resource server with flowrun's own client tokens (flowrun users add --client): no
+        # authorization server to advertise, so no RFC 9728 metadata; a missing or bad token
+        # is a 401 with `WWW-Authenticate: Bearer error="invalid_token"` (RFC 6750)
+        auth = {
+            "auth": AuthSettings(
+                issuer_url=AnyHttpUrl("http://127.0.0.1"),  # unused: no authorization server
+                resource_server_url=None,
+            ),
+            "token_verifier": TokenCheck(served.directory),
+        }
+    app = server.streamable_http_app(host=host, json_response=True, **auth)
     uvicorn.Server(uvicorn.Config(app, host=host, port=port, log_level="warning")).run()

@@ -12,6 +12,7 @@ from __future__ import annotations
 import difflib
 import hashlib
 import hmac
+import ipaddress
 import os
 import re
 import secrets
@@ -78,6 +79,16 @@ SHARED_IDENTITY = Identity(
     tenants=(ALL_TENANTS,),
     source="console token",
 )
+
+
+def loopback(host: str) -> bool:
+    """Whether a bind address is reachable from this machine only."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
 
 
 # -- tokens ----------------------------------------------------------------------------------
@@ -305,9 +316,12 @@ class Directory:
             self.file.known = load_identities(self.file.path)  # a bad file: exit 2 at start
             self.file.stamp = _stamp(self.file.path)
 
-    def _open(self) -> Store:
-        from runner.store import open_store
+    def _open(self) -> Store | None:
+        """The store, or None when its file does not exist yet (it has no users then)."""
+        from runner.store import is_url, open_store
 
+        if not is_url(self.store_target) and not Path(self.store_target).exists():
+            return None
         return open_store(self.store_target, create=False)
 
     def configured(self) -> bool:
@@ -316,6 +330,8 @@ class Directory:
         if self.file is not None and self.file.current():
             return True
         store = self._open()
+        if store is None:
+            return False
         try:
             return bool(store.identities())
         finally:
@@ -332,6 +348,8 @@ class Directory:
                     return k.identity
         own = store is None
         s = store or self._open()
+        if s is None:
+            return None
         try:
             row = s.identity_by_token(digest)
         finally:
@@ -349,6 +367,8 @@ class Directory:
                     return k.identity
         own = store is None
         s = store or self._open()
+        if s is None:
+            return None
         try:
             row = s.identity_get(name)
         finally:
