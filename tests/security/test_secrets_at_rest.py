@@ -159,7 +159,7 @@ def test_seeded_secrets_are_sealed_at_rest_and_redacted_wherever_shown(
     store = Path(env["FLOWRUN_STORE"])
     config = ConsoleConfig(store_path=store, token=TOKEN, resume_wait_s=30, env=env)
     with TestClient(create_app(config), base_url="http://127.0.0.1:8765") as client:
-        login(client)
+        login(client, TOKEN)  # the shared token: this test only reads pages
         for page in ("/", "/inbox", "/runs", "/runs/sealed-1", "/runs/sealed-1/trace"):
             got = client.get(page)
             assert got.status_code == 200, page

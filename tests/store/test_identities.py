@@ -113,3 +113,29 @@ def test_who_may_decide() -> None:
     bot = Identity(name="bot", kind="client", scopes=("refunds:read", "notes:write"), live=True)
     assert grant(bot, ["refunds:read", "refunds:write"], True) == (["refunds:read"], True)
     assert grant(bot, ["refunds:read"], False) == (["refunds:read"], False)
+
+
+def test_store_copy_keeps_identities_and_their_tokens(
+    tmp_path: Path, pg_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from runner.store.copy import copy_store
+
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    monkeypatch.setenv("FLOWRUN_STORE_DIR", str(tmp_path / "local"))
+    src = open_store(tmp_path / "s.db")
+    token = add_identity(src, "bot", kind="client", scopes=["kb:read"], tenants=["acme"], live=True)
+    revoke_token = add_identity(src, "old", kind="user")
+    revoke_identity(src, "old")
+    dst = open_store(pg_url)
+    counts = copy_store(src, dst)
+    assert counts["identities"] == (2, 2)
+    src.close()
+    dst.close()
+    d = Directory(pg_url)
+    who = d.authenticate(token)
+    assert who is not None and (who.scopes, who.tenants, who.live) == (
+        ("kb:read",),
+        ("acme",),
+        True,
+    )
+    assert d.authenticate(revoke_token) is None

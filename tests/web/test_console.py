@@ -4,12 +4,16 @@ from __future__ import annotations
 
 import html
 import json
+from pathlib import Path
 
 import pytest
 from starlette.testclient import TestClient
 
+from runner.runs.identity import token_hash
+from runner.web import ConsoleConfig, create_app
 from tests.web.conftest import (
     SPECS,
+    TOKEN,
     XSS,
     Flowrun,
     csrf_of,
@@ -268,3 +272,55 @@ def test_a_dry_run_shows_its_planned_change_and_policy_decisions(
     assert "Planned changes" in page and "planned change at <code>act</code>" in page
     assert "O-5005" in page.split("Planned changes")[1]
     assert "Policy decisions" in page
+
+
+def test_an_identities_file_logs_people_in_and_a_removed_entry_is_out_at_once(
+    flowrun: Flowrun, env: dict[str, str], tmp_path: Path
+) -> None:
+    review(flowrun, "f1")
+    review(flowrun, "f2")
+    ids = tmp_path / "identities.yaml"
+    entry = (
+        "identities:\n"
+        "  - name: carol\n"
+        "    roles: [support-leads]\n"
+        f"    token_sha256: {token_hash('carol-token')}\n"
+    )
+    ids.write_text(entry)
+    config = ConsoleConfig(
+        store_path=Path(env["FLOWRUN_STORE"]), token=None, identities=ids, env=env
+    )
+    with TestClient(create_app(config), base_url="http://127.0.0.1:8765") as c:
+        assert c.post("/login", data={"token": TOKEN}).status_code == 401  # no shared token
+        csrf = login(c, "carol-token")
+        r = c.post("/approvals/f1/approve/reject", data={"csrf": csrf, "reason": "no"})
+        assert r.status_code == 200 and "rejected by carol" in r.text
+        allowed = rows(env["FLOWRUN_STORE"], "SELECT data FROM events WHERE run_id = 'f1' "
+                       "AND type = 'access_allowed'")  # fmt: skip
+        assert json.loads(str(allowed[0][0]))["source"] == str(ids)
+        ids.write_text("identities: []\n")
+        assert c.get("/inbox", follow_redirects=False).status_code == 303
+        assert c.post("/login", data={"token": "carol-token"}).status_code == 401
+    assert rows(env["FLOWRUN_STORE"], "SELECT status FROM approvals WHERE run_id = 'f2'") == [
+        ("waiting",)
+    ]
+
+
+def test_the_shared_token_acts_as_itself_and_cannot_decide_assigned_approvals(
+    client: TestClient, flowrun: Flowrun, env: dict[str, str]
+) -> None:
+    review(flowrun, "s1")
+    csrf = login(client, TOKEN)
+    assert "shared token" in client.get("/").text
+    r = client.post(
+        "/approvals/s1/approve/approve",
+        data={"csrf": csrf, "d_amount_usd": "1", "d_channel": "card"},
+    )
+    assert r.status_code == 403 and "assigned approvals need a personal login" in r.text
+    assert rows(env["FLOWRUN_STORE"], "SELECT status FROM approvals WHERE run_id = 's1'") == [
+        ("waiting",)
+    ]
+    assert client.post("/writes", data={"csrf": csrf, "state": "off"}).status_code == 200
+    assert rows(env["FLOWRUN_STORE"], "SELECT changed_by FROM switches") == [
+        ("shared-console-token",)
+    ]
