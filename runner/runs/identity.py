@@ -24,7 +24,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from runner.errors import ExitCode, FlowrunError, SpecError, UsageError
+from runner.errors import Diagnostic, ExitCode, FlowrunError, SpecError, UsageError
 from runner.store import Store
 
 APPROVER = "approver"  # may decide approvals that name no assignees
@@ -227,7 +227,21 @@ def load_identities(path: str | Path) -> list[_Known]:
     p = Path(path)
     if not p.is_file():
         raise UsageError(f"--identities: no such file {str(path)!r}")
-    src = load_file(p)
+    try:
+        src = load_file(p)
+    except SpecError as e:  # the loader speaks of specs; this is an identities file
+        raise SpecError(
+            Diagnostic(
+                file=d.file,
+                line=d.line,
+                col=d.col,
+                rule="identities" if d.rule == "empty-spec" else d.rule,
+                message="the file is empty: expected `identities:` and a list"
+                if d.rule == "empty-spec"
+                else d.message,
+            )
+            for d in e.diagnostics
+        ) from None
     try:
         model = _File.model_validate(src.data)
     except ValidationError as e:
@@ -240,6 +254,11 @@ def load_identities(path: str | Path) -> list[_Known]:
                 msg, key = f"unknown key {loc[-1]!r}", True
             elif err["type"] == "missing":
                 msg, loc = f"missing required key {loc[-1]!r}", loc[:-1]
+            elif str(loc[-1]) == "name" and err["type"] == "string_pattern_mismatch":
+                msg = (
+                    "not a valid identity name: letters, digits, '.', '_', '@', '+' and '-', "
+                    "starting with a letter or digit"
+                )
             elif str(loc[-1]) == "token_sha256":
                 msg = "token_sha256 must be 64 lowercase hex digits (`flowrun users add --print`)"
             diags.append(src.diag(loc, "identities", msg, key=key))

@@ -139,3 +139,32 @@ def test_store_copy_keeps_identities_and_their_tokens(
         True,
     )
     assert d.authenticate(revoke_token) is None
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("", "1:1: identities: the file is empty: expected `identities:` and a list"),
+        ("identities: {a: 1}\n", "1:13: identities: Input should be a valid list"),
+        ("people: []\n", "1:1: identities: unknown key 'people'"),
+        (
+            f"identities:\n  - name: 'no spaces'\n    token_sha256: {'a' * 64}\n",
+            "2:11: identities: not a valid identity name",
+        ),
+        (
+            f"identities:\n  - name: x\n    roles: ['a b']\n    token_sha256: {'a' * 64}\n",
+            "3:13: identities: bad role 'a b'",
+        ),
+        ("identities:\n  - name: x\n", "2:5: identities: missing required key 'token_sha256'"),
+    ],
+)
+def test_a_bad_identities_file_is_every_problem_with_its_position(
+    tmp_path: Path, text: str, expected: str
+) -> None:
+    from runner.runs.identity import load_identities
+
+    f = tmp_path / "ids.yaml"
+    f.write_text(text)
+    with pytest.raises(SpecError) as e:
+        load_identities(f)
+    assert f"{f}:{expected}" in e.value.render()
