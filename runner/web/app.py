@@ -203,7 +203,9 @@ class Console:
     async def login_page(self, request: Request) -> Response:
         token = request.query_params.get("token")
         if token is not None:
-            return self._log_in(request, token)
+            # the printed `/login?token=…` URL is the shared token's; a personal token is never
+            # taken from a URL (it would stay in the browser's history)
+            return self._log_in(request, token, shared_only=True)
         return self.page(request, "login.html", failed=False)
 
     async def login(self, request: Request) -> Response:
@@ -211,10 +213,10 @@ class Console:
         token = form.get("token")
         return self._log_in(request, token if isinstance(token, str) else "")
 
-    def _log_in(self, request: Request, token: str) -> Response:
+    def _log_in(self, request: Request, token: str, *, shared_only: bool = False) -> Response:
         """A personal token (a user of the store or the identities file), else the shared one."""
         with contextlib.closing(self.runs_()) as r:
-            who = self.directory.authenticate(token, r.store)
+            who = None if shared_only else self.directory.authenticate(token, r.store)
             if who is None and self.sessions.check_token(token):
                 who = SHARED_IDENTITY
             if who is None:

@@ -324,3 +324,10 @@ def test_the_shared_token_acts_as_itself_and_cannot_decide_assigned_approvals(
     assert rows(env["FLOWRUN_STORE"], "SELECT changed_by FROM switches") == [
         ("shared-console-token",)
     ]
+
+
+def test_a_personal_token_is_not_taken_from_a_url(client: TestClient) -> None:
+    from tests.web.conftest import LEAD_TOKEN
+
+    assert client.get(f"/login?token={LEAD_TOKEN}", follow_redirects=False).status_code == 401
+    assert client.get(f"/login?token={TOKEN}", follow_redirects=False).status_code == 303
