@@ -32,6 +32,23 @@ from runner.errors import UsageError
     help="an identities file (docs/identities.md), besides the store's users",
 )
 @click.option(
+    "--oidc-issuer",
+    metavar="URL",
+    help="also sign people in through this OpenID Connect provider (its issuer URL)",
+)
+@click.option("--oidc-client-id", metavar="ID", help="this console's client id at the provider")
+@click.option(
+    "--oidc-claim",
+    default="email",
+    show_default=True,
+    help="the ID token claim that names the flowrun user",
+)
+@click.option(
+    "--oidc-redirect-uri",
+    metavar="URL",
+    help="the callback URL registered at the provider (default: this console's /oidc/callback)",
+)
+@click.option(
     "--mermaid",
     "mermaid_path",
     envvar="FLOWRUN_CONSOLE_MERMAID",
@@ -44,12 +61,18 @@ def serve(
     store_opt: str | None,
     token: str | None,
     identities_path: str | None,
+    oidc_issuer: str | None,
+    oidc_client_id: str | None,
+    oidc_claim: str,
+    oidc_redirect_uri: str | None,
     mermaid_path: str | None,
 ) -> None:
     """Serve the web console: approval inbox, runs and their graphs, kill switch, stats.
 
     Every page needs a login: a personal token (`flowrun users add`, or an identities file),
-    or on loopback a shared token. State changes are POST forms with a CSRF token.
+    or on loopback a shared token, or an OpenID Connect provider (--oidc-issuer; the client
+    secret from $FLOWRUN_OIDC_CLIENT_SECRET) vouching for a flowrun user. State changes are POST
+    forms with a CSRF token.
     """
     import uvicorn
 
@@ -96,12 +119,34 @@ def serve(
             "with every request)",
             err=True,
         )
+    oidc = None
+    if oidc_issuer or oidc_client_id:
+        import os
+
+        from runner.web.oidc import OidcConfig
+
+        if not (oidc_issuer and oidc_client_id):
+            raise UsageError("--oidc-issuer and --oidc-client-id go together")
+        for flag, url in (
+            ("--oidc-issuer", oidc_issuer),
+            ("--oidc-redirect-uri", oidc_redirect_uri),
+        ):
+            if url is not None and not url.startswith(("https://", "http://")):
+                raise UsageError(f"{flag}: {url!r} is not an http(s) URL")
+        oidc = OidcConfig(
+            issuer=oidc_issuer,
+            client_id=oidc_client_id,
+            client_secret=os.environ.get("FLOWRUN_OIDC_CLIENT_SECRET") or None,
+            claim=oidc_claim,
+            redirect_uri=oidc_redirect_uri,
+        )
     config = ConsoleConfig(
         store_path=target if is_url(target) else str(Path(target).resolve()),
         token=token,
         mermaid=mermaid,
         env=None,
         identities=identities,
+        oidc=oidc,
     )
     shown = "127.0.0.1" if host in ("0.0.0.0", "::") else host
     if port == 0:

@@ -38,6 +38,7 @@ from runner.runs.identity import (
     decision_refusal,
 )
 from runner.web import data
+from runner.web.oidc import STATE_COOKIE, STATE_MAX_AGE_S, Oidc, OidcConfig, OidcError
 from runner.web.security import HEADERS, SESSION_COOKIE, SESSION_MAX_AGE_S, Sessions
 
 HERE = Path(__file__).resolve().parent
@@ -51,7 +52,7 @@ NOTES = {
     "writes_off": "Writes are off: every write in every run is refused.",
     "undone": "Undo finished; see the report below.",
 }
-PUBLIC = ("/login", "/static/")
+PUBLIC = ("/login", "/static/", "/oidc/")
 
 
 @dataclass
@@ -65,6 +66,7 @@ class ConsoleConfig:
     resume_wait_s: float = 2.0
     env: dict[str, str] | None = field(default=None)  # environment of resumed runs
     identities: Path | None = None  # an identities file, besides the store's users
+    oidc: OidcConfig | None = None  # sign in through an OpenID Connect provider too
 
 
 def _shown(value: Any) -> Any:
@@ -98,6 +100,7 @@ class Console:
         self.config = config
         self.sessions = Sessions(config.token, config.secret)
         self.directory = Directory(config.store_path, config.identities)
+        self.oidc = Oidc(config.oidc, self.sessions.secret) if config.oidc else None
         self.templates = _env()
         self.children: list[subprocess.Popen[bytes]] = []
 
@@ -143,6 +146,7 @@ class Console:
             mermaid_url="/mermaid/" + self.config.mermaid.name if self.config.mermaid else None,
             who=who,
             operator=who is not None and who.has(OPERATOR),
+            sso=self.oidc is not None,
             **ctx,
         )
         return HTMLResponse(html, status_code=status)
@@ -151,6 +155,8 @@ class Console:
         status = 400
         if isinstance(e, Forbidden):
             status = 403
+        elif isinstance(e, OidcError):
+            status = 401
         elif isinstance(e, NotFound):
             status = 409 if "already" in str(e) else 404
         elif "already" in str(e) or "still running" in str(e):
@@ -222,7 +228,9 @@ class Console:
             if who is None:
                 return self.page(request, "login.html", 401, failed=True)
             audit(r.store, who, action="log in", allowed=True, via="console")
-        resp = RedirectResponse("/", status_code=303)
+        return self._session(RedirectResponse("/", status_code=303), who)
+
+    def _session(self, resp: Response, who: Identity) -> Response:
         resp.set_cookie(
             SESSION_COOKIE,
             self.sessions.issue(who.name),
@@ -232,6 +240,48 @@ class Console:
             path="/",
         )
         return resp
+
+    def _callback_url(self, request: Request) -> str:
+        assert self.oidc is not None
+        return self.oidc.config.redirect_uri or f"{_own_origin(request)}/oidc/callback"
+
+    async def oidc_login(self, request: Request) -> Response:
+        """Send the browser to the provider; the state, nonce and PKCE verifier go with it in a
+        signed cookie (SameSite=Lax: it must come back on the provider's redirect)."""
+        if self.oidc is None:
+            return self.page(request, "error.html", 404, message="not found", hint=None)
+        url, cookie = await self.oidc.start(self._callback_url(request))
+        resp = RedirectResponse(url, status_code=303)
+        resp.set_cookie(STATE_COOKIE, cookie, max_age=STATE_MAX_AGE_S, httponly=True,
+                        samesite="lax", path="/oidc/")  # fmt: skip
+        return resp
+
+    async def oidc_callback(self, request: Request) -> Response:
+        """The provider vouches for a person; a flowrun user of that name is logged in."""
+        if self.oidc is None:
+            return self.page(request, "error.html", 404, message="not found", hint=None)
+        q = request.query_params
+        if q.get("error"):
+            raise OidcError(f"the provider refused the sign-in: {q.get('error')}")
+        subject = await self.oidc.finish(
+            code=q.get("code"),
+            state=q.get("state"),
+            cookie=request.cookies.get(STATE_COOKIE),
+            redirect_uri=self._callback_url(request),
+        )
+        with contextlib.closing(self.runs_()) as r:
+            who = self.directory.named(subject, r.store)
+            if who is None:
+                raise Forbidden(
+                    f"{subject!r} signed in at the provider but is not a flowrun user",
+                    hint="an operator adds them: flowrun users add NAME --role ...",
+                )
+            audit(r.store, who, action="log in", allowed=True, via="console-oidc")
+        # a page, not a redirect: the session cookie is SameSite=Strict, and a redirect chain
+        # that began at the provider would not send it with the first page
+        resp = self.page(request, "signed_in.html", who_signed_in=who.name)
+        resp.delete_cookie(STATE_COOKIE, path="/oidc/")
+        return self._session(resp, who)
 
     async def logout(self, request: Request) -> Response:
         await self.form(request)
@@ -408,6 +458,8 @@ def create_app(config: ConsoleConfig) -> Starlette:
         Route("/login", guard(c.login_page), methods=["GET"]),
         Route("/login", guard(c.login), methods=["POST"]),
         Route("/logout", guard(c.logout), methods=["POST"]),
+        Route("/oidc/login", guard(c.oidc_login), methods=["GET"]),
+        Route("/oidc/callback", guard(c.oidc_callback), methods=["GET"]),
         Route("/", guard(c.overview)),
         Route("/inbox", guard(c.inbox)),
         Route("/runs", guard(c.runs)),
