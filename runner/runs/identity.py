@@ -119,6 +119,8 @@ def _of_row(row: dict[str, Any], source: str) -> Identity:
 
 
 def check_name(name: str, what: str = "name") -> str:
+    if name == SHARED:
+        raise UsageError(f"{what}: {name!r} is reserved for the console's shared token")
     if not NAME.fullmatch(name):
         raise UsageError(
             f"{what}: {name!r} is not a valid identity name",
@@ -275,6 +277,8 @@ def load_identities(path: str | Path) -> list[_Known]:
             )
             continue
         seen[entry.name] = i
+        if entry.name == SHARED:
+            diags.append(src.diag(at, "identities", f"{SHARED!r} is reserved"))
         for j, role in enumerate(entry.roles):
             if not ROLE.fullmatch(role):
                 diags.append(

@@ -29,7 +29,6 @@ from runner.redact import show
 from runner.runs import STATUS_EXIT, NotFound, Runs
 from runner.runs.identity import (
     OPERATOR,
-    SHARED,
     SHARED_IDENTITY,
     Directory,
     Forbidden,
@@ -110,10 +109,13 @@ class Console:
         return Runs.open(self.config.store_path)
 
     def who(self, subject: str) -> Identity | None:
-        """Who a session's subject is now: a revoked or removed identity is nobody."""
-        if subject == SHARED:
+        """Who a session's subject (`shared:` or `id:NAME`) is now: a revoked or removed
+        identity is nobody."""
+        if subject == "shared:":
             return SHARED_IDENTITY if self.sessions.token is not None else None
-        return self.directory.named(subject)
+        if subject.startswith("id:"):
+            return self.directory.named(subject[3:])
+        return None
 
     @staticmethod
     def me(request: Request) -> Identity:
@@ -233,7 +235,7 @@ class Console:
     def _session(self, resp: Response, who: Identity) -> Response:
         resp.set_cookie(
             SESSION_COOKIE,
-            self.sessions.issue(who.name),
+            self.sessions.issue("shared:" if who is SHARED_IDENTITY else "id:" + who.name),
             max_age=SESSION_MAX_AGE_S,
             httponly=True,
             samesite="strict",

@@ -40,6 +40,9 @@ def test_add_list_revoke(tmp_path: Path) -> None:
     again = users(store, "add", "bot")
     assert again.returncode == 2 and "already exists" in again.stderr and again.stdout == ""
     assert users(store, "add", "x y").returncode == 2
+    # the console's shared token acts under this name: nobody else may hold it
+    reserved = users(store, "add", "shared-console-token", "--role", "operator")
+    assert reserved.returncode == 2 and "reserved" in reserved.stderr
     assert users(store, "add", "x", "--role", "a b").returncode == 2
     assert users(store, "revoke", "bot").returncode == 0
     assert Directory(store).authenticate(token) is None
