@@ -228,3 +228,43 @@ def test_no_unauthenticated_http_beyond_loopback(tmp_path: Path) -> None:
     assert res.returncode == 2
     assert "refusing to serve beyond loopback without authentication" in res.stderr
     assert "Traceback" not in res.stderr
+
+
+def test_clients_from_an_identities_file_and_an_entry_removed_is_out_at_once(
+    tmp_path: Path,
+) -> None:
+    from runner.runs.identity import token_hash
+
+    ids = tmp_path / "identities.yaml"
+    ids.write_text(
+        "identities:\n"
+        "  - name: ci-bot\n"
+        "    kind: client\n"
+        f"    token_sha256: {token_hash('ci-bot-token')}\n"
+    )
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "FLOWRUN_STORE": str(tmp_path / "s.db")}
+    port = _port()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "runner.cli", "mcp", "serve", str(READ), "--http",
+         f"127.0.0.1:{port}", "--identities", str(ids)],
+        cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    url = f"http://127.0.0.1:{port}/mcp"
+    auth = {**HEADERS, "authorization": "Bearer ci-bot-token"}
+    try:
+        deadline = time.monotonic() + 300
+        while True:
+            assert proc.poll() is None, proc.communicate()
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=1).close()
+                break
+            except OSError:
+                assert time.monotonic() < deadline, "the server did not listen in time"
+                time.sleep(0.2)
+        assert httpx.post(url, json=INIT, headers=HEADERS, timeout=30).status_code == 401
+        assert httpx.post(url, json=INIT, headers=auth, timeout=30).status_code == 200
+        ids.write_text("identities: []\n")
+        assert httpx.post(url, json=INIT, headers=auth, timeout=30).status_code == 401
+    finally:
+        proc.terminate()
+        proc.communicate(timeout=20)
