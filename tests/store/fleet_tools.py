@@ -3,8 +3,8 @@ in a PostgreSQL database of their own ($FLEET_EFFECTS), shared by every worker a
 provider's API would be.
 
 Each call records an attempt; an effect is one row per idempotency key (the target deduplicates
-by key, as a payment API does). A call named by its run's `hold` argument, on its key's first
-attempt, says that it is inside the write (a row in `inside`) and waits there for the test to
+by key, as a payment API does). A call named by its run's `hold` argument, the first time it gets
+there, says that it is inside the write (a row in `inside`) and waits there for the test to
 SIGKILL its worker: before the effect (`pay:before`, `ship:before`) or after it, before the call
 returns (`pay:after`, `ship:after`).
 """
@@ -35,15 +35,10 @@ def _write(tool: str, order: str, amount: float, hold: str, key: str) -> dict[st
 
     worker = os.environ.get("FLEET_WORKER") or socket.gethostname()
     pid = os.getpid()
+    where, _, when = hold.partition(":")
+    held = where == tool
     with psycopg.connect(os.environ["FLEET_EFFECTS"], autocommit=True) as c:
-        row = c.execute(
-            "WITH a AS (INSERT INTO attempts (key, worker, pid) VALUES (%s, %s, %s) RETURNING id) "
-            "SELECT COUNT(*) FROM attempts WHERE key = %s",
-            (key, worker, pid, key),
-        ).fetchone()
-        first = row is not None and row[0] == 0  # the CTE's insert is not visible to the count
-        where, _, when = hold.partition(":")
-        held = first and where == tool
+        c.execute("INSERT INTO attempts (key, worker, pid) VALUES (%s, %s, %s)", (key, worker, pid))
         if held and when == "before":
             _inside(c, key, hold, worker, pid)
         c.execute(
@@ -57,10 +52,14 @@ def _write(tool: str, order: str, amount: float, hold: str, key: str) -> dict[st
 
 
 def _inside(c: Any, key: str, hold: str, worker: str, pid: int) -> None:
-    c.execute(
-        "INSERT INTO inside (key, hold, worker, pid) VALUES (%s, %s, %s, %s)",
+    """Say so and wait, the first time only: a call made again after the kill goes through."""
+    first = c.execute(
+        "INSERT INTO inside (key, hold, worker, pid) VALUES (%s, %s, %s, %s) "
+        "ON CONFLICT (key) DO NOTHING RETURNING key",
         (key, hold, worker, pid),
-    )
+    ).fetchone()
+    if first is None:
+        return
     deadline = time.monotonic() + HOLD_S
     while time.monotonic() < deadline:  # the worker is SIGKILLed here
         time.sleep(0.05)
