@@ -30,6 +30,8 @@ def query(target: str | Path, sql: str, *args: Any) -> list[tuple[Any, ...]]:
         import psycopg
 
         with psycopg.connect(str(target), autocommit=True) as c:
+            if not args:  # without parameters, '%' (LIKE 'a_%') is no placeholder
+                return [tuple(r) for r in c.execute(sql).fetchall()]  # type: ignore[arg-type]
             return [tuple(r) for r in c.execute(sql.replace("?", "%s"), args).fetchall()]  # type: ignore[arg-type]
     conn = sqlite3.connect(target)
     try:
