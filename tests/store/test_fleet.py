@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import os
 import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -227,7 +228,7 @@ class Console:
             self.proc.wait(10)
 
 
-async def start_runs(store: Any, address: str, queue: str, todo: list[Case]) -> None:
+async def start_runs(store: Any, spec: Path, address: str, queue: str, todo: list[Case]) -> None:
     """Record each run in the store and start its workflow, as `flowrun execute --backend
     temporal` does, without following it: the test watches the store instead."""
     from runner.backends.temporal import TemporalBackend, run_input
@@ -236,7 +237,7 @@ async def start_runs(store: Any, address: str, queue: str, todo: list[Case]) -> 
     from runner.spec import load_spec
     from runner.temporal.client import start
 
-    plan = compile_plan(load_spec(SPEC))
+    plan = compile_plan(load_spec(spec))
     backend = TemporalBackend(address=address, task_queue=queue)
     client = await backend._connect()
 
@@ -278,7 +279,14 @@ def test_four_workers_one_postgres_store_200_runs_sigkilled_inside_writes(
         wait_until(console.up, 300, "the console")
         console.login()
         started = time.monotonic()
-        asyncio.run(start_runs(store, temporal_address, queue, todo))
+        # the spec is the starter's file: gone once the runs are started, as the workers and
+        # the console read each run's plan bundle from the store
+        starter = tmp_path / "starter"
+        starter.mkdir()
+        spec = starter / SPEC.name
+        shutil.copy(SPEC, spec)
+        asyncio.run(start_runs(store, spec, temporal_address, queue, todo))
+        shutil.rmtree(starter)
         by_id = {c.run_id: c for c in todo}
         handled: set[str] = set()  # `inside` keys dealt with
         decided: dict[str, Future[Any]] = {}  # run id -> the console's answer to its decision
