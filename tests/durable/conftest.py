@@ -7,7 +7,7 @@ import os
 import sqlite3
 import subprocess
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -53,15 +53,20 @@ def store_kind(request: pytest.FixtureRequest) -> str:
 
 
 @pytest.fixture
-def env(tmp_path: Path, store_kind: str, request: pytest.FixtureRequest) -> dict[str, str]:
+def env(
+    tmp_path: Path, store_kind: str, request: pytest.FixtureRequest
+) -> Iterator[dict[str, str]]:
     """A private store (a file, or a new PostgreSQL database), support database and tool log
     for one test."""
     e = process_env(tmp_path, DTOOLS_LOG=str(tmp_path / "dtools.log"))
+    file = Path(e["FLOWRUN_STORE"])
     if store_kind == "postgres":
         from tests.stores import pg_env
 
         e.update(pg_env(tmp_path, str(request.getfixturevalue("pg_url"))))
-    return e
+    yield e
+    if store_kind == "postgres":
+        assert not file.exists(), "a process of the test fell back to a SQLite store"
 
 
 @pytest.fixture
