@@ -42,3 +42,19 @@ def pg_url(postgres_server: str) -> str:
     from tests.pg_server import new_database
 
     return new_database(postgres_server)
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def target(request: pytest.FixtureRequest, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Where a new store goes, once per implementation: a file, or a new database on the
+    session's PostgreSQL server (its local folder and its seal key's home under the test's
+    folder)."""
+    if request.param == "sqlite":
+        return str(tmp_path / "flowrun.db")
+    from tests.stores import pg_env
+
+    url = str(request.getfixturevalue("pg_url"))
+    for k, v in pg_env(tmp_path, url).items():
+        if k != "FLOWRUN_STORE":
+            monkeypatch.setenv(k, v)
+    return url

@@ -7,7 +7,7 @@ import os
 import sqlite3
 import subprocess
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -41,10 +41,32 @@ def process_env(tmp: Path, **extra: str) -> dict[str, str]:
     return e
 
 
+# a module about the store's guarantees runs its tests on both implementations:
+# `pytestmark = BOTH_STORES`
+BOTH_STORES = pytest.mark.parametrize("store_kind", ["sqlite", "postgres"], indirect=True)
+
+
 @pytest.fixture
-def env(tmp_path: Path) -> dict[str, str]:
-    """A private store, support database and tool log for one test."""
-    return process_env(tmp_path, DTOOLS_LOG=str(tmp_path / "dtools.log"))
+def store_kind(request: pytest.FixtureRequest) -> str:
+    """The store implementation a test's processes use: SQLite unless the module asks for both."""
+    return str(getattr(request, "param", "sqlite"))
+
+
+@pytest.fixture
+def env(
+    tmp_path: Path, store_kind: str, request: pytest.FixtureRequest
+) -> Iterator[dict[str, str]]:
+    """A private store (a file, or a new PostgreSQL database), support database and tool log
+    for one test."""
+    e = process_env(tmp_path, DTOOLS_LOG=str(tmp_path / "dtools.log"))
+    file = Path(e["FLOWRUN_STORE"])
+    if store_kind == "postgres":
+        from tests.stores import pg_env
+
+        e.update(pg_env(tmp_path, str(request.getfixturevalue("pg_url"))))
+    yield e
+    if store_kind == "postgres":
+        assert not file.exists(), "a process of the test fell back to a SQLite store"
 
 
 @pytest.fixture
@@ -84,6 +106,11 @@ def refund_case(name: str) -> list[str]:
 
 
 def rows(db: str, sql: str) -> list[tuple[object, ...]]:
+    """Rows of `sql` in a SQLite file or a PostgreSQL store (`db` a URL)."""
+    from tests.stores import is_pg, query
+
+    if is_pg(db):
+        return query(db, sql)
     with sqlite3.connect(db) as c:
         return c.execute(sql).fetchall()
 

@@ -5,7 +5,17 @@ from __future__ import annotations
 import json
 import time
 
-from tests.durable.conftest import SPECS, Flowrun, only_run_id, refund_case, rows, tool_log
+from tests.durable.conftest import (
+    BOTH_STORES,
+    SPECS,
+    Flowrun,
+    only_run_id,
+    refund_case,
+    rows,
+    tool_log,
+)
+
+pytestmark = BOTH_STORES
 
 
 def test_execute_waits_then_approve_from_another_process_completes(
@@ -43,7 +53,9 @@ def test_execute_waits_then_approve_from_another_process_completes(
     twice = flowrun("approve", run_id, "approve", "--by", "lead@example.com")
     assert twice.returncode == 2
     assert "already approved by lead@example.com" in twice.stderr
-    events = rows(env["FLOWRUN_STORE"], "SELECT type FROM events WHERE type LIKE 'approval_%'")
+    events = rows(
+        env["FLOWRUN_STORE"], "SELECT type FROM events WHERE type LIKE 'approval_%' ORDER BY id"
+    )
     assert [e[0] for e in events] == ["approval_requested", "approval_approved"]
 
 
@@ -91,9 +103,13 @@ def test_approval_timeout_escalates_or_rejects(flowrun: Flowrun, env: dict[str, 
     time.sleep(1.2)
     swept = flowrun("sweep")
     assert swept.returncode == 0, swept.stderr
-    statuses = dict(
-        rows(env["FLOWRUN_STORE"], "SELECT json_extract(inputs, '$.on_timeout'), status FROM runs")
-    )
+    runs = json.loads(flowrun("runs", "--output", "json").stdout)
+    statuses = {
+        json.loads(flowrun("show", r["run_id"], "--output", "json").stdout)["inputs"][
+            "on_timeout"
+        ]: r["status"]
+        for r in runs
+    }
     assert statuses == {"escalate": "escalated", "reject": "denied"}
     assert [e["label"] for e in tool_log(env)] == ["first", "first"]  # `after` never ran
     quiet = flowrun("sweep")

@@ -1,5 +1,6 @@
 """Budgets across a crash: SIGKILL `flowrun execute` in the middle of a parallel fan-out of model
-calls, then `flowrun resume`; what was reserved or billed before the crash still counts."""
+calls, then `flowrun resume`; what was reserved or billed before the crash still counts, on
+both stores."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ from typing import Any
 import pytest
 
 from runner.models.pricing import price_of
-from tests.durable.conftest import Flowrun, tool_log
+from tests.durable.conftest import BOTH_STORES, Flowrun, tool_log
 
 pytestmark = pytest.mark.slow
 
@@ -110,16 +111,10 @@ def spend_holds(shown: dict[str, Any], traced: dict[str, Any]) -> list[dict[str,
     return rows
 
 
-@pytest.mark.parametrize("store", ["sqlite", "postgres"])
+@BOTH_STORES
 def test_a_crash_mid_fan_out_then_resume_never_passes_max_llm_calls(
-    flowrun: Flowrun,
-    env: dict[str, str],
-    tmp_path: Path,
-    request: pytest.FixtureRequest,
-    store: str,
+    flowrun: Flowrun, env: dict[str, str], tmp_path: Path
 ) -> None:
-    if store == "postgres":  # the same guarantee from the other store implementation
-        env["FLOWRUN_STORE"] = request.getfixturevalue("pg_url")
     cap = 8
     spec, responses = fan_out(tmp_path, f"{{max_llm_calls: {cap}}}")
     # items 0-3 start together; item 5 starts once two of them are done: the crash leaves
@@ -134,6 +129,7 @@ def test_a_crash_mid_fan_out_then_resume_never_passes_max_llm_calls(
     assert len(made) <= cap
 
 
+@BOTH_STORES
 def test_a_crash_mid_fan_out_then_resume_never_passes_max_usd(
     flowrun: Flowrun, env: dict[str, str], tmp_path: Path
 ) -> None:
@@ -164,6 +160,7 @@ def test_calls_cut_off_by_max_seconds_count_in_the_run_spend(
     assert shown["totals"]["cost_usd"] == pytest.approx(4 * reserved)
 
 
+@BOTH_STORES
 def test_a_crash_mid_map_of_tool_calls_then_resume_never_passes_max_tool_calls(
     flowrun: Flowrun, env: dict[str, str], tmp_path: Path
 ) -> None:
@@ -200,6 +197,7 @@ nodes:
     assert "max_tool_calls 5 reached" in shown["nodes"]["each"]["error"]
 
 
+@BOTH_STORES
 def test_a_subflow_s_own_cap_holds_across_a_crash(
     flowrun: Flowrun, env: dict[str, str], tmp_path: Path
 ) -> None:

@@ -1,4 +1,5 @@
-"""Many processes, one store: 16 processes × 50 runs, every run recorded, no lock failures."""
+"""Many processes, one store: 16 processes × 50 runs, every run recorded, no lock failures; on a
+SQLite file and on a PostgreSQL database."""
 
 from __future__ import annotations
 
@@ -8,9 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from tests.durable.conftest import ROOT, rows
+from tests.durable.conftest import BOTH_STORES, ROOT, rows
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, BOTH_STORES]
 
 WORKER = """
 import asyncio, sys

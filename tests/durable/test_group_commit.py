@@ -1,40 +1,40 @@
-"""Group commit in the run store: when deferred rows become durable, seen from another connection."""
+"""Group commit in the run store: when deferred rows become durable, seen from another connection;
+on both implementations (`target`: a SQLite file, a PostgreSQL database)."""
 
 from __future__ import annotations
 
 import asyncio
-import sqlite3
-from pathlib import Path
 
 import pytest
 
-from runner.store.sqlite import GROUP_COMMIT_S, SqliteStore
+from runner.store import Store, open_store
+from runner.store.postgres import GROUP_COMMIT_S as PG_GROUP_COMMIT_S
+from runner.store.sqlite import GROUP_COMMIT_S
+from tests.stores import query
+
+assert PG_GROUP_COMMIT_S == GROUP_COMMIT_S  # one meaning on both
 
 
-def _committed(path: Path, sql: str, *args: object) -> int:
+def _committed(path: str, sql: str, *args: object) -> int:
     """What another process would read: a separate connection sees committed rows only."""
-    conn = sqlite3.connect(path)
-    try:
-        return int(conn.execute(sql, args).fetchone()[0])
-    finally:
-        conn.close()
+    return int(query(path, sql, *args)[0][0])
 
 
-def _events(path: Path, run_id: str) -> int:
+def _events(path: str, run_id: str) -> int:
     return _committed(path, "SELECT COUNT(*) FROM events WHERE run_id = ?", run_id)
 
 
-def test_outside_an_event_loop_every_write_commits_at_once(tmp_path: Path) -> None:
-    store = SqliteStore(tmp_path / "s.db")
+def test_outside_an_event_loop_every_write_commits_at_once(target: str) -> None:
+    store = open_store(target)
     store.event("r1", "note", "n1", text="hello")
     store.save_node("r1", "n1", "succeeded", {"node_id": "n1", "status": "succeeded"})
-    assert _events(tmp_path / "s.db", "r1") == 2  # the note and node_finished
-    assert _committed(tmp_path / "s.db", "SELECT COUNT(*) FROM node_results") == 1
+    assert _events(target, "r1") == 2  # the note and node_finished
+    assert _committed(target, "SELECT COUNT(*) FROM node_results") == 1
 
 
-def test_deferred_rows_commit_together_at_a_barrier(tmp_path: Path) -> None:
-    path = tmp_path / "s.db"
-    store = SqliteStore(path)
+def test_deferred_rows_commit_together_at_a_barrier(target: str) -> None:
+    path = target
+    store = open_store(path)
 
     async def run() -> tuple[int, int]:
         for i in range(5):
@@ -47,9 +47,9 @@ def test_deferred_rows_commit_together_at_a_barrier(tmp_path: Path) -> None:
     assert (queued, after) == (0, 5)
 
 
-def test_the_timer_commits_queued_rows_without_a_barrier(tmp_path: Path) -> None:
-    path = tmp_path / "s.db"
-    store = SqliteStore(path)
+def test_the_timer_commits_queued_rows_without_a_barrier(target: str) -> None:
+    path = target
+    store = open_store(path)
 
     async def run() -> tuple[int, int]:
         store.event("r1", "note", "n1")
@@ -61,10 +61,10 @@ def test_the_timer_commits_queued_rows_without_a_barrier(tmp_path: Path) -> None
     assert asyncio.run(run()) == (0, 1)
 
 
-def test_a_store_outlives_its_event_loop(tmp_path: Path) -> None:
+def test_a_store_outlives_its_event_loop(target: str) -> None:
     """A timer of an ended loop never fires: the next loop's rows get a timer of their own."""
-    path = tmp_path / "s.db"
-    store = SqliteStore(path)
+    path = target
+    store = open_store(path)
 
     async def first() -> None:
         store.event("r1", "note", "first")  # the loop ends before the timer fires
@@ -78,9 +78,9 @@ def test_a_store_outlives_its_event_loop(tmp_path: Path) -> None:
     assert asyncio.run(second()) == 2
 
 
-def test_a_write_transaction_commits_what_was_queued_before_it_in_order(tmp_path: Path) -> None:
-    path = tmp_path / "s.db"
-    store = SqliteStore(path)
+def test_a_write_transaction_commits_what_was_queued_before_it_in_order(target: str) -> None:
+    path = target
+    store = open_store(path)
 
     async def run() -> list[str]:
         store.event("r1", "policy_decision", "pay", effect="allow")
@@ -94,20 +94,16 @@ def test_a_write_transaction_commits_what_was_queued_before_it_in_order(tmp_path
             compensate=None,
             spec_dir=None,
         )
-        conn = sqlite3.connect(path)
-        try:
-            return [r[0] for r in conn.execute("SELECT type FROM events ORDER BY id")] + [
-                r[0] for r in conn.execute("SELECT status FROM ledger")
-            ]
-        finally:
-            conn.close()
+        return [r[0] for r in query(path, "SELECT type FROM events ORDER BY id")] + [
+            r[0] for r in query(path, "SELECT status FROM ledger")
+        ]
 
     assert asyncio.run(run()) == ["policy_decision", "intent"]
 
 
-def test_reads_through_the_store_see_its_queued_rows(tmp_path: Path) -> None:
-    path = tmp_path / "s.db"
-    store = SqliteStore(path)
+def test_reads_through_the_store_see_its_queued_rows(target: str) -> None:
+    path = target
+    store = open_store(path)
 
     async def run() -> None:
         store.save_node("r1", "a", "succeeded", {"node_id": "a", "status": "succeeded"})
@@ -133,9 +129,9 @@ def test_reads_through_the_store_see_its_queued_rows(tmp_path: Path) -> None:
     asyncio.run(run())
 
 
-def test_rows_queued_when_a_run_breaks_off_are_committed_on_close(tmp_path: Path) -> None:
-    path = tmp_path / "s.db"
-    store = SqliteStore(path)
+def test_rows_queued_when_a_run_breaks_off_are_committed_on_close(target: str) -> None:
+    path = target
+    store = open_store(path)
 
     async def run() -> None:
         store.event("r1", "note", "n1")
@@ -147,7 +143,7 @@ def test_rows_queued_when_a_run_breaks_off_are_committed_on_close(tmp_path: Path
     assert _events(path, "r1") == 1
 
 
-def _new_run(store: SqliteStore, run_id: str) -> None:
+def _new_run(store: Store, run_id: str) -> None:
     store.create_run(
         run_id=run_id,
         workflow="w",
@@ -160,17 +156,17 @@ def _new_run(store: SqliteStore, run_id: str) -> None:
     )
 
 
-def test_a_kill_from_another_process_is_seen_at_the_next_node(tmp_path: Path) -> None:
-    path = tmp_path / "s.db"
-    runner_side = SqliteStore(path)
+def test_a_kill_from_another_process_is_seen_at_the_next_node(target: str) -> None:
+    path = target
+    runner_side = open_store(path)
     _new_run(runner_side, "r1")
     assert runner_side.kill_requested("r1") is False
     assert runner_side.kill_requested("r1") is False  # answered from what it knows
-    SqliteStore(path).request_kill("r1", by="ops")  # another connection: another process
+    open_store(path).request_kill("r1", by="ops")  # another connection: another process
     assert runner_side.kill_requested("r1") is True
 
 
-def _intent(store: SqliteStore, key: str, run_id: str, node_id: str) -> None:
+def _intent(store: Store, key: str, run_id: str, node_id: str) -> None:
     store.ledger_intent(
         key,
         run_id=run_id,
@@ -184,9 +180,9 @@ def _intent(store: SqliteStore, key: str, run_id: str, node_id: str) -> None:
     )
 
 
-def test_a_queued_intent_and_its_result_commit_as_one_done_row_in_order(tmp_path: Path) -> None:
-    path = tmp_path / "s.db"
-    store = SqliteStore(path)
+def test_a_queued_intent_and_its_result_commit_as_one_done_row_in_order(target: str) -> None:
+    path = target
+    store = open_store(path)
     _new_run(store, "r1")
 
     async def run() -> None:
@@ -197,11 +193,7 @@ def test_a_queued_intent_and_its_result_commit_as_one_done_row_in_order(tmp_path
         await store.barrier()
 
     asyncio.run(run())
-    conn = sqlite3.connect(path)
-    rows = conn.execute(
-        "SELECT key, status, result, done_seq, error FROM ledger ORDER BY key"
-    ).fetchall()
-    conn.close()
+    rows = query(path, "SELECT key, status, result, done_seq, error FROM ledger ORDER BY key")
     assert rows == [
         ("get/r1:n0", "done", '{"i":0}', 1, None),
         ("get/r1:n1", "done", '{"i":1}', 2, None),
@@ -215,17 +207,17 @@ def test_a_queued_intent_and_its_result_commit_as_one_done_row_in_order(tmp_path
 
 
 def test_a_new_runs_ledger_is_known_here_and_read_from_the_file_once_it_ended(
-    tmp_path: Path,
+    target: str,
 ) -> None:
-    path = tmp_path / "s.db"
-    store = SqliteStore(path)
+    path = target
+    store = open_store(path)
     _new_run(store, "r1")
     # nobody else makes this run's default keys while it runs here: no read needed
     assert store.ledger_get("get/r1:n0", run_id="r1") is None
     _intent(store, "get/r1:n0", "r1", "n0")  # outside a loop: committed at once
     assert (store.ledger_get("get/r1:n0", run_id="r1") or {})["status"] == "intent"
     # a key that is not the run's own is always read, even during a new run
-    other = SqliteStore(path)
+    other = open_store(path)
     _intent(other, "get/shared-key", "r0", "n0")
     assert (store.ledger_get("get/shared-key") or {})["status"] == "intent"
     # once this process's execution of the run has ended, its ledger is read from the file
@@ -234,9 +226,9 @@ def test_a_new_runs_ledger_is_known_here_and_read_from_the_file_once_it_ended(
     assert (store.ledger_get("get/r1:n9", run_id="r1") or {})["status"] == "intent"
 
 
-def test_queued_rows_of_many_kinds_keep_their_order_within_each_table(tmp_path: Path) -> None:
-    path = tmp_path / "s.db"
-    store = SqliteStore(path)
+def test_queued_rows_of_many_kinds_keep_their_order_within_each_table(target: str) -> None:
+    path = target
+    store = open_store(path)
 
     async def run() -> None:
         for i in range(4):

@@ -1,4 +1,5 @@
-"""Kill switch, global writes switch, undo, and listing runs — each through the real command."""
+"""Kill switch, global writes switch, undo, and listing runs — each through the real command, on
+both store implementations."""
 
 from __future__ import annotations
 
@@ -10,7 +11,18 @@ from pathlib import Path
 
 import pytest
 
-from tests.durable.conftest import ROOT, SPECS, Flowrun, only_run_id, refund_case, rows, tool_log
+from tests.durable.conftest import (
+    BOTH_STORES,
+    ROOT,
+    SPECS,
+    Flowrun,
+    only_run_id,
+    refund_case,
+    rows,
+    tool_log,
+)
+
+pytestmark = BOTH_STORES
 
 
 def test_kill_stops_a_running_run_at_the_next_node_boundary(

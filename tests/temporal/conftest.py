@@ -111,6 +111,20 @@ def env(tmp_path: Path) -> dict[str, str]:
     return process_env(tmp_path, TTOOLS_LOG=str(tmp_path / "ttools.log"))
 
 
+@pytest.fixture(params=["sqlite", "postgres"])
+def on_both(request: pytest.FixtureRequest, env: dict[str, str], tmp_path: Path) -> Iterator[str]:
+    """The test's processes (workers, commands) on a SQLite file, then on a PostgreSQL store:
+    a test that asks for it runs once on each."""
+    file = Path(env["FLOWRUN_STORE"])
+    if request.param == "postgres":
+        from tests.stores import pg_env
+
+        env.update(pg_env(tmp_path, str(request.getfixturevalue("pg_url"))))
+    yield str(request.param)
+    if request.param == "postgres":
+        assert not file.exists(), "a process of the test fell back to a SQLite store"
+
+
 @pytest.fixture
 def task_queue(request: pytest.FixtureRequest) -> str:
     return f"tq-{request.node.name}-{os.getpid()}"[:200]

@@ -1,6 +1,6 @@
 """Budgets across a crash on Temporal: SIGKILL the worker in the middle of a parallel fan-out of
 model calls; Temporal runs the node again on another worker, which counts what the dead one
-reserved or billed (the run's spend rows in the store) and never passes the cap."""
+reserved or billed (the run's spend rows in the store) and never passes the cap; on both stores."""
 
 from __future__ import annotations
 
@@ -15,22 +15,22 @@ from pathlib import Path
 import pytest
 
 from tests.durable.test_budget_crash import _price, fan_out, spend_holds
+from tests.stores import query
 from tests.temporal.conftest import ROOT, Flowrun, Workers, wait_for
 
 
 def reserved_calls(store: str, run_id: str) -> int:
+    import psycopg
+
     try:
-        with sqlite3.connect(store) as c:
-            return int(
-                c.execute("SELECT COUNT(*) FROM spend WHERE run_id = ?", (run_id,)).fetchone()[0]
-            )
-    except sqlite3.Error:  # the store is not created (or migrated) yet
+        return int(query(store, "SELECT COUNT(*) FROM spend WHERE run_id = ?", run_id)[0][0])
+    except (sqlite3.Error, psycopg.Error):  # the store is not created (or migrated) yet
         return 0
 
 
 @pytest.mark.slow
 def test_sigkill_the_worker_mid_fan_out_the_retry_never_passes_max_llm_calls(
-    flowrun: Flowrun, workers: Workers, env: dict[str, str], tmp_path: Path
+    on_both: str, flowrun: Flowrun, workers: Workers, env: dict[str, str], tmp_path: Path
 ) -> None:
     cap = 10
     spec, responses = fan_out(tmp_path, f"{{max_llm_calls: {cap}}}", latency_s=2.0)

@@ -195,7 +195,7 @@ def test_kill_cancels_a_running_and_a_waiting_run(
 
 @pytest.mark.slow
 def test_sigkill_the_worker_mid_run_another_finishes_with_one_effect_per_write(
-    flowrun: Flowrun, workers: Workers, env: dict[str, str]
+    on_both: str, flowrun: Flowrun, workers: Workers, env: dict[str, str]
 ) -> None:
     first = workers.start()
     execute = subprocess.Popen(
