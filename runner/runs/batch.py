@@ -34,7 +34,7 @@ from runner.models import limits
 if TYPE_CHECKING:
     from runner.models.limits import Signal
     from runner.plan.model import Plan
-    from runner.runs import Runs
+    from runner.runs import Placement, Runs
 
 MAX_DATA_BYTES = 256 * 1024 * 1024
 CEILING = "not started: batch ceiling"
@@ -232,6 +232,36 @@ def open_batch(runs: Runs, batch_id: str) -> tuple[dict[str, Any], Plan, Any]:
 
 
 # -- running -------------------------------------------------------------------------------------
+def placement_options(where: Placement) -> dict[str, Any]:
+    """What a batch records of where its runs go (read back by `placement`)."""
+    if where.backend == "local":
+        return {}
+    return {
+        "backend": where.backend,
+        "temporal": {
+            "address": where.address,
+            "namespace": where.namespace,
+            "task_queue": where.task_queue,
+        },
+    }
+
+
+def placement(options: dict[str, Any]) -> Placement:
+    """Where a batch's runs go, as its options record: here, or workflows on a Temporal server
+    (`{"backend": "temporal", "temporal": {address, namespace, task_queue}}`)."""
+    from runner.runs import Placement
+
+    if options.get("backend", "local") == "local":
+        return Placement()
+    t = options.get("temporal") or {}
+    return Placement(
+        backend=str(options["backend"]),
+        address=t.get("address"),
+        namespace=t.get("namespace"),
+        task_queue=t.get("task_queue"),
+    )
+
+
 class Window:
     """How many lines may run at once: AIMD on the provider's answers (runner/models/limits.py).
 
@@ -385,6 +415,7 @@ async def run_batch(
     window = Window(concurrency)
     tally.window = window
     run_options = {"live": bool(opts.get("live")), "scopes": list(opts.get("scopes") or [])}
+    where = placement(opts)
 
     def inflight_usd() -> float:
         return sum(run_spend(runs, r) for r in list(inflight))
@@ -406,9 +437,10 @@ async def run_batch(
                     responses_path=opts.get("responses_path"),
                     tenant=opts.get("tenant"),
                     options={**run_options, "batch": batch_id, "line": line},
+                    where=where,
                 )
             else:
-                result = await sub.resume(run_id)
+                result = await sub.follow(run_id)
             status, reason, cost = result.status, result.reason, result.usage.cost_usd
         except FlowrunError as e:
             reason = e.message
