@@ -488,8 +488,11 @@ async def run_batch(
 
 
 # -- results -------------------------------------------------------------------------------------
-def outcomes(runs: Runs, batch_id: str) -> list[dict[str, Any]]:
-    """Each line's outcome: line, run id, status, reason, outputs, cost (USD)."""
+def outcomes(runs: Runs, batch_id: str, *, live: bool = False) -> list[dict[str, Any]]:
+    """Each line's outcome: line, run id, status, reason, outputs, cost (USD). A line not
+    finished counts as failed (or not started, without a run), unless `live` (a view of a
+    batch that may still be running: its open lines keep their status, `pending`, `started`,
+    or their run's, `running`)."""
     from runner.runs import NotFound
 
     out = []
@@ -510,7 +513,7 @@ def outcomes(runs: Runs, batch_id: str) -> list[dict[str, Any]]:
             if row is not None:
                 item.update(status=row.status, reason=row.reason, outputs=row.outputs)
                 item["cost_usd"] = round(run_spend(runs, row.run_id), 10)
-        if item["status"] not in SEVERITY:  # never started, or a run left unfinished
+        if item["status"] not in SEVERITY and not live:  # never started, or left unfinished
             item["reason"] = item["reason"] or f"unfinished ({item['status']})"
             item["status"] = "not_started" if x["run_id"] is None else "failed"
         out.append(item)
