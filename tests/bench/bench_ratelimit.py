@@ -1,7 +1,7 @@
 """`flowrun batch` at a provider's rate limit, beside LangGraph's `abatch` (issue 24).
 
     .bench-venv/bin/python tests/bench/bench_ratelimit.py [--lines 1000] [--rpm 600]
-        [--latency 0.3] [--concurrency 32] [--lg-retries 2,10] [--no-langgraph]
+        [--latency 0.3] [--concurrency 32] [--langgraph 32:2,32:10,4:10] [--no-langgraph]
 
 A local OpenAI-compatible provider (tests/bench/provider_server.py, its own process on
 127.0.0.1) answers every chat completion in `--latency` seconds and refuses requests above
@@ -14,9 +14,10 @@ against the same provider in the same run, one after the other:
   provider through a profile (`openai/gpt-4o-mini` with `api_base` and a dummy key, via
   litellm). The batch starts N lines at once and adapts (AIMD) to the provider's 429s.
 - LangGraph: the same nodes as a `StateGraph` (the same tool functions, the same prompts), the
-  model calls through the openai SDK (`AsyncOpenAI`, `max_retries` from `--lg-retries`, one row
-  each; the SDK honours `retry-after-ms`), run by `graph.abatch(inputs, config={"max_concurrency": N},
-  return_exceptions=True)`.
+  model calls through the openai SDK (`AsyncOpenAI` with `max_retries` R; the SDK honours
+  `retry-after-ms`), run by `graph.abatch(inputs, config={"max_concurrency": C},
+  return_exceptions=True)`: a row for each C:R of `--langgraph` (by default the same 32 as
+  flowrun's `--concurrency`, with the SDK's default 2 retries and with 10, and a hand-tuned 4).
 
 The floor is what the rate limit allows at best: lines x calls a line / rpm minutes. Printed for
 each: wall time, wall / floor, the time from the provider's first accepted request to its last,
@@ -282,7 +283,10 @@ def main() -> None:
     ap.add_argument("--latency", type=float, default=0.3)
     ap.add_argument("--concurrency", type=int, default=32)
     ap.add_argument(
-        "--lg-retries", default="2,10", help="the openai SDK's max_retries: a row for each"
+        "--langgraph",
+        default="32:2,32:10,4:10",
+        metavar="C:R,...",
+        help="LangGraph rows: max_concurrency C with the openai SDK's max_retries R, each",
     )
     ap.add_argument("--no-langgraph", action="store_true")
     args = ap.parse_args()
@@ -322,10 +326,11 @@ def main() -> None:
             print(f"  {progress[-2] if len(progress) > 1 else progress[-1]}")
         if args.no_langgraph:
             return
-        for retries in (int(x) for x in args.lg_retries.split(",")):
+        for pair in args.langgraph.split(","):
+            conc, retries = (int(x) for x in pair.split(":"))
             time.sleep(2)  # the provider's bucket refills before the next engine starts
             p.reset()
-            got = langgraph_batch(p.url, args.lines, args.concurrency, retries)
+            got = langgraph_batch(p.url, args.lines, conc, retries)
             if got is None:
                 print("LangGraph abatch: not installed here (tests/bench/run.sh makes .bench-venv)")
                 return
@@ -337,7 +342,7 @@ def main() -> None:
             errors = {type(r).__name__ for r in results if isinstance(r, BaseException)}
             span = after["last_at"] - after["first_at"] if after["accepted"] else 0.0
             print(row(
-                f"LangGraph abatch (max_conc. {args.concurrency}, retries {retries})", lg_wall,
+                f"LangGraph abatch (max_conc. {conc}, retries {retries})", lg_wall,
                 floor, span, lg_ok, args.lines, after["limited"],
             ))  # fmt: skip
             if errors:
