@@ -60,6 +60,7 @@ class LLMResponse:
     latency_s: float  # from the first try to the answer, waits on 429 and 5xx included
     cost_known: bool = True  # False when cost_usd is 0.0 only because no price was found
     waited_s: float = 0.0  # of latency_s, the time spent waiting on 429 and 5xx answers
+    limited: int = 0  # the 429 answers before this one
 
 
 class ProviderError(Exception):
@@ -318,4 +319,5 @@ async def complete(req: LLMRequest, recorded: Recorded | None = None) -> LLMResp
         latency_s=latency,
         cost_known=cost is not None,
         waited_s=waits.waited_s,
+        limited=waits.limited,
     )

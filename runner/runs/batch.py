@@ -232,6 +232,22 @@ def open_batch(runs: Runs, batch_id: str) -> tuple[dict[str, Any], Plan, Any]:
 
 
 # -- running -------------------------------------------------------------------------------------
+def replay_signals(runs: Runs, run_id: str, window: Window) -> None:
+    """A run executed elsewhere (a Temporal worker): its model calls' records, as the signals
+    the batch would have heard, once the run is back: each answered call an `ok`, each call
+    that was refused after waiting (two 429s or more) a `limited` one."""
+    from runner.models.limits import Signal
+
+    for c in runs.store.calls(run_id):
+        if c["kind"] != "llm" or c.get("error"):
+            continue
+        data = c["data"] if isinstance(c["data"], dict) else {}
+        refused = int(data.get("limited") or 0)
+        if refused:
+            window.signal(Signal("limited", str(c["name"]), "", None, refused=refused))
+        window.signal(Signal("ok", str(c["name"]), ""))
+
+
 def placement_options(where: Placement) -> dict[str, Any]:
     """What a batch records of where its runs go (read back by `placement`)."""
     if where.backend == "local":
@@ -442,6 +458,8 @@ async def run_batch(
             else:
                 result = await sub.follow(run_id)
             status, reason, cost = result.status, result.reason, result.usage.cost_usd
+            if where.backend != "local":
+                replay_signals(sub, run_id, window)
         except FlowrunError as e:
             reason = e.message
             cost = run_spend(runs, run_id)

@@ -529,6 +529,8 @@ class RunObserver(Hooks, Telemetry):
             )
             if resp.waited_s:  # waited on the provider's 429 / 5xx answers first
                 data["waited_s"] = round(resp.waited_s, 3)
+            if resp.limited:
+                data["limited"] = resp.limited
         captured = self.capture != "off"
         data["captured"] = captured
         if self.store is not None:

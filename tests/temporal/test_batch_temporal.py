@@ -14,6 +14,7 @@ from typing import Any
 import pytest
 
 from tests.batch.test_batch import SPEC, data, items, log, results, rows
+from tests.bench.bench_ratelimit import provider, provider_spec
 from tests.temporal.conftest import ROOT, Flowrun, Workers, wait_for
 
 pytestmark = pytest.mark.slow
@@ -92,3 +93,24 @@ def test_no_temporal_server_is_exit_2_with_nothing_recorded(
     assert "cannot reach a Temporal server" in proc.stderr and "Traceback" not in proc.stderr
     store = env["FLOWRUN_STORE"]
     assert not Path(store).exists() or not rows(store, "SELECT * FROM batches")
+
+
+def test_a_temporal_batch_at_the_rate_limit_finishes_every_line(
+    flowrun: Flowrun, workers: Workers, env: dict[str, str], tmp_path: Path
+) -> None:
+    workers.start()
+    lines = 6
+    path = data(tmp_path, [json.dumps({"ticket_id": "T-1001"})] * lines)
+    with provider(rpm=120, latency=0.05) as p:  # two requests a second: 6 at once is too many
+        spec = provider_spec(tmp_path / "spec", p.url)
+        proc = flowrun(
+            "batch", str(spec), "--profile", "provider", "--data", path,
+            "--scopes", "refunds:write", "--concurrency", str(lines), "--output", "json",
+            *_where(workers),
+        )  # fmt: skip
+        stats = p.stats()
+    assert proc.returncode == 0, proc.stderr
+    assert [r["status"] for r in results(proc)] == ["succeeded"] * lines  # the worker waited
+    assert stats["by_node"] == {"classify": lines, "propose": lines} and stats["limited"] > 0
+    # the batch heard the workers' 429s from the runs' call records
+    assert "provider answered 429" in proc.stderr
