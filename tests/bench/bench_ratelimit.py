@@ -46,6 +46,8 @@ from pathlib import Path
 from typing import Any, TypedDict
 
 ROOT = Path(__file__).resolve().parents[2]
+if str(ROOT) not in sys.path:  # run as a script: flowrun and the reference tools import
+    sys.path.insert(0, str(ROOT))
 SPEC = ROOT / "specs" / "support_refund.yaml"
 ANSWERS = ROOT / "examples" / "responses" / "refund_granted.jsonl"
 SERVER = Path(__file__).with_name("provider_server.py")
@@ -254,11 +256,14 @@ def langgraph_batch(
 
     async def main() -> list[Any]:
         inputs = [{"ticket_id": TICKET} for _ in range(lines)]
-        return await graph.abatch(
-            inputs,  # type: ignore[arg-type]
-            config={"max_concurrency": concurrency},
-            return_exceptions=True,
-        )
+        try:
+            return await graph.abatch(
+                inputs,  # type: ignore[arg-type]
+                config={"max_concurrency": concurrency},
+                return_exceptions=True,
+            )
+        finally:
+            await client.close()  # inside its event loop, not when collected after it
 
     t0 = time.monotonic()
     results = asyncio.run(main())
