@@ -141,8 +141,10 @@ def batch(
         runs = Runs.open(store_opt)
         row, plan, recorded = b.open_batch(runs, resume_id)
         where = b.placement(row["options"])
+        Runs.check_backend(where.backend)
         if where.backend == "local":  # a worker calls the models of a Temporal run, with its keys
             preflight(plan, recorded)
+        asyncio.run(Runs.check_placement(where))  # no Temporal server: exit 2, nothing changed
         the_id = resume_id
     else:
         if spec is None or data_path is None:
