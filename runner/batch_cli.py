@@ -31,7 +31,7 @@ from runner.redact import echo, echo_json
     type=click.IntRange(1, 1000),
     default=4,
     show_default=True,
-    help="runs at once in this process",
+    help="the most runs at once (fewer while the provider answers 429: AIMD)",
 )
 @click.option(
     "--max-usd",
