@@ -28,10 +28,12 @@ def env(tmp_path: Path) -> dict[str, str]:
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("draw", [1, 2])
+@pytest.mark.parametrize(("store", "draw"), [("sqlite", 1), ("sqlite", 2), ("postgres", 1)])
 def test_a_batch_killed_at_a_random_moment_resumes_every_line_once(
-    env: dict[str, str], tmp_path: Path, draw: int
+    env: dict[str, str], tmp_path: Path, request: pytest.FixtureRequest, store: str, draw: int
 ) -> None:
+    if store == "postgres":  # the same guarantee on the other store implementation
+        env["FLOWRUN_STORE"] = request.getfixturevalue("pg_url")
     seed = random.randrange(1 << 30)
     kill_after = random.Random(seed).randint(1, LINES - 2)  # writes done before the kill
     why = f"seed {seed}: killed after {kill_after} writes"
