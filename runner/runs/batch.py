@@ -234,16 +234,15 @@ def open_batch(runs: Runs, batch_id: str) -> tuple[dict[str, Any], Plan, Any]:
 # -- running -------------------------------------------------------------------------------------
 def replay_signals(runs: Runs, run_id: str, window: Window) -> None:
     """A run executed elsewhere (a Temporal worker): its model calls' records, as the signals
-    the batch would have heard, once the run is back: each answered call an `ok`, each call
-    that was refused after waiting (two 429s or more) a `limited` one."""
+    the batch would have heard, once the run is back: each 429 its calls met a `limited` one,
+    each answered call an `ok`."""
     from runner.models.limits import Signal
 
     for c in runs.store.calls(run_id):
         if c["kind"] != "llm" or c.get("error"):
             continue
         data = c["data"] if isinstance(c["data"], dict) else {}
-        refused = int(data.get("limited") or 0)
-        if refused:
+        for refused in range(1, int(data.get("limited") or 0) + 1):  # each 429, as it came
             window.signal(Signal("limited", str(c["name"]), "", None, refused=refused))
         window.signal(Signal("ok", str(c["name"]), ""))
 
