@@ -114,3 +114,34 @@ def test_a_temporal_batch_at_the_rate_limit_finishes_every_line(
     assert stats["by_node"] == {"classify": lines, "propose": lines} and stats["limited"] > 0
     # the batch heard the workers' 429s from the runs' call records
     assert "provider answered 429" in proc.stderr
+
+
+def test_following_a_run_whose_workflow_never_started_starts_it(
+    workers: Workers, env: dict[str, str], tmp_path: Path
+) -> None:
+    """A batch process that died between a line's run record and its workflow start: the
+    resumed batch follows the run (Runs.follow), which starts the workflow, once."""
+    import asyncio
+
+    from runner.backends.temporal import TemporalBackend
+    from runner.plan.compile import compile_plan
+    from runner.runs import Runs, create_run
+    from runner.spec import load_spec
+
+    env.update(BTOOLS_LOG=str(tmp_path / "btools.log"))
+    workers.start()
+    plan = compile_plan(load_spec(SPEC), None)
+    runs = Runs.open(env["FLOWRUN_STORE"], create=True)
+    try:
+        backend = TemporalBackend(address=workers.address, task_queue=workers.queue)
+        create_run(
+            runs.store, plan, {"item": "i7"}, run_id="orphan", responses_path=None,
+            options={"live": True, **backend.placement("orphan")},
+        )  # fmt: skip
+        result = asyncio.run(runs.follow("orphan"))
+        again = asyncio.run(runs.follow("orphan"))  # a finished workflow: followed, not rerun
+    finally:
+        runs.close()
+    assert (result.status, result.outputs) == ("succeeded", {"item": "i7"})
+    assert again.status == "succeeded"
+    assert [e["item"] for e in log(env) if e["kind"] == "write"] == ["i7"]
