@@ -31,7 +31,7 @@ from runner.redact import echo, echo_json
     type=click.IntRange(1, 1000),
     default=4,
     show_default=True,
-    help="runs at once in this process",
+    help="the most runs at once (fewer while the provider answers 429: AIMD)",
 )
 @click.option(
     "--max-usd",
@@ -64,6 +64,16 @@ from runner.redact import echo, echo_json
     metavar="PATH",
     help="run store (default: $FLOWRUN_STORE or .flowrun/flowrun.db)",
 )
+@click.option(
+    "--backend",
+    type=click.Choice(["local", "temporal"]),
+    default=None,
+    help="run the lines here (local, the default) or as Temporal workflows run by `flowrun "
+    "worker` (temporal)",
+)
+@click.option("--temporal-address", metavar="HOST:PORT", help="default 127.0.0.1:7233")
+@click.option("--namespace", help="Temporal namespace (default: default)")
+@click.option("--task-queue", help="Temporal task queue (default: flowrun)")
 def batch(
     spec: str | None,
     data_path: str | None,
@@ -80,13 +90,19 @@ def batch(
     resume_id: str | None,
     batch_id: str | None,
     store_opt: str | None,
+    backend: str | None,
+    temporal_address: str | None,
+    namespace: str | None,
+    task_queue: str | None,
 ) -> None:
     """Run SPEC once per line of --data (JSONL or CSV), a few at a time, as one batch.
 
     Every line is a normal run (id BATCH_ID.LINE) in the store; a line that is bad input fails
-    alone. `--resume BATCH_ID` runs only the lines without a finished run (a crashed run is
-    continued, its effects not repeated). Results: a summary (text), or one JSON object per
-    line on stdout (--output json, the summary then goes to stderr).
+    alone. Fewer lines run at once while the provider answers 429 (AIMD); with --backend
+    temporal each line is a workflow that `flowrun worker` runs. `--resume BATCH_ID` runs only
+    the lines without a finished run (a crashed run is continued, its effects not repeated).
+    Results: a summary (text), or one JSON object per line on stdout (--output json, the
+    summary then goes to stderr).
 
     Exit code: the worst line's (failed 1 > killed 7 > denied 5 > budget_exceeded 4 and not
     started 4 > escalated 3 > waiting 6 > succeeded 0), or with --fail-under 0/1; 2 for bad
@@ -94,7 +110,7 @@ def batch(
     """
     import asyncio
 
-    from runner.runs import Runs, check_run_id, preflight
+    from runner.runs import Placement, Runs, check_run_id, preflight
     from runner.runs import batch as b
     from runner.store import store_target
 
@@ -110,6 +126,10 @@ def batch(
                 ("--profile", profile),
                 ("--responses", responses),
                 ("--batch-id", batch_id),
+                ("--backend", backend),
+                ("--temporal-address", temporal_address),
+                ("--namespace", namespace),
+                ("--task-queue", task_queue),
             )
             if v
         ]
@@ -119,12 +139,29 @@ def batch(
                 hint="a batch resumes with the options it was started with",
             )
         runs = Runs.open(store_opt)
-        _, plan, recorded = b.open_batch(runs, resume_id)
-        preflight(plan, recorded)
+        row, plan, recorded = b.open_batch(runs, resume_id)
+        where = b.placement(row["options"])
+        Runs.check_backend(where.backend)
+        if where.backend == "local":  # a worker calls the models of a Temporal run, with its keys
+            preflight(plan, recorded)
+        asyncio.run(Runs.check_placement(where))  # no Temporal server: exit 2, nothing changed
         the_id = resume_id
     else:
         if spec is None or data_path is None:
             raise UsageError("give SPEC and --data FILE (or --resume BATCH_ID)")
+        where = Placement(backend=backend or "local")
+        if where.backend == "temporal":
+            where = Placement(
+                backend="temporal",
+                address=temporal_address or "127.0.0.1:7233",
+                namespace=namespace or "default",
+                task_queue=task_queue or "flowrun",
+            )
+        elif temporal_address or namespace or task_queue:
+            raise UsageError(
+                "--temporal-address, --namespace and --task-queue need --backend temporal"
+            )
+        Runs.check_backend(where.backend)  # say which extra is missing before anything else
         from runner.cli import _load_plan, _require_local_extra
 
         plan = _load_plan(spec, profile)
@@ -140,7 +177,9 @@ def batch(
         if batch_id is not None:
             check_run_id(batch_id)
         lines = b.read_data(data_path, parsed_maps, plan)
-        preflight(plan, recorded)
+        if where.backend == "local":  # a worker calls the models of a Temporal run, with its keys
+            preflight(plan, recorded)
+        asyncio.run(Runs.check_placement(where))  # no Temporal server: exit 2, nothing recorded
         # everything above only reads: bad options or data change nothing
         runs = Runs.open(store_opt, create=True)
         the_id = b.create_batch(
@@ -158,6 +197,7 @@ def batch(
                 "responses_path": str(Path(responses).resolve()) if responses else None,
                 "live": live_writes,
                 "scopes": [s.strip() for s in scopes.split(",") if s.strip()],
+                **b.placement_options(where),
             },
         )
     click.echo(f"batch {the_id}", err=True)
@@ -187,7 +227,32 @@ def batch(
         echo(b.render_summary(the_id, summary), err=True)
     else:
         echo(b.render_summary(the_id, summary))
-    sys.exit(b.exit_code(items, fail_under))
+    runs.close()
+    _exit(b.exit_code(items, fail_under))
+
+
+def _exit(code: int) -> None:
+    """End a `flowrun batch` process: its exit handlers run (spans exported, files flushed),
+    then the interpreter's own teardown is skipped — after litellm's import it takes seconds
+    (3.6 s measured here) and nothing a finished batch needs happens in it; a process that used
+    a Temporal client must skip it anyway (runner.temporal.hard_exit_if_needed). Inside another
+    program (tests' CliRunner) this is a plain exit."""
+    import atexit
+    import os
+
+    from runner import cli
+    from runner.runs import end_process
+
+    end_process(code)
+    main = sys.modules.get("__main__")  # `python -m runner.cli`: main() ran in that module
+    if cli._OWN_PROCESS or getattr(main, "_OWN_PROCESS", False):
+        sys.stdout.flush()
+        sys.stderr.flush()
+        atexit._run_exitfuncs()
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
+    sys.exit(code)
 
 
 @click.command()

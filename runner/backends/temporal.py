@@ -181,6 +181,27 @@ class TemporalBackend:
         """A Temporal run that is not parked or finished may be executing on some worker."""
         return row.status == "running"
 
+    # -- following a run another process started (batches, issue 24) --------------------------
+    async def follow(self, store: Store, row: RunRow, plan: Plan) -> RunResult:
+        """Follow a run's workflow to its end or its next stop: it goes on by itself on the
+        workers whatever happened to the process that started it. A run recorded but whose
+        workflow never started (that process died in between) is started now."""
+        from temporalio.service import RPCError, RPCStatusCode
+
+        from runner.temporal.activities import run_result_from_json
+        from runner.temporal.client import settle, workflow_id
+
+        client = await self._connect()
+        handle = client.get_workflow_handle(workflow_id(row.run_id))
+        try:
+            await handle.describe()
+        except RPCError as e:
+            if e.status != RPCStatusCode.NOT_FOUND:
+                raise
+            return await self.start(store, row, plan, responses=None, hooks=None, telemetry=None)
+        snap = await settle(handle, task_queue=self.target.task_queue)
+        return _billed(store, run_result_from_json(snap))
+
 
 def _billed(store: Store, result: RunResult) -> RunResult:
     """The run's totals with its model usage as its spend rows count it (runner/engine/

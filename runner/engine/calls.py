@@ -87,6 +87,7 @@ async def call_llm(ctx: NodeContext, step: LLMStep, messages: list[dict[str, str
             temperature=step.temperature,
             timeout_s=cfg.timeout,
             params=dict(cfg.params),
+            **({"max_wait_s": cfg.max_wait} if cfg.max_wait is not None else {}),
         )
         try:
             return await MODEL_CALL(ModelCall(ctx=ctx, step=step, request=req))

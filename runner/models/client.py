@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from types import ModuleType
 from typing import Literal, cast
 
-from runner.models import bounds, pricing
+from runner.models import bounds, limits, pricing
 from runner.models.responses import Recorded
 
 ProviderErrorKind = Literal[
@@ -43,6 +43,8 @@ class LLMRequest:
     temperature: float | None = None
     timeout_s: float | None = None
     params: dict[str, object] = field(default_factory=dict)  # extra litellm kwargs (api_base, ...)
+    # the longest this call waits in total on 429 and 5xx answers (runner/models/limits.py)
+    max_wait_s: float = limits.DEFAULT_MAX_WAIT_S
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -55,19 +57,24 @@ class LLMResponse:
     completion_tokens: int
     cost_usd: float  # 0.0 when neither litellm nor the price file knows the model
     finish_reason: str | None
-    latency_s: float
+    latency_s: float  # from the first try to the answer, waits on 429 and 5xx included
     cost_known: bool = True  # False when cost_usd is 0.0 only because no price was found
+    waited_s: float = 0.0  # of latency_s, the time spent waiting on 429 and 5xx answers
+    limited: int = 0  # the 429 answers before this one
 
 
 class ProviderError(Exception):
     """A provider-side failure; the engine may retry it or fall back to another model."""
 
-    def __init__(self, kind: ProviderErrorKind, message: str, *, model: str) -> None:
+    def __init__(
+        self, kind: ProviderErrorKind, message: str, *, model: str, waited_s: float = 0.0
+    ) -> None:
         super().__init__(f"{kind}: {message}")
         self.kind: ProviderErrorKind = kind
         self.retryable: bool = kind in RETRYABLE
         self.message = message
         self.model = model
+        self.waited_s = waited_s  # spent waiting on 429 and 5xx answers before giving up
 
 
 _litellm: ModuleType | None = None
@@ -266,10 +273,31 @@ async def complete(req: LLMRequest, recorded: Recorded | None = None) -> LLMResp
         kwargs["mock_response"] = _mock_response(litellm, req, recorded)
         if recorded.latency_s > 0:
             await asyncio.sleep(recorded.latency_s)
-    try:
-        resp = await litellm.acompletion(**kwargs)
-    except Exception as e:
-        raise _to_provider_error(litellm, e, req.model) from e
+    waits = limits.Waits(max_wait_s=req.max_wait_s)
+    endpoint = str(req.params.get("api_base") or _provider_of(req.model))
+    while True:
+        try:
+            resp = await litellm.acompletion(**kwargs)
+            break
+        except Exception as e:
+            err = _to_provider_error(litellm, e, req.model)
+            if recorded is not None:  # a recorded failure is the engine's to handle, as it was
+                raise err from e
+            asked = limits.retry_after(_chain(e))
+            wait = waits.next(err.kind, asked)
+            signal = {"rate_limit": "limited", "internal_server_error": "server_error"}
+            if err.kind in signal:
+                kind = cast("limits.SignalKind", signal[err.kind])
+                limits.emit(limits.Signal(kind, req.model, endpoint, asked, waits.limited))
+            if wait is None:
+                if err.kind in (*signal, "connection"):
+                    err.message = f"{err.message} ({waits.describe()})"
+                    err.args = (f"{err.kind}: {err.message}",)
+                err.waited_s = waits.waited_s
+                raise err from e
+        await asyncio.sleep(wait)
+    if recorded is None:
+        limits.emit(limits.Signal("ok", req.model, endpoint))
     latency = time.monotonic() - started
 
     choice = resp.choices[0] if resp.choices else None
@@ -290,4 +318,6 @@ async def complete(req: LLMRequest, recorded: Recorded | None = None) -> LLMResp
         finish_reason=cast("str | None", finish_reason),
         latency_s=latency,
         cost_known=cost is not None,
+        waited_s=waits.waited_s,
+        limited=waits.limited,
     )

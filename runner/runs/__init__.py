@@ -245,6 +245,11 @@ class Runs:
         return LocalBackend()
 
     @staticmethod
+    async def check_placement(where: Placement) -> None:
+        """Fail (exit 2) when runs cannot be placed there, e.g. no Temporal server answers."""
+        await Runs._new_backend(where).check()
+
+    @staticmethod
     def backend_of(row: RunRow) -> Backend:
         """The backend that holds this run: the one its store row was recorded with."""
         if backend_name(row) == "temporal":
@@ -373,6 +378,18 @@ class Runs:
         )
         if refusal is not None:
             raise Forbidden(f"{action} refused: {refusal}")
+    async def follow(self, run_id: str) -> RunResult:
+        """Take a run that a dead process left unfinished to its end or next stop (batches): a
+        local run is resumed here from its checkpoints; a Temporal run's workflow goes on by
+        itself on the workers, and is followed (or started, if that process died before it)."""
+        row = self.store.get_run(run_id)
+        backend = self.backend_of(row)
+        if backend.name == "local":
+            return await self.resume(run_id)
+        from runner.backends.temporal import TemporalBackend
+
+        assert isinstance(backend, TemporalBackend)
+        return await backend.follow(self.store, row, plan_of(row, self.store))
 
     # -- decisions -----------------------------------------------------------------------------
     async def decide(

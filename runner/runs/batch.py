@@ -19,6 +19,7 @@ import json
 import math
 import os
 import secrets
+import threading
 import time
 from collections import Counter
 from collections.abc import Callable, Sequence
@@ -28,10 +29,12 @@ from typing import TYPE_CHECKING, Any
 
 from runner import files
 from runner.errors import ExitCode, FlowrunError, UsageError
+from runner.models import limits
 
 if TYPE_CHECKING:
+    from runner.models.limits import Signal
     from runner.plan.model import Plan
-    from runner.runs import Runs
+    from runner.runs import Placement, Runs
 
 MAX_DATA_BYTES = 256 * 1024 * 1024
 CEILING = "not started: batch ceiling"
@@ -229,6 +232,113 @@ def open_batch(runs: Runs, batch_id: str) -> tuple[dict[str, Any], Plan, Any]:
 
 
 # -- running -------------------------------------------------------------------------------------
+def replay_signals(runs: Runs, run_id: str, window: Window) -> None:
+    """A run executed elsewhere (a Temporal worker): its model calls' records, as the signals
+    the batch would have heard, once the run is back: each 429 its calls met a `limited` one,
+    each answered call an `ok`."""
+    from runner.models.limits import Signal
+
+    for c in runs.store.calls(run_id):
+        if c["kind"] != "llm" or c.get("error"):
+            continue
+        data = c["data"] if isinstance(c["data"], dict) else {}
+        for refused in range(1, int(data.get("limited") or 0) + 1):  # each 429, as it came
+            window.signal(Signal("limited", str(c["name"]), "", None, refused=refused))
+        window.signal(Signal("ok", str(c["name"]), ""))
+
+
+def placement_options(where: Placement) -> dict[str, Any]:
+    """What a batch records of where its runs go (read back by `placement`)."""
+    if where.backend == "local":
+        return {}
+    return {
+        "backend": where.backend,
+        "temporal": {
+            "address": where.address,
+            "namespace": where.namespace,
+            "task_queue": where.task_queue,
+        },
+    }
+
+
+def placement(options: dict[str, Any]) -> Placement:
+    """Where a batch's runs go, as its options record: here, or workflows on a Temporal server
+    (`{"backend": "temporal", "temporal": {address, namespace, task_queue}}`)."""
+    from runner.runs import Placement
+
+    if options.get("backend", "local") == "local":
+        return Placement()
+    t = options.get("temporal") or {}
+    return Placement(
+        backend=str(options["backend"]),
+        address=t.get("address"),
+        namespace=t.get("namespace"),
+        task_queue=t.get("task_queue"),
+    )
+
+
+class Window:
+    """How many lines may run at once: AIMD on the provider's answers (runner/models/limits.py).
+
+    It starts at `ceiling` (`--concurrency`): without rate limits a batch runs that many lines
+    at once. A call's first 429 only makes it wait what the provider asks: the provider is at its
+    limit, which is where a batch should keep it. A 429 on a call that has waited already means
+    more calls wait than the provider serves: the window is halved (multiplicative decrease, at
+    least 1), unless more lines are in flight than it allows (they were started before the last
+    decrease, which answers their 429s already). Each `limit` calls answered add a line (additive
+    increase), up to `ceiling`. Lines in flight are never stopped: a smaller window only delays
+    starts.
+    """
+
+    DECREASE = 0.5
+
+    def __init__(self, ceiling: int) -> None:
+        self.ceiling = ceiling
+        self.limit = ceiling
+        self.inflight = 0
+        self.low = ceiling  # the smallest the window has been
+        self.decreases = 0
+        self.limited = 0  # 429 answers seen
+        self._oks = 0
+        self._lock = threading.Lock()
+        self._loop = asyncio.get_running_loop()
+        self._changed = asyncio.Event()
+
+    def signal(self, s: Signal) -> None:
+        """A provider's answer to a call in this process (any thread)."""
+        with self._lock:
+            if s.kind == "limited":
+                self.limited += 1
+                if s.refused >= 2 and self.inflight <= self.limit:
+                    self.limit = max(1, math.floor(self.limit * self.DECREASE))
+                    self.low = min(self.low, self.limit)
+                    self.decreases += 1
+                    self._oks = 0
+            elif s.kind == "ok":
+                self._oks += 1
+                if self._oks >= self.limit and self.limit < self.ceiling:
+                    self.limit += 1
+                    self._oks = 0
+        self._loop.call_soon_threadsafe(self._changed.set)
+
+    async def acquire(self) -> None:
+        while True:
+            self._changed.clear()  # before the check: a change after it wakes the wait
+            with self._lock:
+                if self.inflight < self.limit:
+                    self.inflight += 1
+                    return
+            await self._changed.wait()
+
+    def release(self) -> None:
+        with self._lock:
+            self.inflight -= 1
+        self._changed.set()
+
+    def describe(self) -> str:
+        return f"{self.inflight} at once (window {self.limit}/{self.ceiling})"
+
+
 @dataclass
 class Tally:
     """What a batch has done so far: lines by status and the spend of finished lines."""
@@ -238,6 +348,7 @@ class Tally:
     spent: float = 0.0
     started: float = field(default_factory=time.monotonic)
     done_here: int = 0
+    window: Window | None = None
 
     def add(self, status: str, cost: float, *, here: bool = True) -> None:
         self.counts[status] += 1
@@ -255,8 +366,14 @@ class Tally:
             f"{c['escalated']} escalated, "
             f"{sum(v for k, v in c.items() if k not in ('succeeded', 'escalated', 'waiting'))} "
             f"failed or stopped, {c['waiting']} waiting), ${self.spent + inflight_usd:.4f} spent, "
-            f"{rate:.2f} lines/s{eta}"
+            f"{rate:.2f} lines/s{eta}{self._limits()}"
         )
+
+    def _limits(self) -> str:
+        w = self.window
+        if w is None or not w.limited:
+            return ""
+        return f"; provider answered 429 {w.limited} times: {w.describe()}"
 
 
 def run_spend(runs: Runs, run_id: str) -> float:
@@ -310,8 +427,10 @@ async def run_batch(
         else:
             todo.append((x, "resume"))
     inflight: set[str] = set()
-    sem = asyncio.Semaphore(concurrency)
+    window = Window(concurrency)
+    tally.window = window
     run_options = {"live": bool(opts.get("live")), "scopes": list(opts.get("scopes") or [])}
+    where = placement(opts)
 
     def inflight_usd() -> float:
         return sum(run_spend(runs, r) for r in list(inflight))
@@ -333,10 +452,13 @@ async def run_batch(
                     responses_path=opts.get("responses_path"),
                     tenant=opts.get("tenant"),
                     options={**run_options, "batch": batch_id, "line": line},
+                    where=where,
                 )
             else:
-                result = await sub.resume(run_id)
+                result = await sub.follow(run_id)
             status, reason, cost = result.status, result.reason, result.usage.cost_usd
+            if where.backend != "local":
+                replay_signals(sub, run_id, window)
         except FlowrunError as e:
             reason = e.message
             cost = run_spend(runs, run_id)
@@ -356,23 +478,25 @@ async def run_batch(
             report(tally.line(batch_id, inflight_usd()))
 
     ticker = asyncio.create_task(reporter()) if report is not None else None
+    unsubscribe = limits.subscribe(window.signal)
     tasks: list[asyncio.Task[None]] = []
     try:
         for x, how in todo:
-            await sem.acquire()
+            await window.acquire()
             if ceiling is not None and tally.spent + inflight_usd() >= ceiling:
-                sem.release()
+                window.release()
                 store.batch_line_set(batch_id, x["line"], status="not_started", reason=CEILING)
                 tally.add("not_started", 0.0)
                 continue
             task = asyncio.create_task(one(x, how))
-            task.add_done_callback(lambda _t: sem.release())
+            task.add_done_callback(lambda _t: window.release())
             tasks.append(task)
         await asyncio.gather(*tasks)
     except BaseException:
         store.batch_update(batch_id, status="interrupted", pid=None)
         raise
     finally:
+        unsubscribe()
         if ticker is not None:
             ticker.cancel()
     store.batch_update(batch_id, status="finished", pid=None, finished_at=time.time())
@@ -381,8 +505,11 @@ async def run_batch(
 
 
 # -- results -------------------------------------------------------------------------------------
-def outcomes(runs: Runs, batch_id: str) -> list[dict[str, Any]]:
-    """Each line's outcome: line, run id, status, reason, outputs, cost (USD)."""
+def outcomes(runs: Runs, batch_id: str, *, live: bool = False) -> list[dict[str, Any]]:
+    """Each line's outcome: line, run id, status, reason, outputs, cost (USD). A line not
+    finished counts as failed (or not started, without a run), unless `live` (a view of a
+    batch that may still be running: its open lines keep their status, `pending`, `started`,
+    or their run's, `running`)."""
     from runner.runs import NotFound
 
     out = []
@@ -403,7 +530,7 @@ def outcomes(runs: Runs, batch_id: str) -> list[dict[str, Any]]:
             if row is not None:
                 item.update(status=row.status, reason=row.reason, outputs=row.outputs)
                 item["cost_usd"] = round(run_spend(runs, row.run_id), 10)
-        if item["status"] not in SEVERITY:  # never started, or a run left unfinished
+        if item["status"] not in SEVERITY and not live:  # never started, or left unfinished
             item["reason"] = item["reason"] or f"unfinished ({item['status']})"
             item["status"] = "not_started" if x["run_id"] is None else "failed"
         out.append(item)

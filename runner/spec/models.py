@@ -116,6 +116,12 @@ class ModelConfig(_Model):
         default_factory=list, description="model ids tried in order on provider errors"
     )
     timeout: Duration | None = None
+    max_wait: Duration | None = Field(
+        default=None,
+        description="the longest one call waits in total on rate-limit (429) and server-error "
+        "(5xx) answers, honouring Retry-After, before it fails as a provider error "
+        "(default 5m)",
+    )
     params: dict[str, Any] = Field(
         default_factory=dict, description="extra litellm arguments (api_base, top_p...)"
     )

@@ -527,6 +527,10 @@ class RunObserver(Hooks, Telemetry):
                 cost_usd=resp.cost_usd,
                 finish_reason=resp.finish_reason,
             )
+            if resp.waited_s:  # waited on the provider's 429 / 5xx answers first
+                data["waited_s"] = round(resp.waited_s, 3)
+            if resp.limited:
+                data["limited"] = resp.limited
         captured = self.capture != "off"
         data["captured"] = captured
         if self.store is not None:
@@ -578,6 +582,8 @@ class RunObserver(Hooks, Telemetry):
                     "llm.cost.total": resp.cost_usd,
                 }
             )
+            if resp.waited_s:
+                attrs["flowrun.provider.waited_s"] = resp.waited_s
             if self.capture == "full":
                 attrs["llm.output_messages.0.message.role"] = "assistant"
                 attrs["llm.output_messages.0.message.content"] = redact(resp.content, pii=False)

@@ -443,6 +443,8 @@ Handler = Callable[[Request], Awaitable[Response]]
 
 def create_app(config: ConsoleConfig) -> Starlette:
     """The ASGI app; `flowrun serve` runs it under uvicorn, tests under TestClient."""
+    from runner.web.batches import routes as batch_routes
+
     c = Console(config)
 
     def guard(handler: Handler) -> Handler:
@@ -478,6 +480,7 @@ def create_app(config: ConsoleConfig) -> Starlette:
         Route("/writes", guard(c.writes), methods=["POST"]),
         Route("/static/{name}", guard(c.static)),
         Route("/mermaid/{path:path}", guard(c.mermaid)),
+        *batch_routes(c, guard),  # runner/web/batches.py
     ]
     app = Starlette(routes=routes, middleware=[Middleware(_Gate, console=c)])
     app.state.console = c

@@ -4,8 +4,8 @@ Run: `.venv/bin/python tests/bench/bench_batch.py [--lines N] [--concurrency 1,4
 is one whole `flowrun batch` process (start-up included) on a fresh SQLite store, as a dry run
 (the refund is previewed, so every line may name the same ticket): wall time, lines per second,
 and the per-line cost over a 1-line batch. Recorded responses answer at once, so this measures
-flowrun's own overhead per line, not a provider's latency or rate limit (issue 24's rate-limit
-benchmark is not done). Prints figures; asserts nothing.
+flowrun's own overhead per line, not a provider's latency or rate limit (that is
+tests/bench/bench_ratelimit.py). Prints figures; asserts nothing.
 """
 
 from __future__ import annotations
