@@ -378,6 +378,7 @@ class Runs:
         )
         if refusal is not None:
             raise Forbidden(f"{action} refused: {refusal}")
+
     async def follow(self, run_id: str) -> RunResult:
         """Take a run that a dead process left unfinished to its end or next stop (batches): a
         local run is resumed here from its checkpoints; a Temporal run's workflow goes on by
