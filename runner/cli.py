@@ -62,6 +62,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "graph": ("runner.review_cli:graph", "Draw a spec: node kinds, conditions on edges, models."),
     "inbox": ("runner.ops_cli:inbox", "List approvals that wait, oldest first."),
     "init": ("runner.init_cli:init_command", "Create a workflow project in DIR."),
+    "intake": ("runner.intake_cli:intake", "Start runs from signed webhooks (POST /hooks/NAME)."),
     "kill": ("runner.ops_cli:kill", "Stop a run at its next node boundary (status killed)."),
     "mcp": ("runner.mcp_cli:mcp_group", "Serve workflows to MCP clients."),
     "policy": ("runner.policy_cli:policy", "Work with a spec's policies."),

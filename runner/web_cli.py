@@ -41,12 +41,20 @@ def _loopback(host: str) -> bool:
     metavar="FILE",
     help="a local mermaid.esm.min.mjs to draw run graphs (default: $FLOWRUN_CONSOLE_MERMAID)",
 )
+@click.option(
+    "--hooks",
+    "hooks_path",
+    envvar="FLOWRUN_HOOKS",
+    metavar="FILE",
+    help="also start runs from the signed webhooks of FILE at /hooks/NAME (docs/intake.md)",
+)
 def serve(
     host: str,
     port: int,
     store_opt: str | None,
     token: str | None,
     mermaid_path: str | None,
+    hooks_path: str | None = None,
 ) -> None:
     """Serve the web console: approval inbox, runs and their graphs, kill switch, stats.
 
@@ -57,6 +65,11 @@ def serve(
     from runner.store import is_url, open_store, store_target
     from runner.web import ConsoleConfig, create_app
 
+    hooks = None
+    if hooks_path:
+        from runner.intake_cli import load_hook_file
+
+        hooks = load_hook_file(hooks_path)
     target = store_target(store_opt)
     open_store(target, create=False).close()  # a clear error now, not on the first page
     mermaid = None
@@ -92,7 +105,12 @@ def serve(
         click.echo(f"flowrun console: {url}?token={token}", err=True)
     else:
         click.echo(f"flowrun console: {url}", err=True)
-    uvicorn.run(create_app(config), host=host, port=port, log_level="warning", access_log=False)
+    app = create_app(config)
+    if hooks is not None:
+        from runner.web.hooks import HooksApp
+
+        app = HooksApp(hooks, str(config.store_path)).mount_over(app)
+    uvicorn.run(app, host=host, port=port, log_level="warning", access_log=False)
     from runner.runs import end_process
 
     end_process(0)  # the console may have woken Temporal runs through a client (issue 10)

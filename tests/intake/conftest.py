@@ -1,0 +1,160 @@
+"""A real `flowrun serve --hooks` (or `flowrun intake`) on 127.0.0.1, a port of its own."""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from runner.signing import DELIVERY_HEADER, sign
+from tests.durable.conftest import process_env
+
+ROOT = Path(__file__).resolve().parents[2]
+REVIEW = ROOT / "tests" / "web" / "specs" / "ticket_review.yaml"
+TOKEN = "intake-console-token"
+SECRET = "s3cret-for-the-ticket-hook-0123456789"
+OLD_SECRET = "old-secret-for-the-ticket-hook-9876543210"
+
+
+@dataclass
+class Server:
+    base: str
+    env: dict[str, str]
+    proc: subprocess.Popen[str]
+
+    def post(
+        self,
+        hook: str,
+        body: bytes,
+        *,
+        delivery: str | None = "d-1",
+        secret: str = SECRET,
+        now: float | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> tuple[int, dict[str, Any], dict[str, str]]:
+        h = {"Content-Type": "application/json", **sign(secret, body, now=now)}
+        if delivery is not None:
+            h[DELIVERY_HEADER] = delivery
+        h.update(headers or {})
+        req = urllib.request.Request(f"{self.base}/hooks/{hook}", data=body, headers=h)
+        try:
+            with urllib.request.urlopen(req, timeout=30) as r:
+                return r.status, json.loads(r.read()), {k.lower(): v for k, v in r.headers.items()}
+        except urllib.error.HTTPError as e:
+            return (
+                e.code,
+                json.loads(e.read() or b"{}"),
+                {k.lower(): v for k, v in e.headers.items()},
+            )
+
+
+def hooks_yaml(tmp: Path, extra: str = "") -> Path:
+    path = tmp / "hooks.yaml"
+    path.write_text(
+        f"""hooks:
+  ticket-review:
+    spec: {REVIEW}
+    secret_env: [TICKET_HOOK_SECRET, TICKET_HOOK_SECRET_OLD]
+    tenant: acme
+    inputs: {{ticket_id: /ticket/id}}
+    max_body_bytes: 2048
+  limited:
+    spec: {REVIEW}
+    secret_env: TICKET_HOOK_SECRET
+    inputs: {{ticket_id: /ticket/id}}
+    rate_limit: {{requests: 2, per_s: 3600}}
+{extra}"""
+    )
+    return path
+
+
+def start(args: list[str], env: dict[str, str]) -> Server:
+    """Start a flowrun server and wait until it answers (its URL is on stderr)."""
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "runner.cli", *args],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    assert proc.stderr is not None
+    base = None
+    for line in proc.stderr:
+        m = re.search(r"(http://127\.0\.0\.1:\d+)", line)
+        if m:
+            base = m.group(1)
+            break
+    assert base, f"the server printed no URL (exit {proc.poll()})"
+    deadline = time.monotonic() + 120
+    while True:  # the URL is printed just before uvicorn binds
+        try:
+            urllib.request.urlopen(base + "/hooks/", timeout=2)
+        except urllib.error.HTTPError:
+            break
+        except OSError:
+            assert proc.poll() is None, "the server exited"
+            assert time.monotonic() < deadline, "the server did not start"
+            time.sleep(0.05)
+    return Server(base=base, env=env, proc=proc)
+
+
+@pytest.fixture
+def env(tmp_path: Path) -> dict[str, str]:
+    return process_env(
+        tmp_path,
+        DTOOLS_LOG=str(tmp_path / "dtools.log"),
+        TICKET_HOOK_SECRET=SECRET,
+        TICKET_HOOK_SECRET_OLD=OLD_SECRET,
+    )
+
+
+@pytest.fixture
+def serve(env: dict[str, str], tmp_path: Path) -> Iterator[Callable[..., Server]]:
+    servers: list[Server] = []
+
+    def make(
+        *, extra: str = "", command: str = "serve", env_extra: dict[str, str] | None = None
+    ) -> Server:
+        e = {**env, **(env_extra or {})}
+        hooks = hooks_yaml(tmp_path, extra)
+        if command == "serve":
+            subprocess.run(
+                [sys.executable, "-m", "runner.cli", "writes", "on"],
+                cwd=ROOT,
+                env=e,
+                check=True,
+                capture_output=True,
+            )
+            args = ["serve", "--port", "0", "--token", TOKEN, "--hooks", str(hooks)]
+        else:
+            args = ["intake", "--port", "0", "--hooks", str(hooks)]
+        s = start(args, e)
+        servers.append(s)
+        return s
+
+    yield make
+    for s in servers:
+        s.proc.terminate()
+        s.proc.wait(timeout=20)
+
+
+def wait_for(check: Callable[[], Any], timeout: float = 120) -> Any:
+    """Poll `check` until it returns something truthy (a run reaching a state)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        got = check()
+        if got:
+            return got
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.05)

@@ -1,0 +1,133 @@
+"""Signed webhooks start runs over real HTTP; every refusal starts nothing."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import threading
+import time
+from typing import Any
+
+import pytest
+
+from runner.runs import Runs
+from tests.intake.conftest import OLD_SECRET, Server, wait_for
+
+pytestmark = pytest.mark.slow
+
+BODY = json.dumps({"ticket": {"id": "T-1005", "channel": "email"}}).encode()
+
+
+def runs_in(server: Server) -> list[Any]:
+    with contextlib.closing(Runs.open(server.env["FLOWRUN_STORE"])) as r:
+        return r.list_runs(limit=1000)
+
+
+def status_of(server: Server, run_id: str) -> str | None:
+    with contextlib.closing(Runs.open(server.env["FLOWRUN_STORE"])) as r:
+        try:
+            return r.get(run_id).status
+        except Exception:
+            return None
+
+
+def test_a_signed_webhook_starts_a_run_and_returns_its_id(serve: Any) -> None:
+    s = serve()
+    t0 = time.monotonic()
+    status, answer, _ = s.post("ticket-review", BODY, delivery="evt-1")
+    answered_s = time.monotonic() - t0
+    assert status == 202, answer
+    run_id = answer["run_id"]
+    assert answer["duplicate"] is False
+    assert wait_for(lambda: status_of(s, run_id) == "waiting")
+    with contextlib.closing(Runs.open(s.env["FLOWRUN_STORE"])) as r:
+        row = r.get(run_id)
+        assert row.inputs == {"ticket_id": "T-1005"}
+        assert row.tenant == "acme" and row.actor == "hook:ticket-review"
+        assert [a["node_id"] for a in r.inbox(run_id)] == ["approve"]
+    assert answered_s < 30  # answered before the run's work, not after
+    # the same delivery again: nothing new, the first run's id
+    status, again, _ = s.post("ticket-review", BODY, delivery="evt-1")
+    assert (status, again["run_id"], again["duplicate"]) == (200, run_id, True)
+    assert [r.run_id for r in runs_in(s)] == [run_id]
+
+
+def test_refusals_start_nothing(serve: Any) -> None:
+    s = serve(command="intake")
+    cases = [
+        ("wrong signature", dict(secret="not-the-secret-of-this-hook-at-all"), 401),
+        ("old timestamp", dict(now=time.time() - 301), 401),
+        ("future timestamp", dict(now=time.time() + 400), 401),
+        ("no delivery id", dict(delivery=None), 400),
+    ]
+    for what, kw, want in cases:
+        status, answer, _ = s.post("ticket-review", BODY, **kw)
+        assert status == want, (what, answer)
+    # the signature is over the exact bytes: a changed body fails it
+    status, answer, _ = s.post(
+        "ticket-review", BODY, headers={"Content-Length": str(len(BODY))}, delivery="x"
+    )
+    assert status == 202  # control: the same request signed right is accepted
+    first = answer["run_id"]
+    assert wait_for(lambda: status_of(s, first) == "waiting")
+    # an oversized body (2048 bytes is this hook's limit)
+    big = json.dumps({"ticket": {"id": "T-1005", "pad": "x" * 3000}}).encode()
+    status, answer, _ = s.post("ticket-review", big, delivery="big")
+    assert status == 413, answer
+    # a body failing the input schema names the pointer of the failure
+    bad = json.dumps({"ticket": {"id": 42}}).encode()
+    status, answer, _ = s.post("ticket-review", bad, delivery="bad-1")
+    assert status == 400 and answer["pointer"] == "/ticket/id", answer
+    assert answer["input_pointer"] == "/ticket_id"
+    status, answer, _ = s.post("ticket-review", b'{"ticket": {}}', delivery="bad-2")
+    assert status == 400 and answer["pointer"] == "/ticket/id", answer
+    status, answer, _ = s.post("ticket-review", b"not json", delivery="bad-3")
+    assert status == 400, answer
+    status, answer, _ = s.post("nope", BODY, delivery="n")
+    assert status == 404
+    assert [r.run_id for r in runs_in(s)] == [first]
+    # a refused delivery id was not used up: sent right, it starts its run
+    status, answer, _ = s.post("ticket-review", bad.replace(b"42", b'"T-1001"'), delivery="bad-1")
+    assert status == 202, answer
+
+
+def test_rotation_accepts_the_old_secret_too(serve: Any) -> None:
+    s = serve(command="intake")
+    status, answer, _ = s.post("ticket-review", BODY, secret=OLD_SECRET, delivery="rot")
+    assert status == 202, answer
+    assert wait_for(lambda: status_of(s, answer["run_id"]) == "waiting")
+
+
+def test_rate_limit_per_hook_answers_429_with_retry_after(serve: Any) -> None:
+    s = serve(command="intake")
+    got = [s.post("limited", BODY, delivery=f"r{i}") for i in range(3)]
+    assert [g[0] for g in got] == [202, 202, 429]
+    retry = int(got[2][2]["retry-after"])
+    assert 1 <= retry <= 3600
+    # another hook has its own budget
+    assert s.post("ticket-review", BODY, delivery="other")[0] == 202
+    ids = [g[1]["run_id"] for g in got[:2]]
+    for run_id in ids:
+        assert wait_for(lambda run_id=run_id: status_of(s, run_id) == "waiting")
+    assert len(runs_in(s)) == 3
+
+
+def test_concurrent_copies_of_one_delivery_start_one_run(serve: Any) -> None:
+    s = serve(command="intake")
+    answers: list[tuple[int, dict[str, Any], dict[str, str]]] = []
+    go = threading.Barrier(6)
+
+    def send() -> None:
+        go.wait()
+        answers.append(s.post("ticket-review", BODY, delivery="same"))
+
+    threads = [threading.Thread(target=send) for _ in range(6)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert sorted(a[0] for a in answers) == [200] * 5 + [202]
+    assert len({a[1]["run_id"] for a in answers}) == 1
+    run_id = answers[0][1]["run_id"]
+    assert wait_for(lambda: status_of(s, run_id) == "waiting")
+    assert len(runs_in(s)) == 1
