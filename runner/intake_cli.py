@@ -59,4 +59,23 @@ def intake(hooks_path: str, host: str, port: int, store_opt: str | None) -> None
     shown = "127.0.0.1" if host in ("0.0.0.0", "::") else host
     names = ", ".join(sorted(hooks.hooks))
     click.echo(f"flowrun intake: http://{shown}:{port}/hooks/ ({names})", err=True)
-    uvicorn.run(standalone(hooks, target), host=host, port=port, log_level="warning")
+    notifier = start_notifier(target)
+    try:
+        uvicorn.run(standalone(hooks, target), host=host, port=port, log_level="warning")
+    finally:
+        if notifier is not None:
+            notifier.stop()
+
+
+def start_notifier(target: str) -> Any:
+    """Approval notices in the background when a notify file applies (runner/runs/notify.py);
+    a broken file stops the server with its diagnostics (exit 2)."""
+    from runner.runs.notify import Notifier
+
+    try:
+        return Notifier.start_if_configured(target)
+    except FlowrunError as e:
+        from runner.redact import echo
+
+        echo(e.render(), err=True)
+        sys.exit(e.exit_code)

@@ -110,7 +110,14 @@ def serve(
         from runner.web.hooks import HooksApp
 
         app = HooksApp(hooks, str(config.store_path)).mount_over(app)
-    uvicorn.run(app, host=host, port=port, log_level="warning", access_log=False)
+    from runner.intake_cli import start_notifier
+
+    notifier = start_notifier(str(config.store_path))
+    try:
+        uvicorn.run(app, host=host, port=port, log_level="warning", access_log=False)
+    finally:
+        if notifier is not None:
+            notifier.stop()
     from runner.runs import end_process
 
     end_process(0)  # the console may have woken Temporal runs through a client (issue 10)

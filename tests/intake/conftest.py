@@ -4,13 +4,16 @@ from __future__ import annotations
 
 import json
 import re
+import socket
 import subprocess
 import sys
+import threading
 import time
 import urllib.error
 import urllib.request
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -124,7 +127,11 @@ def serve(env: dict[str, str], tmp_path: Path) -> Iterator[Callable[..., Server]
     servers: list[Server] = []
 
     def make(
-        *, extra: str = "", command: str = "serve", env_extra: dict[str, str] | None = None
+        *,
+        extra: str = "",
+        command: str = "serve",
+        env_extra: dict[str, str] | None = None,
+        port: int = 0,
     ) -> Server:
         e = {**env, **(env_extra or {})}
         hooks = hooks_yaml(tmp_path, extra)
@@ -136,9 +143,9 @@ def serve(env: dict[str, str], tmp_path: Path) -> Iterator[Callable[..., Server]
                 check=True,
                 capture_output=True,
             )
-            args = ["serve", "--port", "0", "--token", TOKEN, "--hooks", str(hooks)]
+            args = ["serve", "--port", str(port), "--token", TOKEN, "--hooks", str(hooks)]
         else:
-            args = ["intake", "--port", "0", "--hooks", str(hooks)]
+            args = ["intake", "--port", str(port), "--hooks", str(hooks)]
         s = start(args, e)
         servers.append(s)
         return s
@@ -158,3 +165,66 @@ def wait_for(check: Callable[[], Any], timeout: float = 120) -> Any:
             return got
         assert time.monotonic() < deadline, "timed out"
         time.sleep(0.05)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@dataclass
+class Received:
+    path: str
+    headers: dict[str, str]
+    body: bytes
+
+
+class Receiver:
+    """A tiny webhook receiver: records every POST; answers `fail_first` of them with 500."""
+
+    def __init__(self, fail_first: int = 0, status: int = 200) -> None:
+        self.got: list[Received] = []
+        self.fail_first = fail_first
+        self.status = status
+        self.cond = threading.Condition()
+        outer = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+                with outer.cond:
+                    outer.got.append(
+                        Received(self.path, {k.lower(): v for k, v in self.headers.items()}, body)
+                    )
+                    code = 500 if len(outer.got) <= outer.fail_first else outer.status
+                    outer.cond.notify_all()
+                self.send_response(code)
+                self.send_header("Content-Length", "2")
+                self.end_headers()
+                self.wfile.write(b"ok")
+
+            def log_message(self, *args: Any) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread.start()
+
+    def wait(self, n: int, timeout: float = 120) -> list[Received]:
+        """Block until `n` requests arrived (an event, not a sleep)."""
+        with self.cond:
+            assert self.cond.wait_for(lambda: len(self.got) >= n, timeout), self.got
+            return list(self.got)
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+@pytest.fixture
+def receiver() -> Iterator[Receiver]:
+    r = Receiver()
+    yield r
+    r.close()
