@@ -78,6 +78,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "tools": ("runner.mcp_cli:tools_group", "Tool contracts: lock what MCP servers say."),
     "trace": ("runner.trace_cli:trace", "Show a recorded run as a tree of its nodes."),
     "undo": ("runner.ops_cli:undo", "Run the compensations of a run's completed writes."),
+    "vault": ("runner.vault_cli:vault_group", "Full transcripts encrypted at rest: keys, rekey."),
     "worker": ("runner.temporal_cli:worker", "Run flowrun workflows on Temporal."),
     "writes": ("runner.ops_cli:writes", "Show or flip the global writes switch."),
 }

@@ -277,6 +277,9 @@ class Runs:
         if backend.name == "local":  # a Temporal run calls models on the worker, with its keys
             preflight(plan, responses)
         await backend.check()  # e.g. Temporal unreachable: nothing is recorded
+        from runner.trace.vault import configured_keys
+
+        configured_keys()  # a broken vault key (runner/trace/vault.py) refuses before any record
         create_run(
             self.store,
             plan,

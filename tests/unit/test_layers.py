@@ -63,6 +63,7 @@ LAYERS: dict[str, int] = {
     "runner.store_cli": 9,
     "runner.web_cli": 9,
     "runner.intake_cli": 9,
+    "runner.vault_cli": 9,
 }
 ENTRY = 9
 # what an entry point reaches only through runs/: the backends and the store's SQL
