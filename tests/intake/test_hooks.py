@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import contextlib
 import json
+import shutil
+import subprocess
 import threading
 import time
 from typing import Any
@@ -131,3 +133,31 @@ def test_concurrent_copies_of_one_delivery_start_one_run(serve: Any) -> None:
     run_id = answers[0][1]["run_id"]
     assert wait_for(lambda: status_of(s, run_id) == "waiting")
     assert len(runs_in(s)) == 1
+
+
+@pytest.mark.skipif(
+    not (shutil.which("openssl") and shutil.which("curl")), reason="needs openssl and curl"
+)
+def test_the_documented_curl_and_openssl_recipe_works(serve: Any) -> None:
+    s = serve(command="intake")
+    script = f"""
+set -eu
+body='{{"ticket": {{"id": "T-1001"}}}}'
+ts=$(date +%s)
+sig=$(printf '%s.%s' "$ts" "$body" | openssl dgst -sha256 -hmac "$TICKET_HOOK_SECRET" | sed 's/^.* //')
+curl -sS -X POST {s.base}/hooks/ticket-review \\
+  -H 'Content-Type: application/json' \\
+  -H "X-Flowrun-Timestamp: $ts" \\
+  -H "X-Flowrun-Signature: v1=$sig" \\
+  -H 'X-Flowrun-Delivery: evt-0001' \\
+  -w '\\n%{{http_code}}' \\
+  --data-binary "$body"
+"""
+    proc = subprocess.run(
+        ["bash", "-c", script], env=s.env, capture_output=True, text=True, timeout=60
+    )
+    assert proc.returncode == 0, proc.stderr
+    answer, code = proc.stdout.rsplit("\n", 1)
+    assert code == "202", proc.stdout
+    run_id = json.loads(answer)["run_id"]
+    assert wait_for(lambda: status_of(s, run_id) == "waiting")

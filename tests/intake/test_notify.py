@@ -182,3 +182,24 @@ def test_a_broken_notify_file_is_a_diagnostic(tmp_path: Path) -> None:
     assert f"{path}:3:37: unknown-key: unknown key 'evnts'" in text
     assert f"{path}:3:30: bad-value: unknown format 'teams'" in text
     assert f"{path}:3:16: notify-env-unset: environment variable 'NOPE' is not set" in text
+
+
+@pytest.mark.slow
+def test_runs_parked_where_nobody_listened_are_noticed_by_sweep_and_by_serve(
+    env: dict[str, str], serve: Any, receiver: Receiver, tmp_path: Path
+) -> None:
+    assert execute_waiting(env, "quiet-1").returncode == 6  # no notify file yet
+    assert receiver.got == []
+    extra = notify_env(tmp_path, "http://console.example", receiver, poll_s=1)
+    proc = subprocess.run(
+        [sys.executable, "-m", "runner.cli", "sweep"],
+        cwd=ROOT, env={**env, **extra}, capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    got = receiver.wait(2)
+    assert {json.loads(g.body)["run_id"] for g in got if "/audit" in g.path} == {"quiet-1"}
+    assert execute_waiting(env, "quiet-2").returncode == 6
+    serve(env_extra=extra)  # its loop finds quiet-2 (quiet-1 went out once already)
+    got = receiver.wait(4)
+    audit = [json.loads(g.body)["run_id"] for g in got if "/audit" in g.path]
+    assert audit == ["quiet-1", "quiet-2"]
