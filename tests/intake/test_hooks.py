@@ -161,3 +161,31 @@ curl -sS -X POST {s.base}/hooks/ticket-review \\
     assert code == "202", proc.stdout
     run_id = json.loads(answer)["run_id"]
     assert wait_for(lambda: status_of(s, run_id) == "waiting")
+
+
+def test_a_chunked_body_is_cut_off_at_the_limit(serve: Any) -> None:
+    """No Content-Length to refuse up front: the body is counted as it arrives."""
+    import http.client
+    from urllib.parse import urlsplit
+
+    s = serve(command="intake")
+    big = json.dumps({"ticket": {"id": "T-1005", "pad": "x" * 5000}}).encode()
+    u = urlsplit(s.base)
+    conn = http.client.HTTPConnection(u.hostname or "127.0.0.1", u.port, timeout=30)
+    try:
+        headers = {"Content-Type": "application/json", **sign_headers(big, "chunked-1")}
+        chunks = (big[i : i + 1000] for i in range(0, len(big), 1000))
+        conn.request("POST", "/hooks/ticket-review", body=chunks, headers=headers,
+                     encode_chunked=True)  # fmt: skip
+        resp = conn.getresponse()
+        assert resp.status == 413, resp.read()
+    finally:
+        conn.close()
+    assert runs_in(s) == []
+
+
+def sign_headers(body: bytes, delivery: str) -> dict[str, str]:
+    from runner.signing import DELIVERY_HEADER, sign
+    from tests.intake.conftest import SECRET
+
+    return {**sign(SECRET, body), DELIVERY_HEADER: delivery}
