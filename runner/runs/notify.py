@@ -254,7 +254,7 @@ def message(
     """The generic form of a notice: what an approver needs, every run value redacted."""
     run_id, node_id = approval["run_id"], approval["node_id"]
     row = store.get_run(run_id)
-    planned = [{"node_id": c["node_id"], "change": c["change"]} for c in _planned(store, run_id)]
+    planned = _planned(store, run_id)
     return {
         "event": f"approval.{kind}",
         "title": _TITLES[kind],
@@ -276,13 +276,24 @@ def message(
 
 
 def _planned(store: Store, run_id: str) -> list[dict[str, Any]]:
-    out = []
+    """The run's dry-run writes so far: a node's `planned` detail and `planned_change` events,
+    each change once (a write records both)."""
+    out: list[dict[str, Any]] = []
+    seen: set[tuple[str, str]] = set()
+
+    def add(node_id: str, change: Any, tool: str | None) -> None:
+        key = (node_id, json.dumps(change, sort_keys=True, default=str))
+        if key not in seen:
+            seen.add(key)
+            out.append({"node_id": node_id, "tool": tool, "change": change})
+
+    for e in store.events(run_id, "planned_change"):
+        data = e["data"] or {}
+        add(e["node_id"], data.get("change", data), data.get("tool"))
     for node_id, r in store.node_results(run_id).items():
         planned = (r.get("detail") or {}).get("planned")
         if planned is not None:
-            out.append({"node_id": node_id, "change": planned})
-    for e in store.events(run_id, "planned_change"):
-        out.append({"node_id": e["node_id"], "change": e["data"]})
+            add(node_id, planned, None)
     return out
 
 

@@ -26,6 +26,7 @@ from tests.intake.conftest import (
 from tests.intake.test_hooks import BODY, status_of
 
 AUDIT_SECRET = "audit-receiver-secret-0123456789"
+PLANNED = ROOT / "tests" / "intake" / "specs" / "planned.yaml"
 
 
 def notify_yaml(tmp: Path, console: str, receiver: Receiver, **top: Any) -> Path:
@@ -203,3 +204,29 @@ def test_runs_parked_where_nobody_listened_are_noticed_by_sweep_and_by_serve(
     got = receiver.wait(4)
     audit = [json.loads(g.body)["run_id"] for g in got if "/audit" in g.path]
     assert audit == ["quiet-1", "quiet-2"]
+
+
+def test_a_notice_carries_the_planned_changes_redacted(
+    env: dict[str, str], tmp_path: Path, receiver: Receiver
+) -> None:
+    e = {**env, **notify_env(tmp_path, "https://flowrun.example.com", receiver)}
+    proc = subprocess.run(
+        [
+            sys.executable, "-m", "runner.cli", "execute", str(PLANNED),
+            "--input-json", '{"order_id": "O-77", "amount_usd": 12.5}', "--run-id", "pc-1",
+        ],
+        cwd=ROOT, env=e, capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert proc.returncode == 6, proc.stderr
+    got = {r.path.split("/")[1]: r for r in receiver.wait(2)}
+    body = json.loads(got["audit"].body)
+    assert body["summary"] == "Confirm the refund of 12.5 USD on O-77"
+    assert body["timeout_at"] - body["requested_at"] == pytest.approx(7200, abs=5)
+    (change,) = body["planned_changes"]  # recorded twice by the write, sent once
+    assert change["node_id"] == "act" and change["tool"] == "refund"
+    assert change["change"]["after"] == {"refunded_usd": 12.5}
+    assert change["change"]["notify"] == "[REDACTED:email]"
+    slack_text = json.dumps(json.loads(got["slack"].body))
+    assert "Planned changes" in slack_text and "refunded_usd" in slack_text
+    assert "maya@example.com" not in slack_text and "maya@example.com" not in json.dumps(body)
+    assert "https://flowrun.example.com/inbox#approval-pc-1-confirm" in slack_text
