@@ -117,7 +117,7 @@ class HooksApp:
         if hook is None:
             return _refuse(404, f"no hook {name!r}")
         if request.method != "POST":
-            return _refuse(405, "POST a signed JSON body", allow="POST")
+            return _answer(405, {"error": "POST a signed JSON body"}, {"Allow": "POST"})
         try:
             raw = await _body(request, hook.max_body_bytes)
         except _TooLarge:

@@ -8,6 +8,8 @@ import shutil
 import subprocess
 import threading
 import time
+import urllib.error
+import urllib.request
 from typing import Any
 
 import pytest
@@ -87,6 +89,11 @@ def test_refusals_start_nothing(serve: Any) -> None:
     assert status == 400, answer
     status, answer, _ = s.post("nope", BODY, delivery="n")
     assert status == 404
+    try:
+        urllib.request.urlopen(f"{s.base}/hooks/ticket-review", timeout=30)
+        raise AssertionError("a GET was answered")
+    except urllib.error.HTTPError as e:
+        assert (e.code, e.headers["Allow"]) == (405, "POST")
     assert [r.run_id for r in runs_in(s)] == [first]
     # a refused delivery id was not used up: sent right, it starts its run
     status, answer, _ = s.post("ticket-review", bad.replace(b"42", b'"T-1001"'), delivery="bad-1")
