@@ -93,12 +93,14 @@ def start(args: list[str], env: dict[str, str]) -> Server:
     )
     assert proc.stderr is not None
     base = None
+    said = []
     for line in proc.stderr:
+        said.append(line)
         m = re.search(r"(http://127\.0\.0\.1:\d+)", line)
         if m:
             base = m.group(1)
             break
-    assert base, f"the server printed no URL (exit {proc.poll()})"
+    assert base, f"the server printed no URL (exit {proc.wait()}): {''.join(said)}"
     deadline = time.monotonic() + 120
     while True:  # the URL is printed just before uvicorn binds
         try:

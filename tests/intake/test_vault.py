@@ -10,13 +10,15 @@ import os
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from runner.runs import Runs
 from runner.trace.vault import VaultKeys
 from tests.durable.conftest import process_env
-from tests.intake.conftest import ROOT
+from tests.intake.conftest import OLD_SECRET, ROOT, SECRET, wait_for
+from tests.intake.test_hooks import status_of
 
 SPEC = ROOT / "tests" / "intake" / "specs" / "custody.yaml"
 RESPONSES = ROOT / "tests" / "intake" / "specs" / "custody.jsonl"
@@ -25,6 +27,7 @@ API_KEY = "sk-proj-Zq8vN2xR7tLm4KpW9sYb3HcJ6dFg1AeU5oQi"  # the one the recorded
 INPUT = {"note": "order O-1", "card": CARD, "api_key": API_KEY}
 K1 = VaultKeys.new_key("k1")
 K2 = VaultKeys.new_key("k2")
+HOOK_SECRETS = {"TICKET_HOOK_SECRET": SECRET, "TICKET_HOOK_SECRET_OLD": OLD_SECRET}
 
 pytestmark = pytest.mark.slow  # each run imports litellm in a process of its own
 
@@ -209,3 +212,22 @@ def test_a_broken_vault_key_refuses_before_a_run_is_recorded(env: dict[str, str]
     assert proc.returncode == 2
     assert "FLOWRUN_VAULT_KEY: key 'k1' is not 32 bytes" in proc.stderr
     assert not Path(env["FLOWRUN_STORE"]).exists() or "v8" not in flowrun(env, "runs").stdout
+
+
+def test_a_webhook_run_keeps_its_secrets_sealed_and_vaulted(serve: Any, tmp_path: Path) -> None:
+    extra = f"""  custody:
+    spec: {SPEC}
+    secret_env: TICKET_HOOK_SECRET
+    responses: {RESPONSES}
+"""
+    s = serve(command="intake", extra=extra, env_extra=HOOK_SECRETS)
+    status, answer, _ = s.post("custody", json.dumps(INPUT).encode(), delivery="c-1")
+    assert status == 202, answer
+    run_id = answer["run_id"]
+    assert wait_for(lambda: status_of(s, run_id) == "succeeded")
+    s.proc.terminate()  # everything the server wrote is on disk
+    s.proc.wait(timeout=20)
+    assert clear_in(tmp_path) == []  # the store, its transcripts, the hooks file, the logs
+    proc = flowrun(s.env, "show", run_id, "--full", "--reason", "chargeback", "--by", "a@b")
+    assert proc.returncode == 0, proc.stderr
+    assert CARD in proc.stdout and API_KEY in proc.stdout
