@@ -10,6 +10,7 @@ import threading
 import time
 import urllib.error
 import urllib.request
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -196,3 +197,29 @@ def sign_headers(body: bytes, delivery: str) -> dict[str, str]:
     from tests.intake.conftest import SECRET
 
     return {**sign(SECRET, body), DELIVERY_HEADER: delivery}
+
+
+def test_on_postgresql_too_a_replayed_delivery_starts_nothing(
+    serve: Any, pg_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    local = {"HOME": str(tmp_path / "home"), "FLOWRUN_STORE_DIR": str(tmp_path / "local")}
+    for k, v in local.items():
+        monkeypatch.setenv(k, v)
+    s = serve(command="intake", env_extra={"FLOWRUN_STORE": pg_url, **local})
+    answers: list[tuple[int, dict[str, Any], dict[str, str]]] = []
+    go = threading.Barrier(4)
+
+    def send() -> None:
+        go.wait()
+        answers.append(s.post("ticket-review", BODY, delivery="pg-same"))
+
+    threads = [threading.Thread(target=send) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert sorted(a[0] for a in answers) == [200, 200, 200, 202]
+    (run_id,) = {a[1]["run_id"] for a in answers}
+    assert wait_for(lambda: status_of(s, run_id) == "waiting")
+    assert [r.run_id for r in runs_in(s)] == [run_id]
+    assert s.post("ticket-review", BODY, delivery="pg-other")[0] == 202
