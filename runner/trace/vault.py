@@ -27,7 +27,7 @@ import re
 import secrets
 import stat
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -52,6 +52,7 @@ class VaultKeys:
 
     current: str
     keys: dict[str, bytes]
+    _ciphers: dict[str, Any] = field(default_factory=dict, compare=False, repr=False)
 
     @staticmethod
     def new_key(kid: str) -> str:
@@ -89,9 +90,13 @@ class VaultKeys:
         return cls(current=order[0], keys=keys)
 
     def _aead(self, kid: str) -> Any:
-        from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+        """One AESGCM per key (its set-up is most of the cost of sealing a short line)."""
+        aead = self._ciphers.get(kid)
+        if aead is None:
+            from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
-        return AESGCM(self.keys[kid])
+            aead = self._ciphers[kid] = AESGCM(self.keys[kid])
+        return aead
 
     def seal(self, run_id: str, line: dict[str, Any]) -> bytes:
         """One vault line (JSON + newline) holding `line` encrypted under the current key."""
