@@ -336,10 +336,11 @@ class Runs:
     async def _noticed(self, result: RunResult) -> RunResult:
         """A run that parked here tells the approvers (runs/notify.py); never fails the run."""
         if result.status == "waiting":
-            from runner.runs.notify import after_park
+            from runner.runs.notify import after_park, config_path
 
-            await self.store.barrier()
-            await asyncio.to_thread(after_park, self.store, result.run_id)
+            if config_path(self.store) is not None:  # no notify file: nothing to do
+                await self.store.barrier()
+                await asyncio.to_thread(after_park, self.store, result.run_id)
         return result
 
     # -- decisions -----------------------------------------------------------------------------
