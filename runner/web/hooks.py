@@ -150,6 +150,8 @@ class HooksApp:
             body = json.loads(raw)
         except (ValueError, UnicodeDecodeError) as e:
             return _refuse(400, f"the body is not JSON: {e}")
+        except RecursionError:
+            return _refuse(400, "the body is nested too deeply")
         inputs, refusal = map_inputs(hook, body)
         if refusal is not None:
             return refusal

@@ -88,6 +88,8 @@ def test_refusals_start_nothing(serve: Any) -> None:
     assert status == 400 and answer["pointer"] == "/ticket/id", answer
     status, answer, _ = s.post("ticket-review", b"not json", delivery="bad-3")
     assert status == 400, answer
+    status, answer, _ = s.post("ticket-review", b"[" * 1020 + b"]" * 1020, delivery="bad-4")
+    assert status == 400 and "nested too deeply" in answer["error"], answer
     status, answer, _ = s.post("nope", BODY, delivery="n")
     assert status == 404
     try:
