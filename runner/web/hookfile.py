@@ -49,6 +49,7 @@ HOOK_KEYS = (
     "rate_limit",
     "tolerance_s",
     "max_concurrent_runs",
+    "delivery_id",
 )
 TEMPORAL_KEYS = ("address", "namespace", "task_queue")
 RATE_KEYS = ("requests", "per_s")
@@ -80,6 +81,7 @@ class Hook:
     rate_limit: RateLimit | None = None
     tolerance_s: float = DEFAULT_TOLERANCE_S
     max_concurrent_runs: int = 4
+    delivery_id: str | None = None  # a JSON pointer into the (signed) body; None: the header
 
 
 @dataclass(frozen=True)
@@ -252,6 +254,17 @@ def _hook(c: _Checker, base: Path, name: str, raw: Any) -> Hook | None:
                 kw[key] = v
     if "rate_limit" in raw:
         kw["rate_limit"] = _rate(c, (*at, "rate_limit"), raw["rate_limit"])
+    if "delivery_id" in raw:
+        d = raw["delivery_id"]
+        if not isinstance(d, str) or not d or parse_pointer(d) is None:
+            c.err(
+                (*at, "delivery_id"),
+                "bad-pointer",
+                f"{d!r} is not a JSON pointer",
+                "the pointer of the event's id in the body, e.g. /id",
+            )
+        else:
+            kw["delivery_id"] = d
     plan = _plan(c, base, at, raw.get("spec"), kw.get("profile"))
     if plan is not None and "inputs" in raw:
         kw["inputs"] = _inputs(c, (*at, "inputs"), raw["inputs"], plan)

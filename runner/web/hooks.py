@@ -2,7 +2,7 @@
 
 Checked in this order, each refusal starting nothing: the hook exists (404) and is POSTed
 (405); the body fits the hook's size limit (413); the signature and its timestamp (401); the
-hook's rate limit (429 with Retry-After); a delivery id (400); the body is a JSON object (400);
+hook's rate limit (429 with Retry-After); the body is JSON and has a delivery id (400);
 the mapped inputs match the workflow's `inputs` schema (400, with the JSON pointer of the first
 failing value). Then the delivery is claimed (a replay answers 200 with the first run's id) and
 the run starts aside: 202 with its id at once. Hooks are authenticated by their HMAC secrets
@@ -96,6 +96,27 @@ def map_inputs(hook: Hook, body: Any) -> tuple[dict[str, Any] | None, Response |
     return inputs, None
 
 
+def _delivery_id(hook: Hook, request: Request, body: Any) -> tuple[str, Response | None]:
+    """The delivery's id: from the signed body when the hook names its pointer (a replayed
+    request cannot then pass as a new delivery), else from the X-Flowrun-Delivery header."""
+    if hook.delivery_id is not None:
+        value = resolve(body, parse_pointer(hook.delivery_id) or [])
+        if isinstance(value, bool) or not isinstance(value, str | int):
+            return "", _refuse(
+                400,
+                f"the body has no delivery id (a string or number) at {hook.delivery_id!r}",
+                pointer=hook.delivery_id,
+            )
+        found = str(value)
+        what = f"the delivery id at {hook.delivery_id!r}"
+    else:
+        found = request.headers.get(DELIVERY_HEADER, "")
+        what = f"a {DELIVERY_HEADER} header"
+    if not found or len(found) > MAX_DELIVERY_ID or not found.isprintable():
+        return "", _refuse(400, f"{what} (1 to {MAX_DELIVERY_ID} characters) is required")
+    return found, None
+
+
 class HooksApp:
     """The ASGI app of the hooks; `mount_over(other)` serves the rest of the paths by `other`."""
 
@@ -141,17 +162,15 @@ class HooksApp:
                     {"error": "too many deliveries to this hook", "retry_after_s": retry},
                     {"Retry-After": str(retry)},
                 )
-        delivery_id = request.headers.get(DELIVERY_HEADER, "")
-        if not delivery_id or len(delivery_id) > MAX_DELIVERY_ID or not delivery_id.isprintable():
-            return _refuse(
-                400, f"a {DELIVERY_HEADER} header (1 to {MAX_DELIVERY_ID} characters) is required"
-            )
         try:
             body = json.loads(raw)
         except (ValueError, UnicodeDecodeError) as e:
             return _refuse(400, f"the body is not JSON: {e}")
         except RecursionError:
             return _refuse(400, "the body is nested too deeply")
+        delivery_id, refusal = _delivery_id(hook, request, body)
+        if refusal is not None:
+            return refusal
         inputs, refusal = map_inputs(hook, body)
         if refusal is not None:
             return refusal

@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 
 from runner.runs import Runs
-from tests.intake.conftest import OLD_SECRET, Server, wait_for
+from tests.intake.conftest import OLD_SECRET, REVIEW, Server, wait_for
 
 pytestmark = pytest.mark.slow
 
@@ -225,3 +225,24 @@ def test_on_postgresql_too_a_replayed_delivery_starts_nothing(
     assert wait_for(lambda: status_of(s, run_id) == "waiting")
     assert [r.run_id for r in runs_in(s)] == [run_id]
     assert s.post("ticket-review", BODY, delivery="pg-other")[0] == 202
+
+
+def test_a_delivery_id_taken_from_the_signed_body_cannot_be_changed_by_a_replayer(
+    serve: Any,
+) -> None:
+    extra = f"""  by-event:
+    spec: {REVIEW}
+    secret_env: TICKET_HOOK_SECRET
+    inputs: {{ticket_id: /ticket/id}}
+    delivery_id: /event_id
+"""
+    s = serve(command="intake", extra=extra)
+    body = json.dumps({"event_id": "evt_91", "ticket": {"id": "T-1005"}}).encode()
+    first = s.post("by-event", body, delivery="header-a")
+    again = s.post("by-event", body, delivery="header-b")  # a new header, the same event
+    assert (first[0], again[0]) == (202, 200)
+    assert again[1]["run_id"] == first[1]["run_id"]
+    status, answer, _ = s.post("by-event", b'{"ticket": {"id": "T-1005"}}', delivery="h")
+    assert status == 400 and answer["pointer"] == "/event_id", answer
+    assert wait_for(lambda: status_of(s, first[1]["run_id"]) == "waiting")
+    assert len(runs_in(s)) == 1
