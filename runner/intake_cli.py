@@ -56,6 +56,12 @@ def intake(hooks_path: str, host: str, port: int, store_opt: str | None) -> None
         with socket.socket() as sock:
             sock.bind((host, 0))
             port = int(sock.getsockname()[1])
+    if host not in ("127.0.0.1", "::1", "localhost"):
+        click.echo(
+            f"warning: serving on {host}: bodies and signatures travel in clear without TLS; "
+            "put TLS in front of it",
+            err=True,
+        )
     shown = "127.0.0.1" if host in ("0.0.0.0", "::") else host
     names = ", ".join(sorted(hooks.hooks))
     click.echo(f"flowrun intake: http://{shown}:{port}/hooks/ ({names})", err=True)
