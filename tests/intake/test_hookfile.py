@@ -79,3 +79,20 @@ def test_a_bad_file_stops_the_server_before_it_serves(tmp_path: Path) -> None:
     assert proc.returncode == 2, proc.stderr
     assert "hooks.yaml:2:3: missing-key: hook 't' needs 'secret_env'" in proc.stderr
     assert "Traceback" not in proc.stderr
+
+
+def test_the_examples_load() -> None:
+    from runner.runs.notify import load_config
+
+    examples = ROOT / "examples" / "intake"
+    hooks = load_hooks(examples / "hooks.yaml", env={"SUPPORT_HOOK_SECRET": "x" * 32})
+    hook = hooks.hooks["support-refund"]
+    assert hook.delivery_id == "/event_id" and hook.responses is not None
+    config = load_config(
+        examples / "notify.yaml",
+        env={
+            "SLACK_APPROVALS_URL": "https://hooks.slack.com/services/T/B/X",
+            "AUDIT_HOOK_SECRET": "y" * 32,
+        },
+    )
+    assert [t.name for t in config.targets] == ["slack", "audit"]
