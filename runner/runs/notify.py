@@ -452,6 +452,15 @@ def after_park(store: Store, run_id: str) -> None:
     _safely(store, run_id, work)
 
 
+def nearing_window(config: NotifyConfig, approval: dict[str, Any]) -> float:
+    """How long before its timeout an approval is "nearing" it: `nearing_s`, but at most the
+    last quarter of its wait (a 10-minute approval is not nearing its end when it starts)."""
+    due = float(approval["timeout_at"])
+    asked = approval.get("requested_at")
+    wait = due - float(asked) if asked is not None else 0.0
+    return min(config.nearing_s, max(wait, 0.0) / 4)
+
+
 def scan(store: Store, *, now: float | None = None) -> None:
     """Every waiting approval: its `waiting` notice if none went out yet, and `nearing` or
     `timed_out` when its timeout is close or past (`flowrun sweep`, the servers' loop)."""
@@ -464,7 +473,7 @@ def scan(store: Store, *, now: float | None = None) -> None:
             if due:
                 if due <= t:
                     notify_one(config, store, a, "timed_out")
-                elif due - t <= config.nearing_s:
+                elif due - t <= nearing_window(config, a):
                     notify_one(config, store, a, "nearing")
 
     _safely(store, None, work)

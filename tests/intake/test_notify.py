@@ -15,7 +15,7 @@ import pytest
 
 from runner.errors import SpecError
 from runner.runs import Runs
-from runner.runs.notify import load_config, scan
+from runner.runs.notify import load_config, nearing_window, scan
 from runner.signing import SIGNATURE_HEADER, TIMESTAMP_HEADER, verify
 from tests.intake.conftest import (
     ROOT,
@@ -230,3 +230,14 @@ def test_a_notice_carries_the_planned_changes_redacted(
     assert "Planned changes" in slack_text and "refunded_usd" in slack_text
     assert "maya@example.com" not in slack_text and "maya@example.com" not in json.dumps(body)
     assert "https://flowrun.example.com/inbox#approval-pc-1-confirm" in slack_text
+
+
+def test_nearing_is_at_most_the_last_quarter_of_the_wait(tmp_path: Path) -> None:
+    path = tmp_path / "n.yaml"
+    path.write_text("console_url: http://c\ntargets: {a: {url: 'http://r'}}\n")
+    config = load_config(path, env={})
+    assert config.nearing_s == 3600
+    ten_minutes = {"requested_at": 1000.0, "timeout_at": 1600.0}
+    assert nearing_window(config, ten_minutes) == 150.0
+    a_day = {"requested_at": 0.0, "timeout_at": 86400.0}
+    assert nearing_window(config, a_day) == 3600.0
