@@ -65,12 +65,30 @@ def intake(hooks_path: str, host: str, port: int, store_opt: str | None) -> None
     shown = "127.0.0.1" if host in ("0.0.0.0", "::") else host
     names = ", ".join(sorted(hooks.hooks))
     click.echo(f"flowrun intake: http://{shown}:{port}/hooks/ ({names})", err=True)
+    from runner.runs.intake import Intake
+
+    intake = Intake(target)
     notifier = start_notifier(target)
     try:
-        uvicorn.run(standalone(hooks, target), host=host, port=port, log_level="warning")
+        uvicorn.run(standalone(hooks, target, intake), host=host, port=port, log_level="warning")
     finally:
         if notifier is not None:
             notifier.stop()
+        drain(intake)
+
+
+DRAIN_S = 30.0
+
+
+def drain(intake: Any) -> None:
+    """Give the runs a stopping server started a moment to end or park."""
+    left = intake.drain(DRAIN_S)
+    if left:
+        click.echo(
+            f"warning: {left} run(s) started by webhooks still going; they stay running and "
+            "`flowrun resume RUN_ID` continues them",
+            err=True,
+        )
 
 
 def start_notifier(target: str) -> Any:

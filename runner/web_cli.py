@@ -109,8 +109,9 @@ def serve(
     if hooks is not None:
         from runner.web.hooks import HooksApp
 
-        app = HooksApp(hooks, str(config.store_path)).mount_over(app)
-    from runner.intake_cli import start_notifier
+        hooks_app = HooksApp(hooks, str(config.store_path))
+        app = hooks_app.mount_over(app)
+    from runner.intake_cli import drain, start_notifier
 
     notifier = start_notifier(str(config.store_path))
     try:
@@ -118,6 +119,8 @@ def serve(
     finally:
         if notifier is not None:
             notifier.stop()
+        if hooks is not None:
+            drain(hooks_app.intake)
     from runner.runs import end_process
 
     end_process(0)  # the console may have woken Temporal runs through a client (issue 10)

@@ -84,6 +84,18 @@ class Intake:
         t.start()
         return Accepted(run_id, True)
 
+    def drain(self, timeout_s: float) -> int:
+        """Wait up to `timeout_s` for the runs started here to end or park (a server stopping);
+        returns how many still go on (they stay `running`; `flowrun resume` continues them)."""
+        import time
+
+        deadline = time.monotonic() + timeout_s
+        with self._lock:
+            threads = list(self.threads)
+        for t in threads:
+            t.join(max(0.0, deadline - time.monotonic()))
+        return sum(t.is_alive() for t in threads)
+
     def _run(self, d: Delivery, run_id: str, gate: threading.BoundedSemaphore) -> None:
         with gate:
             status = asyncio.run(self._start(d, run_id))
@@ -99,8 +111,9 @@ class Intake:
             namespace=d.temporal.get("namespace"),
             task_queue=d.temporal.get("task_queue"),
         )
-        runs = Runs.open(self.target)
+        runs = None
         try:
+            runs = Runs.open(self.target)
             result = await runs.start(
                 d.plan,
                 d.inputs,
@@ -119,15 +132,38 @@ class Intake:
             )
             return result.status
         except Exception as e:  # recorded as an event; the server goes on
-            created = True
-            try:
-                runs.get(run_id)
-            except FlowrunError:
-                created = False
-            if not created:  # nothing was recorded: the sender's retry may start it
-                runs.store.delivery_release(d.hook, d.delivery_id, run_id)
             message = e.message if isinstance(e, FlowrunError) else f"{type(e).__name__}: {e}"
-            runs.event(run_id, "intake_failed", hook=d.hook, error=message, created=created)
+            self._failed(runs, d, run_id, message)
             return "error"
         finally:
-            runs.close()
+            if runs is not None:
+                runs.close()
+
+    def _failed(self, runs: Any, d: Delivery, run_id: str, message: str) -> None:
+        """A run that could not start: its delivery given back when nothing was recorded (the
+        sender's retry may start it), and an `intake_failed` event; said on stderr when even
+        the store cannot be reached."""
+        import sys
+
+        try:
+            if runs is None:
+                raise RuntimeError("the store could not be opened")
+            try:
+                runs.get(run_id)
+                created = True
+            except FlowrunError:
+                created = False
+            if not created:
+                runs.store.delivery_release(d.hook, d.delivery_id, run_id)
+            runs.event(run_id, "intake_failed", hook=d.hook, error=message, created=created)
+        except Exception as e:  # nowhere to record it: the server's log
+            from runner.redact import redact
+
+            print(
+                redact(
+                    f"flowrun intake: run {run_id} of hook {d.hook!r} did not start: {message} "
+                    f"(and could not be recorded: {e})",
+                    pii=True,
+                ),
+                file=sys.stderr,
+            )

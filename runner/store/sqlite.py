@@ -1316,7 +1316,9 @@ def _batch_row(d: dict[str, Any]) -> dict[str, Any]:
 
 def _run_row(conn: sqlite3.Connection, row: tuple[Any, ...]) -> RunRow:
     if not _RUN_COLS:
-        _RUN_COLS.extend(d[1] for d in conn.execute("PRAGMA table_info(runs)"))
+        # one assignment, not extend: two threads reading their first run at once (a server's
+        # webhook runs) would otherwise both append, and every later read would fail
+        _RUN_COLS[:] = [d[1] for d in conn.execute("PRAGMA table_info(runs)")]
     d = dict(zip(_RUN_COLS, row, strict=True))
     d["inputs"] = loads(d["inputs"])
     d["outputs"] = loads(d["outputs"])

@@ -59,3 +59,41 @@ def test_a_notice_is_claimed_once_and_its_outcome_recorded(store: Store) -> None
     assert rows["slack"]["error"] == "HTTP 500"
     assert rows["audit"]["status"] == "sending"
     assert store.notices("r2") == []
+
+
+def test_threads_reading_their_first_run_at_once_all_read_it(target: str, store: Store) -> None:
+    """A webhook server opens stores and reads runs from several threads at once; the first
+    reads of a fresh process must not trip over each other (each try is a new process)."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[2]
+    store.create_run(
+        run_id="a", workflow="w", spec_path="/x", spec_dir="/", spec_text="", spec_digest="d",
+        profile=None, inputs={"email": "maya@example.com"}, responses_path=None, options={},
+        tenant=None, actor=None, status="running", pid=1, host="h",
+    )  # fmt: skip
+    script = f"""
+import sys, threading
+sys.path.insert(0, {str(root)!r})
+from runner.store import open_store
+errors, go = [], threading.Barrier(8)
+def read():
+    go.wait()
+    try:
+        s = open_store({target!r}, create=False)
+        assert s.get_run("a").inputs == {{"email": "maya@example.com"}}
+        s.close()
+    except Exception as e:
+        errors.append(repr(e))
+threads = [threading.Thread(target=read) for _ in range(8)]
+for t in threads: t.start()
+for t in threads: t.join()
+print(errors)
+"""
+    for _ in range(6):
+        proc = subprocess.run(
+            [sys.executable, "-c", script], capture_output=True, text=True, timeout=120
+        )
+        assert proc.returncode == 0 and proc.stdout.strip() == "[]", proc.stdout + proc.stderr
