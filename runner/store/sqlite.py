@@ -7,6 +7,7 @@ import atexit
 import functools
 import os
 import sqlite3
+import stat
 import threading
 import time
 import weakref
@@ -294,8 +295,15 @@ class SqliteStore(Store):
             private_dir(self.path.parent)
         elif self.path.is_dir():
             raise StoreError(f"store path {str(self.path)!r} is a directory")
-        # the database (and the WAL and shared-memory files SQLite gives its mode) are 0600
-        private_file(self.path)
+        # the database (and the WAL and shared-memory files SQLite gives its mode) are 0600;
+        # an existing one is chmod-ed by name, never opened: closing a descriptor of a database
+        # drops every POSIX lock this process holds on it, those of SQLite connections other
+        # threads have open included (a server's), and another process could then reset the
+        # WAL under them, hiding their later commits from everyone else
+        if not self.path.exists():
+            private_file(self.path)
+        elif stat.S_IMODE(self.path.stat().st_mode) != 0o600:
+            os.chmod(self.path, 0o600)
         use_key_beside(self.path.parent)
         self._lock = threading.RLock()
         self._pending: list[tuple[str, str, tuple[Any, ...]]] = []  # (table, sql, params)
