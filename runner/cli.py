@@ -62,6 +62,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "graph": ("runner.review_cli:graph", "Draw a spec: node kinds, conditions on edges, models."),
     "inbox": ("runner.ops_cli:inbox", "List approvals that wait, oldest first."),
     "init": ("runner.init_cli:init_command", "Create a workflow project in DIR."),
+    "intake": ("runner.intake_cli:intake", "Start runs from signed webhooks (POST /hooks/NAME)."),
     "kill": ("runner.ops_cli:kill", "Stop a run at its next node boundary (status killed)."),
     "mcp": ("runner.mcp_cli:mcp_group", "Serve workflows to MCP clients."),
     "policy": ("runner.policy_cli:policy", "Work with a spec's policies."),
@@ -78,6 +79,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "trace": ("runner.trace_cli:trace", "Show a recorded run as a tree of its nodes."),
     "users": ("runner.users_cli:users", "Users and clients who may act, each with a token."),
     "undo": ("runner.ops_cli:undo", "Run the compensations of a run's completed writes."),
+    "vault": ("runner.vault_cli:vault_group", "Full transcripts encrypted at rest: keys, rekey."),
     "worker": ("runner.temporal_cli:worker", "Run flowrun workflows on Temporal."),
     "writes": ("runner.ops_cli:writes", "Show or flip the global writes switch."),
 }

@@ -135,11 +135,31 @@ def _show_batch(runs: Runs, batch_id: str, fmt: str, missing: NotFound) -> None:
 @click.argument("run_id")
 @store_option
 @output_option
-def show(run_id: str, store_opt: str | None, fmt: str) -> None:
+@click.option(
+    "--full",
+    is_flag=True,
+    help="the full transcript, unredacted, from the vault (needs the vault key and --reason)",
+)
+@click.option("--reason", default=None, help="why you read the full transcript (recorded)")
+@click.option("--by", default=None, help="who reads it (recorded; default: user@host)")
+def show(
+    run_id: str,
+    store_opt: str | None,
+    fmt: str,
+    full: bool = False,
+    reason: str | None = None,
+    by: str | None = None,
+) -> None:
     """Show a run: per node status, output, attempts, model, cost, duration; totals and outcome.
 
-    A batch's id (`flowrun batches`) shows the batch: its summary and each line's outcome."""
+    A batch's id (`flowrun batches`) shows the batch: its summary and each line's outcome.
+    With --full, the run's full transcript from the vault, as it was (docs/intake.md)."""
     runs = _open(store_opt)
+    if full:
+        from runner.vault_cli import show_full
+
+        show_full(runs, run_id, reason=reason, by=by, fmt=fmt)
+        return
     try:
         row = runs.get(run_id)
     except NotFound as missing:

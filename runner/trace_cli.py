@@ -67,6 +67,14 @@ def stats(
 )
 @_store_opt
 @_output_opt
+@click.option(
+    "--full",
+    is_flag=True,
+    help="serve the recorded calls from the full transcript in the vault (needs the key and "
+    "--reason; the output stays redacted)",
+)
+@click.option("--reason", default=None, help="why you read the full transcript (recorded)")
+@click.option("--by", default=None, help="who reads it (recorded; default: user@host)")
 def replay(
     run_id: str,
     spec: str | None,
@@ -75,6 +83,9 @@ def replay(
     responses: str | None,
     store_opt: str | None,
     fmt: str,
+    full: bool = False,
+    reason: str | None = None,
+    by: str | None = None,
 ) -> None:
     """Re-execute a recorded run offline and print what changed; writes never happen.
 
@@ -89,8 +100,22 @@ def replay(
 
     names = tuple(n.strip() for n in (rerun or "").split(",") if n.strip())
     store = open_store(store_opt, create=False)
+    calls = None
+    if full:
+        from runner.runs import Runs
+        from runner.vault_cli import calls_of, read_full
+
+        calls = calls_of(read_full(Runs(store), run_id, reason=reason, by=by, how="replay"))
     r = asyncio.run(
-        replay_run(store, run_id, spec=spec, rerun=names, profile=profile, responses=responses)
+        replay_run(
+            store,
+            run_id,
+            spec=spec,
+            rerun=names,
+            profile=profile,
+            responses=responses,
+            calls=calls,
+        )
     )
     d = outcome_diff(r)
     d = show(d)

@@ -55,6 +55,13 @@ from runner.errors import UsageError
     metavar="FILE",
     help="a local mermaid.esm.min.mjs to draw run graphs (default: $FLOWRUN_CONSOLE_MERMAID)",
 )
+@click.option(
+    "--hooks",
+    "hooks_path",
+    envvar="FLOWRUN_HOOKS",
+    metavar="FILE",
+    help="also start runs from the signed webhooks of FILE at /hooks/NAME (docs/intake.md)",
+)
 def serve(
     host: str,
     port: int,
@@ -66,6 +73,7 @@ def serve(
     oidc_claim: str,
     oidc_redirect_uri: str | None,
     mermaid_path: str | None,
+    hooks_path: str | None = None,
 ) -> None:
     """Serve the web console: approval inbox, runs and their graphs, kill switch, stats.
 
@@ -81,6 +89,11 @@ def serve(
     from runner.store import is_url, open_store, store_target
     from runner.web import ConsoleConfig, create_app
 
+    hooks = None
+    if hooks_path:
+        from runner.intake_cli import load_hook_file
+
+        hooks = load_hook_file(hooks_path)
     target = store_target(store_opt)
     open_store(target, create=False).close()  # a clear error now, not on the first page
     mermaid = None
@@ -156,7 +169,22 @@ def serve(
         click.echo(f"flowrun console: {url}?token={token}", err=True)
     else:
         click.echo(f"flowrun console: {url}", err=True)
-    uvicorn.run(create_app(config), host=host, port=port, log_level="warning", access_log=False)
+    app = create_app(config)
+    if hooks is not None:
+        from runner.web.hooks import HooksApp
+
+        hooks_app = HooksApp(hooks, str(config.store_path))
+        app = hooks_app.mount_over(app)
+    from runner.intake_cli import drain, start_notifier
+
+    notifier = start_notifier(str(config.store_path))
+    try:
+        uvicorn.run(app, host=host, port=port, log_level="warning", access_log=False)
+    finally:
+        if notifier is not None:
+            notifier.stop()
+        if hooks is not None:
+            drain(hooks_app.intake)
     from runner.runs import end_process
 
     end_process(0)  # the console may have woken Temporal runs through a client (issue 10)

@@ -7,6 +7,7 @@ store row says), and every way a run starts or continues is observed by `runs.ob
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import os
 import re
@@ -282,6 +283,9 @@ class Runs:
         if backend.name == "local":  # a Temporal run calls models on the worker, with its keys
             preflight(plan, responses)
         await backend.check()  # e.g. Temporal unreachable: nothing is recorded
+        from runner.trace.vault import configured_keys
+
+        configured_keys()  # a broken vault key (runner/trace/vault.py) refuses before any record
         create_run(
             self.store,
             plan,
@@ -294,7 +298,7 @@ class Runs:
         )
         row = self.store.get_run(run_id)
         obs = observer(self.store, row, how) if backend.name == "local" else None
-        return await backend.start(
+        result = await backend.start(
             self.store,
             row,
             plan,
@@ -302,6 +306,7 @@ class Runs:
             hooks=_with(hooks, obs),
             telemetry=obs,
         )
+        return await self._noticed(result)
 
     async def resume(
         self, run_id: str, *, observe: Observe | None = None, hooks: Hooks | None = None
@@ -329,9 +334,20 @@ class Runs:
             raise
         attempt = 1 + len(self.store.events(run_id, "run_resumed"))
         obs = observer(self.store, row, observe or Observe(), attempt=attempt)
-        return await backend.resume(
+        result = await backend.resume(
             self.store, row, plan, responses=responses, hooks=_with(hooks, obs), telemetry=obs
         )
+        return await self._noticed(result)
+
+    async def _noticed(self, result: RunResult) -> RunResult:
+        """A run that parked here tells the approvers (runs/notify.py); never fails the run."""
+        if result.status == "waiting":
+            from runner.runs.notify import after_park, config_path
+
+            if config_path(self.store) is not None:  # no notify file: nothing to do
+                await self.store.barrier()
+                await asyncio.to_thread(after_park, self.store, result.run_id)
+        return result
 
     # -- who may act (runner/runs/identity.py) --------------------------------------------------
     def authorize_decision(
@@ -438,6 +454,8 @@ class Runs:
         if needs_resume and follow:
             result = await self.resume(run_id, observe=observe)
             needs_resume = False
+        elif result is not None:
+            result = await self._noticed(result)
         return Decided(
             run_id=run_id,
             node_id=node_id,
@@ -498,8 +516,12 @@ class Runs:
         )
 
     async def sweep(self, *, observe: Observe | None = None) -> list[tuple[str, str]]:
-        """Continue every local run whose approval timed out, so its on_timeout applies."""
+        """Continue every local run whose approval timed out, so its on_timeout applies; first
+        send the approval notices that are due (runs/notify.py)."""
+        from runner.runs.notify import scan
+
         now = time.time()
+        await asyncio.to_thread(scan, self.store, now=now)
         due = sorted(
             {
                 a["run_id"]

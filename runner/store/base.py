@@ -33,6 +33,9 @@ TABLES = (
     "batches",
     "batch_lines",
     "identities",
+    "deliveries",
+    "rate_windows",
+    "notices",
 )
 URL_SCHEMES = ("postgresql://", "postgres://")
 
@@ -402,3 +405,42 @@ class Store(ABC):
     def identity_revoke(self, name: str, by: str | None) -> bool:
         """Revoke an identity at once (its token and sessions stop working), with an
         `identity_revoked` event; False when there is no unrevoked identity by that name."""
+
+    # -- intake and notifications (runner/runs/intake.py, runner/runs/notify.py) -------------
+    @abstractmethod
+    def delivery_claim(self, hook: str, delivery_id: str, run_id: str) -> tuple[str, bool]:
+        """Record once, atomically, that delivery `delivery_id` of `hook` starts `run_id`:
+        (the run id on record, whether this call recorded it). A replayed delivery gets the
+        first delivery's run id and `False`, also when both arrive at the same moment."""
+
+    @abstractmethod
+    def delivery_release(self, hook: str, delivery_id: str, run_id: str) -> None:
+        """Forget a claim whose run could not be created, so that the sender's retry can."""
+
+    @abstractmethod
+    def rate_take(self, key: str, *, limit: int, window_s: float, now: float) -> float:
+        """Count one request against `key` in the fixed window of `window_s` seconds holding
+        `now`: 0.0 when it is within `limit`, else the seconds until the window ends."""
+
+    @abstractmethod
+    def notice_claim(self, run_id: str, node_id: str, kind: str, target: str) -> bool:
+        """Take the sending of one notice (approval `node_id` of `run_id`, `kind`, to `target`)
+        once across processes: True for the one caller that should send it."""
+
+    @abstractmethod
+    def notice_done(
+        self,
+        run_id: str,
+        node_id: str,
+        kind: str,
+        target: str,
+        *,
+        status: str,
+        attempts: int,
+        error: str | None,
+    ) -> None:
+        """Record how a claimed notice ended: `sent` or `failed`, after `attempts` tries."""
+
+    @abstractmethod
+    def notices(self, run_id: str) -> list[dict[str, Any]]:
+        """The notices of a run's approvals, oldest first."""

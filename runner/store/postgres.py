@@ -46,7 +46,7 @@ from runner.store.base import (
 from runner.store.seal import seal, unseal_text, use_key_beside
 
 APP = "flowrun"
-SCHEMA_VERSION = 6  # the same numbers as the SQLite store's migrations
+SCHEMA_VERSION = 7  # the same numbers as the SQLite store's migrations
 LOCK_ID = 0x464C5752  # "FLWR": the advisory lock migrations take
 CONNECT_TIMEOUT_S = 10
 POOL_MAX = 4
@@ -232,6 +232,32 @@ _MIGRATIONS: dict[int, list[str]] = {
             revoked_by TEXT
         )""",
         "ALTER TABLE approvals ADD COLUMN IF NOT EXISTS allow_self BIGINT NOT NULL DEFAULT 0",
+    ],
+    # webhook intake and approval notices (runner/runs/intake.py, runner/runs/notify.py)
+    7: [
+        """CREATE TABLE IF NOT EXISTS deliveries (
+            hook TEXT NOT NULL,
+            delivery_id TEXT NOT NULL,
+            run_id TEXT NOT NULL,
+            received_at DOUBLE PRECISION NOT NULL,
+            PRIMARY KEY (hook, delivery_id)
+        )""",
+        """CREATE TABLE IF NOT EXISTS rate_windows (
+            key TEXT PRIMARY KEY,
+            window_start DOUBLE PRECISION NOT NULL,
+            count BIGINT NOT NULL
+        )""",
+        """CREATE TABLE IF NOT EXISTS notices (
+            run_id TEXT NOT NULL,
+            node_id TEXT NOT NULL,
+            kind TEXT NOT NULL,
+            target TEXT NOT NULL,
+            status TEXT NOT NULL,
+            attempts BIGINT NOT NULL,
+            error TEXT,
+            updated_at DOUBLE PRECISION NOT NULL,
+            PRIMARY KEY (run_id, node_id, kind, target)
+        )""",
     ],
 }
 _SPEND_COUNTED = "status != 'released'"
@@ -1219,6 +1245,79 @@ class PostgresStore(Store):
                 (now, dumps({"identity": name, "by": by})),
             )
         return True
+
+    # -- intake and notifications (runner/runs/intake.py, runner/runs/notify.py) -------------
+    def delivery_claim(self, hook: str, delivery_id: str, run_id: str) -> tuple[str, bool]:
+        with self._tx() as c:
+            cur = c.execute(
+                "INSERT INTO deliveries (hook, delivery_id, run_id, received_at) "
+                "VALUES (%s, %s, %s, %s) ON CONFLICT (hook, delivery_id) DO NOTHING",
+                (hook, delivery_id, run_id, time.time()),
+            )
+            if cur.rowcount == 1:
+                return run_id, True
+            row = c.execute(
+                "SELECT run_id FROM deliveries WHERE hook = %s AND delivery_id = %s",
+                (hook, delivery_id),
+            ).fetchone()
+        assert row is not None  # the conflicting row commits before ON CONFLICT gives way
+        return str(row[0]), False
+
+    def delivery_release(self, hook: str, delivery_id: str, run_id: str) -> None:
+        with self._tx() as c:
+            c.execute(
+                "DELETE FROM deliveries WHERE hook = %s AND delivery_id = %s AND run_id = %s",
+                (hook, delivery_id, run_id),
+            )
+
+    def rate_take(self, key: str, *, limit: int, window_s: float, now: float) -> float:
+        start = (now // window_s) * window_s
+        with self._tx() as c:
+            row = c.execute(
+                "INSERT INTO rate_windows (key, window_start, count) VALUES (%s, %s, 1) "
+                "ON CONFLICT (key) DO UPDATE SET count = CASE WHEN "
+                "rate_windows.window_start = EXCLUDED.window_start THEN rate_windows.count + 1 "
+                "ELSE 1 END, window_start = EXCLUDED.window_start RETURNING count",
+                (key, start),
+            ).fetchone()
+        assert row is not None
+        return 0.0 if int(row[0]) <= limit else max(start + window_s - now, 0.001)
+
+    def notice_claim(self, run_id: str, node_id: str, kind: str, target: str) -> bool:
+        with self._tx() as c:
+            cur = c.execute(
+                "INSERT INTO notices (run_id, node_id, kind, target, status, attempts, "
+                "updated_at) VALUES (%s, %s, %s, %s, 'sending', 0, %s) ON CONFLICT DO NOTHING",
+                (run_id, node_id, kind, target, time.time()),
+            )
+            return cur.rowcount == 1
+
+    def notice_done(
+        self,
+        run_id: str,
+        node_id: str,
+        kind: str,
+        target: str,
+        *,
+        status: str,
+        attempts: int,
+        error: str | None,
+    ) -> None:
+        with self._tx() as c:
+            c.execute(
+                "UPDATE notices SET status = %s, attempts = %s, error = %s, updated_at = %s "
+                "WHERE run_id = %s AND node_id = %s AND kind = %s AND target = %s",
+                (status, attempts, error, time.time(), run_id, node_id, kind, target),
+            )
+
+    def notices(self, run_id: str) -> list[dict[str, Any]]:
+        with self._read("notices") as c, c.cursor(row_factory=dict_row) as cur:
+            rows = cur.execute(
+                "SELECT run_id, node_id, kind, target, status, attempts, error, updated_at "
+                "FROM notices WHERE run_id = %s ORDER BY updated_at, node_id, kind, target",
+                (run_id,),
+            ).fetchall()
+        return [{**r, "attempts": int(r["attempts"])} for r in rows]
 
 
 _OPEN: weakref.WeakSet[PostgresStore] = weakref.WeakSet()

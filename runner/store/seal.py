@@ -18,6 +18,7 @@ from __future__ import annotations
 import functools
 import json
 import os
+import threading
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -190,23 +191,26 @@ class Sealer:
 # commands and servers open one store each (docs/security.md).
 _CURRENT: list[Sealer] = []
 _KEYS: dict[bytes, None] = {}
+_KEYS_LOCK = threading.Lock()
 
 
 def use_key_beside(folder: Path | None) -> Sealer:
     """Seal with FLOWRUN_SEAL_KEY, else with the key file in `folder` (a database without a
-    folder, such as PostgreSQL, uses ~/.flowrun); returns the process's sealer."""
+    folder, such as PostgreSQL, uses ~/.flowrun); returns the process's sealer. Thread-safe:
+    a server opens stores from several threads at once."""
     env = os.environ.get(KEY_ENV)
     key = env.strip().encode() if env else _key_file(folder or Path.home() / ".flowrun")
-    if _CURRENT and next(iter(_KEYS), None) == key:  # the newest key is first
-        return _CURRENT[0]
-    _KEYS.pop(key, None)
-    old = tuple(_KEYS)
-    _KEYS.clear()
-    _KEYS[key] = None
-    _KEYS.update(dict.fromkeys(old))
-    sealer = Sealer(key, old=old)
-    _CURRENT[:] = [sealer]
-    return sealer
+    with _KEYS_LOCK:
+        if _CURRENT and next(iter(_KEYS), None) == key:  # the newest key is first
+            return _CURRENT[0]
+        _KEYS.pop(key, None)
+        old = tuple(_KEYS)
+        _KEYS.clear()
+        _KEYS[key] = None
+        _KEYS.update(dict.fromkeys(old))
+        sealer = Sealer(key, old=old)
+        _CURRENT[:] = [sealer]
+        return sealer
 
 
 def seal(value: Any) -> Any:

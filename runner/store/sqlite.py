@@ -7,6 +7,7 @@ import atexit
 import functools
 import os
 import sqlite3
+import stat
 import threading
 import time
 import weakref
@@ -34,7 +35,7 @@ from runner.store.seal import (
     use_key_beside,
 )
 
-SCHEMA_VERSION = 6
+SCHEMA_VERSION = 7
 APP_ID = 0x464C5752  # "FLWR": PRAGMA application_id marks a store as ours
 BUSY_TIMEOUT_MS = 30_000
 # group commit: the longest a deferred row waits for its transaction when nothing else (a node
@@ -224,6 +225,32 @@ _MIGRATIONS: dict[int, str] = {
     );
     ALTER TABLE approvals ADD COLUMN allow_self INTEGER NOT NULL DEFAULT 0;
     """,
+    # webhook intake and approval notices (runner/runs/intake.py, runner/runs/notify.py)
+    7: """
+    CREATE TABLE IF NOT EXISTS deliveries (
+        hook TEXT NOT NULL,
+        delivery_id TEXT NOT NULL,
+        run_id TEXT NOT NULL,
+        received_at REAL NOT NULL,
+        PRIMARY KEY (hook, delivery_id)
+    );
+    CREATE TABLE IF NOT EXISTS rate_windows (
+        key TEXT PRIMARY KEY,
+        window_start REAL NOT NULL,
+        count INTEGER NOT NULL
+    );
+    CREATE TABLE IF NOT EXISTS notices (
+        run_id TEXT NOT NULL,
+        node_id TEXT NOT NULL,
+        kind TEXT NOT NULL,
+        target TEXT NOT NULL,
+        status TEXT NOT NULL,
+        attempts INTEGER NOT NULL,
+        error TEXT,
+        updated_at REAL NOT NULL,
+        PRIMARY KEY (run_id, node_id, kind, target)
+    );
+    """,
 }
 
 # What a run's spend rows count (runner/engine/budget.py): every row but a released one; an
@@ -286,8 +313,15 @@ class SqliteStore(Store):
             private_dir(self.path.parent)
         elif self.path.is_dir():
             raise StoreError(f"store path {str(self.path)!r} is a directory")
-        # the database (and the WAL and shared-memory files SQLite gives its mode) are 0600
-        private_file(self.path)
+        # the database (and the WAL and shared-memory files SQLite gives its mode) are 0600;
+        # an existing one is chmod-ed by name, never opened: closing a descriptor of a database
+        # drops every POSIX lock this process holds on it, those of SQLite connections other
+        # threads have open included (a server's), and another process could then reset the
+        # WAL under them, hiding their later commits from everyone else
+        if not self.path.exists():
+            private_file(self.path)
+        elif stat.S_IMODE(self.path.stat().st_mode) != 0o600:
+            os.chmod(self.path, 0o600)
         use_key_beside(self.path.parent)
         self._lock = threading.RLock()
         self._pending: list[tuple[str, str, tuple[Any, ...]]] = []  # (table, sql, params)
@@ -1175,6 +1209,78 @@ class SqliteStore(Store):
             )
         return True
 
+    # -- intake and notifications (runner/runs/intake.py, runner/runs/notify.py) -------------
+    def delivery_claim(self, hook: str, delivery_id: str, run_id: str) -> tuple[str, bool]:
+        with self.tx() as c:
+            cur = c.execute(
+                "INSERT INTO deliveries (hook, delivery_id, run_id, received_at) "
+                "VALUES (?, ?, ?, ?) ON CONFLICT(hook, delivery_id) DO NOTHING",
+                (hook, delivery_id, run_id, time.time()),
+            )
+            if cur.rowcount == 1:
+                return run_id, True
+            row = c.execute(
+                "SELECT run_id FROM deliveries WHERE hook = ? AND delivery_id = ?",
+                (hook, delivery_id),
+            ).fetchone()
+        return str(row[0]), False
+
+    def delivery_release(self, hook: str, delivery_id: str, run_id: str) -> None:
+        with self.tx() as c:
+            c.execute(
+                "DELETE FROM deliveries WHERE hook = ? AND delivery_id = ? AND run_id = ?",
+                (hook, delivery_id, run_id),
+            )
+
+    def rate_take(self, key: str, *, limit: int, window_s: float, now: float) -> float:
+        start = (now // window_s) * window_s
+        with self.tx() as c:
+            row = c.execute(
+                "INSERT INTO rate_windows (key, window_start, count) VALUES (?, ?, 1) "
+                "ON CONFLICT(key) DO UPDATE SET count = CASE WHEN "
+                "rate_windows.window_start = excluded.window_start THEN rate_windows.count + 1 "
+                "ELSE 1 END, window_start = excluded.window_start RETURNING count",
+                (key, start),
+            ).fetchone()
+        return 0.0 if int(row[0]) <= limit else max(start + window_s - now, 0.001)
+
+    def notice_claim(self, run_id: str, node_id: str, kind: str, target: str) -> bool:
+        with self.tx() as c:
+            cur = c.execute(
+                "INSERT INTO notices (run_id, node_id, kind, target, status, attempts, "
+                "updated_at) VALUES (?, ?, ?, ?, 'sending', 0, ?) ON CONFLICT DO NOTHING",
+                (run_id, node_id, kind, target, time.time()),
+            )
+            return cur.rowcount == 1
+
+    def notice_done(
+        self,
+        run_id: str,
+        node_id: str,
+        kind: str,
+        target: str,
+        *,
+        status: str,
+        attempts: int,
+        error: str | None,
+    ) -> None:
+        with self.tx() as c:
+            c.execute(
+                "UPDATE notices SET status = ?, attempts = ?, error = ?, updated_at = ? "
+                "WHERE run_id = ? AND node_id = ? AND kind = ? AND target = ?",
+                (status, attempts, error, time.time(), run_id, node_id, kind, target),
+            )
+
+    def notices(self, run_id: str) -> list[dict[str, Any]]:
+        self.flush()
+        cur = self.conn.execute(
+            "SELECT run_id, node_id, kind, target, status, attempts, error, updated_at "
+            "FROM notices WHERE run_id = ? ORDER BY updated_at, node_id, kind, target",
+            (run_id,),
+        )
+        names = [d[0] for d in cur.description]
+        return [dict(zip(names, r, strict=True)) for r in cur.fetchall()]
+
 
 _COLS: dict[str, list[str]] = {}
 
@@ -1307,7 +1413,9 @@ def _batch_row(d: dict[str, Any]) -> dict[str, Any]:
 
 def _run_row(conn: sqlite3.Connection, row: tuple[Any, ...]) -> RunRow:
     if not _RUN_COLS:
-        _RUN_COLS.extend(d[1] for d in conn.execute("PRAGMA table_info(runs)"))
+        # one assignment, not extend: two threads reading their first run at once (a server's
+        # webhook runs) would otherwise both append, and every later read would fail
+        _RUN_COLS[:] = [d[1] for d in conn.execute("PRAGMA table_info(runs)")]
     d = dict(zip(_RUN_COLS, row, strict=True))
     d["inputs"] = loads(d["inputs"])
     d["outputs"] = loads(d["outputs"])

@@ -27,6 +27,7 @@ if TYPE_CHECKING:
     from runner.plan.model import Plan
     from runner.store import Store
     from runner.trace.otel import Tracing
+    from runner.trace.vault import VaultWriter
 
 Capture = Literal["off", "default", "full"]
 CAPTURES: tuple[str, ...] = ("default", "full", "off")
@@ -159,6 +160,7 @@ class RunObserver(Hooks, Telemetry):
         self._run_id = ""
         self._spent = Usage()
         self._tool_calls: dict[tuple[str, int | None], int] = {}
+        self._vault: VaultWriter | None = None  # the full transcript, when a key is configured
 
     # -- transcript --------------------------------------------------------------------------
     def _content(self, value: Any) -> Any:
@@ -177,7 +179,27 @@ class RunObserver(Hooks, Telemetry):
         line = {"ts": round(time.time(), 6), "event": event, "run_id": self._run_id, **data}
         self._pending.append((_json(line) + "\n").encode("utf-8"))
 
+    def _vline(self, event: str, **data: Any) -> None:
+        """A line of the full transcript (runner/trace/vault.py): the content as it was."""
+        if self._vault is not None:
+            line = {"ts": round(time.time(), 6), "event": event, "run_id": self._run_id, **data}
+            self._vault.line(line)
+
+    def _open_vault(self) -> None:
+        from runner.trace.vault import VaultWriter, configured_keys, vault_path
+
+        keys = configured_keys() if self.transcript_file is not None else None
+        if keys is not None and self.transcript_file is not None:
+            self._vault = VaultWriter(keys, vault_path(self.transcript_file), self._run_id)
+
+    def _close_vault(self) -> None:
+        if self._vault is not None:
+            self._vault.close()
+            self._vault = None
+
     def _flush(self) -> None:
+        if self._vault is not None:
+            self._vault.flush()
         if self._out is None or not self._pending:
             return
         data = b"".join(self._pending)
@@ -209,12 +231,22 @@ class RunObserver(Hooks, Telemetry):
             self._out = await loop.run_in_executor(
                 None, self._open_transcript, self.transcript_file
             )
+            self._open_vault()
         self._started_line(plan, inputs)
         if self.tracing is None:
             return
         self._start_run_span(plan, inputs, span_context=None, started_ns=None)
 
     def _started_line(self, plan: Plan, inputs: dict[str, Any]) -> None:
+        self._vline(
+            "run_started",
+            workflow=plan.name,
+            profile=plan.profile,
+            tenant=self.tenant,
+            actor=self.actor,
+            attempt=self.attempt,
+            inputs=inputs,
+        )
         if self._out is not None:
             self._write(
                 "run_started",
@@ -281,6 +313,7 @@ class RunObserver(Hooks, Telemetry):
         self._plan, self._run_id, self._spent = plan, run_id, spent
         if self.transcript_file is not None:
             self._out = self._open_transcript(self.transcript_file)
+            self._open_vault()
             if opens:
                 self._started_line(plan, inputs)
         if self.tracing is not None:
@@ -291,6 +324,7 @@ class RunObserver(Hooks, Telemetry):
         try:
             self._flush()
         finally:
+            self._close_vault()
             if self._out is not None:
                 self._out.close()
                 self._out = None
@@ -323,6 +357,7 @@ class RunObserver(Hooks, Telemetry):
         await self.run_finished(result=result)
 
     async def node_started(self, *, run_id: str, node_id: str, **_: Any) -> None:
+        self._vline("node_started", node_id=node_id)
         if self._out is not None:
             self._write("node_started", node_id=node_id)
         if self.tracing is None or self._plan is None:
@@ -361,6 +396,22 @@ class RunObserver(Hooks, Telemetry):
         self._spent += result.usage
         u = result.usage
         detail: Any = None  # the transcript's copy of result.detail, when it has one
+        if self._vault is not None:
+            self._vline(
+                "node_finished",
+                node_id=result.node_id,
+                kind=result.kind,
+                status=result.status,
+                attempts=result.attempts,
+                model=result.model,
+                duration_s=round(result.duration_s, 6),
+                usage=u.to_json(),
+                error=result.error,
+                detail=dict(result.detail),
+                output=result.output,
+            )
+            if self._out is None:
+                self._vault.flush()
         if self._out is not None:
             if self.capture == "off":
                 error, detail, output = redact(result.error, pii=True), None, None
@@ -415,6 +466,17 @@ class RunObserver(Hooks, Telemetry):
 
     async def run_finished(self, *, result: RunResult, **_: Any) -> None:
         u = result.usage
+        if self._vault is not None:
+            self._vline(
+                "run_finished",
+                status=result.status,
+                reason=result.reason,
+                duration_s=round(result.duration_s, 6),
+                usage={"input_tokens": u.input_tokens, "output_tokens": u.output_tokens},
+                cost_usd=u.cost_usd,
+                outputs=result.outputs,
+            )
+            self._close_vault()
         if self._out is not None:
             try:
                 self._write(
@@ -548,6 +610,20 @@ class RunObserver(Hooks, Telemetry):
                 started_at=started,
                 duration_s=duration,
             )
+        self._vline(
+            "llm_call",
+            node_id=ctx.node_id,
+            index=ctx.index,
+            attempt=attempt,
+            model=req.model,
+            response_model=data.get("response_model"),
+            usage=data.get("usage"),
+            cost_usd=data.get("cost_usd"),
+            error=error,
+            duration_s=round(duration, 6),
+            messages=req.messages,
+            content=resp.content if resp is not None else None,
+        )
         if self._out is not None:
             self._write(
                 "llm_call",
@@ -643,6 +719,18 @@ class RunObserver(Hooks, Telemetry):
                     started_at=started,
                     duration_s=duration,
                 )
+            self._vline(
+                "tool_call",
+                node_id=ctx.node_id,
+                index=ctx.index,
+                attempt=attempt,
+                tool=tool,
+                error=error,
+                duration_s=round(duration, 6),
+                args=args,
+                has_result=call.has_value,
+                result=call.value if call.has_value else None,
+            )
             if self._out is not None:
                 args_c = result_c = None
                 if self.capture != "off":  # perf (issue 11): one redact() for both

@@ -167,15 +167,18 @@ async def replay_run(
     rerun: tuple[str, ...] = (),
     profile: str | None = None,
     responses: str | None = None,
+    calls: list[dict[str, Any]] | None = None,
 ) -> Replay:
-    """Re-execute a recorded run offline; unchanged nodes get their recorded answers."""
+    """Re-execute a recorded run offline; unchanged nodes get their recorded answers (from
+    `calls` when given: the full transcript's, runner/trace/vault.py)."""
     from runner.engine.run import check_inputs, execute
     from runner.plan.compile import compile_plan
     from runner.runs import compile_plan_of, plan_of
     from runner.spec import load_spec
 
     row = store.get_run(run_id)
-    calls = store.calls(run_id)
+    if calls is None:
+        calls = store.calls(run_id)
     _needs_content(row, calls)
     old = plan_of(row, store)
     # the run's own bundle unless another spec is given: files on disk may have changed since

@@ -22,6 +22,7 @@ LAYERS: dict[str, int] = {
     "runner.errors": 0,
     "runner.redact": 0,
     "runner.files": 0,
+    "runner.signing": 0,
     "runner.expr": 1,
     "runner.spec": 1,
     "runner.models": 1,
@@ -62,6 +63,8 @@ LAYERS: dict[str, int] = {
     "runner.store_cli": 9,
     "runner.web_cli": 9,
     "runner.users_cli": 9,
+    "runner.intake_cli": 9,
+    "runner.vault_cli": 9,
 }
 ENTRY = 9
 # what an entry point reaches only through runs/: the backends and the store's SQL

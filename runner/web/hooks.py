@@ -1,0 +1,239 @@
+"""`POST /hooks/<name>`: a signed webhook delivery starts a run of the hook's workflow.
+
+Checked in this order, each refusal starting nothing: the hook exists (404) and is POSTed
+(405); the body fits the hook's size limit (413); the signature and its timestamp (401); the
+hook's rate limit (429 with Retry-After); the body is JSON and has a delivery id (400);
+the mapped inputs match the workflow's `inputs` schema (400, with the JSON pointer of the first
+failing value). Then the delivery is claimed (a replay answers 200 with the first run's id) and
+the run starts aside: 202 with its id at once. Hooks are authenticated by their HMAC secrets
+only (no console session). docs/intake.md has the details and a curl recipe.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import time
+from typing import Any
+
+from starlette.concurrency import run_in_threadpool
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+
+from runner.errors import FlowrunError
+from runner.plan.schemas import validator
+from runner.runs import Runs
+from runner.runs.intake import Accepted, Delivery, Intake
+from runner.signing import DELIVERY_HEADER, SIGNATURE_HEADER, TIMESTAMP_HEADER, BadSignature, verify
+from runner.web.hookfile import Hook, HookFile, is_missing, parse_pointer, pointer_of, resolve
+
+PREFIX = "/hooks/"
+MAX_DELIVERY_ID = 200
+HEADERS = {"X-Content-Type-Options": "nosniff", "Cache-Control": "no-store"}
+
+
+def _answer(status: int, body: dict[str, Any], headers: dict[str, str] | None = None) -> Response:
+    return JSONResponse(body, status_code=status, headers={**HEADERS, **(headers or {})})
+
+
+def _refuse(status: int, message: str, **extra: Any) -> Response:
+    return _answer(status, {"error": message, **extra})
+
+
+class _TooLarge(Exception):
+    pass
+
+
+async def _body(request: Request, limit: int) -> bytes:
+    """The raw body, refused past `limit` bytes without reading the rest."""
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > limit:
+        raise _TooLarge
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise _TooLarge
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def map_inputs(hook: Hook, body: Any) -> tuple[dict[str, Any] | None, Response | None]:
+    """The run's inputs from a parsed body, or the 400 that says which pointer failed."""
+    if hook.inputs is None:
+        if not isinstance(body, dict):
+            return None, _refuse(400, "the body must be a JSON object", pointer="")
+        inputs = body
+    else:
+        inputs = {}
+        for name, pointer in hook.inputs.items():
+            value = resolve(body, parse_pointer(pointer) or [])
+            if is_missing(value):
+                return None, _refuse(
+                    400, f"the body has no value at {pointer!r} (input {name!r})", pointer=pointer
+                )
+            inputs[name] = value
+    errors = sorted(
+        validator(hook.plan.inputs_schema).iter_errors(inputs),
+        key=lambda e: (len(e.absolute_path), list(map(str, e.absolute_path))),
+    )
+    if errors:
+        err = errors[0]
+        path = list(err.absolute_path)
+        at = pointer_of(path)
+        if hook.inputs is not None and path and str(path[0]) in hook.inputs:
+            at = hook.inputs[str(path[0])] + pointer_of(path[1:])
+        elif hook.inputs is not None:
+            at = ""
+        # the message may quote the value: it goes back to the sender, never to a log
+        return None, _refuse(
+            400,
+            f"input does not match {hook.plan.name!r}'s inputs schema: {err.message}",
+            pointer=at,
+            input_pointer=pointer_of(path),
+        )
+    return inputs, None
+
+
+def _delivery_id(hook: Hook, request: Request, body: Any) -> tuple[str, Response | None]:
+    """The delivery's id: from the signed body when the hook names its pointer (a replayed
+    request cannot then pass as a new delivery), else from the X-Flowrun-Delivery header."""
+    if hook.delivery_id is not None:
+        value = resolve(body, parse_pointer(hook.delivery_id) or [])
+        if isinstance(value, bool) or not isinstance(value, str | int):
+            return "", _refuse(
+                400,
+                f"the body has no delivery id (a string or number) at {hook.delivery_id!r}",
+                pointer=hook.delivery_id,
+            )
+        found = str(value)
+        what = f"the delivery id at {hook.delivery_id!r}"
+    else:
+        found = request.headers.get(DELIVERY_HEADER, "")
+        what = f"a {DELIVERY_HEADER} header"
+    if not found or len(found) > MAX_DELIVERY_ID or not found.isprintable():
+        return "", _refuse(400, f"{what} (1 to {MAX_DELIVERY_ID} characters) is required")
+    return found, None
+
+
+class HooksApp:
+    """The ASGI app of the hooks; `mount_over(other)` serves the rest of the paths by `other`."""
+
+    def __init__(self, hooks: HookFile, store_target: str, intake: Intake | None = None) -> None:
+        self.hooks = hooks
+        self.target = store_target
+        self.intake = intake or Intake(store_target)
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            return
+        request = Request(scope, receive)
+        resp = await self.handle(request)
+        await resp(scope, receive, send)
+
+    async def handle(self, request: Request) -> Response:
+        name = request.url.path[len(PREFIX) :]
+        hook = self.hooks.hooks.get(name)
+        if hook is None:
+            return _refuse(404, f"no hook {name!r}")
+        if request.method != "POST":
+            return _answer(405, {"error": "POST a signed JSON body"}, {"Allow": "POST"})
+        try:
+            raw = await _body(request, hook.max_body_bytes)
+        except _TooLarge:
+            return _refuse(413, f"the body is larger than {hook.max_body_bytes} bytes")
+        try:
+            verify(
+                hook.secrets,
+                raw,
+                request.headers.get(TIMESTAMP_HEADER),
+                request.headers.get(SIGNATURE_HEADER),
+                tolerance_s=hook.tolerance_s,
+            )
+        except BadSignature as e:
+            return _refuse(401, str(e))
+        if hook.rate_limit is not None:
+            wait = await run_in_threadpool(self._rate, hook)
+            if wait > 0:
+                retry = max(1, int(wait + 0.999))
+                return _answer(
+                    429,
+                    {"error": "too many deliveries to this hook", "retry_after_s": retry},
+                    {"Retry-After": str(retry)},
+                )
+        try:
+            body = json.loads(raw)
+        except (ValueError, UnicodeDecodeError) as e:
+            return _refuse(400, f"the body is not JSON: {e}")
+        except RecursionError:
+            return _refuse(400, "the body is nested too deeply")
+        delivery_id, refusal = _delivery_id(hook, request, body)
+        if refusal is not None:
+            return refusal
+        inputs, refusal = map_inputs(hook, body)
+        if refusal is not None:
+            return refusal
+        assert inputs is not None
+        delivery = Delivery(
+            hook=hook.name,
+            delivery_id=delivery_id,
+            plan=hook.plan,
+            inputs=inputs,
+            tenant=hook.tenant,
+            backend=hook.backend,
+            temporal=hook.temporal,
+            live=hook.live,
+            scopes=hook.scopes,
+            responses=hook.responses,
+            responses_path=hook.responses_path,
+        )
+        try:
+            accepted: Accepted = await run_in_threadpool(
+                self.intake.accept, delivery, limit=hook.max_concurrent_runs
+            )
+        except FlowrunError as e:
+            return _refuse(503, e.message)
+        if not accepted.fresh:
+            return _answer(200, {"run_id": accepted.run_id, "duplicate": True})
+        return _answer(202, {"run_id": accepted.run_id, "duplicate": False})
+
+    def _rate(self, hook: Hook) -> float:
+        assert hook.rate_limit is not None
+        with contextlib.closing(Runs.open(self.target)) as runs:
+            return runs.store.rate_take(
+                f"hook:{hook.name}",
+                limit=hook.rate_limit.requests,
+                window_s=hook.rate_limit.per_s,
+                now=time.time(),
+            )
+
+    def mount_over(self, other: Any) -> Any:
+        """One ASGI app: `/hooks/...` here, everything else (and lifespan) by `other`."""
+
+        async def app(scope: Any, receive: Any, send: Any) -> None:
+            if scope["type"] == "http" and scope["path"].startswith(PREFIX):
+                await self(scope, receive, send)
+            else:
+                await other(scope, receive, send)
+
+        return app
+
+
+def standalone(hooks: HookFile, store_target: str, intake: Intake | None = None) -> Any:
+    """The hooks alone (`flowrun intake`): anything but /hooks/... is 404."""
+    hooks_app = HooksApp(hooks, store_target, intake)
+
+    async def not_found(scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] == "http":
+            await _refuse(404, "not found; deliveries go to /hooks/<name>")(scope, receive, send)
+        elif scope["type"] == "lifespan":
+            while True:
+                message = await receive()
+                if message["type"] == "lifespan.startup":
+                    await send({"type": "lifespan.startup.complete"})
+                elif message["type"] == "lifespan.shutdown":
+                    await send({"type": "lifespan.shutdown.complete"})
+                    return
+
+    return hooks_app.mount_over(not_found)
