@@ -19,11 +19,11 @@ from runner.runs.notify import load_config, nearing_window, scan
 from runner.signing import SIGNATURE_HEADER, TIMESTAMP_HEADER, verify
 from tests.intake.conftest import (
     ROOT,
-    TOKEN,
     Receiver,
     free_port,
 )
 from tests.intake.test_hooks import BODY, status_of
+from tests.web.conftest import LEAD_TOKEN, add_lead
 
 AUDIT_SECRET = "audit-receiver-secret-0123456789"
 PLANNED = ROOT / "tests" / "intake" / "specs" / "planned.yaml"
@@ -85,7 +85,8 @@ def test_a_waiting_approval_reaches_the_receiver_with_a_working_link(
     # the link works: a logged-in approver lands on the approval
     jar = CookieJar()
     opener = urllib.request.build_opener(urllib.request.HTTPCookieProcessor(jar))
-    opener.open(urllib.request.Request(f"{console}/login", data=f"token={TOKEN}".encode()))
+    add_lead(s.env["FLOWRUN_STORE"])  # an approver among the approval's assignees
+    opener.open(urllib.request.Request(f"{console}/login", data=f"token={LEAD_TOKEN}".encode()))
     with opener.open(link) as r:
         page = r.read().decode()
         assert r.status == 200 and r.url.startswith(f"{console}/inbox")
