@@ -65,6 +65,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "kill": ("runner.ops_cli:kill", "Stop a run at its next node boundary (status killed)."),
     "mcp": ("runner.mcp_cli:mcp_group", "Serve workflows to MCP clients."),
     "policy": ("runner.policy_cli:policy", "Work with a spec's policies."),
+    "readiness": ("runner.readiness_cli:readiness", "Judge a workflow's five readiness gates."),
     "reject": ("runner.ops_cli:reject", "Reject a waiting approval node; the run ends denied."),
     "replay": ("runner.trace_cli:replay", "Re-execute a recorded run offline; print what changed."),
     "resume": ("runner.ops_cli:resume", "Continue a run whose process died (or that waits)."),

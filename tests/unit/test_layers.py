@@ -57,6 +57,8 @@ LAYERS: dict[str, int] = {
     "runner.mcp_cli": 9,
     "runner.policy_cli": 9,
     "runner.review_cli": 9,
+    "runner.readiness_cli": 9,
+    "runner.autonomy_cli": 9,
     "runner.temporal_cli": 9,
     "runner.trace_cli": 9,
     "runner.store_cli": 9,
