@@ -55,6 +55,7 @@ def _load_plan(spec: str, profile: str | None) -> Any:
 # A new command is one line here; tests/cli/test_lazy.py checks each entry against its command.
 COMMANDS: dict[str, tuple[str, str]] = {
     "approve": ("runner.ops_cli:approve", "Approve a waiting approval node, then resume the run."),
+    "autonomy": ("runner.autonomy_cli:autonomy", "Show, promote or demote write tools' autonomy."),
     "batch": ("runner.batch_cli:batch", "Run a spec once per line of a data set, as one batch."),
     "batches": ("runner.batch_cli:batches", "List batches, newest first."),
     "diff": ("runner.review_cli:diff", "Semantic diff of two spec versions for review."),

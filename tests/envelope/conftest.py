@@ -55,9 +55,7 @@ def run(
 ) -> RunResult:
     svc = services if services is not None else MemoryServices()
     env = Envelope(live=live, scopes=scopes, actor=actor, tenant="acme")
-    return asyncio.run(
-        execute(plan, inputs or {}, services=svc, envelope=env, telemetry=Traced())
-    )
+    return asyncio.run(execute(plan, inputs or {}, services=svc, envelope=env, telemetry=Traced()))
 
 
 class Traced(Telemetry):
