@@ -72,6 +72,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "resume": ("runner.ops_cli:resume", "Continue a run whose process died (or that waits)."),
     "runs": ("runner.ops_cli:runs", "List runs, newest first."),
     "serve": ("runner.web_cli:serve", "Serve the web console: approval inbox, runs, graphs."),
+    "shadow": ("runner.shadow_cli:shadow", "Run a new spec version as a dry run on recorded runs."),
     "show": ("runner.ops_cli:show", "Show a run: per node status, output, attempts, cost."),
     "stats": ("runner.trace_cli:stats", "Completion and escalation rates, latency and cost."),
     "store": ("runner.store_cli:store_group", "Work with run stores: copy one into PostgreSQL."),

@@ -59,6 +59,7 @@ LAYERS: dict[str, int] = {
     "runner.review_cli": 9,
     "runner.readiness_cli": 9,
     "runner.autonomy_cli": 9,
+    "runner.shadow_cli": 9,
     "runner.temporal_cli": 9,
     "runner.trace_cli": 9,
     "runner.store_cli": 9,
