@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import os
 import subprocess
 import sys
@@ -28,6 +29,7 @@ from runner.errors import FlowrunError
 from runner.redact import show
 from runner.runs import STATUS_EXIT, NotFound, Runs
 from runner.web import data
+from runner.web.readiness import readiness_page
 from runner.web.security import HEADERS, SESSION_COOKIE, SESSION_MAX_AGE_S, Sessions
 
 HERE = Path(__file__).resolve().parent
@@ -368,6 +370,7 @@ def create_app(config: ConsoleConfig) -> Starlette:
             methods=["POST"],
         ),
         Route("/writes", guard(c.writes), methods=["POST"]),
+        Route("/readiness", guard(functools.partial(readiness_page, c))),
         Route("/static/{name}", guard(c.static)),
         Route("/mermaid/{path:path}", guard(c.mermaid)),
     ]
