@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import time
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -183,3 +184,40 @@ def test_cli_bad_input_is_one_line(tmp_path: Any) -> None:
     )
     res = _flowrun("readiness", str(bad_spec), "--store", str(tmp_path / "x.db"))
     assert res.exit_code == 2 and "readiness" in res.output and "Traceback" not in res.output
+
+
+def test_failing_policy_case_flips_safety_alone(store: Store) -> None:
+    from runner.runs.readiness import PolicyCases
+
+    plan = plan_of("support_refund")
+    seed(store, plan)
+    now = time.time() + 1
+    ok = PolicyCases(path="cases.yaml", passed=8, failed=[])
+    bad = PolicyCases(path="cases.yaml", passed=7, failed=["refund-over-cap-denied"])
+    before = {g.name: g.to_json() for g in assess(store, plan, now=now, policy_cases=ok).gates}
+    after = {g.name: g.to_json() for g in assess(store, plan, now=now, policy_cases=bad).gates}
+    only_changed(before, after, "safety")
+    assert "refund-over-cap-denied" in " ".join(c["text"] for c in after["safety"]["checks"])
+
+
+def test_reference_specs_name_policy_cases_that_pass() -> None:
+    from runner.readiness_cli import policy_cases_of
+
+    for name in REFERENCE:
+        cases = policy_cases_of(plan_of(name))
+        assert cases is not None and cases.passed > 0 and cases.failed == [], name
+
+
+@pytest.mark.slow
+def test_eval_record_is_readiness_evidence(store: Store, target: str) -> None:
+    spec = str(plan_of("support_refund").loaded.source.path)
+    cases = str(Path(spec).parents[1] / "examples" / "evals" / "support_refund")
+    res = _flowrun("eval", spec, "--cases", cases, "--record", "--store", target)
+    assert res.exit_code == 0, res.output
+    assert "results recorded in" in res.output
+    [row] = store.eval_results("support-refund")
+    assert row["passed"] and row["summary"]["cases"] == 25
+    assert row["summary"]["by_kind"]["adversarial"] == [7, 7]
+    g = assess(store, plan_of("support_refund")).gate("task_success")
+    assert g.numbers["cases"] == 25 and g.numbers["same_spec"] is True
+    assert g.status == "not_enough_evidence"  # one result: stability needs three
