@@ -88,6 +88,14 @@ def render_text(r: Report) -> str:
             lines.append(f"    ?? {m}")
         for rem in g.remedy:
             lines.append(f"    -> {rem}")
+    if r.shadow is not None:
+        s = r.shadow["summary"]
+        lines += [
+            "",
+            f"shadow of this version ({_when(r.shadow['ts'])}): {s['replayed']} recorded run(s), "
+            f"{s['decisions_changed']} decision(s) changed, cost ${s['cost_before_usd']:.6f} -> "
+            f"${s['cost_after_usd']:.6f}",
+        ]
     if r.autonomy:
         lines.append("")
         lines.append("autonomy of write tools:")
@@ -117,6 +125,13 @@ def render_markdown(r: Report) -> str:
             f"| {g.title} | {ICON[g.status]} {MARK[g.status].lower()} | "
             f"{_md(measured)} | {_md(remedy)} |"
         )
+    if r.shadow is not None:
+        s = r.shadow["summary"]
+        out += [
+            "",
+            f"Shadow of this version on {s['replayed']} recorded run(s): "
+            f"{s['decisions_changed']} decision(s) changed.",
+        ]
     if r.autonomy:
         out += ["", "| write tool | autonomy |", "|---|---|"]
         out += [f"| `{a['tool']}` | {a['level']} |" for a in r.autonomy]

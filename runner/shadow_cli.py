@@ -30,6 +30,9 @@ from runner.redact import echo, show
 @click.option("--responses", metavar="FILE", help="recorded answers for the changed LLM nodes")
 @click.option("--fail-on-change", is_flag=True, help="exit 1 when a run's decision changed")
 @click.option(
+    "--record", is_flag=True, help="keep the summary in the store: `flowrun readiness` shows it"
+)
+@click.option(
     "--output", "fmt", type=click.Choice(["text", "json"]), default="text", show_default=True
 )
 @click.option("--store", "store_opt", metavar="PATH", help="run store (default: $FLOWRUN_STORE)")
@@ -39,6 +42,7 @@ def shadow(
     profile: str | None,
     responses: str | None,
     fail_on_change: bool,
+    record: bool,
     fmt: str,
     store_opt: str | None,
 ) -> None:
@@ -51,6 +55,7 @@ def shadow(
 
     from runner.readiness_cli import load
     from runner.runs.shadow import RunFilter, select
+    from runner.runs.shadow import record as record_shadow
     from runner.runs.shadow import shadow as run_shadow
     from runner.store import open_store
 
@@ -67,6 +72,8 @@ def shadow(
         report = asyncio.run(
             run_shadow(store, spec, plan, rows, profile=profile, responses=responses)
         )
+        if record:
+            record_shadow(store, plan, report)
     except FlowrunError as e:
         click.echo(e.render(), err=True)
         sys.exit(e.exit_code)

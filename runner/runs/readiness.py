@@ -113,6 +113,7 @@ class Report:
     now: float
     gates: list[Gate]
     autonomy: list[dict[str, Any]] = field(default_factory=list)
+    shadow: dict[str, Any] | None = None  # the latest `flowrun shadow --record` of this version
 
     @property
     def passed(self) -> bool:
@@ -143,6 +144,7 @@ class Report:
             "passed": self.passed,
             "gates": [g.to_json() for g in self.gates],
             "autonomy": self.autonomy,
+            "shadow": self.shadow,
         }
 
 
@@ -233,7 +235,19 @@ def assess(
         now=now,
         gates=gates,
         autonomy=autonomy_levels(store, plan, tenant),
+        shadow=_shadow(store, plan),
     )
+
+
+def _shadow(store: Store, plan: Plan) -> dict[str, Any] | None:
+    """The latest `flowrun shadow --record` of this very spec version (None: none)."""
+    digest = spec_digest(plan)
+    found = [
+        e
+        for e in store.events(run_id="*", type_="shadow_result")
+        if e["data"].get("workflow") == plan.name and e["data"].get("spec_digest") == digest
+    ]
+    return {"ts": found[-1]["ts"], **found[-1]["data"]} if found else None
 
 
 def write_tools(plan: Plan) -> list[str]:

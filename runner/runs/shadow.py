@@ -9,6 +9,7 @@ cost before and after, and how the tool calls differ.
 
 from __future__ import annotations
 
+import hashlib
 import re
 import time
 from collections import Counter
@@ -184,3 +185,22 @@ async def shadow(
             "cost_after_usd": round(sum(r["cost_usd"]["after"] for r in done), 8),
         },
     }
+
+
+def record(store: Store, plan: Plan, report: dict[str, Any]) -> None:
+    """Keep a shadow's summary (audit event `shadow_result`, run id '*') for `flowrun readiness`
+    of the same spec version to show."""
+    store.event(
+        "*",
+        "shadow_result",
+        workflow=plan.name,
+        spec_digest=_digest(plan),
+        summary=report["summary"],
+        changed_runs=[r["run_id"] for r in report["runs"] if r.get("decision_changed")][:50],
+    )
+    store.flush()
+
+
+def _digest(plan: Plan) -> str:
+    """The spec version's digest, as runs and eval results record it (its text's SHA-256)."""
+    return hashlib.sha256(plan.loaded.source.text.encode()).hexdigest()

@@ -156,12 +156,16 @@ def test_cli_outputs_and_exit_codes(store: Store, target: str) -> None:
     spec = str(plan.loaded.source.path)
     empty = _flowrun("readiness", spec, "--store", target)
     assert empty.exit_code == 3, empty.output
-    seed(store, plan)
-    ok = _flowrun("readiness", spec, "--store", target)
-    assert ok.exit_code == 0, ok.output
-    for title in ("task success", "cost control", "safety", "observability", "human fallback"):
-        assert title in ok.output
-    assert "Wilson lower bound" in ok.output and "p95 cost per completed task" in ok.output
+    for name in REFERENCE:  # every reference workflow prints its five gates with numbers
+        p = plan_of(name)
+        seed(store, p)
+        ok = _flowrun("readiness", str(p.loaded.source.path), "--store", target)
+        assert ok.exit_code == 0, ok.output
+        for title in ("task success", "cost control", "safety", "observability", "human fallback"):
+            assert f"PASS                 {title}" in ok.output, ok.output
+        assert "Wilson lower bound" in ok.output and "p95 cost per completed task" in ok.output
+        assert "policy unit cases" in ok.output and "writes have a traced call record" in ok.output
+        assert "approval wait p95" in ok.output and "live writes undone" in ok.output
     as_json = json.loads(_flowrun("readiness", spec, "--store", target, "--output", "json").output)
     assert as_json["status"] == "pass" and len(as_json["gates"]) == 5
     md = _flowrun("readiness", spec, "--store", target, "--output", "markdown").output

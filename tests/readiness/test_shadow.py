@@ -11,6 +11,8 @@ import pytest
 from click.testing import CliRunner
 
 from runner.cli import cli
+from runner.plan.compile import compile_plan
+from runner.spec import load_spec
 from runner.store import Store
 from tests.readiness.conftest import SPECS
 
@@ -94,6 +96,17 @@ def test_shadow_reports_decision_cost_and_tool_call_changes(
     args = ("shadow", str(v2), "--store", target, "--runs", "live=any", "--output", "json")
     with_dry = json.loads(flowrun(*args).output)
     assert with_dry["summary"]["runs"] == 3
+
+    # recorded, the shadow is shown by readiness of that same version, not of the old one
+    from runner.runs.readiness import assess
+    from tests.readiness.conftest import plan_of
+
+    assert flowrun("shadow", str(v2), "--store", target, "--record").exit_code == 0
+    new_plan = compile_plan(load_spec(str(v2)))
+    shown = assess(store, new_plan).shadow
+    assert shown is not None and shown["summary"]["decisions_changed"] == 1
+    assert shown["changed_runs"] == [ids["refund_granted"]]
+    assert assess(store, plan_of("support_refund")).shadow is None
 
 
 def test_shadow_bad_input(store: Store, target: str, tmp_path: Path) -> None:
