@@ -329,7 +329,9 @@ class Autonomy(ToolWrapper):
         run = ctx.run
         svc = run.services
         cfg = run.plan.loaded.spec.readiness.autonomy
-        level, demoted = level_for(svc, run.plan.name, step.name, run.envelope.tenant, cfg)
+        # inside a subflow: the run's own (outermost) workflow, whose runs record the writes
+        workflow = run.outer_policies[0][0] if run.outer_policies else run.plan.name
+        level, demoted = level_for(svc, workflow, step.name, run.envelope.tenant, cfg)
         if demoted is not None:
             svc.event(run.run_id, "autonomy_demoted", ctx.node_id, **demoted)
         if level == "dry_run":
