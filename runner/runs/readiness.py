@@ -225,6 +225,11 @@ def assess(
         ),
         _human_fallback(cfg, store.window_approvals(wf, tenant=tenant, since=since), writes, now),
     ]
+    if not write_tools(plan):  # nothing to trace before a write, nothing to undo
+        for g in gates[3:]:
+            if g.missing:
+                g.missing, g.remedy = [], []
+                g.check("writes", 0, None, None, "the workflow declares no write tool")
     for g in gates:
         g.decide()
     return Report(

@@ -183,11 +183,18 @@ def test_cli_bad_input_is_one_line(tmp_path: Any) -> None:
     since = _flowrun("readiness", spec, "--since", "yesterday-ish")
     assert since.exit_code == 2 and "--since" in since.output and "Traceback" not in since.output
     bad_spec = tmp_path / "bad.yaml"
+    (tmp_path / "flowrun.toml").write_text("")
     bad_spec.write_text(
-        (plan_of("support_refund").loaded.source.text) + "readiness: {cost: {min_runs: 0}}\n"
+        "apiVersion: flowrun/v1\nkind: Workflow\nmetadata: {name: bad}\n"
+        "tools:\n  get: {impl: tests.envelope.etools:read}\n"
+        "nodes:\n  a: {tool: get, args: {key: a}}\n"
+        "readiness: {cost: {min_runs: 0}, human_fallback: {approval_sla: forever}}\n"
     )
     res = _flowrun("readiness", str(bad_spec), "--store", str(tmp_path / "x.db"))
-    assert res.exit_code == 2 and "readiness" in res.output and "Traceback" not in res.output
+    assert res.exit_code == 2 and "Traceback" not in res.output
+    assert f"{bad_spec}:8:30: invalid-value: 'min_runs' in readiness" in res.output
+    assert "invalid duration 'forever'" in res.output
+    assert not (tmp_path / "x.db").exists()
 
 
 def test_failing_policy_case_flips_safety_alone(store: Store) -> None:
@@ -225,3 +232,24 @@ def test_eval_record_is_readiness_evidence(store: Store, target: str) -> None:
     g = assess(store, plan_of("support_refund")).gate("task_success")
     assert g.numbers["cases"] == 25 and g.numbers["same_spec"] is True
     assert g.status == "not_enough_evidence"  # one result: stability needs three
+
+
+def test_a_workflow_without_write_tools_has_nothing_to_trace_or_undo(
+    store: Store, tmp_path: Path
+) -> None:
+    from runner.plan.compile import compile_plan
+    from runner.spec import load_spec
+
+    spec = tmp_path / "read_only.yaml"
+    spec.write_text(
+        "apiVersion: flowrun/v1\nkind: Workflow\nmetadata: {name: read-only}\n"
+        "tools:\n  get: {impl: tests.envelope.etools:read}\n"
+        "nodes:\n  a: {tool: get, args: {key: a}}\n"
+    )
+    (tmp_path / "flowrun.toml").write_text("")
+    plan = compile_plan(load_spec(str(spec)))
+    report = assess(store, plan)
+    assert report.gate("observability").status == "pass"
+    assert report.gate("human_fallback").status == "pass"
+    assert report.gate("cost_control").status == "fail"  # no budget: nothing bounds the cost
+    assert report.gate("task_success").status == "not_enough_evidence"
