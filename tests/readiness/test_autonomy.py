@@ -180,3 +180,38 @@ def test_write_without_trace_id_is_refused(tmp_path: Path, monkeypatch: pytest.M
     assert result.status == "denied" and "needs a trace id" in (result.reason or "")
     assert any(e["type"] == "write_refused" for e in svc.events)
     assert "pay/" not in " ".join(svc.ledger)  # the write was never recorded, let alone made
+
+
+@pytest.mark.slow
+def test_deny_spike_demotes_before_the_next_write(
+    store: Store, target: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The envelope checks the rates right before a live write: the write that finds the
+    tool's deny rate past the threshold already runs at the lower level."""
+    from tests.readiness.conftest import write
+    from tools.seed import seed as seed_db
+
+    db = tmp_path / "support.db"
+    seed_db(db)
+    monkeypatch.setenv("FLOWRUN_SUPPORT_DB", str(db))
+    plan = plan_of("support_refund")
+    run_id = new_run(store, plan)
+    for _ in range(3):
+        write(store, run_id, "issue_refund")
+    for _ in range(5):  # 5 of 9 decisions (this run's own included) denied: 56% > 50%
+        write(store, run_id, "issue_refund", decision="deny")
+    store.autonomy_set(plan.name, "issue_refund", None, "autonomous", by="lead", reason=None)
+    t5 = tmp_path / "t5.json"
+    t5.write_text(json.dumps({"ticket_id": "T-1005"}))
+    res = flowrun("execute", REFUND, "--input", str(t5), "--responses", str(RESPONSES), "--live",
+                  "--scopes", "refunds:write", "--store", target, "--output", "json")  # fmt: skip
+    assert res.exit_code == 6, res.output  # waiting: demoted to approval on the way
+    new_id = json.loads(res.output)["run_id"]
+    level = store.autonomy_level(plan.name, "issue_refund", None)
+    assert level["level"] == "approval" and "policy deny rate 5/9" in level["reason"]
+    assert [e["data"]["to"] for e in store.events(new_id, "autonomy_demoted")] == ["approval"]
+    assert changes(store, plan.name)[0]["automatic"] is True
+    import sqlite3
+
+    with sqlite3.connect(db) as c:  # nothing was refunded before a person approves
+        assert c.execute("SELECT COUNT(*) FROM refunds").fetchone()[0] == 0
