@@ -63,22 +63,8 @@ class ToolRates:
 def tool_rates(
     svc: Services, workflow: str, tool: str, tenant: str | None, since: float
 ) -> ToolRates:
-    writes = [
-        w
-        for w in svc.window_writes(workflow, tenant=tenant, since=since)
-        if w["tool"] == tool and w["status"] == "done"
-    ]
-    decisions = [
-        e["data"]
-        for e in svc.window_events(workflow, ["policy_decision"], tenant=tenant, since=since)
-        if e["data"].get("tool") == tool and not e["data"].get("workflow")
-    ]
-    return ToolRates(
-        writes=len(writes),
-        undone=sum(1 for w in writes if w["undone"]),
-        decisions=len(decisions),
-        denied=sum(1 for d in decisions if d.get("effect") == "deny"),
-    )
+    writes, undone, decisions, denied = svc.tool_rates(workflow, tool, tenant=tenant, since=since)
+    return ToolRates(writes=writes, undone=undone, decisions=decisions, denied=denied)
 
 
 def demotion_reason(rates: ToolRates, cfg: AutonomyDemotion) -> str | None:

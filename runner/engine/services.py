@@ -7,7 +7,6 @@ keeps them in the SQLite store so that they survive crashes and are shared by pr
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
 from typing import Any, Protocol
 
 
@@ -96,18 +95,9 @@ class Services(Protocol):
         **audit: Any,
     ) -> bool: ...
 
-    def window_writes(
-        self, workflow: str, *, tenant: str | None = None, since: float | None = None
-    ) -> list[dict[str, Any]]: ...
-
-    def window_events(
-        self,
-        workflow: str,
-        types: Sequence[str],
-        *,
-        tenant: str | None = None,
-        since: float | None = None,
-    ) -> list[dict[str, Any]]: ...
+    def tool_rates(
+        self, workflow: str, tool: str, *, tenant: str | None = None, since: float | None = None
+    ) -> tuple[int, int, int, int]: ...
 
 
 class MemoryServices:
@@ -317,17 +307,7 @@ class MemoryServices:
         self.event("*", "autonomy_changed", tool=tool, to=level, by=by, reason=reason, **audit)
         return True
 
-    def window_writes(
-        self, workflow: str, *, tenant: str | None = None, since: float | None = None
-    ) -> list[dict[str, Any]]:
-        return []
-
-    def window_events(
-        self,
-        workflow: str,
-        types: Sequence[str],
-        *,
-        tenant: str | None = None,
-        since: float | None = None,
-    ) -> list[dict[str, Any]]:
-        return []
+    def tool_rates(
+        self, workflow: str, tool: str, *, tenant: str | None = None, since: float | None = None
+    ) -> tuple[int, int, int, int]:
+        return 0, 0, 0, 0

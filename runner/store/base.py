@@ -441,6 +441,14 @@ class Store(ABC):
         `node_id`, `name`, `data`, `error`."""
 
     @abstractmethod
+    def tool_rates(
+        self, workflow: str, tool: str, *, tenant: str | None = None, since: float | None = None
+    ) -> tuple[int, int, int, int]:
+        """A write tool's evidence in the window, counted by the database: (completed live
+        writes, of them undone, policy decisions on the tool by the workflow's own policies,
+        of them denied)."""
+
+    @abstractmethod
     def autonomy_rows(self, workflow: str | None = None) -> list[dict[str, Any]]:
         """Every recorded autonomy level (of a workflow): `workflow`, `tool`, `tenant` ('' for
         every tenant), `level`, `changed_by`, `changed_at`, `reason`."""

@@ -1286,6 +1286,27 @@ class PostgresStore(Store):
             for r, n, name, d, e in rows
         ]
 
+    def tool_rates(
+        self, workflow: str, tool: str, *, tenant: str | None = None, since: float | None = None
+    ) -> tuple[int, int, int, int]:
+        sub, args = self._window(workflow, tenant, since)
+        with self._read("ledger") as c:
+            w = c.execute(
+                "SELECT COUNT(*), COALESCE(SUM(undone), 0) FROM ledger WHERE effect = 'write' "
+                f"AND status = 'done' AND tool = %s AND run_id IN ({sub})",
+                [tool, *args],
+            ).fetchone()
+        with self._read("events") as c:
+            d = c.execute(
+                "SELECT COUNT(*), COUNT(*) FILTER (WHERE data::jsonb ->> 'effect' = 'deny') "
+                "FROM events WHERE type = 'policy_decision' AND data::jsonb ->> 'tool' = %s "
+                f"AND data::jsonb ->> 'workflow' IS NULL AND run_id IN ({sub})",
+                [tool, *args],
+            ).fetchone()
+        writes, undone = w or (0, 0)
+        decisions, denied = d or (0, 0)
+        return int(writes), int(undone), int(decisions), int(denied)
+
     _AUTONOMY_COLS = ("workflow", "tool", "tenant", "level", "changed_by", "changed_at", "reason")
 
     def autonomy_rows(self, workflow: str | None = None) -> list[dict[str, Any]]:

@@ -1240,6 +1240,25 @@ class SqliteStore(Store):
             for r, n, name, d, e in rows
         ]
 
+    def tool_rates(
+        self, workflow: str, tool: str, *, tenant: str | None = None, since: float | None = None
+    ) -> tuple[int, int, int, int]:
+        sub, args = self._window(workflow, tenant, since)
+        self._fresh("ledger")
+        self._fresh("events")
+        writes, undone = self.conn.execute(
+            "SELECT COUNT(*), COALESCE(SUM(undone), 0) FROM ledger WHERE effect = 'write' "
+            f"AND status = 'done' AND tool = ? AND run_id IN ({sub})",
+            [tool, *args],
+        ).fetchone()
+        decisions, denied = self.conn.execute(
+            "SELECT COUNT(*), COALESCE(SUM(json_extract(data, '$.effect') = 'deny'), 0) "
+            "FROM events WHERE type = 'policy_decision' AND json_extract(data, '$.tool') = ? "
+            f"AND json_extract(data, '$.workflow') IS NULL AND run_id IN ({sub})",
+            [tool, *args],
+        ).fetchone()
+        return int(writes), int(undone), int(decisions), int(denied)
+
     _AUTONOMY_COLS = ("workflow", "tool", "tenant", "level", "changed_by", "changed_at", "reason")
 
     def autonomy_rows(self, workflow: str | None = None) -> list[dict[str, Any]]:
