@@ -523,7 +523,7 @@ def _observability(
             made[k] = made.get(k, 0) + 1
     traced: dict[tuple[str, str, str], int] = {}
     for c in calls:
-        if (c.get("data") or {}).get("trace_id"):
+        if c.get("trace_id"):
             k = (c["run_id"], c["node_id"], c["name"])
             traced[k] = traced.get(k, 0) + 1
     total = sum(made.values())

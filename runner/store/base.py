@@ -438,7 +438,7 @@ class Store(ABC):
         since: float | None = None,
     ) -> list[dict[str, Any]]:
         """The call records of this kind (`tool`, `llm`) of the window's runs: `run_id`,
-        `node_id`, `name`, `data`, `error`."""
+        `node_id`, `name`, `data`, `error`, `trace_id`."""
 
     @abstractmethod
     def tool_rates(

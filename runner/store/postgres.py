@@ -237,6 +237,7 @@ _MIGRATIONS: dict[int, list[str]] = {
             summary TEXT NOT NULL
         )""",
         "CREATE INDEX IF NOT EXISTS eval_results_workflow ON eval_results(workflow, id)",
+        "ALTER TABLE calls ADD COLUMN IF NOT EXISTS trace_id TEXT",
     ],
 }
 _SPEND_COUNTED = "status != 'released'"
@@ -1277,13 +1278,20 @@ class PostgresStore(Store):
         sub, args = self._window(workflow, tenant, since)
         with self._read("calls") as c:
             rows = c.execute(
-                "SELECT run_id, node_id, name, data, error FROM calls "
+                "SELECT run_id, node_id, name, data, error, trace_id FROM calls "
                 f"WHERE kind = %s AND run_id IN ({sub}) ORDER BY id",
                 [kind, *args],
             ).fetchall()
         return [
-            {"run_id": r, "node_id": n, "name": name, "data": loads(d), "error": unseal_text(e)}
-            for r, n, name, d, e in rows
+            {
+                "run_id": r,
+                "node_id": n,
+                "name": name,
+                "data": loads(d),
+                "error": unseal_text(e),
+                "trace_id": t,
+            }
+            for r, n, name, d, e, t in rows
         ]
 
     def tool_rates(

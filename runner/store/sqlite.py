@@ -228,6 +228,7 @@ _MIGRATIONS: dict[int, str] = {
         summary TEXT NOT NULL
     );
     CREATE INDEX IF NOT EXISTS eval_results_workflow ON eval_results(workflow, id);
+    ALTER TABLE calls ADD COLUMN trace_id TEXT;
     """,
 }
 
@@ -1231,13 +1232,20 @@ class SqliteStore(Store):
         sub, args = self._window(workflow, tenant, since)
         self._fresh("calls")
         rows = self.conn.execute(
-            "SELECT run_id, node_id, name, data, error FROM calls "
+            "SELECT run_id, node_id, name, data, error, trace_id FROM calls "
             f"WHERE kind = ? AND run_id IN ({sub}) ORDER BY id",
             [kind, *args],
         ).fetchall()
         return [
-            {"run_id": r, "node_id": n, "name": name, "data": loads(d), "error": unseal_text(e)}
-            for r, n, name, d, e in rows
+            {
+                "run_id": r,
+                "node_id": n,
+                "name": name,
+                "data": loads(d),
+                "error": unseal_text(e),
+                "trace_id": t,
+            }
+            for r, n, name, d, e, t in rows
         ]
 
     def tool_rates(

@@ -476,7 +476,13 @@ class RunObserver(Hooks, Telemetry):
     def _record(self, ctx: NodeContext, **row: Any) -> None:
         if self.store is None:
             return
-        self.store.record_call(run_id=ctx.run.run_id, node_id=ctx.node_id, idx=ctx.index, **row)
+        self.store.record_call(
+            run_id=ctx.run.run_id,
+            node_id=ctx.node_id,
+            idx=ctx.index,
+            trace_id=self.trace_id(ctx),
+            **row,
+        )
 
     @contextmanager
     def llm_call(self, ctx: NodeContext, req: LLMRequest) -> Iterator[CallRecord]:
@@ -637,9 +643,6 @@ class RunObserver(Hooks, Telemetry):
             if self.store is not None:
                 captured = self.capture != "off"
                 data: dict[str, Any] = {"captured": captured, "has_result": call.has_value}
-                trace_id = self.trace_id(ctx)
-                if trace_id is not None:
-                    data["trace_id"] = trace_id
                 if captured:
                     if call.has_value:
                         data["args"], data["result"] = redact([args, call.value], pii=False)

@@ -114,11 +114,10 @@ def write(
     elif status == "failed":
         store.ledger_failed(key, "boom")
     data: dict[str, Any] = {"captured": True, "has_result": True}
-    if traced:
-        data["trace_id"] = uuid.uuid4().hex
     store.record_call(
         run_id=run_id, node_id=node, idx=None, attempt=1, kind="tool", name=tool, data=data,
         error=None, started_at=time.time(), duration_s=0.01,
+        trace_id=uuid.uuid4().hex if traced else None,
     )  # fmt: skip
     store.flush()
     return key
