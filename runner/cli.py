@@ -55,6 +55,7 @@ def _load_plan(spec: str, profile: str | None) -> Any:
 # A new command is one line here; tests/cli/test_lazy.py checks each entry against its command.
 COMMANDS: dict[str, tuple[str, str]] = {
     "approve": ("runner.ops_cli:approve", "Approve a waiting approval node, then resume the run."),
+    "autonomy": ("runner.autonomy_cli:autonomy", "Show, promote or demote write tools' autonomy."),
     "batch": ("runner.batch_cli:batch", "Run a spec once per line of a data set, as one batch."),
     "batches": ("runner.batch_cli:batches", "List batches, newest first."),
     "diff": ("runner.review_cli:diff", "Semantic diff of two spec versions for review."),
@@ -66,11 +67,13 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "kill": ("runner.ops_cli:kill", "Stop a run at its next node boundary (status killed)."),
     "mcp": ("runner.mcp_cli:mcp_group", "Serve workflows to MCP clients."),
     "policy": ("runner.policy_cli:policy", "Work with a spec's policies."),
+    "readiness": ("runner.readiness_cli:readiness", "Judge a workflow's five readiness gates."),
     "reject": ("runner.ops_cli:reject", "Reject a waiting approval node; the run ends denied."),
     "replay": ("runner.trace_cli:replay", "Re-execute a recorded run offline; print what changed."),
     "resume": ("runner.ops_cli:resume", "Continue a run whose process died (or that waits)."),
     "runs": ("runner.ops_cli:runs", "List runs, newest first."),
     "serve": ("runner.web_cli:serve", "Serve the web console: approval inbox, runs, graphs."),
+    "shadow": ("runner.shadow_cli:shadow", "Run a new spec version as a dry run on recorded runs."),
     "show": ("runner.ops_cli:show", "Show a run: per node status, output, attempts, cost."),
     "stats": ("runner.trace_cli:stats", "Completion and escalation rates, latency and cost."),
     "store": ("runner.store_cli:store_group", "Work with run stores: copy one into PostgreSQL."),

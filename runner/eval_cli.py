@@ -76,6 +76,12 @@ def _write(path: str, text: str) -> None:
 @click.option(
     "--output", "fmt", type=click.Choice(["text", "json"]), default="text", show_default=True
 )
+@click.option(
+    "--record",
+    is_flag=True,
+    help="keep the results in the run store, as evidence for `flowrun readiness`",
+)
+@click.option("--store", "store_opt", metavar="PATH", help="run store for --record")
 def eval_command(
     spec: str,
     cases_path: str,
@@ -87,6 +93,8 @@ def eval_command(
     junit_path: str | None,
     report_path: str | None,
     fmt: str,
+    record: bool,
+    store_opt: str | None,
 ) -> None:
     """Run eval cases against a spec and hold the results to its gates.
 
@@ -104,6 +112,8 @@ def eval_command(
             junit_path,
             report_path,
             fmt,
+            store_opt if record else None,
+            record,
         )
     except FlowrunError as e:
         click.echo(e.render(), err=True)
@@ -122,6 +132,8 @@ def _eval(
     junit_path: str | None,
     report_path: str | None,
     fmt: str,
+    store_opt: str | None = None,
+    record: bool = False,
 ) -> int:
     from runner.evals import apply_gates, baseline_of, load_baseline, load_cases, run_suite
     from runner.evals.render import junit_xml, markdown, text
@@ -139,8 +151,18 @@ def _eval(
     elif baseline_path and Path(baseline_path).is_file():
         load_baseline(baseline_path, plan)  # never overwrite another spec's baseline
     # everything above only reads: bad input exits 2 before a case runs
+    store = None
+    if record:
+        from runner.store import open_store
+
+        store = open_store(store_opt)  # a store that cannot be opened fails before any case
     report = run_suite(plan, cases, repeat=repeat)
     apply_gates(report, gates, baseline)
+    if store is not None:
+        from runner.runs.readiness import record_eval
+
+        eval_id = record_eval(store, plan, report)
+        report.notes.append(f"results recorded in {store.location} (eval {eval_id})")
     if update_baseline and baseline_path:
         if report.passed:
             _write(baseline_path, json.dumps(baseline_of(report), indent=2, sort_keys=True) + "\n")

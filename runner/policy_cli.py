@@ -72,24 +72,10 @@ def _load_cases(path: str) -> list[tuple[Case, int]]:
     return out
 
 
-@click.group()
-def policy() -> None:
-    """Work with a spec's policies."""
-
-
-@policy.command("test")
-@click.argument("spec", type=click.Path(dir_okay=False))
-@click.option("--cases", "cases_path", required=True, metavar="FILE", help="YAML list of cases")
-@click.option(
-    "--output", "fmt", type=click.Choice(["text", "json"]), default="text", show_default=True
-)
-def policy_test(spec: str, cases_path: str, fmt: str) -> None:
-    """Run policy unit cases, as `opa test` does: exit 0 all pass, 1 a case fails, 2 bad input."""
-    from runner.plan.compile import compile_plan
+def run_cases(plan: Any, cases_path: str, spec: str) -> list[dict[str, Any]]:
+    """Each case's decision by the plan's policies: `name`, `ok`, `line`, `got`, `expect`."""
     from runner.policy import request
-    from runner.spec import load_spec
 
-    plan = compile_plan(load_spec(spec))
     cases = _load_cases(cases_path)
     tools = plan.loaded.spec.tools
     results: list[dict[str, Any]] = []
@@ -128,6 +114,27 @@ def policy_test(spec: str, cases_path: str, fmt: str) -> None:
                 "expect": case.expect.model_dump(),
             }
         )
+    return results
+
+
+@click.group()
+def policy() -> None:
+    """Work with a spec's policies."""
+
+
+@policy.command("test")
+@click.argument("spec", type=click.Path(dir_okay=False))
+@click.option("--cases", "cases_path", required=True, metavar="FILE", help="YAML list of cases")
+@click.option(
+    "--output", "fmt", type=click.Choice(["text", "json"]), default="text", show_default=True
+)
+def policy_test(spec: str, cases_path: str, fmt: str) -> None:
+    """Run policy unit cases, as `opa test` does: exit 0 all pass, 1 a case fails, 2 bad input."""
+    from runner.plan.compile import compile_plan
+    from runner.spec import load_spec
+
+    plan = compile_plan(load_spec(spec))
+    results = run_cases(plan, cases_path, spec)
     failed = [res for res in results if not res["ok"]]
     if fmt == "json":
         click.echo(

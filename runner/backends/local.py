@@ -93,8 +93,17 @@ async def run_durably(
     completed: dict[str, NodeResult] | None = None,
     telemetry: Any = None,
 ) -> RunResult:
-    """Execute a recorded run here, checkpointing every node and the outcome in the store."""
+    """Execute a recorded run here, checkpointing every node and the outcome in the store.
+
+    Without `telemetry`, the run's calls are still recorded in the store (no transcript, no
+    spans): a live write needs a trace id to be made (docs/readiness.md)."""
     from runner.engine.run import execute
+
+    if telemetry is None:
+        from runner.trace.observe import RunObserver
+
+        row = store.get_run(run_id)
+        telemetry = RunObserver(store=store, tracing=None, tenant=row.tenant, actor=row.actor)
 
     hs = HookSet([StoreHooks(store), *([hooks] if hooks is not None else [])])
     try:

@@ -12,6 +12,7 @@ from typing import Any
 from runner.engine.context import NodeContext, NodeFailure
 from runner.engine.wrappers import (
     ArgsContract,
+    Autonomy,
     DryRun,
     DurableWrites,
     LedgerRecord,
@@ -30,6 +31,7 @@ from runner.engine.wrappers import (
     ToolCall,
     ToolHandler,
     ToolTrace,
+    TraceRequired,
     WritesSwitch,
     complete_model,
     invoke_preview,
@@ -49,11 +51,15 @@ def _tool_envelope() -> ToolHandler:
     # A replay from the ledger spends no budget; the budget is reserved before the intent is
     # recorded (a refused call leaves no intent whose outcome would look unknown); the result is
     # checked inside the ledger record, so a bad result is recorded as a failed call.
+    # A live write needs a trace id before anything else of it happens; its autonomy level is
+    # read after the ledger replay (a completed write is replayed, never parked again) and can
+    # only tighten: preview instead of the effect, or an approval before it.
     preview: ToolHandler = ToolBudget(invoke_preview)
     effect: ToolHandler = ToolBudget(LedgerRecord(ResultContract(ToolTrace(invoke_tool))))
-    return ArgsContract(
-        WritesSwitch(PolicyGate(DryRun(DurableWrites(LedgerReplay(effect)), preview=preview)))
+    live: ToolHandler = TraceRequired(
+        DurableWrites(LedgerReplay(Autonomy(effect, preview=preview)))
     )
+    return ArgsContract(WritesSwitch(PolicyGate(DryRun(live, preview=preview))))
 
 
 def _model_envelope() -> ModelHandler:

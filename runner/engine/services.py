@@ -77,6 +77,28 @@ class Services(Protocol):
 
     def spend_rows(self, run_id: str) -> list[dict[str, Any]]: ...
 
+    # autonomy levels (runner/engine/autonomy.py); see runner/store/base.py for the semantics
+    def autonomy_level(
+        self, workflow: str, tool: str, tenant: str | None
+    ) -> dict[str, Any] | None: ...
+
+    def autonomy_set(
+        self,
+        workflow: str,
+        tool: str,
+        tenant: str | None,
+        level: str,
+        *,
+        by: str | None,
+        reason: str | None,
+        only_if: str | None = None,
+        **audit: Any,
+    ) -> bool: ...
+
+    def tool_rates(
+        self, workflow: str, tool: str, *, tenant: str | None = None, since: float | None = None
+    ) -> tuple[int, int, int, int]: ...
+
 
 class MemoryServices:
     """Process-local services: same semantics as the store, nothing survives the process."""
@@ -92,6 +114,7 @@ class MemoryServices:
         self.spend: list[dict[str, Any]] = []
         self._spend_totals: dict[str, dict[str, float]] = {}
         self._seq = 0
+        self.autonomy: dict[tuple[str, str, str], dict[str, Any]] = {}
 
     def ledger_get(self, key: str, *, run_id: str | None = None) -> dict[str, Any] | None:
         return self.ledger.get(key)
@@ -248,3 +271,43 @@ class MemoryServices:
             for r in self.spend
             if r["run_id"] == run_id
         ]
+
+    # autonomy levels: kept for the process; a process has no window of recorded runs, so no
+    # rate ever demotes a level here
+    def autonomy_level(self, workflow: str, tool: str, tenant: str | None) -> dict[str, Any] | None:
+        return self.autonomy.get((workflow, tool, tenant or "")) or self.autonomy.get(
+            (workflow, tool, "")
+        )
+
+    def autonomy_set(
+        self,
+        workflow: str,
+        tool: str,
+        tenant: str | None,
+        level: str,
+        *,
+        by: str | None,
+        reason: str | None,
+        only_if: str | None = None,
+        **audit: Any,
+    ) -> bool:
+        key = (workflow, tool, tenant or "")
+        was = self.autonomy.get(key, {}).get("level", "")
+        if only_if is not None and was != only_if:
+            return False
+        self.autonomy[key] = {
+            "workflow": workflow,
+            "tool": tool,
+            "tenant": tenant or "",
+            "level": level,
+            "changed_by": by,
+            "changed_at": time.time(),
+            "reason": reason,
+        }
+        self.event("*", "autonomy_changed", tool=tool, to=level, by=by, reason=reason, **audit)
+        return True
+
+    def tool_rates(
+        self, workflow: str, tool: str, *, tenant: str | None = None, since: float | None = None
+    ) -> tuple[int, int, int, int]:
+        return 0, 0, 0, 0

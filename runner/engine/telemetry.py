@@ -34,3 +34,8 @@ class Telemetry:
     @contextmanager
     def tool_call(self, ctx: NodeContext, tool: str, args: Any) -> Iterator[CallRecord]:
         yield _NOOP
+
+    def trace_id(self, ctx: NodeContext) -> str | None:
+        """The id of the trace a call of this run is recorded in; None: it is recorded nowhere,
+        and a live write is refused (runner/engine/wrappers.py TraceRequired)."""
+        return None

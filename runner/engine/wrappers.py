@@ -283,6 +283,79 @@ class DryRun(ToolWrapper):
         return await self.preview(call)
 
 
+class TraceRequired(ToolWrapper):
+    """A live write is made only when the run's calls are traced: with no trace id to record it
+    under, it is refused (the observability readiness gate, docs/readiness.md)."""
+
+    async def __call__(self, call: ToolCall) -> Any:
+        if call.write:
+            ctx = call.ctx
+            if ctx.run.telemetry.trace_id(ctx) is None:
+                ctx.run.services.event(
+                    ctx.run.run_id,
+                    "write_refused",
+                    ctx.node_id,
+                    tool=call.step.name,
+                    key=call.key,
+                    reason="no trace id",
+                )
+                ctx.detail.on_deny = call.step.on_deny
+                raise NodeStop(
+                    "denied",
+                    f"{call.step.name!r} was not called: a live write needs a trace id, and this "
+                    "run records its calls nowhere (run it through `flowrun execute`)",
+                )
+        return await self.inner(call)
+
+
+class Autonomy(ToolWrapper):
+    """A live write runs at its tool's autonomy level (runner/engine/autonomy.py): `dry_run`
+    runs the preview instead, `approval` parks it for a person first, `autonomous` leaves it
+    to the spec. The level is read (and demoted if the tool's rates call for it) right before
+    the write; a write already in the ledger never gets here (it is replayed)."""
+
+    __slots__ = ("preview",)
+
+    def __init__(self, inner: ToolHandler, preview: ToolHandler) -> None:
+        super().__init__(inner)
+        self.preview = preview
+
+    async def __call__(self, call: ToolCall) -> Any:
+        if not call.write:
+            return await self.inner(call)
+        from runner.engine.autonomy import level_for
+
+        ctx, step = call.ctx, call.step
+        run = ctx.run
+        svc = run.services
+        cfg = run.plan.loaded.spec.readiness.autonomy
+        # inside a subflow: the run's own (outermost) workflow, whose runs record the writes
+        workflow = run.outer_policies[0][0] if run.outer_policies else run.plan.name
+        level, demoted = level_for(svc, workflow, step.name, run.envelope.tenant, cfg)
+        if demoted is not None:
+            svc.event(run.run_id, "autonomy_demoted", ctx.node_id, **demoted)
+        if level == "dry_run":
+            svc.event(run.run_id, "autonomy_dry_run", ctx.node_id, tool=step.name, key=call.key)
+            if step.preview_fn is None:
+                ctx.detail.on_deny = step.on_deny
+                raise NodeStop(
+                    "denied",
+                    f"{step.name!r} is at autonomy level 'dry_run' and has no `preview`, so it "
+                    "was not called (`flowrun autonomy promote` raises the level)",
+                )
+            return await self.preview(call)
+        if level == "approval":
+            approve_call(
+                call,
+                Decision(
+                    "require_approval",
+                    "autonomy",
+                    f"{step.name!r} is at autonomy level 'approval'",
+                ),
+            )
+        return await self.inner(call)
+
+
 async def invoke_preview(call: ToolCall) -> Any:
     """Run a write's preview; record the planned change; return the planned result."""
     ctx, step = call.ctx, call.step

@@ -550,7 +550,21 @@ class Runs:
         row = self.store.get_run(run_id)
         if self.backend_of(row).busy(row):
             raise UsageError(f"run {run_id!r} is still running; kill it first")
-        return await compensate(self.store, run_id, by=by)
+        report = await compensate(self.store, run_id, by=by)
+        if any(e.get("status") == "undone" for e in report):
+            from runner.runs.autonomy import after_undo
+
+            # an undo can push a tool's undo rate past the spec's threshold: demoted now
+            for d in after_undo(self.store, row, plan_of(row, self.store), report):
+                report.append(
+                    {
+                        "node_id": "-",
+                        "tool": d["tool"],
+                        "key": None,
+                        "status": f"autonomy demoted to {d['to']!r}: {d['reason']}",
+                    }
+                )
+        return report
 
     # -- the writes switch ---------------------------------------------------------------------
     def set_writes(self, on: bool, by: str | None) -> None:

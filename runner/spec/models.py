@@ -478,6 +478,110 @@ class EvalGates(_Model):
     )
 
 
+Rate = Annotated[float, Field(ge=0, le=1)]
+Count = Annotated[int, Field(ge=0)]
+
+
+class TaskSuccessGate(_Model):
+    """Task success: the latest recorded eval result, and how stable the last ones were."""
+
+    min_success: Rate = Field(
+        default=0.8,
+        description="95% Wilson lower bound of the share of eval cases passed (latest result)",
+    )
+    min_cases: Annotated[int, Field(ge=1)] = Field(
+        default=10, description="fewer cases than this is not enough evidence"
+    )
+    stability_runs: Annotated[int, Field(ge=1)] = Field(
+        default=3, description="K: how many recorded eval results the stability check reads"
+    )
+    max_spread: Rate = Field(
+        default=0.1, description="largest allowed gap between the best and worst of the last K"
+    )
+
+
+class CostGate(_Model):
+    """Cost control: cost per completed task (every model attempt, retries and fallbacks)."""
+
+    max_p95_usd: Annotated[float, Field(ge=0)] | None = Field(
+        default=None, description="p95 cost per succeeded run (default: budget.max_usd)"
+    )
+    max_usd: Annotated[float, Field(ge=0)] | None = Field(
+        default=None, description="most expensive succeeded run (default: budget.max_usd)"
+    )
+    min_runs: Annotated[int, Field(ge=1)] = Field(
+        default=10, description="fewer succeeded runs in the window is not enough evidence"
+    )
+
+
+class SafetyGate(_Model):
+    """Safety: policy unit cases, adversarial eval cases, the deny log of the window."""
+
+    policy_cases: str | None = Field(
+        default=None, description="`flowrun policy test` case file, relative to the spec"
+    )
+    min_adversarial_cases: Annotated[int, Field(ge=1)] = Field(
+        default=1, description="adversarial cases the latest eval result must hold"
+    )
+    max_policy_violations: Count = Field(
+        default=0, description="forbidden writes made in the latest eval result"
+    )
+    max_deny_rate: Rate = Field(
+        default=0.25, description="share of write-tool policy decisions denied in the window"
+    )
+
+
+class ObservabilityGate(_Model):
+    """Observability: every write of the window has a traced call record."""
+
+    min_trace_coverage: Rate = Field(
+        default=1.0, description="share of live writes with a call record carrying a trace id"
+    )
+    min_writes: Annotated[int, Field(ge=1)] = Field(
+        default=1, description="fewer live writes in the window is not enough evidence"
+    )
+
+
+class HumanFallbackGate(_Model):
+    """Human fallback: approvals answered within the SLA, none left waiting, few undos."""
+
+    approval_sla: Duration = Field(default=14400.0, description="declared approval SLA (4h)")
+    max_overdue: Count = Field(
+        default=0, description="approvals still waiting past the SLA that are allowed"
+    )
+    max_undo_rate: Rate = Field(
+        default=0.05, description="share of the window's completed live writes undone"
+    )
+
+
+class AutonomyDemotion(_Model):
+    """When a tool's writes lose autonomy by themselves (runner/engine/autonomy.py)."""
+
+    window: Duration = Field(default=604800.0, description="how far back the rates look (7d)")
+    max_undo_rate: Rate = Field(
+        default=0.2, description="share of the tool's completed live writes undone"
+    )
+    max_deny_rate: Rate = Field(
+        default=0.5, description="share of the tool's policy decisions that denied it"
+    )
+    min_samples: Annotated[int, Field(ge=1)] = Field(
+        default=5, description="writes (or decisions) a rate needs before it can demote"
+    )
+    demote_to: Literal["dry_run", "approval"] = "approval"
+
+
+class Readiness(_Model):
+    """Thresholds of `flowrun readiness` (docs/readiness.md) and of automatic demotion."""
+
+    window: Duration = Field(default=2592000.0, description="default --since (30d)")
+    task_success: TaskSuccessGate = Field(default_factory=TaskSuccessGate)
+    cost: CostGate = Field(default_factory=CostGate)
+    safety: SafetyGate = Field(default_factory=SafetyGate)
+    observability: ObservabilityGate = Field(default_factory=ObservabilityGate)
+    human_fallback: HumanFallbackGate = Field(default_factory=HumanFallbackGate)
+    autonomy: AutonomyDemotion = Field(default_factory=AutonomyDemotion)
+
+
 class Policy(_Model):
     """One policy rule, evaluated before every tool call; deny overrides allow."""
 
@@ -547,6 +651,9 @@ class Spec(_Model):
     budget: Budget = Field(default_factory=Budget)
     nodes: Annotated[dict[NodeId, Node], Field(min_length=1)]
     eval: EvalGates | None = Field(default=None, description="gates for `flowrun eval`")
+    readiness: Readiness = Field(
+        default_factory=Readiness, description="gates for `flowrun readiness` (docs/readiness.md)"
+    )
     policies: list[Policy] = Field(default_factory=list, description="ordered policy rules")
     policy_default: PolicyDefault = Field(default_factory=PolicyDefault)
     redact: Redact = Field(default_factory=Redact)

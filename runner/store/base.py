@@ -36,7 +36,11 @@ TABLES = (
     "deliveries",
     "rate_windows",
     "notices",
+    "autonomy",
+    "eval_results",
 )
+# autonomy levels (runner/engine/autonomy.py), loosest last; `autonomous` is what the spec allows
+AUTONOMY_LEVELS = ("dry_run", "approval", "autonomous")
 URL_SCHEMES = ("postgresql://", "postgres://")
 
 
@@ -444,3 +448,97 @@ class Store(ABC):
     @abstractmethod
     def notices(self, run_id: str) -> list[dict[str, Any]]:
         """The notices of a run's approvals, oldest first."""
+
+    # -- readiness and autonomy (runner/runs/readiness.py, runner/engine/autonomy.py) -------
+    # A *window* is the runs of one workflow created since a time (of one tenant, or all); the
+    # window_* methods return the evidence those runs left.
+    @abstractmethod
+    def eval_record(
+        self, workflow: str, *, spec_digest: str | None, passed: bool, summary: dict[str, Any]
+    ) -> int:
+        """Record one `flowrun eval --record` result; returns its id."""
+
+    @abstractmethod
+    def eval_results(self, workflow: str, *, limit: int = 10) -> list[dict[str, Any]]:
+        """A workflow's recorded eval results, newest first (`id`, `workflow`, `spec_digest`,
+        `created_at`, `passed`, `summary`)."""
+
+    @abstractmethod
+    def window_runs(
+        self, workflow: str, *, tenant: str | None = None, since: float | None = None
+    ) -> list[dict[str, Any]]:
+        """The window's runs: `run_id`, `status`, `cost_usd`, `duration_s`, `created_at`,
+        `tenant`."""
+
+    @abstractmethod
+    def window_approvals(
+        self, workflow: str, *, tenant: str | None = None, since: float | None = None
+    ) -> list[dict[str, Any]]:
+        """The approvals of the window's runs: `run_id`, `node_id`, `status`, `requested_at`,
+        `decided_at`, `timeout_at`."""
+
+    @abstractmethod
+    def window_writes(
+        self, workflow: str, *, tenant: str | None = None, since: float | None = None
+    ) -> list[dict[str, Any]]:
+        """The ledger rows of write tools of the window's runs: `key`, `run_id`, `node_id`,
+        `tool`, `status`, `undone` (bool), `created_at`."""
+
+    @abstractmethod
+    def window_events(
+        self,
+        workflow: str,
+        types: Sequence[str],
+        *,
+        tenant: str | None = None,
+        since: float | None = None,
+    ) -> list[dict[str, Any]]:
+        """The events of these types of the window's runs, oldest first (as `events`)."""
+
+    @abstractmethod
+    def window_calls(
+        self,
+        workflow: str,
+        *,
+        kind: str,
+        tenant: str | None = None,
+        since: float | None = None,
+    ) -> list[dict[str, Any]]:
+        """The call records of this kind (`tool`, `llm`) of the window's runs: `run_id`,
+        `node_id`, `name`, `data`, `error`, `trace_id`."""
+
+    @abstractmethod
+    def tool_rates(
+        self, workflow: str, tool: str, *, tenant: str | None = None, since: float | None = None
+    ) -> tuple[int, int, int, int]:
+        """A write tool's evidence in the window, counted by the database: (completed live
+        writes, of them undone, policy decisions on the tool by the workflow's own policies,
+        of them denied)."""
+
+    @abstractmethod
+    def autonomy_rows(self, workflow: str | None = None) -> list[dict[str, Any]]:
+        """Every recorded autonomy level (of a workflow): `workflow`, `tool`, `tenant` ('' for
+        every tenant), `level`, `changed_by`, `changed_at`, `reason`."""
+
+    @abstractmethod
+    def autonomy_level(self, workflow: str, tool: str, tenant: str | None) -> dict[str, Any] | None:
+        """The level that governs a tool's writes for a tenant: the tenant's own row, else the
+        row for every tenant, else None (the spec alone decides)."""
+
+    @abstractmethod
+    def autonomy_set(
+        self,
+        workflow: str,
+        tool: str,
+        tenant: str | None,
+        level: str,
+        *,
+        by: str | None,
+        reason: str | None,
+        only_if: str | None = None,
+        **audit: Any,
+    ) -> bool:
+        """Set a tool's level (tenant None: every tenant) and record an `autonomy_changed` audit
+        event (run id '*') with `audit`, in one transaction. With `only_if`, only when the row
+        being set still holds that level ('': when there is no such row yet), so that demotions
+        racing in several processes happen once: False when it does not, nothing written."""

@@ -46,7 +46,7 @@ from runner.store.base import (
 from runner.store.seal import seal, unseal_text, use_key_beside
 
 APP = "flowrun"
-SCHEMA_VERSION = 7  # the same numbers as the SQLite store's migrations
+SCHEMA_VERSION = 8  # the same numbers as the SQLite store's migrations
 LOCK_ID = 0x464C5752  # "FLWR": the advisory lock migrations take
 CONNECT_TIMEOUT_S = 10
 POOL_MAX = 4
@@ -258,6 +258,30 @@ _MIGRATIONS: dict[int, list[str]] = {
             updated_at DOUBLE PRECISION NOT NULL,
             PRIMARY KEY (run_id, node_id, kind, target)
         )""",
+    ],
+    # readiness and autonomy (runner/runs/readiness.py): recorded eval results, and the
+    # autonomy level of a workflow's tool (tenant '' for every tenant)
+    8: [
+        """CREATE TABLE IF NOT EXISTS autonomy (
+            workflow TEXT NOT NULL,
+            tool TEXT NOT NULL,
+            tenant TEXT NOT NULL,
+            level TEXT NOT NULL,
+            changed_by TEXT,
+            changed_at DOUBLE PRECISION NOT NULL,
+            reason TEXT,
+            PRIMARY KEY (workflow, tool, tenant)
+        )""",
+        """CREATE TABLE IF NOT EXISTS eval_results (
+            id BIGSERIAL PRIMARY KEY,
+            workflow TEXT NOT NULL,
+            spec_digest TEXT,
+            created_at DOUBLE PRECISION NOT NULL,
+            passed INTEGER NOT NULL,
+            summary TEXT NOT NULL
+        )""",
+        "CREATE INDEX IF NOT EXISTS eval_results_workflow ON eval_results(workflow, id)",
+        "ALTER TABLE calls ADD COLUMN IF NOT EXISTS trace_id TEXT",
     ],
 }
 _SPEND_COUNTED = "status != 'released'"
@@ -1155,7 +1179,8 @@ class PostgresStore(Store):
                             f"VALUES ({', '.join('%s' for _ in cols)})",
                             values,
                         )
-                if table in ("events", "calls", "spend"):  # ids kept: the next id follows them
+                # ids kept: the next id follows them
+                if table in ("events", "calls", "spend", "eval_results"):
                     c.execute(
                         f"SELECT setval(pg_get_serial_sequence('{table}', 'id'), "
                         f"GREATEST((SELECT MAX(id) FROM {table}), 1))"
@@ -1318,6 +1343,226 @@ class PostgresStore(Store):
                 (run_id,),
             ).fetchall()
         return [{**r, "attempts": int(r["attempts"])} for r in rows]
+
+    # -- readiness and autonomy (runner/runs/readiness.py, runner/engine/autonomy.py) -------
+    def eval_record(
+        self, workflow: str, *, spec_digest: str | None, passed: bool, summary: dict[str, Any]
+    ) -> int:
+        with self._tx() as c:
+            row = c.execute(
+                "INSERT INTO eval_results (workflow, spec_digest, created_at, passed, summary) "
+                "VALUES (%s, %s, %s, %s, %s) RETURNING id",
+                (workflow, spec_digest, time.time(), int(passed), dumps(summary)),
+            ).fetchone()
+        return int(row[0]) if row else 0
+
+    def eval_results(self, workflow: str, *, limit: int = 10) -> list[dict[str, Any]]:
+        with self._read("eval_results") as c:
+            rows = c.execute(
+                "SELECT id, workflow, spec_digest, created_at, passed, summary FROM eval_results "
+                "WHERE workflow = %s ORDER BY id DESC LIMIT %s",
+                (workflow, limit),
+            ).fetchall()
+        return [
+            {
+                "id": i,
+                "workflow": w,
+                "spec_digest": d,
+                "created_at": at,
+                "passed": bool(p),
+                "summary": loads(s),
+            }
+            for i, w, d, at, p, s in rows
+        ]
+
+    @staticmethod
+    def _window(workflow: str, tenant: str | None, since: float | None) -> tuple[str, list[Any]]:
+        sql = "SELECT run_id FROM runs WHERE workflow = %s"
+        args: list[Any] = [workflow]
+        if tenant is not None:
+            sql += " AND tenant = %s"
+            args.append(tenant)
+        if since is not None:
+            sql += " AND created_at >= %s"
+            args.append(since)
+        return sql, args
+
+    def window_runs(
+        self, workflow: str, *, tenant: str | None = None, since: float | None = None
+    ) -> list[dict[str, Any]]:
+        sub, args = self._window(workflow, tenant, since)
+        with self._read("runs") as c:
+            rows = c.execute(
+                "SELECT run_id, status, cost_usd, duration_s, created_at, tenant FROM runs "
+                f"WHERE run_id IN ({sub}) ORDER BY created_at",
+                args,
+            ).fetchall()
+        names = ("run_id", "status", "cost_usd", "duration_s", "created_at", "tenant")
+        return [dict(zip(names, r, strict=True)) for r in rows]
+
+    def window_approvals(
+        self, workflow: str, *, tenant: str | None = None, since: float | None = None
+    ) -> list[dict[str, Any]]:
+        sub, args = self._window(workflow, tenant, since)
+        with self._read("approvals") as c:
+            rows = c.execute(
+                "SELECT run_id, node_id, status, requested_at, decided_at, timeout_at "
+                f"FROM approvals WHERE run_id IN ({sub}) ORDER BY requested_at",
+                args,
+            ).fetchall()
+        names = ("run_id", "node_id", "status", "requested_at", "decided_at", "timeout_at")
+        return [dict(zip(names, r, strict=True)) for r in rows]
+
+    def window_writes(
+        self, workflow: str, *, tenant: str | None = None, since: float | None = None
+    ) -> list[dict[str, Any]]:
+        sub, args = self._window(workflow, tenant, since)
+        with self._read("ledger") as c:
+            rows = c.execute(
+                "SELECT key, run_id, node_id, tool, status, undone, created_at FROM ledger "
+                f"WHERE effect = 'write' AND run_id IN ({sub}) ORDER BY created_at",
+                args,
+            ).fetchall()
+        names = ("key", "run_id", "node_id", "tool", "status", "undone", "created_at")
+        return [{**dict(zip(names, r, strict=True)), "undone": bool(r[5])} for r in rows]
+
+    def window_events(
+        self,
+        workflow: str,
+        types: Sequence[str],
+        *,
+        tenant: str | None = None,
+        since: float | None = None,
+    ) -> list[dict[str, Any]]:
+        if not types:
+            return []
+        sub, args = self._window(workflow, tenant, since)
+        with self._read("events") as c:
+            rows = c.execute(
+                "SELECT id, run_id, ts, type, node_id, data FROM events "
+                f"WHERE type = ANY(%s) AND run_id IN ({sub}) ORDER BY id",
+                [list(types), *args],
+            ).fetchall()
+        return [
+            {"id": i, "run_id": r, "ts": ts, "type": t, "node_id": n, "data": loads(d)}
+            for i, r, ts, t, n, d in rows
+        ]
+
+    def window_calls(
+        self,
+        workflow: str,
+        *,
+        kind: str,
+        tenant: str | None = None,
+        since: float | None = None,
+    ) -> list[dict[str, Any]]:
+        sub, args = self._window(workflow, tenant, since)
+        with self._read("calls") as c:
+            rows = c.execute(
+                "SELECT run_id, node_id, name, data, error, trace_id FROM calls "
+                f"WHERE kind = %s AND run_id IN ({sub}) ORDER BY id",
+                [kind, *args],
+            ).fetchall()
+        return [
+            {
+                "run_id": r,
+                "node_id": n,
+                "name": name,
+                "data": loads(d),
+                "error": unseal_text(e),
+                "trace_id": t,
+            }
+            for r, n, name, d, e, t in rows
+        ]
+
+    def tool_rates(
+        self, workflow: str, tool: str, *, tenant: str | None = None, since: float | None = None
+    ) -> tuple[int, int, int, int]:
+        sub, args = self._window(workflow, tenant, since)
+        with self._read("ledger") as c:
+            w = c.execute(
+                "SELECT COUNT(*), COALESCE(SUM(undone), 0) FROM ledger WHERE effect = 'write' "
+                f"AND status = 'done' AND tool = %s AND run_id IN ({sub})",
+                [tool, *args],
+            ).fetchone()
+        with self._read("events") as c:
+            d = c.execute(
+                "SELECT COUNT(*), COUNT(*) FILTER (WHERE data::jsonb ->> 'effect' = 'deny') "
+                "FROM events WHERE type = 'policy_decision' AND data::jsonb ->> 'tool' = %s "
+                f"AND data::jsonb ->> 'workflow' IS NULL AND run_id IN ({sub})",
+                [tool, *args],
+            ).fetchone()
+        writes, undone = w or (0, 0)
+        decisions, denied = d or (0, 0)
+        return int(writes), int(undone), int(decisions), int(denied)
+
+    _AUTONOMY_COLS = ("workflow", "tool", "tenant", "level", "changed_by", "changed_at", "reason")
+
+    def autonomy_rows(self, workflow: str | None = None) -> list[dict[str, Any]]:
+        sql = f"SELECT {', '.join(self._AUTONOMY_COLS)} FROM autonomy"
+        args: list[Any] = []
+        if workflow is not None:
+            sql += " WHERE workflow = %s"
+            args.append(workflow)
+        with self._read("autonomy") as c:
+            rows = c.execute(sql + " ORDER BY workflow, tool, tenant", args).fetchall()
+        return [dict(zip(self._AUTONOMY_COLS, r, strict=True)) for r in rows]
+
+    def autonomy_level(self, workflow: str, tool: str, tenant: str | None) -> dict[str, Any] | None:
+        with self._read("autonomy") as c:
+            row = c.execute(
+                f"SELECT {', '.join(self._AUTONOMY_COLS)} FROM autonomy "
+                "WHERE workflow = %s AND tool = %s AND tenant IN (%s, '') "
+                "ORDER BY tenant = '' LIMIT 1",
+                (workflow, tool, tenant or ""),
+            ).fetchone()
+        return dict(zip(self._AUTONOMY_COLS, row, strict=True)) if row else None
+
+    def autonomy_set(
+        self,
+        workflow: str,
+        tool: str,
+        tenant: str | None,
+        level: str,
+        *,
+        by: str | None,
+        reason: str | None,
+        only_if: str | None = None,
+        **audit: Any,
+    ) -> bool:
+        now = time.time()
+        with self._tx() as c:
+            # the row (or the key's absence) is locked for this transaction: racing demotions
+            # see one another's outcome
+            c.execute(
+                "SELECT pg_advisory_xact_lock(hashtext(%s))", (f"{workflow}/{tool}/{tenant or ''}",)
+            )
+            row = c.execute(
+                "SELECT level FROM autonomy WHERE workflow = %s AND tool = %s AND tenant = %s",
+                (workflow, tool, tenant or ""),
+            ).fetchone()
+            was = row[0] if row else ""
+            if only_if is not None and was != only_if:
+                return False
+            c.execute(
+                "INSERT INTO autonomy (workflow, tool, tenant, level, changed_by, changed_at, "
+                "reason) VALUES (%s, %s, %s, %s, %s, %s, %s) ON CONFLICT (workflow, tool, tenant) "
+                "DO UPDATE SET level = EXCLUDED.level, changed_by = EXCLUDED.changed_by, "
+                "changed_at = EXCLUDED.changed_at, reason = EXCLUDED.reason",
+                (workflow, tool, tenant or "", level, by, now, reason),
+            )
+            data = {
+                "workflow": workflow,
+                "tool": tool,
+                "tenant": tenant,
+                "from": was or None,
+                "to": level,
+                "by": by,
+                "reason": reason,
+                **audit,
+            }
+            c.execute(_EVENT_SQL, ("*", now, "autonomy_changed", None, dumps(data)))
+        return True
 
 
 _OPEN: weakref.WeakSet[PostgresStore] = weakref.WeakSet()

@@ -35,7 +35,7 @@ from runner.store.seal import (
     use_key_beside,
 )
 
-SCHEMA_VERSION = 7
+SCHEMA_VERSION = 8
 APP_ID = 0x464C5752  # "FLWR": PRAGMA application_id marks a store as ours
 BUSY_TIMEOUT_MS = 30_000
 # group commit: the longest a deferred row waits for its transaction when nothing else (a node
@@ -250,6 +250,30 @@ _MIGRATIONS: dict[int, str] = {
         updated_at REAL NOT NULL,
         PRIMARY KEY (run_id, node_id, kind, target)
     );
+    """,
+    # readiness and autonomy (runner/runs/readiness.py): recorded eval results, and the
+    # autonomy level of a workflow's tool (tenant '' for every tenant)
+    8: """
+    CREATE TABLE IF NOT EXISTS autonomy (
+        workflow TEXT NOT NULL,
+        tool TEXT NOT NULL,
+        tenant TEXT NOT NULL,
+        level TEXT NOT NULL,
+        changed_by TEXT,
+        changed_at REAL NOT NULL,
+        reason TEXT,
+        PRIMARY KEY (workflow, tool, tenant)
+    );
+    CREATE TABLE IF NOT EXISTS eval_results (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        workflow TEXT NOT NULL,
+        spec_digest TEXT,
+        created_at REAL NOT NULL,
+        passed INTEGER NOT NULL,
+        summary TEXT NOT NULL
+    );
+    CREATE INDEX IF NOT EXISTS eval_results_workflow ON eval_results(workflow, id);
+    ALTER TABLE calls ADD COLUMN trace_id TEXT;
     """,
 }
 
@@ -1280,6 +1304,216 @@ class SqliteStore(Store):
         )
         names = [d[0] for d in cur.description]
         return [dict(zip(names, r, strict=True)) for r in cur.fetchall()]
+
+    # -- readiness and autonomy (runner/runs/readiness.py, runner/engine/autonomy.py) -------
+    def eval_record(
+        self, workflow: str, *, spec_digest: str | None, passed: bool, summary: dict[str, Any]
+    ) -> int:
+        with self.tx() as c:
+            cur = c.execute(
+                "INSERT INTO eval_results (workflow, spec_digest, created_at, passed, summary) "
+                "VALUES (?, ?, ?, ?, ?)",
+                (workflow, spec_digest, time.time(), int(passed), dumps(summary)),
+            )
+            return int(cur.lastrowid or 0)
+
+    def eval_results(self, workflow: str, *, limit: int = 10) -> list[dict[str, Any]]:
+        rows = self.conn.execute(
+            "SELECT id, workflow, spec_digest, created_at, passed, summary FROM eval_results "
+            "WHERE workflow = ? ORDER BY id DESC LIMIT ?",
+            (workflow, limit),
+        ).fetchall()
+        return [
+            {
+                "id": i,
+                "workflow": w,
+                "spec_digest": d,
+                "created_at": at,
+                "passed": bool(p),
+                "summary": loads(s),
+            }
+            for i, w, d, at, p, s in rows
+        ]
+
+    @staticmethod
+    def _window(workflow: str, tenant: str | None, since: float | None) -> tuple[str, list[Any]]:
+        sql = "SELECT run_id FROM runs WHERE workflow = ?"
+        args: list[Any] = [workflow]
+        if tenant is not None:
+            sql += " AND tenant = ?"
+            args.append(tenant)
+        if since is not None:
+            sql += " AND created_at >= ?"
+            args.append(since)
+        return sql, args
+
+    def window_runs(
+        self, workflow: str, *, tenant: str | None = None, since: float | None = None
+    ) -> list[dict[str, Any]]:
+        sub, args = self._window(workflow, tenant, since)
+        self._fresh("runs")
+        rows = self.conn.execute(
+            "SELECT run_id, status, cost_usd, duration_s, created_at, tenant FROM runs "
+            f"WHERE run_id IN ({sub}) ORDER BY created_at",
+            args,
+        ).fetchall()
+        names = ("run_id", "status", "cost_usd", "duration_s", "created_at", "tenant")
+        return [dict(zip(names, r, strict=True)) for r in rows]
+
+    def window_approvals(
+        self, workflow: str, *, tenant: str | None = None, since: float | None = None
+    ) -> list[dict[str, Any]]:
+        sub, args = self._window(workflow, tenant, since)
+        rows = self.conn.execute(
+            "SELECT run_id, node_id, status, requested_at, decided_at, timeout_at FROM approvals "
+            f"WHERE run_id IN ({sub}) ORDER BY requested_at",
+            args,
+        ).fetchall()
+        names = ("run_id", "node_id", "status", "requested_at", "decided_at", "timeout_at")
+        return [dict(zip(names, r, strict=True)) for r in rows]
+
+    def window_writes(
+        self, workflow: str, *, tenant: str | None = None, since: float | None = None
+    ) -> list[dict[str, Any]]:
+        sub, args = self._window(workflow, tenant, since)
+        self._fresh("ledger")
+        rows = self.conn.execute(
+            "SELECT key, run_id, node_id, tool, status, undone, created_at FROM ledger "
+            f"WHERE effect = 'write' AND run_id IN ({sub}) ORDER BY created_at",
+            args,
+        ).fetchall()
+        names = ("key", "run_id", "node_id", "tool", "status", "undone", "created_at")
+        return [{**dict(zip(names, r, strict=True)), "undone": bool(r[5])} for r in rows]
+
+    def window_events(
+        self,
+        workflow: str,
+        types: Sequence[str],
+        *,
+        tenant: str | None = None,
+        since: float | None = None,
+    ) -> list[dict[str, Any]]:
+        if not types:
+            return []
+        sub, args = self._window(workflow, tenant, since)
+        self._fresh("events")
+        marks = ",".join("?" for _ in types)
+        rows = self.conn.execute(
+            "SELECT id, run_id, ts, type, node_id, data FROM events "
+            f"WHERE type IN ({marks}) AND run_id IN ({sub}) ORDER BY id",
+            [*types, *args],
+        ).fetchall()
+        return [
+            {"id": i, "run_id": r, "ts": ts, "type": t, "node_id": n, "data": loads(d)}
+            for i, r, ts, t, n, d in rows
+        ]
+
+    def window_calls(
+        self,
+        workflow: str,
+        *,
+        kind: str,
+        tenant: str | None = None,
+        since: float | None = None,
+    ) -> list[dict[str, Any]]:
+        sub, args = self._window(workflow, tenant, since)
+        self._fresh("calls")
+        rows = self.conn.execute(
+            "SELECT run_id, node_id, name, data, error, trace_id FROM calls "
+            f"WHERE kind = ? AND run_id IN ({sub}) ORDER BY id",
+            [kind, *args],
+        ).fetchall()
+        return [
+            {
+                "run_id": r,
+                "node_id": n,
+                "name": name,
+                "data": loads(d),
+                "error": unseal_text(e),
+                "trace_id": t,
+            }
+            for r, n, name, d, e, t in rows
+        ]
+
+    def tool_rates(
+        self, workflow: str, tool: str, *, tenant: str | None = None, since: float | None = None
+    ) -> tuple[int, int, int, int]:
+        sub, args = self._window(workflow, tenant, since)
+        self._fresh("ledger")
+        self._fresh("events")
+        writes, undone = self.conn.execute(
+            "SELECT COUNT(*), COALESCE(SUM(undone), 0) FROM ledger WHERE effect = 'write' "
+            f"AND status = 'done' AND tool = ? AND run_id IN ({sub})",
+            [tool, *args],
+        ).fetchone()
+        decisions, denied = self.conn.execute(
+            "SELECT COUNT(*), COALESCE(SUM(json_extract(data, '$.effect') = 'deny'), 0) "
+            "FROM events WHERE type = 'policy_decision' AND json_extract(data, '$.tool') = ? "
+            f"AND json_extract(data, '$.workflow') IS NULL AND run_id IN ({sub})",
+            [tool, *args],
+        ).fetchone()
+        return int(writes), int(undone), int(decisions), int(denied)
+
+    _AUTONOMY_COLS = ("workflow", "tool", "tenant", "level", "changed_by", "changed_at", "reason")
+
+    def autonomy_rows(self, workflow: str | None = None) -> list[dict[str, Any]]:
+        sql = f"SELECT {', '.join(self._AUTONOMY_COLS)} FROM autonomy"
+        args: list[Any] = []
+        if workflow is not None:
+            sql += " WHERE workflow = ?"
+            args.append(workflow)
+        rows = self.conn.execute(sql + " ORDER BY workflow, tool, tenant", args).fetchall()
+        return [dict(zip(self._AUTONOMY_COLS, r, strict=True)) for r in rows]
+
+    def autonomy_level(self, workflow: str, tool: str, tenant: str | None) -> dict[str, Any] | None:
+        rows = self.conn.execute(
+            f"SELECT {', '.join(self._AUTONOMY_COLS)} FROM autonomy "
+            "WHERE workflow = ? AND tool = ? AND tenant IN (?, '') "
+            "ORDER BY tenant = '' LIMIT 1",
+            (workflow, tool, tenant or ""),
+        ).fetchall()
+        return dict(zip(self._AUTONOMY_COLS, rows[0], strict=True)) if rows else None
+
+    def autonomy_set(
+        self,
+        workflow: str,
+        tool: str,
+        tenant: str | None,
+        level: str,
+        *,
+        by: str | None,
+        reason: str | None,
+        only_if: str | None = None,
+        **audit: Any,
+    ) -> bool:
+        now = time.time()
+        with self.tx() as c:
+            row = c.execute(
+                "SELECT level FROM autonomy WHERE workflow = ? AND tool = ? AND tenant = ?",
+                (workflow, tool, tenant or ""),
+            ).fetchone()
+            was = row[0] if row else ""
+            if only_if is not None and was != only_if:
+                return False
+            c.execute(
+                "INSERT INTO autonomy (workflow, tool, tenant, level, changed_by, changed_at, "
+                "reason) VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (workflow, tool, tenant) DO "
+                "UPDATE SET level = excluded.level, changed_by = excluded.changed_by, "
+                "changed_at = excluded.changed_at, reason = excluded.reason",
+                (workflow, tool, tenant or "", level, by, now, reason),
+            )
+            data = {
+                "workflow": workflow,
+                "tool": tool,
+                "tenant": tenant,
+                "from": was or None,
+                "to": level,
+                "by": by,
+                "reason": reason,
+                **audit,
+            }
+            c.execute(_EVENT_SQL, ("*", now, "autonomy_changed", None, dumps(data)))
+        return True
 
 
 _COLS: dict[str, list[str]] = {}

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import io
 import json
 import os
@@ -520,10 +521,30 @@ class RunObserver(Hooks, Telemetry):
         self.tracing.flush()
 
     # -- telemetry: call spans and records ---------------------------------------------------
+    def trace_id(self, ctx: NodeContext) -> str | None:
+        """The run span's OTel trace id when spans are made; else, when call records are kept,
+        the id a run span of this attempt would carry (runner/trace/otel.py run_span_context):
+        what the call records and the transcript of the attempt are found under."""
+        span = self._run_span
+        if span is not None:
+            tid = span.get_span_context().trace_id
+            if tid:
+                return format(tid, "032x")
+        if self.store is None:
+            return None
+        digest = hashlib.sha256(f"flowrun-run-span:{ctx.run.run_id}:{self.attempt}".encode())
+        return digest.hexdigest()[:32]
+
     def _record(self, ctx: NodeContext, **row: Any) -> None:
         if self.store is None:
             return
-        self.store.record_call(run_id=ctx.run.run_id, node_id=ctx.node_id, idx=ctx.index, **row)
+        self.store.record_call(
+            run_id=ctx.run.run_id,
+            node_id=ctx.node_id,
+            idx=ctx.index,
+            trace_id=self.trace_id(ctx),
+            **row,
+        )
 
     @contextmanager
     def llm_call(self, ctx: NodeContext, req: LLMRequest) -> Iterator[CallRecord]:

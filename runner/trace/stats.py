@@ -82,6 +82,30 @@ def compute_stats(
         "tool_calls": tool_calls,
         "tool_error_rate": _rate(tool_errors, tool_calls),
         "undo_rate": _rate(undone, total),
+        "autonomy_changes": _autonomy_changes(store, workflow, since),
+    }
+
+
+def _autonomy_changes(store: Store, workflow: str | None, since: float | None) -> dict[str, Any]:
+    """Autonomy level changes (docs/readiness.md): how many, how many automatic demotions, and
+    the latest of them."""
+    found = [
+        e
+        for e in store.events(run_id="*", type_="autonomy_changed")
+        if (workflow is None or e["data"].get("workflow") == workflow)
+        and (since is None or e["ts"] >= since)
+    ]
+    auto = [e for e in found if e["data"].get("automatic")]
+    last = auto[-1] if auto else None
+    return {
+        "changes": len(found),
+        "automatic_demotions": len(auto),
+        "last_demotion": None
+        if last is None
+        else {
+            "ts": last["ts"],
+            **{k: last["data"].get(k) for k in ("workflow", "tool", "tenant", "to", "reason")},
+        },
     }
 
 
@@ -102,5 +126,16 @@ def render_stats(s: dict[str, Any]) -> str:
             f"max ${f(cost['max'], '.6f')}",
             f"tool error rate      {f(s['tool_error_rate'], '.1%')}  ({s['tool_calls']} calls)",
             f"undo rate            {f(s['undo_rate'], '.1%')}",
+            *_autonomy_line(s.get("autonomy_changes")),
         ]
     )
+
+
+def _autonomy_line(a: dict[str, Any] | None) -> list[str]:
+    if not a or not a["changes"]:
+        return []
+    line = f"autonomy changes     {a['changes']} ({a['automatic_demotions']} automatic demotions)"
+    last = a["last_demotion"]
+    if last is not None:
+        line += f"; last: {last['workflow']}/{last['tool']} -> {last['to']}: {last['reason']}"
+    return [line]

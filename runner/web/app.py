@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import os
 import subprocess
 import sys
@@ -38,6 +39,7 @@ from runner.runs.identity import (
 )
 from runner.web import data
 from runner.web.oidc import STATE_COOKIE, STATE_MAX_AGE_S, Oidc, OidcConfig, OidcError
+from runner.web.readiness import readiness_page
 from runner.web.security import HEADERS, SESSION_COOKIE, SESSION_MAX_AGE_S, Sessions
 
 HERE = Path(__file__).resolve().parent
@@ -478,6 +480,7 @@ def create_app(config: ConsoleConfig) -> Starlette:
             methods=["POST"],
         ),
         Route("/writes", guard(c.writes), methods=["POST"]),
+        Route("/readiness", guard(functools.partial(readiness_page, c))),
         Route("/static/{name}", guard(c.static)),
         Route("/mermaid/{path:path}", guard(c.mermaid)),
         *batch_routes(c, guard),  # runner/web/batches.py

@@ -11,7 +11,7 @@ import pytest
 
 from runner.errors import SpecError
 from runner.policy import request
-from tests.envelope.conftest import DurableMemory, plan_of, run
+from tests.envelope.conftest import DurableMemory, Traced, plan_of, run
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -192,6 +192,7 @@ def test_require_approval_parks_the_call_until_approved() -> None:
         execute(
             plan, {"to": "eve"}, services=svc, run_id=first.run_id,
             envelope=Envelope(live=True, scopes=("payments",), actor="ops"),
+            telemetry=Traced(),
         )
     )  # fmt: skip
     assert done.status == "succeeded" and done.nodes["pay_it"].detail["approved_by"] == "lead"

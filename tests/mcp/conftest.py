@@ -19,6 +19,7 @@ from runner.engine.context import Envelope
 from runner.engine.results import RunResult
 from runner.engine.run import execute
 from runner.engine.services import MemoryServices
+from runner.engine.telemetry import Telemetry
 from runner.plan.compile import compile_plan
 from runner.plan.model import Plan
 from runner.spec import load_spec
@@ -27,6 +28,13 @@ HERE = Path(__file__).resolve().parent
 FAKE = HERE / "mcp_fake_server.py"
 # a loaded 2-core machine takes seconds to start a Python MCP server; calls get their own bound
 START_TIMEOUT = "60s"
+
+
+class Traced(Telemetry):
+    """No spans, but a trace id: live writes are refused in runs whose calls have none."""
+
+    def trace_id(self, ctx: Any) -> str | None:
+        return "0" * 31 + "1"
 
 
 class DurableMemory(MemoryServices):
@@ -71,7 +79,8 @@ def run_spec(
 
     async def go() -> RunResult:
         return await asyncio.wait_for(
-            execute(plan, inputs or {}, services=svc, envelope=env), timeout=180
+            execute(plan, inputs or {}, services=svc, envelope=env, telemetry=Traced()),
+            timeout=180,
         )
 
     return plan, asyncio.run(go())
