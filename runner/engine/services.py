@@ -7,7 +7,10 @@ keeps them in the SQLite store so that they survive crashes and are shared by pr
 from __future__ import annotations
 
 import time
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
+
+if TYPE_CHECKING:
+    from runner.spec.budgets import CallScope
 
 
 class Services(Protocol):
@@ -58,6 +61,7 @@ class Services(Protocol):
         usd: float,
         input_tokens: int,
         output_tokens: int,
+        call: CallScope | None = None,
     ) -> tuple[int | None, dict[str, float]]: ...
 
     def spend_settle(
@@ -168,7 +172,11 @@ class MemoryServices:
         usd: float,
         input_tokens: int,
         output_tokens: int,
+        call: CallScope | None = None,
     ) -> tuple[int | None, dict[str, float]]:
+        """As the store's, without ceilings over many runs (they live in a store)."""
+        if call is not None and call.kind == "tool":
+            return 0, {}
         totals = self._spend_totals.setdefault(
             run_id, {"usd": 0.0, "tokens": 0.0, "llm_calls": 0.0}
         )

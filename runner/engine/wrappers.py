@@ -19,6 +19,8 @@ from typing import TYPE_CHECKING, Any
 
 from runner.engine.approvals import Ask, approval_key, await_decision
 from runner.engine.budget import BudgetExceeded
+from runner.engine.ceilings import call_scope
+from runner.engine.ceilings import reserve as reserve_within_ceilings
 from runner.engine.context import NodeContext, NodeFailure, NodeStop
 from runner.engine.crash import crash_point
 from runner.engine.results import Usage
@@ -585,24 +587,29 @@ class ModelBudget(ModelWrapper):
         root = budget.root()
         caps = root.caps
         top = top_node(ctx)
+        scope = call_scope(ctx, "llm")
         try:
-            row, used = run.services.spend_reserve(
-                run.run_id,
-                caps={
-                    dim: float(cap)
-                    for dim, cap in (
-                        ("usd", caps.max_usd),
-                        ("tokens", caps.max_tokens),
-                        ("llm_calls", caps.max_llm_calls),
-                    )
-                    if cap is not None
-                },
-                node_id=top,
-                at=_where(ctx),
-                model=model,
-                usd=usd,
-                input_tokens=prompt,
-                output_tokens=limit,
+            row, used = await reserve_within_ceilings(
+                ctx,
+                lambda: run.services.spend_reserve(
+                    run.run_id,
+                    caps={
+                        dim: float(cap)
+                        for dim, cap in (
+                            ("usd", caps.max_usd),
+                            ("tokens", caps.max_tokens),
+                            ("llm_calls", caps.max_llm_calls),
+                        )
+                        if cap is not None
+                    },
+                    node_id=top,
+                    at=_where(ctx),
+                    model=model,
+                    usd=usd,
+                    input_tokens=prompt,
+                    output_tokens=limit,
+                    call=scope,
+                ),
             )
         except BaseException:
             budget.release(reservation)
