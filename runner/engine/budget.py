@@ -201,7 +201,8 @@ def with_model_usage(usage: Usage, billed: Usage | None) -> Usage:
         tool_calls=usage.tool_calls,
         input_tokens=billed.input_tokens,
         output_tokens=billed.output_tokens,
-        cost_usd=billed.cost_usd,
+        cost_usd=billed.cost_usd + usage.tool_cost_usd,
+        tool_cost_usd=usage.tool_cost_usd,
     )
 
 

@@ -29,6 +29,8 @@ from runner.engine.wrappers import (
     ToolBudget,
     ToolCall,
     ToolHandler,
+    ToolRate,
+    ToolSpend,
     ToolTrace,
     WritesSwitch,
     complete_model,
@@ -48,9 +50,13 @@ def _tool_envelope() -> ToolHandler:
     # dry run shows what a live run would be allowed to do; a dry run never reaches the ledger.
     # A replay from the ledger spends no budget; the budget is reserved before the intent is
     # recorded (a refused call leaves no intent whose outcome would look unknown); the result is
-    # checked inside the ledger record, so a bad result is recorded as a failed call.
+    # checked inside the ledger record, so a bad result is recorded as a failed call. Rate
+    # limits are taken before the spend is reserved (a call waiting for its rate holds no
+    # reservation), both only for a call really made (not a preview, not a ledger replay).
     preview: ToolHandler = ToolBudget(invoke_preview)
-    effect: ToolHandler = ToolBudget(LedgerRecord(ResultContract(ToolTrace(invoke_tool))))
+    effect: ToolHandler = ToolBudget(
+        ToolRate(ToolSpend(LedgerRecord(ResultContract(ToolTrace(invoke_tool)))))
+    )
     return ArgsContract(
         WritesSwitch(PolicyGate(DryRun(DurableWrites(LedgerReplay(effect)), preview=preview)))
     )

@@ -81,6 +81,11 @@ class Services(Protocol):
 
     def spend_rows(self, run_id: str) -> list[dict[str, Any]]: ...
 
+    # spend and rate control across runs (runner/engine/ceilings.py); see runner/store/base.py
+    def budgets_get(self) -> dict[str, Any] | None: ...
+
+    def rate_acquire(self, key: str, *, amount: int, limit: int, per: float) -> float: ...
+
 
 class MemoryServices:
     """Process-local services: same semantics as the store, nothing survives the process."""
@@ -256,3 +261,9 @@ class MemoryServices:
             for r in self.spend
             if r["run_id"] == run_id
         ]
+
+    def budgets_get(self) -> dict[str, Any] | None:
+        return None  # budgets over many runs live in a store
+
+    def rate_acquire(self, key: str, *, amount: int, limit: int, per: float) -> float:
+        return 0.0

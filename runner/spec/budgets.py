@@ -6,7 +6,7 @@
       acme-daily: {scope: {tenant: acme}, window: day, max_usd: 5.0}
       each-tenant: {scope: {tenant: "*"}, window: 24h, max_llm_calls: 1000, on_exceed: wait}
     rate_limits:
-      email-per-domain: {tool: send_email, destination: {arg: to, part: domain}, limit: 60, per: 1m}
+      email-per-domain: {tool: send_email, destination: domain, limit: 60, per: 1m}
 
 A ceiling counts every spend row (model calls and billed tool calls) of the runs its scope
 selects, reserved in its window; a rate limit counts the calls it selects in a sliding window.
@@ -111,33 +111,6 @@ class CeilingSpec(_Model):
         return v
 
 
-class Destination(_Model):
-    """Where a tool call goes, read from its arguments: an email domain, a URL's host."""
-
-    arg: Annotated[str, Field(pattern=r"^[A-Za-z_][\w]*(\.[A-Za-z_][\w]*)*$")] = Field(
-        description="the argument (a dotted path into args, e.g. `to` or `recipient.email`)"
-    )
-    part: Literal["value", "domain"] = Field(
-        default="domain",
-        description="domain: an email address's domain or a URL's host, lowercased; value: the "
-        "whole value",
-    )
-
-    def of(self, args: Any) -> str | None:
-        """The destination of a call with these arguments (None: the argument is absent)."""
-        v: Any = args
-        for part in self.arg.split("."):
-            if not isinstance(v, dict) or part not in v:
-                return None
-            v = v[part]
-        if v is None:
-            return None
-        text = v if isinstance(v, str) else json.dumps(v, sort_keys=True)
-        if self.part == "value":
-            return text
-        return domain_of(text)
-
-
 def domain_of(text: str) -> str:
     """`a@Example.COM` -> `example.com`; `https://api.x.io:443/p` -> `api.x.io`."""
     t = text.strip()
@@ -160,9 +133,10 @@ class RateLimitSpec(_Model):
     tenant: Annotated[str, Field(min_length=1)] | None = Field(
         default=None, description='only this tenant\'s calls; "*": each tenant apart'
     )
-    destination: Destination | None = Field(
+    destination: Literal["value", "domain"] | None = Field(
         default=None,
-        description="the argument naming where a tool call goes: each destination apart",
+        description="each destination apart, as the tool contract's `destination` binding names "
+        "it: its whole value, or its domain (an email address's domain, a URL's host)",
     )
     limit: Annotated[int, Field(ge=1)]
     per: Duration = Field(description="the sliding window, e.g. '1m'")
@@ -384,8 +358,6 @@ def _model_at(path: PathKey) -> type[BaseModel] | None:
         return _MODELS.get(str(path[0]))
     if len(path) == 3 and path[0] == "ceilings" and path[2] == "scope":
         return Scope
-    if len(path) == 3 and path[0] == "rate_limits" and path[2] == "destination":
-        return Destination
     return None
 
 

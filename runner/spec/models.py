@@ -163,6 +163,38 @@ class McpServer(_Model):
         return self
 
 
+class ToolPrice(_Model):
+    """What one call of a tool costs: a fixed price, or read from its result (docs/budgets.md)."""
+
+    usd: Annotated[float, Field(ge=0)] | None = Field(default=None, description="dollars per call")
+    from_result: Annotated[str, Field(pattern=r"^[A-Za-z_][\w]*(\.[A-Za-z_][\w]*)*$")] | None = (
+        Field(
+            default=None,
+            description="a field of the result holding the call's dollars (a dotted path, e.g. "
+            "`billing.usd`); needs max_usd",
+        )
+    )
+    max_usd: Annotated[float, Field(ge=0)] | None = Field(
+        default=None,
+        description="the most one call can cost: what is reserved before a from_result call",
+    )
+
+    @model_validator(mode="after")
+    def _one(self) -> ToolPrice:
+        if (self.usd is None) == (self.from_result is None):
+            raise ValueError("a price is one of `usd` (per call) or `from_result` (a result field)")
+        if self.from_result is not None and self.max_usd is None:
+            raise ValueError(
+                "`from_result` needs `max_usd`: a call is reserved at its worst case before "
+                "it is made"
+            )
+        return self
+
+    @property
+    def reserve_usd(self) -> float:
+        return float(self.usd if self.usd is not None else self.max_usd or 0.0)
+
+
 class ToolContract(_Model):
     """What a tool may do: its implementation, schemas, effect and limits."""
 
@@ -212,6 +244,10 @@ class ToolContract(_Model):
     )
     classification: str | None = Field(
         default=None, description="data classification of what the tool touches (for policies)"
+    )
+    price: ToolPrice | None = Field(
+        default=None,
+        description="what a call costs: counted in the run's cost, its max_usd, every ceiling",
     )
 
     @model_validator(mode="after")

@@ -353,13 +353,26 @@ class SqliteStore(Store):
         c = self.conn
         # one read transaction: another process creating or migrating the store at this moment
         # is seen before or after its transaction, never half-way (tables without the app id)
-        c.execute("BEGIN")
-        try:
-            app = c.execute("PRAGMA application_id").fetchone()[0]
-            version = c.execute("PRAGMA user_version").fetchone()[0]
-            tables = [r[0] for r in c.execute("SELECT name FROM sqlite_master WHERE type='table'")]
-        finally:
-            c.execute("COMMIT")
+        for attempt in range(50):
+            c.execute("BEGIN")
+            try:
+                app = c.execute("PRAGMA application_id").fetchone()[0]
+                version = c.execute("PRAGMA user_version").fetchone()[0]
+                tables = [
+                    r[0] for r in c.execute("SELECT name FROM sqlite_master WHERE type='table'")
+                ]
+                c.execute("COMMIT")
+                break
+            except sqlite3.OperationalError as e:
+                # many processes opening the store at once (a batch opens one per line): a
+                # reader can find the WAL busy for a moment; try again, never mask the cause
+                if c.in_transaction:
+                    c.execute("ROLLBACK")
+                if "locked" not in str(e) and "busy" not in str(e):
+                    raise
+                time.sleep(min(0.01 * (attempt + 1), 0.2))
+        else:
+            raise StoreError(f"{self.path}: the store stayed locked for too long")
         if app != APP_ID and (tables or version):
             raise StoreError(
                 f"{self.path} is a SQLite database but not a flowrun store",

@@ -17,7 +17,6 @@ from runner.spec.budgets import (
     Budgets,
     CallScope,
     budgets_schema_text,
-    load_budgets,
     load_budgets_text,
     window_bounds,
 )
@@ -32,7 +31,7 @@ ceilings:
   each-tenant-rolling: {scope: {tenant: "*"}, window: 24h, max_llm_calls: 100, on_exceed: wait}
   email-tool: {scope: {tool: send_email}, window: month, max_tool_calls: 1000}
 rate_limits:
-  email-per-domain: {tool: send_email, destination: {arg: to}, limit: 60, per: 1m}
+  email-per-domain: {tool: send_email, destination: domain, limit: 60, per: 1m}
   mini-tpm: {model: openai/gpt-4o-mini, unit: tokens, limit: 200000, per: 60}
 """
 
