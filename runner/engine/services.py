@@ -180,15 +180,15 @@ class MemoryServices:
         call: CallScope | None = None,
     ) -> tuple[int | None, dict[str, float]]:
         """As the store's, without ceilings over many runs (they live in a store)."""
-        if call is not None and call.kind == "tool":
-            return 0, {}
+        kind = call.kind if call is not None else "llm"
+        tokens = input_tokens + output_tokens if kind == "llm" else 0
         totals = self._spend_totals.setdefault(
             run_id, {"usd": 0.0, "tokens": 0.0, "llm_calls": 0.0}
         )
         before = dict(totals)
-        want = {"usd": usd, "tokens": input_tokens + output_tokens, "llm_calls": 1}
+        want = {"usd": usd, "tokens": tokens, "llm_calls": 1 if kind == "llm" else 0}
         for dim, cap in caps.items():
-            if totals[dim] + want[dim] > cap + (1e-12 if dim == "usd" else 0):
+            if want[dim] and totals[dim] + want[dim] > cap + (1e-12 if dim == "usd" else 0):
                 return None, before
         for dim, v in want.items():
             totals[dim] += v
@@ -200,10 +200,11 @@ class MemoryServices:
                 "model": model,
                 "status": "open",
                 "usd": usd,
-                "input_tokens": input_tokens,
-                "output_tokens": output_tokens,
+                "input_tokens": input_tokens if kind == "llm" else 0,
+                "output_tokens": output_tokens if kind == "llm" else 0,
                 "reserved_usd": usd,
-                "reserved_tokens": input_tokens + output_tokens,
+                "reserved_tokens": tokens,
+                "kind": kind,
             }
         )
         return len(self.spend), before
@@ -220,10 +221,11 @@ class MemoryServices:
     ) -> None:
         row = self.spend[row_id - 1]
         totals = self._spend_totals[row["run_id"]]
+        llm = 1 if row["kind"] == "llm" else 0
         if row["status"] != "released":  # take the row out of the totals, then put it back
             totals["usd"] -= row["usd"]
             totals["tokens"] -= row["input_tokens"] + row["output_tokens"]
-            totals["llm_calls"] -= 1
+            totals["llm_calls"] -= llm
         row["status"] = status
         for k, v in (
             ("usd", usd),
@@ -236,12 +238,12 @@ class MemoryServices:
         if status != "released":
             totals["usd"] += row["usd"]
             totals["tokens"] += row["input_tokens"] + row["output_tokens"]
-            totals["llm_calls"] += 1
+            totals["llm_calls"] += llm
 
     def spend_by_node(self, run_id: str, node_id: str | None = None) -> dict[str, dict[str, Any]]:
         out: dict[str, dict[str, Any]] = {}
         for r in self.spend:
-            if r["run_id"] != run_id or r["status"] == "released":
+            if r["run_id"] != run_id or r["status"] == "released" or r["kind"] != "llm":
                 continue
             if node_id is not None and r["node_id"] != node_id:
                 continue

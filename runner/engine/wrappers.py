@@ -445,10 +445,14 @@ class ToolSpend(ToolWrapper):
                 f"${max((cap or 0.0) - used['usd'], 0.0):.6f} of max_usd ${cap:g} is left "
                 "(counting every call this run reserved); it was not called",
             )
+        # durable from here: the run and node figures count the row (runner/engine/budget.py)
+        tally = root.tally.setdefault(top_node(ctx), {})
+        tally[row] = Usage(cost_usd=usd, tool_cost_usd=usd)
         try:
             result = await self.inner(call)
         except NodeStop:  # never called (another run holds the key)
             run.services.spend_settle(row, "released")
+            del tally[row]
             raise
         except BaseException:  # it may have been called: it counts at its reservation
             run.services.spend_settle(row, "cancelled")
@@ -456,6 +460,7 @@ class ToolSpend(ToolWrapper):
             raise
         billed = call.billed_usd if call.billed_usd is not None else usd
         run.services.spend_settle(row, "billed", usd=billed)
+        tally[row] = Usage(cost_usd=billed, tool_cost_usd=billed)
         self._bill(call, billed)
         return result
 

@@ -26,7 +26,8 @@ _TOTALS = (
     "SELECT COALESCE(SUM(usd), 0), "
     "COALESCE(SUM(CASE WHEN kind = 'llm' THEN input_tokens + output_tokens ELSE 0 END), 0), "
     "COALESCE(SUM(CASE WHEN kind = 'llm' THEN 1 ELSE 0 END), 0), "
-    "COALESCE(SUM(CASE WHEN kind = 'tool' THEN 1 ELSE 0 END), 0) "
+    "COALESCE(SUM(CASE WHEN kind = 'tool' THEN 1 ELSE 0 END), 0), "
+    "COALESCE(SUM(CASE WHEN kind = 'tool' THEN usd ELSE 0 END), 0) "
     "FROM spend WHERE status != 'released' AND created_at >= ?"
 )
 
@@ -48,12 +49,13 @@ def totals_sql(bound: dict[str, str], since: float) -> tuple[str, tuple[Any, ...
 def totals(q: Query, bound: dict[str, str], since: float) -> dict[str, float]:
     sql, args = totals_sql(bound, since)
     rows = q(sql, args)
-    usd, tokens, llm, tool = rows[0] if rows else (0.0, 0, 0, 0)
+    usd, tokens, llm, tool, tool_usd = rows[0] if rows else (0.0, 0, 0, 0, 0.0)
     return {
         "usd": float(usd),
         "tokens": float(tokens),
         "llm_calls": float(llm),
         "tool_calls": float(tool),
+        "tool_usd": float(tool_usd),
     }
 
 

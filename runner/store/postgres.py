@@ -982,8 +982,7 @@ class PostgresStore(Store):
         with self._read("spend") as c, c.cursor(row_factory=dict_row) as cur:
             return cur.execute(
                 "SELECT node_id, at, model, status, usd, input_tokens, output_tokens, "
-                "reserved_usd, reserved_tokens FROM spend WHERE run_id = %s AND kind = 'llm' "
-                "ORDER BY id",
+                "reserved_usd, reserved_tokens, kind FROM spend WHERE run_id = %s ORDER BY id",
                 (run_id,),
             ).fetchall()
 

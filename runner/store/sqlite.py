@@ -865,11 +865,12 @@ class SqliteStore(Store):
         }
 
     def spend_rows(self, run_id: str) -> list[dict[str, Any]]:
-        """Every model call reserved for a run, in the order reserved."""
+        """Every call reserved for a run (model calls, and billed tool calls: `kind`), in the
+        order reserved."""
         self._fresh("spend")
         rows = self.conn.execute(
             "SELECT node_id, at, model, status, usd, input_tokens, output_tokens, reserved_usd, "
-            "reserved_tokens FROM spend WHERE run_id = ? AND kind = 'llm' ORDER BY id",
+            "reserved_tokens, kind FROM spend WHERE run_id = ? ORDER BY id",
             (run_id,),
         )
         keys = (
@@ -882,6 +883,7 @@ class SqliteStore(Store):
             "output_tokens",
             "reserved_usd",
             "reserved_tokens",
+            "kind",
         )
         return [dict(zip(keys, r, strict=True)) for r in rows]
 

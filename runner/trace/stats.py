@@ -58,6 +58,9 @@ def compute_stats(
     costs = [r.cost_usd for r in rows if r.status == "succeeded"]
     tool_calls, tool_errors = store.tool_call_counts(ids)
     undone = store.runs_with_event("undo", ids)
+    bound = {k: v for k, v in (("tenant", tenant), ("workflow", workflow)) if v is not None}
+    spent = store.spend_totals(bound, since or 0.0)
+    cache = store.cache_stats(tenant)
 
     def pct(values: list[float], p: float, nd: int) -> float | None:
         v = percentile(values, p)
@@ -82,6 +85,11 @@ def compute_stats(
         "tool_calls": tool_calls,
         "tool_error_rate": _rate(tool_errors, tool_calls),
         "undo_rate": _rate(undone, total),
+        # every spend row of these runs' tenant and workflow since then (docs/budgets.md)
+        "spent_usd": round(spent["usd"], 8),
+        "tool_billed_usd": round(spent["tool_usd"], 8),
+        "billed_tool_calls": int(spent["tool_calls"]),
+        "response_cache": cache,
     }
 
 
@@ -102,5 +110,9 @@ def render_stats(s: dict[str, Any]) -> str:
             f"max ${f(cost['max'], '.6f')}",
             f"tool error rate      {f(s['tool_error_rate'], '.1%')}  ({s['tool_calls']} calls)",
             f"undo rate            {f(s['undo_rate'], '.1%')}",
+            f"spent                ${s['spent_usd']:.6f}  (tool bills ${s['tool_billed_usd']:.6f}"
+            f" over {s['billed_tool_calls']} calls)",
+            f"response cache       {s['response_cache']['hits']} hits, "
+            f"{s['response_cache']['entries']} entries",
         ]
     )
