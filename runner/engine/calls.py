@@ -19,6 +19,7 @@ from runner.engine.wrappers import (
     ModelBudget,
     ModelCall,
     ModelHandler,
+    ModelRate,
     ModelTrace,
     NodeHandler,
     PolicyGate,
@@ -64,8 +65,9 @@ def _tool_envelope() -> ToolHandler:
 
 def _model_envelope() -> ModelHandler:
     # the recording is looked up first: it gives the exact prompt size the budget reserves for;
-    # the span covers the provider call alone
-    return RecordedAnswers(ModelBudget(ModelTrace(complete_model)))
+    # the span covers the provider call alone; a route's rate limit is taken before the call is
+    # reserved (a call waiting for its rate holds no reservation)
+    return RecordedAnswers(ModelRate(ModelBudget(ModelTrace(complete_model))))
 
 
 TOOL_CALL = _tool_envelope()

@@ -695,6 +695,21 @@ def _where(ctx: NodeContext) -> str:
     return ctx.run.path + ctx.node_id + (f"[{ctx.index}]" if ctx.index is not None else "")
 
 
+class ModelRate(ModelWrapper):
+    """A model route's rate limits (calls, or tokens: the prompt plus max_tokens, per window),
+    taken in the store and shared by every process before the call is reserved and made."""
+
+    async def __call__(self, call: ModelCall) -> LLMResponse:
+        ctx = call.ctx
+        budgets = budgets_of(ctx.run.services)
+        if budgets.rate_limits:
+            keys = rate_keys(budgets, call_scope(ctx, "llm"), model=call.request.model,
+                             alias=call.step.alias)  # fmt: skip
+            if keys:
+                await acquire_rates(ctx, keys, call.prompt_tokens + call.step.max_tokens)
+        return await self.inner(call)
+
+
 class ModelBudget(ModelWrapper):
     """Reserve the call's most expensive outcome before it, settle what was billed after it;
     the rule is in runner/engine/budget.py."""
