@@ -17,6 +17,7 @@ from runner.engine.wrappers import (
     LedgerRecord,
     LedgerReplay,
     ModelBudget,
+    ModelCache,
     ModelCall,
     ModelHandler,
     ModelRate,
@@ -67,7 +68,8 @@ def _model_envelope() -> ModelHandler:
     # the recording is looked up first: it gives the exact prompt size the budget reserves for;
     # the span covers the provider call alone; a route's rate limit is taken before the call is
     # reserved (a call waiting for its rate holds no reservation)
-    return RecordedAnswers(ModelRate(ModelBudget(ModelTrace(complete_model))))
+    # a cached answer is looked up before anything is taken or reserved: a hit costs nothing
+    return RecordedAnswers(ModelCache(ModelRate(ModelBudget(ModelTrace(complete_model)))))
 
 
 TOOL_CALL = _tool_envelope()

@@ -116,6 +116,7 @@ class NodeDetail(Mapping[str, Any]):
     converged: bool | None = None  # whether the loop's `until` held
     failed_items: list[int] = field(default_factory=list)  # map items that failed (collect)
     activity_error: bool = False  # Temporal: the node activity itself failed (no checkpoint)
+    cache_hits: int = 0  # model calls answered from the response cache (cost nothing)
     extra: dict[str, Any] = field(default_factory=dict)
 
     @classmethod

@@ -86,6 +86,10 @@ class Services(Protocol):
 
     def rate_acquire(self, key: str, *, amount: int, limit: int, per: float) -> float: ...
 
+    def cache_get(self, key: str) -> dict[str, Any] | None: ...
+
+    def cache_put(self, key: str, *, tenant: str | None, model: str, response: Any) -> None: ...
+
 
 class MemoryServices:
     """Process-local services: same semantics as the store, nothing survives the process."""
@@ -101,6 +105,7 @@ class MemoryServices:
         self.spend: list[dict[str, Any]] = []
         self._spend_totals: dict[str, dict[str, float]] = {}
         self._seq = 0
+        self._cache: dict[str, dict[str, Any]] = {}
 
     def ledger_get(self, key: str, *, run_id: str | None = None) -> dict[str, Any] | None:
         return self.ledger.get(key)
@@ -269,3 +274,18 @@ class MemoryServices:
 
     def rate_acquire(self, key: str, *, amount: int, limit: int, per: float) -> float:
         return 0.0
+
+    def cache_get(self, key: str) -> dict[str, Any] | None:
+        hit = self._cache.get(key)
+        if hit is not None:
+            hit["hits"] += 1
+        return hit
+
+    def cache_put(self, key: str, *, tenant: str | None, model: str, response: Any) -> None:
+        self._cache[key] = {
+            "tenant": tenant,
+            "model": model,
+            "response": response,
+            "created_at": time.time(),
+            "hits": 0,
+        }

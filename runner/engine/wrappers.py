@@ -695,6 +695,79 @@ def _where(ctx: NodeContext) -> str:
     return ctx.run.path + ctx.node_id + (f"[{ctx.index}]" if ctx.index is not None else "")
 
 
+class ModelCache(ModelWrapper):
+    """A node with `cache:` reuses the answer to an exactly equal call (model, messages, output
+    schema, parameters, prompt template), kept in the store: a hit is not reserved, not rate
+    limited, not made, and costs nothing; each tenant's answers are its own unless the node
+    declares them shared."""
+
+    async def __call__(self, call: ModelCall) -> LLMResponse:
+        from runner.models.client import LLMResponse
+
+        cache = call.step.cache
+        if cache is None:
+            return await self.inner(call)
+        ctx = call.ctx
+        run, svc = ctx.run, ctx.run.services
+        tenant = None if cache.shared else run.envelope.tenant
+        key = cache_key(call, tenant, shared=cache.shared)
+        hit = svc.cache_get(key)
+        if hit is not None and (cache.ttl is None or time.time() - hit["created_at"] <= cache.ttl):
+            r = hit["response"]
+            ctx.detail.cache_hits += 1
+            ctx.model = call.request.model
+            svc.event(run.run_id, "cache_hit", ctx.node_id, model=r["model"], key=key[:16],
+                      index=ctx.index)  # fmt: skip
+            return LLMResponse(
+                content=r["content"],
+                model=r["model"],
+                prompt_tokens=0,
+                completion_tokens=0,
+                cost_usd=0.0,
+                finish_reason=r.get("finish_reason"),
+                latency_s=0.0,
+            )
+        resp = await self.inner(call)
+        svc.cache_put(
+            key,
+            tenant=tenant,
+            model=resp.model,
+            response={
+                "content": resp.content,
+                "model": resp.model,
+                "finish_reason": resp.finish_reason,
+                "prompt_tokens": resp.prompt_tokens,
+                "completion_tokens": resp.completion_tokens,
+            },
+        )
+        return resp
+
+
+def cache_key(call: ModelCall, tenant: str | None, *, shared: bool) -> str:
+    """The exact-match key of a model call: what it asks, of which model, how, from which
+    prompt template; and whose answers it may reuse (a tenant's own, or the shared ones)."""
+    import hashlib
+
+    req, step = call.request, call.step
+    prompt = hashlib.sha256(
+        (step.prompt.source + "\0" + (step.system.source if step.system else "")).encode()
+    ).hexdigest()
+    body = {
+        "v": 1,
+        "who": "shared" if shared else ["tenant", tenant],
+        "model": req.model,
+        "messages": req.messages,
+        "output_schema": req.output_schema,
+        "schema_name": req.schema_name,
+        "max_tokens": req.max_tokens,
+        "temperature": req.temperature,
+        "params": req.params,
+        "prompt": prompt,
+    }
+    text = json.dumps(body, sort_keys=True, separators=(",", ":"), default=str)
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
 class ModelRate(ModelWrapper):
     """A model route's rate limits (calls, or tokens: the prompt plus max_tokens, per window),
     taken in the store and shared by every process before the call is reserved and made."""

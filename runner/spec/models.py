@@ -283,6 +283,18 @@ class _NodeBase(_Model):
     timeout: Duration | None = None
 
 
+class ResponseCache(_Model):
+    """Answers kept in the run store, reused for an exactly equal call (docs/budgets.md)."""
+
+    shared: bool = Field(
+        default=False,
+        description="share answers across tenants (default: each tenant's are its own)",
+    )
+    ttl: Duration | None = Field(
+        default=None, description="how long an answer is reused (default: for ever)"
+    )
+
+
 class LLMNode(_NodeBase):
     llm: Annotated[str, Field(min_length=1, description="model alias from `models`")]
     prompt: str | None = Field(default=None, description="Jinja2 template")
@@ -298,6 +310,11 @@ class LLMNode(_NodeBase):
     max_attempts: Annotated[int, Field(ge=1, le=10)] = Field(
         default=3,
         description="asks in all when the answer does not match `output` (re-asks with the errors)",
+    )
+    cache: bool | ResponseCache = Field(
+        default=False,
+        description="reuse the answer to an exactly equal call (model, messages, output schema, "
+        "parameters, prompt): a hit costs nothing; `true` or {shared, ttl}",
     )
 
 

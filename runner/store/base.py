@@ -421,7 +421,7 @@ class Store(ABC):
 
     @abstractmethod
     def cache_put(self, key: str, *, tenant: str | None, model: str, response: Any) -> None:
-        """Keep a model answer under `key` (the first one kept stands)."""
+        """Keep a model answer under `key` (replacing one kept before: an expired answer)."""
 
     @abstractmethod
     def cache_stats(self, tenant: str | None = None) -> dict[str, int]:

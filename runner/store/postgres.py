@@ -1264,7 +1264,9 @@ class PostgresStore(Store):
         self._defer(
             "response_cache",
             "INSERT INTO response_cache (key, tenant, model, response, created_at) "
-            "VALUES (%s, %s, %s, %s, %s) ON CONFLICT (key) DO NOTHING",
+            "VALUES (%s, %s, %s, %s, %s) ON CONFLICT (key) DO UPDATE SET "
+            "response = excluded.response, model = excluded.model, "
+            "created_at = excluded.created_at, hits = 0",
             (key, tenant, model, dumps(response), time.time()),
         )
 

@@ -1229,7 +1229,9 @@ class SqliteStore(Store):
         self._defer(
             "response_cache",
             "INSERT INTO response_cache (key, tenant, model, response, created_at) "
-            "VALUES (?, ?, ?, ?, ?) ON CONFLICT(key) DO NOTHING",
+            "VALUES (?, ?, ?, ?, ?) ON CONFLICT(key) DO UPDATE SET "
+            "response = excluded.response, model = excluded.model, "
+            "created_at = excluded.created_at, hits = 0",
             (key, tenant, model, dumps(response), time.time()),
         )
 
