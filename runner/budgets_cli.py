@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import json
 import time
 from datetime import UTC, datetime
 from typing import Any
 
 import click
 
-from runner.redact import echo
+from runner.redact import echo, echo_json
 from runner.runs import Runs
 
 OUTPUT = click.option(
@@ -97,19 +96,16 @@ def show(tenant: str | None, workflow: str | None, fmt: str, store_opt: str | No
         and (workflow is None or r.scope.get("workflow") in (workflow, None))
     ]
     if fmt == "json":
-        echo(
-            json.dumps(
-                {
-                    "version": row["version"] if row else None,
-                    "source": row["source"] if row else None,
-                    "set_by": row["set_by"] if row else None,
-                    "set_at": row["set_at"] if row else None,
-                    "at": now,
-                    "ceilings": [r.to_json() for r in report],
-                    "rate_limits": (row["body"].get("rate_limits", {}) if row else {}),
-                },
-                indent=2,
-            )
+        echo_json(
+            {
+                "version": row["version"] if row else None,
+                "source": row["source"] if row else None,
+                "set_by": row["set_by"] if row else None,
+                "set_at": row["set_at"] if row else None,
+                "at": now,
+                "ceilings": [r.to_json() for r in report],
+                "rate_limits": (row["body"].get("rate_limits", {}) if row else {}),
+            }
         )
         return
     if row is None:
