@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from runner.engine.ceilings import soft_pressure
 from runner.engine.context import NodeContext, NodeFailure
 from runner.engine.wrappers import (
     ArgsContract,
@@ -87,7 +88,18 @@ async def call_llm(ctx: NodeContext, step: LLMStep, messages: list[dict[str, str
 
     errors: list[str] = []
     cfg = step.route.config
-    for model in step.route.models:
+    models = step.route.models
+    if cfg.downgrade_to is not None:
+        why = soft_pressure(ctx)
+        if why is not None:  # a ceiling is nearly spent: the cheaper model, then the fallbacks
+            models = (cfg.downgrade_to, *cfg.fallbacks)
+            if ctx.detail.downgraded is None:
+                ctx.detail.downgraded = f"{cfg.model} -> {cfg.downgrade_to}: {why}"
+                ctx.run.services.event(
+                    ctx.run.run_id, "downgraded", ctx.node_id, model=cfg.model,
+                    to=cfg.downgrade_to, why=why,
+                )  # fmt: skip
+    for model in models:
         req = LLMRequest(
             model=model,
             messages=messages,

@@ -24,6 +24,7 @@ from runner.spec.budgets import (
     CeilingReached,
     RateLimitSpec,
     domain_of,
+    window_bounds,
 )
 
 if TYPE_CHECKING:
@@ -102,6 +103,28 @@ def budgets_of(services: Services) -> Budgets:
     budgets = Budgets() if row is None else Budgets.from_json(row["body"])
     _SEEN[id(services)] = (now, budgets)
     return budgets
+
+
+def soft_pressure(ctx: NodeContext) -> str | None:
+    """Why a model call should take its route's cheaper `downgrade_to` model: the first ceiling
+    selecting it that declares `soft` and has spent at least that fraction of a limit (None:
+    none has). Read outside the reservation: a downgrade is a preference, the ceiling itself
+    is enforced at the reservation."""
+    run = ctx.run
+    scope = call_scope(ctx, "llm")
+    now = time.time()
+    for c in budgets_of(run.services).applicable(scope):
+        if c.spec.soft is None:
+            continue
+        start, _ = window_bounds(c.spec.window, now)
+        used = run.services.spend_totals(c.bound(scope), start)
+        for dim, limit in c.limits().items():
+            if dim != "tool_calls" and limit and used[dim] >= c.spec.soft * limit:
+                return (
+                    f"ceiling {c.describe(scope)} has used {used[dim] / limit:.0%} of "
+                    f"max_{dim} (soft {c.spec.soft:.0%})"
+                )
+    return None
 
 
 # ---------------------------------------------------------------------------------------------

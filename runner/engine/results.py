@@ -117,6 +117,7 @@ class NodeDetail(Mapping[str, Any]):
     failed_items: list[int] = field(default_factory=list)  # map items that failed (collect)
     activity_error: bool = False  # Temporal: the node activity itself failed (no checkpoint)
     cache_hits: int = 0  # model calls answered from the response cache (cost nothing)
+    downgraded: str | None = None  # why the route's downgrade_to model answered (budgets)
     extra: dict[str, Any] = field(default_factory=dict)
 
     @classmethod

@@ -88,6 +88,8 @@ class Services(Protocol):
 
     def cache_get(self, key: str) -> dict[str, Any] | None: ...
 
+    def spend_totals(self, bound: dict[str, str], since: float) -> dict[str, float]: ...
+
     def cache_put(self, key: str, *, tenant: str | None, model: str, response: Any) -> None: ...
 
 
@@ -289,3 +291,6 @@ class MemoryServices:
             "created_at": time.time(),
             "hits": 0,
         }
+
+    def spend_totals(self, bound: dict[str, str], since: float) -> dict[str, float]:
+        return dict.fromkeys(("usd", "tokens", "llm_calls", "tool_calls", "tool_usd"), 0.0)

@@ -115,6 +115,11 @@ class ModelConfig(_Model):
     fallbacks: list[str] = Field(
         default_factory=list, description="model ids tried in order on provider errors"
     )
+    downgrade_to: Annotated[str, Field(min_length=1)] | None = Field(
+        default=None,
+        description="a cheaper model id used instead while a ceiling that selects the call is "
+        "past its `soft` threshold (docs/budgets.md)",
+    )
     timeout: Duration | None = None
     params: dict[str, Any] = Field(
         default_factory=dict, description="extra litellm arguments (api_base, top_p...)"
