@@ -41,12 +41,30 @@ def _rate(n: int, d: int) -> float | None:
     return round(n / d, 4) if d else None
 
 
+def _cost_percentiles(costs: list[float]) -> dict[str, float | None]:
+    def pct(p: float) -> float | None:
+        v = percentile(costs, p)
+        return None if v is None else round(v, 8)
+
+    return {"p50": pct(50), "p95": pct(95), "max": round(max(costs), 8) if costs else None}
+
+
+def _drift(now: dict[str, float | None], before: dict[str, float | None]) -> dict[str, Any]:
+    """Each cost figure's change against the previous window, as a fraction (None: no base)."""
+    out: dict[str, Any] = {}
+    for k, v in now.items():
+        b = before.get(k)
+        out[k] = None if v is None or not b else round(v / b - 1, 4)
+    return out
+
+
 def compute_stats(
     store: Store,
     *,
     workflow: str | None = None,
     tenant: str | None = None,
     since: float | None = None,
+    now: float | None = None,
 ) -> dict[str, Any]:
     rows = store.finished_runs(FINISHED, workflow=workflow, tenant=tenant, since=since)
     ids = [r.run_id for r in rows]
@@ -77,11 +95,9 @@ def compute_stats(
             "p95": pct(latencies, 95, 4),
             "p99": pct(latencies, 99, 4),
         },
-        "cost_per_completed_usd": {
-            "p50": pct(costs, 50, 8),
-            "p95": pct(costs, 95, 8),
-            "max": round(max(costs), 8) if costs else None,
-        },
+        "cost_per_completed_usd": _cost_percentiles(costs),
+        # the same figures over the window as long just before `since`, and the change
+        **_previous(store, costs, workflow=workflow, tenant=tenant, since=since, now=now),
         "tool_calls": tool_calls,
         "tool_error_rate": _rate(tool_errors, tool_calls),
         "undo_rate": _rate(undone, total),
@@ -93,12 +109,50 @@ def compute_stats(
     }
 
 
+def _previous(
+    store: Store,
+    costs: list[float],
+    *,
+    workflow: str | None,
+    tenant: str | None,
+    since: float | None,
+    now: float | None,
+) -> dict[str, Any]:
+    if since is None:
+        return {}
+    start = since - ((now or time.time()) - since)
+    current = {
+        r.run_id for r in store.finished_runs(FINISHED, workflow=workflow, tenant=tenant,
+                                              since=since)
+    }  # fmt: skip
+    before = [
+        r.cost_usd
+        for r in store.finished_runs(("succeeded",), workflow=workflow, tenant=tenant, since=start)
+        if r.run_id not in current
+    ]
+    prev = _cost_percentiles(before)
+    return {
+        "previous_window": {"since": start, "until": since, "completed": len(before),
+                            "cost_per_completed_usd": prev},
+        "cost_drift": _drift(_cost_percentiles(costs), prev),
+    }  # fmt: skip
+
+
 def render_stats(s: dict[str, Any]) -> str:
     def f(v: Any, fmt: str) -> str:
         return "-" if v is None else format(v, fmt)
 
     lat, cost = s["latency_s"], s["cost_per_completed_usd"]
     statuses = ", ".join(f"{k} {v}" for k, v in s["by_status"].items()) or "none"
+    drift = []
+    if "cost_drift" in s:
+        d, prev = s["cost_drift"], s["previous_window"]["cost_per_completed_usd"]
+        drift = [
+            f"previous window      p50 ${f(prev['p50'], '.6f')}  p95 ${f(prev['p95'], '.6f')}  "
+            f"max ${f(prev['max'], '.6f')}  ({s['previous_window']['completed']} completed)",
+            f"cost drift           p50 {f(d['p50'], '+.1%')}  p95 {f(d['p95'], '+.1%')}  "
+            f"max {f(d['max'], '+.1%')}",
+        ]
     return "\n".join(
         [
             f"runs                 {s['runs']}  ({statuses})",
@@ -108,6 +162,7 @@ def render_stats(s: dict[str, Any]) -> str:
             f"{f(lat['p99'], '.3f')}s",
             f"cost per completed   p50 ${f(cost['p50'], '.6f')}  p95 ${f(cost['p95'], '.6f')}  "
             f"max ${f(cost['max'], '.6f')}",
+            *drift,
             f"tool error rate      {f(s['tool_error_rate'], '.1%')}  ({s['tool_calls']} calls)",
             f"undo rate            {f(s['undo_rate'], '.1%')}",
             f"spent                ${s['spent_usd']:.6f}  (tool bills ${s['tool_billed_usd']:.6f}"
