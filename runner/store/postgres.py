@@ -1238,9 +1238,7 @@ class PostgresStore(Store):
 
     def rate_acquire(self, key: str, *, amount: int, limit: int, per: float) -> float:
         with self._tx() as c:
-            return limits.rate_acquire(
-                _q(c), _lock(c), key, amount=amount, limit=limit, per=per, now=time.time()
-            )
+            return limits.rate_acquire(_q(c), _lock(c), key, amount=amount, limit=limit, per=per)
 
     def cache_get(self, key: str) -> dict[str, Any] | None:
         with self._read("response_cache") as c:

@@ -1199,9 +1199,7 @@ class SqliteStore(Store):
 
     def rate_acquire(self, key: str, *, amount: int, limit: int, per: float) -> float:
         with self.tx() as c:
-            return limits.rate_acquire(
-                _q(c), _no_lock, key, amount=amount, limit=limit, per=per, now=time.time()
-            )
+            return limits.rate_acquire(_q(c), _no_lock, key, amount=amount, limit=limit, per=per)
 
     def cache_get(self, key: str) -> dict[str, Any] | None:
         with self.tx() as c:
