@@ -177,7 +177,8 @@ def show(run_id: str, store_opt: str | None, fmt: str) -> None:
                     {k: e[k] for k in ("key", "node_id", "tool", "effect", "status", "undone")}
                     for e in ledger
                 ],
-                "model_calls": spend,
+                "model_calls": [s for s in spend if s.get("kind", "llm") == "llm"],
+                "tool_bills": [s for s in spend if s.get("kind") == "tool"],
             }
         )
         return
@@ -214,7 +215,7 @@ def show(run_id: str, store_opt: str | None, fmt: str) -> None:
     cut = [s for s in spend if s["status"] in ("open", "cancelled")]
     if cut:
         echo(
-            f"  {len(cut)} model call(s) without a bill (in flight, or cut off by a crash, a kill "
+            f"  {len(cut)} call(s) without a bill (in flight, or cut off by a crash, a kill "
             f"or a timeout) count at their reservation: ${sum(s['usd'] for s in cut):.6f}"
         )
     echo(

@@ -58,6 +58,13 @@ def test_a_priced_tool_counts_in_cost_trace_and_stats(tmp_path: Path, store_targ
     assert nodes["texts"]["usage"]["tool_cost_usd"] == pytest.approx(0.03)
     shown = json.loads(run(env, "show", "t1", "--output", "json").stdout)
     assert shown["totals"]["cost_usd"] == pytest.approx(0.035)
+    assert shown["model_calls"] == []
+    bills = sorted((b["model"], b["status"], b["usd"]) for b in shown["tool_bills"])
+    assert (
+        bills
+        == [("geocode", "billed", pytest.approx(0.005))]
+        + [("sms", "billed", pytest.approx(0.01))] * 3
+    )
     store = open_store(store_target)
     try:
         totals = store.spend_totals({"tenant": "acme"}, 0.0)
