@@ -392,7 +392,13 @@ class SqliteStore(Store):
                 current = t.execute("PRAGMA user_version").fetchone()[0]
                 for v in range(current + 1, SCHEMA_VERSION + 1):
                     for stmt in _statements(_MIGRATIONS[v]):
-                        t.execute(stmt)
+                        try:
+                            t.execute(stmt)
+                        except sqlite3.OperationalError as e:
+                            # SQLite has no ADD COLUMN IF NOT EXISTS: a column already there
+                            # (a store whose version was set back) is what the step wants
+                            if "duplicate column name" not in str(e):
+                                raise
                 t.execute(f"PRAGMA application_id = {APP_ID}")
                 t.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
 
