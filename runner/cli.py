@@ -57,6 +57,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "approve": ("runner.ops_cli:approve", "Approve a waiting approval node, then resume the run."),
     "autonomy": ("runner.autonomy_cli:autonomy", "Show, promote or demote write tools' autonomy."),
     "batch": ("runner.batch_cli:batch", "Run a spec once per line of a data set, as one batch."),
+    "budgets": ("runner.budgets_cli:budgets_group", "Ceilings over many runs and rate limits."),
     "batches": ("runner.batch_cli:batches", "List batches, newest first."),
     "diff": ("runner.review_cli:diff", "Semantic diff of two spec versions for review."),
     "eval": ("runner.eval_cli:eval_command", "Run eval cases against a spec; hold them to gates."),

@@ -197,7 +197,8 @@ def show(
                     {k: e[k] for k in ("key", "node_id", "tool", "effect", "status", "undone")}
                     for e in ledger
                 ],
-                "model_calls": spend,
+                "model_calls": [s for s in spend if s.get("kind", "llm") == "llm"],
+                "tool_bills": [s for s in spend if s.get("kind") == "tool"],
             }
         )
         return
@@ -234,7 +235,7 @@ def show(
     cut = [s for s in spend if s["status"] in ("open", "cancelled")]
     if cut:
         echo(
-            f"  {len(cut)} model call(s) without a bill (in flight, or cut off by a crash, a kill "
+            f"  {len(cut)} call(s) without a bill (in flight, or cut off by a crash, a kill "
             f"or a timeout) count at their reservation: ${sum(s['usd'] for s in cut):.6f}"
         )
     echo(

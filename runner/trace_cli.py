@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import json
-
 import click
 
 from runner.redact import echo, echo_json, show
@@ -52,7 +50,10 @@ def stats(
     s = compute_stats(
         open_store(store_opt, create=False), workflow=workflow, tenant=tenant, since=when
     )
-    echo(json.dumps(s, indent=2) if fmt == "json" else render_stats(s))
+    if fmt == "json":
+        echo_json(s)  # value by value: redacting the JSON text could cut into a number
+    else:
+        echo(render_stats(s))
 
 
 @click.command()

@@ -70,6 +70,7 @@ def envelope_of(row: Any) -> Envelope:
         actor=row.actor,
         tenant=row.tenant,
         scopes=tuple(options.get("scopes") or ()),
+        workflow=row.workflow,
     )
 
 

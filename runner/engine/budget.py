@@ -166,7 +166,11 @@ class BudgetLedger:
 
 
 def usage_of(row: Mapping[str, Any]) -> Usage:
-    """The model usage one spend row (`Services.spend_rows`) counts."""
+    """The usage one spend row (`Services.spend_rows`) counts: a model call's, or a billed tool
+    call's dollars (its call is counted by the idempotency ledger, not here)."""
+    if row.get("kind", "llm") == "tool":
+        usd = float(row["usd"])
+        return Usage(cost_usd=usd, tool_cost_usd=usd)
     return Usage(
         llm_calls=1,
         input_tokens=int(row["input_tokens"]),
@@ -193,7 +197,8 @@ def billed_by_node(rows: Iterable[Mapping[str, Any]]) -> dict[str, Usage]:
 
 
 def with_model_usage(usage: Usage, billed: Usage | None) -> Usage:
-    """`usage` with its model part (calls, tokens, cost) replaced by what the spend rows count."""
+    """`usage` with its billed part (model calls, tokens, model and tool dollars) replaced by
+    what the spend rows count."""
     if billed is None:
         return usage
     return Usage(
@@ -202,6 +207,7 @@ def with_model_usage(usage: Usage, billed: Usage | None) -> Usage:
         input_tokens=billed.input_tokens,
         output_tokens=billed.output_tokens,
         cost_usd=billed.cost_usd,
+        tool_cost_usd=billed.tool_cost_usd,
     )
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from runner.engine.ceilings import soft_pressure
 from runner.engine.context import NodeContext, NodeFailure
 from runner.engine.wrappers import (
     ArgsContract,
@@ -18,8 +19,10 @@ from runner.engine.wrappers import (
     LedgerRecord,
     LedgerReplay,
     ModelBudget,
+    ModelCache,
     ModelCall,
     ModelHandler,
+    ModelRate,
     ModelTrace,
     NodeHandler,
     PolicyGate,
@@ -30,6 +33,8 @@ from runner.engine.wrappers import (
     ToolBudget,
     ToolCall,
     ToolHandler,
+    ToolRate,
+    ToolSpend,
     ToolTrace,
     TraceRequired,
     WritesSwitch,
@@ -50,12 +55,16 @@ def _tool_envelope() -> ToolHandler:
     # dry run shows what a live run would be allowed to do; a dry run never reaches the ledger.
     # A replay from the ledger spends no budget; the budget is reserved before the intent is
     # recorded (a refused call leaves no intent whose outcome would look unknown); the result is
-    # checked inside the ledger record, so a bad result is recorded as a failed call.
+    # checked inside the ledger record, so a bad result is recorded as a failed call. Rate
+    # limits are taken before the spend is reserved (a call waiting for its rate holds no
+    # reservation), both only for a call really made (not a preview, not a ledger replay).
     # A live write needs a trace id before anything else of it happens; its autonomy level is
     # read after the ledger replay (a completed write is replayed, never parked again) and can
     # only tighten: preview instead of the effect, or an approval before it.
     preview: ToolHandler = ToolBudget(invoke_preview)
-    effect: ToolHandler = ToolBudget(LedgerRecord(ResultContract(ToolTrace(invoke_tool))))
+    effect: ToolHandler = ToolBudget(
+        ToolRate(ToolSpend(LedgerRecord(ResultContract(ToolTrace(invoke_tool)))))
+    )
     live: ToolHandler = TraceRequired(
         DurableWrites(LedgerReplay(Autonomy(effect, preview=preview)))
     )
@@ -64,8 +73,10 @@ def _tool_envelope() -> ToolHandler:
 
 def _model_envelope() -> ModelHandler:
     # the recording is looked up first: it gives the exact prompt size the budget reserves for;
-    # the span covers the provider call alone
-    return RecordedAnswers(ModelBudget(ModelTrace(complete_model)))
+    # the span covers the provider call alone; a route's rate limit is taken before the call is
+    # reserved (a call waiting for its rate holds no reservation)
+    # a cached answer is looked up before anything is taken or reserved: a hit costs nothing
+    return RecordedAnswers(ModelCache(ModelRate(ModelBudget(ModelTrace(complete_model)))))
 
 
 TOOL_CALL = _tool_envelope()
@@ -83,7 +94,18 @@ async def call_llm(ctx: NodeContext, step: LLMStep, messages: list[dict[str, str
 
     errors: list[str] = []
     cfg = step.route.config
-    for model in step.route.models:
+    models = step.route.models
+    if cfg.downgrade_to is not None:
+        why = soft_pressure(ctx)
+        if why is not None:  # a ceiling is nearly spent: the cheaper model, then the fallbacks
+            models = (cfg.downgrade_to, *cfg.fallbacks)
+            if ctx.detail.downgraded is None:
+                ctx.detail.downgraded = f"{cfg.model} -> {cfg.downgrade_to}: {why}"
+                ctx.run.services.event(
+                    ctx.run.run_id, "downgraded", ctx.node_id, model=cfg.model,
+                    to=cfg.downgrade_to, why=why,
+                )  # fmt: skip
+    for model in models:
         req = LLMRequest(
             model=model,
             messages=messages,

@@ -52,6 +52,7 @@ class Envelope:
     actor: str | None = None
     tenant: str | None = None
     scopes: tuple[str, ...] = ()
+    workflow: str | None = None  # the run's workflow (metadata.name): what ceilings select on
 
 
 NodeExecutor = Callable[["NodeContext"], Awaitable[NodeResult]]

@@ -42,7 +42,8 @@ class Usage:
     tool_calls: int = 0
     input_tokens: int = 0
     output_tokens: int = 0
-    cost_usd: float = 0.0
+    cost_usd: float = 0.0  # everything billed: model calls and priced tool calls
+    tool_cost_usd: float = 0.0  # the part of cost_usd that priced tool calls billed
 
     def __iadd__(self, other: Usage) -> Usage:
         self.llm_calls += other.llm_calls
@@ -50,6 +51,7 @@ class Usage:
         self.input_tokens += other.input_tokens
         self.output_tokens += other.output_tokens
         self.cost_usd += other.cost_usd
+        self.tool_cost_usd += other.tool_cost_usd
         return self
 
     @property
@@ -63,7 +65,7 @@ class Usage:
             "input_tokens": self.input_tokens,
             "output_tokens": self.output_tokens,
             "cost_usd": self.cost_usd,
-        }
+        } | ({"tool_cost_usd": self.tool_cost_usd} if self.tool_cost_usd else {})
 
 
 def _plain(value: Any) -> Any:
@@ -114,6 +116,8 @@ class NodeDetail(Mapping[str, Any]):
     converged: bool | None = None  # whether the loop's `until` held
     failed_items: list[int] = field(default_factory=list)  # map items that failed (collect)
     activity_error: bool = False  # Temporal: the node activity itself failed (no checkpoint)
+    cache_hits: int = 0  # model calls answered from the response cache (cost nothing)
+    downgraded: str | None = None  # why the route's downgrade_to model answered (budgets)
     extra: dict[str, Any] = field(default_factory=dict)
 
     @classmethod

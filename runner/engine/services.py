@@ -7,7 +7,10 @@ keeps them in the SQLite store so that they survive crashes and are shared by pr
 from __future__ import annotations
 
 import time
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
+
+if TYPE_CHECKING:
+    from runner.spec.budgets import CallScope
 
 
 class Services(Protocol):
@@ -58,6 +61,7 @@ class Services(Protocol):
         usd: float,
         input_tokens: int,
         output_tokens: int,
+        call: CallScope | None = None,
     ) -> tuple[int | None, dict[str, float]]: ...
 
     def spend_settle(
@@ -98,6 +102,16 @@ class Services(Protocol):
     def tool_rates(
         self, workflow: str, tool: str, *, tenant: str | None = None, since: float | None = None
     ) -> tuple[int, int, int, int]: ...
+    # spend and rate control across runs (runner/engine/ceilings.py); see runner/store/base.py
+    def budgets_get(self) -> dict[str, Any] | None: ...
+
+    def rate_acquire(self, key: str, *, amount: int, limit: int, per: float) -> float: ...
+
+    def cache_get(self, key: str) -> dict[str, Any] | None: ...
+
+    def spend_totals(self, bound: dict[str, str], since: float) -> dict[str, float]: ...
+
+    def cache_put(self, key: str, *, tenant: str | None, model: str, response: Any) -> None: ...
 
 
 class MemoryServices:
@@ -115,6 +129,7 @@ class MemoryServices:
         self._spend_totals: dict[str, dict[str, float]] = {}
         self._seq = 0
         self.autonomy: dict[tuple[str, str, str], dict[str, Any]] = {}
+        self._cache: dict[str, dict[str, Any]] = {}
 
     def ledger_get(self, key: str, *, run_id: str | None = None) -> dict[str, Any] | None:
         return self.ledger.get(key)
@@ -191,14 +206,18 @@ class MemoryServices:
         usd: float,
         input_tokens: int,
         output_tokens: int,
+        call: CallScope | None = None,
     ) -> tuple[int | None, dict[str, float]]:
+        """As the store's, without ceilings over many runs (they live in a store)."""
+        kind = call.kind if call is not None else "llm"
+        tokens = input_tokens + output_tokens if kind == "llm" else 0
         totals = self._spend_totals.setdefault(
             run_id, {"usd": 0.0, "tokens": 0.0, "llm_calls": 0.0}
         )
         before = dict(totals)
-        want = {"usd": usd, "tokens": input_tokens + output_tokens, "llm_calls": 1}
+        want = {"usd": usd, "tokens": tokens, "llm_calls": 1 if kind == "llm" else 0}
         for dim, cap in caps.items():
-            if totals[dim] + want[dim] > cap + (1e-12 if dim == "usd" else 0):
+            if want[dim] and totals[dim] + want[dim] > cap + (1e-12 if dim == "usd" else 0):
                 return None, before
         for dim, v in want.items():
             totals[dim] += v
@@ -210,10 +229,11 @@ class MemoryServices:
                 "model": model,
                 "status": "open",
                 "usd": usd,
-                "input_tokens": input_tokens,
-                "output_tokens": output_tokens,
+                "input_tokens": input_tokens if kind == "llm" else 0,
+                "output_tokens": output_tokens if kind == "llm" else 0,
                 "reserved_usd": usd,
-                "reserved_tokens": input_tokens + output_tokens,
+                "reserved_tokens": tokens,
+                "kind": kind,
             }
         )
         return len(self.spend), before
@@ -230,10 +250,11 @@ class MemoryServices:
     ) -> None:
         row = self.spend[row_id - 1]
         totals = self._spend_totals[row["run_id"]]
+        llm = 1 if row["kind"] == "llm" else 0
         if row["status"] != "released":  # take the row out of the totals, then put it back
             totals["usd"] -= row["usd"]
             totals["tokens"] -= row["input_tokens"] + row["output_tokens"]
-            totals["llm_calls"] -= 1
+            totals["llm_calls"] -= llm
         row["status"] = status
         for k, v in (
             ("usd", usd),
@@ -246,12 +267,12 @@ class MemoryServices:
         if status != "released":
             totals["usd"] += row["usd"]
             totals["tokens"] += row["input_tokens"] + row["output_tokens"]
-            totals["llm_calls"] += 1
+            totals["llm_calls"] += llm
 
     def spend_by_node(self, run_id: str, node_id: str | None = None) -> dict[str, dict[str, Any]]:
         out: dict[str, dict[str, Any]] = {}
         for r in self.spend:
-            if r["run_id"] != run_id or r["status"] == "released":
+            if r["run_id"] != run_id or r["status"] == "released" or r["kind"] != "llm":
                 continue
             if node_id is not None and r["node_id"] != node_id:
                 continue
@@ -311,3 +332,27 @@ class MemoryServices:
         self, workflow: str, tool: str, *, tenant: str | None = None, since: float | None = None
     ) -> tuple[int, int, int, int]:
         return 0, 0, 0, 0
+
+    def budgets_get(self) -> dict[str, Any] | None:
+        return None  # budgets over many runs live in a store
+
+    def rate_acquire(self, key: str, *, amount: int, limit: int, per: float) -> float:
+        return 0.0
+
+    def cache_get(self, key: str) -> dict[str, Any] | None:
+        hit = self._cache.get(key)
+        if hit is not None:
+            hit["hits"] += 1
+        return hit
+
+    def cache_put(self, key: str, *, tenant: str | None, model: str, response: Any) -> None:
+        self._cache[key] = {
+            "tenant": tenant,
+            "model": model,
+            "response": response,
+            "created_at": time.time(),
+            "hits": 0,
+        }
+
+    def spend_totals(self, bound: dict[str, str], since: float) -> dict[str, float]:
+        return dict.fromkeys(("usd", "tokens", "llm_calls", "tool_calls", "tool_usd"), 0.0)

@@ -20,6 +20,9 @@ class CallRecord:
     def result(self, value: Any) -> None:
         """The tool's result, before contract checks."""
 
+    def billed(self, usd: float) -> None:
+        """A priced tool call's bill."""
+
 
 _NOOP = CallRecord()
 

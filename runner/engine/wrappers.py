@@ -19,6 +19,13 @@ from typing import TYPE_CHECKING, Any
 
 from runner.engine.approvals import Ask, approval_key, await_decision
 from runner.engine.budget import BudgetExceeded
+from runner.engine.ceilings import (
+    acquire_rates,
+    budgets_of,
+    call_scope,
+    rate_keys,
+)
+from runner.engine.ceilings import reserve as reserve_within_ceilings
 from runner.engine.context import NodeContext, NodeFailure, NodeStop
 from runner.engine.crash import crash_point
 from runner.engine.results import Usage
@@ -100,6 +107,7 @@ class ToolCall:
     step: ToolStep
     args: dict[str, Any]
     key: str
+    billed_usd: float | None = None  # a priced call's bill, once it answered (ToolTrace)
 
     @property
     def write(self) -> bool:
@@ -204,15 +212,7 @@ class PolicyGate(ToolWrapper):
         run, env = ctx.run, ctx.run.envelope
         svc = run.services
         contract = step.contract
-        destination = None
-        if step.destination is not None:
-            try:
-                value = step.destination.evaluate({"args": call.args, "inputs": run.inputs})
-            except ExprError as e:
-                raise NodeFailure(
-                    f"destination of {step.name!r}: {e.message}", kind="config"
-                ) from None
-            destination = value if isinstance(value, str) else json.dumps(value)
+        destination = call_destination(call)
         req = policy_request(
             tool=step.name,
             effect=contract.effect,
@@ -445,6 +445,127 @@ class LedgerReplay(ToolWrapper):
         return await self.inner(call)
 
 
+def call_destination(call: ToolCall) -> str | None:
+    """Where the call sends data, as the tool contract's `destination` binding names it."""
+    step = call.step
+    if step.destination is None:
+        return None
+    try:
+        value = step.destination.evaluate({"args": call.args, "inputs": call.ctx.run.inputs})
+    except ExprError as e:
+        raise NodeFailure(f"destination of {step.name!r}: {e.message}", kind="config") from None
+    return value if isinstance(value, str) else json.dumps(value)
+
+
+class ToolRate(ToolWrapper):
+    """The rate limits that select the call (per tool, tenant, destination) are taken in the
+    store, shared by every process, before it is made: at a limit it waits (bounded) or fails,
+    as the limit declares (runner/engine/ceilings.py)."""
+
+    async def __call__(self, call: ToolCall) -> Any:
+        ctx = call.ctx
+        budgets = budgets_of(ctx.run.services)
+        if budgets.rate_limits:
+            scope = call_scope(ctx, "tool", call.step.name)
+            keys = rate_keys(budgets, scope, tool=call.step.name,
+                             destination=call_destination(call))  # fmt: skip
+            if keys:
+                await acquire_rates(ctx, keys)
+        return await self.inner(call)
+
+
+class ToolSpend(ToolWrapper):
+    """A priced tool call, or one a ceiling counts, is reserved in the store before it is made
+    (at its price, or its `max_usd` for a price read from the result) against the run's max_usd
+    and every ceiling that selects it, and settled at its bill after; the bill counts in the
+    node's and the run's cost (runner/engine/budget.py, docs/budgets.md)."""
+
+    async def __call__(self, call: ToolCall) -> Any:
+        ctx, step = call.ctx, call.step
+        run = ctx.run
+        price = step.contract.price
+        scope = call_scope(ctx, "tool", step.name)
+        if price is None and not budgets_of(run.services).applicable(scope):
+            return await self.inner(call)
+        usd = price.reserve_usd if price is not None else 0.0
+        root = run.budget.root()
+        cap = root.caps.max_usd
+        if cap is not None and usd and root.spent_usd + root.reserved.usd + usd > cap + 1e-12:
+            raise BudgetExceeded(
+                "max_usd",
+                f"a call of {step.name!r} costs up to ${usd:.6f} but only "
+                f"${max(cap - root.spent_usd - root.reserved.usd, 0.0):.6f} of max_usd "
+                f"${cap:g} is left; it was not called",
+            )
+        row, used = await reserve_within_ceilings(
+            ctx,
+            lambda: run.services.spend_reserve(
+                run.run_id,
+                caps={"usd": float(cap)} if cap is not None else {},
+                node_id=top_node(ctx),
+                at=_where(ctx),
+                model=step.name,
+                usd=usd,
+                input_tokens=0,
+                output_tokens=0,
+                call=scope,
+            ),
+        )
+        if row is None:
+            raise BudgetExceeded(
+                "max_usd",
+                f"a call of {step.name!r} costs up to ${usd:.6f} but only "
+                f"${max((cap or 0.0) - used['usd'], 0.0):.6f} of max_usd ${cap:g} is left "
+                "(counting every call this run reserved); it was not called",
+            )
+        # durable from here: the run and node figures count the row (runner/engine/budget.py)
+        tally = root.tally.setdefault(top_node(ctx), {})
+        tally[row] = Usage(cost_usd=usd, tool_cost_usd=usd)
+        try:
+            result = await self.inner(call)
+        except NodeStop:  # never called (another run holds the key)
+            run.services.spend_settle(row, "released")
+            del tally[row]
+            raise
+        except BaseException:  # it may have been called: it counts at its reservation
+            run.services.spend_settle(row, "cancelled")
+            self._bill(call, usd)
+            raise
+        billed = call.billed_usd if call.billed_usd is not None else usd
+        run.services.spend_settle(row, "billed", usd=billed)
+        tally[row] = Usage(cost_usd=billed, tool_cost_usd=billed)
+        self._bill(call, billed)
+        return result
+
+    @staticmethod
+    def _bill(call: ToolCall, usd: float) -> None:
+        if not usd:
+            return
+        call.ctx.usage.cost_usd += usd
+        call.ctx.usage.tool_cost_usd += usd
+        call.ctx.run.budget.root().spent_usd += usd
+
+
+def tool_price(call: ToolCall, result: Any) -> float | None:
+    """A priced call's bill: its price, or the dollars its result's `from_result` field holds
+    (a missing or unreadable field bills `max_usd`, the worst case)."""
+    price = call.step.contract.price
+    if price is None:
+        return None
+    if price.usd is not None:
+        return float(price.usd)
+    v: Any = result
+    for part in (price.from_result or "").split("."):
+        v = v.get(part) if isinstance(v, dict) else None
+    if isinstance(v, bool) or not isinstance(v, int | float) or v < 0 or v != v:
+        call.ctx.run.services.event(
+            call.ctx.run.run_id, "tool_price_unread", call.ctx.node_id, tool=call.step.name,
+            field=price.from_result, billed=price.max_usd,
+        )  # fmt: skip
+        return float(price.max_usd or 0.0)
+    return float(v)
+
+
 class ToolBudget(ToolWrapper):
     """A tool call is counted against `max_tool_calls` before it is made."""
 
@@ -543,6 +664,9 @@ class ToolTrace(ToolWrapper):
         with call.ctx.run.telemetry.tool_call(call.ctx, call.step.name, call.args) as record:
             result = await self.inner(call)
             record.result(result)
+            call.billed_usd = tool_price(call, result)
+            if call.billed_usd is not None:
+                record.billed(call.billed_usd)
         return result
 
 
@@ -644,6 +768,94 @@ def _where(ctx: NodeContext) -> str:
     return ctx.run.path + ctx.node_id + (f"[{ctx.index}]" if ctx.index is not None else "")
 
 
+class ModelCache(ModelWrapper):
+    """A node with `cache:` reuses the answer to an exactly equal call (model, messages, output
+    schema, parameters, prompt template), kept in the store: a hit is not reserved, not rate
+    limited, not made, and costs nothing; each tenant's answers are its own unless the node
+    declares them shared."""
+
+    async def __call__(self, call: ModelCall) -> LLMResponse:
+        from runner.models.client import LLMResponse
+
+        cache = call.step.cache
+        if cache is None:
+            return await self.inner(call)
+        ctx = call.ctx
+        run, svc = ctx.run, ctx.run.services
+        tenant = None if cache.shared else run.envelope.tenant
+        key = cache_key(call, tenant, shared=cache.shared)
+        hit = svc.cache_get(key)
+        if hit is not None and (cache.ttl is None or time.time() - hit["created_at"] <= cache.ttl):
+            r = hit["response"]
+            ctx.detail.cache_hits += 1
+            ctx.model = call.request.model
+            svc.event(run.run_id, "cache_hit", ctx.node_id, model=r["model"], key=key[:16],
+                      index=ctx.index)  # fmt: skip
+            return LLMResponse(
+                content=r["content"],
+                model=r["model"],
+                prompt_tokens=0,
+                completion_tokens=0,
+                cost_usd=0.0,
+                finish_reason=r.get("finish_reason"),
+                latency_s=0.0,
+            )
+        resp = await self.inner(call)
+        svc.cache_put(
+            key,
+            tenant=tenant,
+            model=resp.model,
+            response={
+                "content": resp.content,
+                "model": resp.model,
+                "finish_reason": resp.finish_reason,
+                "prompt_tokens": resp.prompt_tokens,
+                "completion_tokens": resp.completion_tokens,
+            },
+        )
+        return resp
+
+
+def cache_key(call: ModelCall, tenant: str | None, *, shared: bool) -> str:
+    """The exact-match key of a model call: what it asks, of which model, how, from which
+    prompt template; and whose answers it may reuse (a tenant's own, or the shared ones)."""
+    import hashlib
+
+    req, step = call.request, call.step
+    prompt = hashlib.sha256(
+        (step.prompt.source + "\0" + (step.system.source if step.system else "")).encode()
+    ).hexdigest()
+    body = {
+        "v": 1,
+        "who": "shared" if shared else ["tenant", tenant],
+        "model": req.model,
+        "messages": req.messages,
+        "output_schema": req.output_schema,
+        "schema_name": req.schema_name,
+        "max_tokens": req.max_tokens,
+        "temperature": req.temperature,
+        "params": req.params,
+        "prompt": prompt,
+    }
+    text = json.dumps(body, sort_keys=True, separators=(",", ":"), default=str)
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+class ModelRate(ModelWrapper):
+    """A model route's rate limits (calls, or tokens: the prompt plus max_tokens, per window),
+    taken in the store and shared by every process before the call is reserved and made."""
+
+    async def __call__(self, call: ModelCall) -> LLMResponse:
+        ctx = call.ctx
+        budgets = budgets_of(ctx.run.services)
+        if budgets.rate_limits:
+            keys = rate_keys(budgets, call_scope(ctx, "llm"), model=call.request.model,
+                             alias=call.step.alias)  # fmt: skip
+            if keys:
+                await acquire_rates(ctx, keys, call.prompt_tokens + call.step.max_tokens)
+        return await self.inner(call)
+
+
 class ModelBudget(ModelWrapper):
     """Reserve the call's most expensive outcome before it, settle what was billed after it;
     the rule is in runner/engine/budget.py."""
@@ -658,24 +870,29 @@ class ModelBudget(ModelWrapper):
         root = budget.root()
         caps = root.caps
         top = top_node(ctx)
+        scope = call_scope(ctx, "llm")
         try:
-            row, used = run.services.spend_reserve(
-                run.run_id,
-                caps={
-                    dim: float(cap)
-                    for dim, cap in (
-                        ("usd", caps.max_usd),
-                        ("tokens", caps.max_tokens),
-                        ("llm_calls", caps.max_llm_calls),
-                    )
-                    if cap is not None
-                },
-                node_id=top,
-                at=_where(ctx),
-                model=model,
-                usd=usd,
-                input_tokens=prompt,
-                output_tokens=limit,
+            row, used = await reserve_within_ceilings(
+                ctx,
+                lambda: run.services.spend_reserve(
+                    run.run_id,
+                    caps={
+                        dim: float(cap)
+                        for dim, cap in (
+                            ("usd", caps.max_usd),
+                            ("tokens", caps.max_tokens),
+                            ("llm_calls", caps.max_llm_calls),
+                        )
+                        if cap is not None
+                    },
+                    node_id=top,
+                    at=_where(ctx),
+                    model=model,
+                    usd=usd,
+                    input_tokens=prompt,
+                    output_tokens=limit,
+                    call=scope,
+                ),
             )
         except BaseException:
             budget.release(reservation)

@@ -145,8 +145,26 @@ def _mock_response(litellm: ModuleType, req: LLMRequest, rec: Recorded) -> objec
         case other:
             raise ValueError(f"unknown recorded error kind {other!r}")
     content = rec.content or ""
+    details: dict[str, object] = {}
     if rec.usage is not None:
-        prompt, completion = rec.usage.prompt_tokens, rec.usage.completion_tokens
+        u = rec.usage
+        prompt, completion = u.prompt_tokens, u.completion_tokens
+        if u.cached_tokens or u.cache_creation_tokens or u.reasoning_tokens:
+            # as providers report them, so litellm prices each part as billed: cache reads and
+            # writes are parts of prompt_tokens, reasoning a part of completion_tokens
+            from litellm.types.utils import (
+                CompletionTokensDetailsWrapper,
+                PromptTokensDetailsWrapper,
+            )
+
+            details = {
+                "prompt_tokens_details": PromptTokensDetailsWrapper(cached_tokens=u.cached_tokens),
+                "completion_tokens_details": CompletionTokensDetailsWrapper(
+                    reasoning_tokens=u.reasoning_tokens
+                ),
+                "cache_read_input_tokens": u.cached_tokens,
+                "cache_creation_input_tokens": u.cache_creation_tokens,
+            }
     else:
         prompt = count_prompt_tokens(req.model, req.messages)
         completion = _count_text_tokens(req.model, content)
@@ -160,7 +178,10 @@ def _mock_response(litellm: ModuleType, req: LLMRequest, rec: Recorded) -> objec
             )
         ],
         usage=litellm.Usage(
-            prompt_tokens=prompt, completion_tokens=completion, total_tokens=prompt + completion
+            prompt_tokens=prompt,
+            completion_tokens=completion,
+            total_tokens=prompt + completion,
+            **details,
         ),
     )
 

@@ -32,6 +32,9 @@ FIELDS = (
     "latency_s",
 )
 USAGE_FIELDS = ("prompt_tokens", "completion_tokens")
+# the parts of prompt_tokens and completion_tokens a provider bills at other prices (issue 23):
+# read from the prompt cache, written to it, spent reasoning (litellm prices each, docs/budgets.md)
+USAGE_DETAILS = ("cached_tokens", "cache_creation_tokens", "reasoning_tokens")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -40,6 +43,9 @@ class RecordedUsage:
 
     prompt_tokens: int
     completion_tokens: int
+    cached_tokens: int = 0  # of prompt_tokens, read from the provider's prompt cache
+    cache_creation_tokens: int = 0  # of prompt_tokens, written to it
+    reasoning_tokens: int = 0  # of completion_tokens, spent reasoning
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -102,10 +108,11 @@ def _usage(obj: dict[str, object]) -> RecordedUsage | None:
     if not isinstance(usage, dict):
         raise _LineError(f"'usage' must be an object with {', '.join(USAGE_FIELDS)}")
     for key in usage:
-        if key not in USAGE_FIELDS:
+        if key not in USAGE_FIELDS + USAGE_DETAILS:
+            allowed = USAGE_FIELDS + USAGE_DETAILS
             raise _LineError(
-                f"unknown field 'usage.{key}'{_did_you_mean(key, USAGE_FIELDS)}",
-                hint=f"allowed fields of 'usage': {', '.join(USAGE_FIELDS)}",
+                f"unknown field 'usage.{key}'{_did_you_mean(key, allowed)}",
+                hint=f"allowed fields of 'usage': {', '.join(allowed)}",
             )
     counts: list[int] = []
     for key in USAGE_FIELDS:
@@ -115,7 +122,19 @@ def _usage(obj: dict[str, object]) -> RecordedUsage | None:
         if isinstance(value, bool) or not isinstance(value, int) or value < 0:
             raise _LineError(f"'usage.{key}' must be an integer >= 0, got {json.dumps(value)}")
         counts.append(value)
-    return RecordedUsage(prompt_tokens=counts[0], completion_tokens=counts[1])
+    details: dict[str, int] = {}
+    for key in USAGE_DETAILS:
+        value = usage.get(key, 0)
+        if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+            raise _LineError(f"'usage.{key}' must be an integer >= 0, got {json.dumps(value)}")
+        details[key] = value
+    if details["cached_tokens"] + details["cache_creation_tokens"] > counts[0]:
+        raise _LineError("'usage.cached_tokens' and 'cache_creation_tokens' are parts of "
+                         "'prompt_tokens': together they cannot be more")  # fmt: skip
+    if details["reasoning_tokens"] > counts[1]:
+        raise _LineError("'usage.reasoning_tokens' is a part of 'completion_tokens': it cannot "
+                         "be more")  # fmt: skip
+    return RecordedUsage(prompt_tokens=counts[0], completion_tokens=counts[1], **details)
 
 
 def _content(obj: dict[str, object]) -> str | None:

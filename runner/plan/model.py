@@ -13,7 +13,14 @@ from runner.plan.bundle import Bundle
 from runner.plan.digraph import DiGraph
 from runner.policy import PolicySet
 from runner.spec import LoadedSpec
-from runner.spec.models import AnyNode, Budget, ModelConfig, Retry, ToolContract
+from runner.spec.models import (
+    AnyNode,
+    Budget,
+    ModelConfig,
+    ResponseCache,
+    Retry,
+    ToolContract,
+)
 
 DEFAULT_MAX_TOKENS = 1024
 NO_RETRY = Retry(max_attempts=1)
@@ -41,6 +48,7 @@ class LLMStep:
     max_tokens: int
     temperature: float | None
     max_attempts: int
+    cache: ResponseCache | None = None  # the node's response cache, when it has one
 
 
 @dataclass(frozen=True, kw_only=True)

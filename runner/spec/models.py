@@ -115,6 +115,11 @@ class ModelConfig(_Model):
     fallbacks: list[str] = Field(
         default_factory=list, description="model ids tried in order on provider errors"
     )
+    downgrade_to: Annotated[str, Field(min_length=1)] | None = Field(
+        default=None,
+        description="a cheaper model id used instead while a ceiling that selects the call is "
+        "past its `soft` threshold (docs/budgets.md)",
+    )
     timeout: Duration | None = None
     max_wait: Duration | None = Field(
         default=None,
@@ -169,6 +174,38 @@ class McpServer(_Model):
         return self
 
 
+class ToolPrice(_Model):
+    """What one call of a tool costs: a fixed price, or read from its result (docs/budgets.md)."""
+
+    usd: Annotated[float, Field(ge=0)] | None = Field(default=None, description="dollars per call")
+    from_result: Annotated[str, Field(pattern=r"^[A-Za-z_][\w]*(\.[A-Za-z_][\w]*)*$")] | None = (
+        Field(
+            default=None,
+            description="a field of the result holding the call's dollars (a dotted path, e.g. "
+            "`billing.usd`); needs max_usd",
+        )
+    )
+    max_usd: Annotated[float, Field(ge=0)] | None = Field(
+        default=None,
+        description="the most one call can cost: what is reserved before a from_result call",
+    )
+
+    @model_validator(mode="after")
+    def _one(self) -> ToolPrice:
+        if (self.usd is None) == (self.from_result is None):
+            raise ValueError("a price is one of `usd` (per call) or `from_result` (a result field)")
+        if self.from_result is not None and self.max_usd is None:
+            raise ValueError(
+                "`from_result` needs `max_usd`: a call is reserved at its worst case before "
+                "it is made"
+            )
+        return self
+
+    @property
+    def reserve_usd(self) -> float:
+        return float(self.usd if self.usd is not None else self.max_usd or 0.0)
+
+
 class ToolContract(_Model):
     """What a tool may do: its implementation, schemas, effect and limits."""
 
@@ -219,6 +256,10 @@ class ToolContract(_Model):
     classification: str | None = Field(
         default=None, description="data classification of what the tool touches (for policies)"
     )
+    price: ToolPrice | None = Field(
+        default=None,
+        description="what a call costs: counted in the run's cost, its max_usd, every ceiling",
+    )
 
     @model_validator(mode="after")
     def _one_source(self) -> ToolContract:
@@ -253,6 +294,18 @@ class _NodeBase(_Model):
     timeout: Duration | None = None
 
 
+class ResponseCache(_Model):
+    """Answers kept in the run store, reused for an exactly equal call (docs/budgets.md)."""
+
+    shared: bool = Field(
+        default=False,
+        description="share answers across tenants (default: each tenant's are its own)",
+    )
+    ttl: Duration | None = Field(
+        default=None, description="how long an answer is reused (default: for ever)"
+    )
+
+
 class LLMNode(_NodeBase):
     llm: Annotated[str, Field(min_length=1, description="model alias from `models`")]
     prompt: str | None = Field(default=None, description="Jinja2 template")
@@ -268,6 +321,11 @@ class LLMNode(_NodeBase):
     max_attempts: Annotated[int, Field(ge=1, le=10)] = Field(
         default=3,
         description="asks in all when the answer does not match `output` (re-asks with the errors)",
+    )
+    cache: bool | ResponseCache = Field(
+        default=False,
+        description="reuse the answer to an exactly equal call (model, messages, output schema, "
+        "parameters, prompt): a hit costs nothing; `true` or {shared, ttl}",
     )
 
 

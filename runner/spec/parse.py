@@ -50,6 +50,8 @@ def _model_at(path: PathKey, data: Any) -> type[BaseModel] | None:
     if len(path) == 1:
         return simple.get(str(head))
     if head == "tools":
+        if path[2:] == ("price",):
+            return m.ToolPrice
         return m.ToolContract if len(path) == 2 else m.Retry if path[2:] == ("retry",) else None
     if head == "policies" and len(path) == 2:
         return m.Policy

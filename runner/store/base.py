@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from runner.errors import ExitCode, FlowrunError
+from runner.spec.budgets import CallScope
 from runner.store.seal import seal, unseal_json
 
 DEFAULT_STORE = ".flowrun/flowrun.db"
@@ -38,6 +39,9 @@ TABLES = (
     "notices",
     "autonomy",
     "eval_results",
+    "budgets",
+    "rate_hits",
+    "response_cache",
 )
 # autonomy levels (runner/engine/autonomy.py), loosest last; `autonomous` is what the spec allows
 AUTONOMY_LEVELS = ("dry_run", "approval", "autonomous")
@@ -289,10 +293,16 @@ class Store(ABC):
         usd: float,
         input_tokens: int,
         output_tokens: int,
+        call: CallScope | None = None,
     ) -> tuple[int | None, dict[str, float]]:
         """Reserve one model call for a run, atomically against its caps (`usd`, `tokens`,
         `llm_calls`) across processes, committed before the call is made. Returns the row id
-        (None: refused, no row) and the run's counted totals before this call."""
+        (None: refused, no row) and the run's counted totals before this call.
+
+        With `call` (who it is for: tenant, workflow; `kind` "tool" with its tool: a billed
+        tool call, `model` its tool name, no tokens), the same transaction also reserves it
+        against every ceiling of the budgets set in force (runner/spec/budgets.py) that selects
+        it, and raises CeilingReached, nothing written, for the first it would pass."""
 
     @abstractmethod
     def spend_settle(
@@ -542,3 +552,42 @@ class Store(ABC):
         event (run id '*') with `audit`, in one transaction. With `only_if`, only when the row
         being set still holds that level ('': when there is no such row yet), so that demotions
         racing in several processes happen once: False when it does not, nothing written."""
+
+    # -- spend and rate control across runs (issue 23; docs/budgets.md) ----------------------
+    @abstractmethod
+    def budgets_set(self, body: dict[str, Any], *, text: str, source: str, by: str | None) -> int:
+        """Put a budgets set in force (a new version; earlier ones are kept): every process's
+        next reservation obeys it. Returns its version."""
+
+    @abstractmethod
+    def budgets_get(self) -> dict[str, Any] | None:
+        """The set in force: `version`, `body` (the file as JSON), `text`, `source`, `set_by`,
+        `set_at`; None when none was ever set."""
+
+    @abstractmethod
+    def spend_totals(self, bound: dict[str, str], since: float) -> dict[str, float]:
+        """What spend rows selected by `bound` (`tenant`, `workflow`, `tool`) count since
+        `since`: `usd`, `tokens`, `llm_calls`, `tool_calls` (as a ceiling counts them)."""
+
+    @abstractmethod
+    def spend_values(self, key: str, since: float) -> list[str]:
+        """The distinct tenants, workflows or tools (`key`) of spend rows since `since`."""
+
+    @abstractmethod
+    def rate_acquire(self, key: str, *, amount: int, limit: int, per: float) -> float:
+        """Take `amount` under a sliding-window rate limit (`limit` per `per` seconds) shared
+        by every process, in one transaction: 0.0 when taken, else the seconds until there is
+        room (nothing taken)."""
+
+    @abstractmethod
+    def cache_get(self, key: str) -> dict[str, Any] | None:
+        """A cached model answer (`response`, `model`, `tenant`, `created_at`, `hits`), its
+        hit counted; None when there is none."""
+
+    @abstractmethod
+    def cache_put(self, key: str, *, tenant: str | None, model: str, response: Any) -> None:
+        """Keep a model answer under `key` (replacing one kept before: an expired answer)."""
+
+    @abstractmethod
+    def cache_stats(self, tenant: str | None = None) -> dict[str, int]:
+        """`entries` and `hits` of the response cache (one tenant's with `tenant`)."""

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import atexit
+import json
 import os
 import threading
 import time
@@ -32,6 +33,8 @@ from psycopg.conninfo import conninfo_to_dict, make_conninfo
 from psycopg.rows import dict_row
 from psycopg_pool import ConnectionPool, PoolTimeout
 
+from runner.spec.budgets import CallScope
+from runner.store import limits
 from runner.store.base import (
     TABLES,
     DuplicateRun,
@@ -46,7 +49,7 @@ from runner.store.base import (
 from runner.store.seal import seal, unseal_text, use_key_beside
 
 APP = "flowrun"
-SCHEMA_VERSION = 8  # the same numbers as the SQLite store's migrations
+SCHEMA_VERSION = 9  # the same numbers as the SQLite store's migrations
 LOCK_ID = 0x464C5752  # "FLWR": the advisory lock migrations take
 CONNECT_TIMEOUT_S = 10
 POOL_MAX = 4
@@ -283,8 +286,52 @@ _MIGRATIONS: dict[int, list[str]] = {
         "CREATE INDEX IF NOT EXISTS eval_results_workflow ON eval_results(workflow, id)",
         "ALTER TABLE calls ADD COLUMN IF NOT EXISTS trace_id TEXT",
     ],
+    # spend and rate control across runs (runner/store/limits.py, docs/budgets.md), as in the
+    # SQLite store
+    9: [
+        "ALTER TABLE spend ADD COLUMN IF NOT EXISTS kind TEXT NOT NULL DEFAULT 'llm'",
+        "ALTER TABLE spend ADD COLUMN IF NOT EXISTS tenant TEXT",
+        "ALTER TABLE spend ADD COLUMN IF NOT EXISTS workflow TEXT",
+        "ALTER TABLE spend ADD COLUMN IF NOT EXISTS tool TEXT",
+        "UPDATE spend SET tenant = runs.tenant, workflow = runs.workflow FROM runs "
+        "WHERE runs.run_id = spend.run_id",
+        "CREATE INDEX IF NOT EXISTS spend_created ON spend(created_at)",
+        "CREATE INDEX IF NOT EXISTS spend_tenant ON spend(tenant, created_at)",
+        "CREATE INDEX IF NOT EXISTS spend_workflow ON spend(workflow, created_at)",
+        """CREATE TABLE IF NOT EXISTS budgets (
+            id BIGSERIAL PRIMARY KEY,
+            body TEXT NOT NULL,
+            text TEXT NOT NULL,
+            source TEXT NOT NULL,
+            set_by TEXT,
+            set_at DOUBLE PRECISION NOT NULL
+        )""",
+        """CREATE TABLE IF NOT EXISTS rate_hits (
+            id BIGSERIAL PRIMARY KEY,
+            key TEXT NOT NULL,
+            at DOUBLE PRECISION NOT NULL,
+            amount BIGINT NOT NULL
+        )""",
+        "CREATE INDEX IF NOT EXISTS rate_hits_key ON rate_hits(key, at)",
+        """CREATE TABLE IF NOT EXISTS response_cache (
+            key TEXT PRIMARY KEY,
+            tenant TEXT,
+            model TEXT NOT NULL,
+            response TEXT NOT NULL,
+            created_at DOUBLE PRECISION NOT NULL,
+            hits BIGINT NOT NULL DEFAULT 0,
+            last_hit_at DOUBLE PRECISION
+        )""",
+    ],
 }
-_SPEND_COUNTED = "status != 'released'"
+_SPEND_COUNTED = "status != 'released' AND kind = 'llm'"
+# a run's totals against its caps: its billed tool calls count in its dollars, not its tokens
+_RUN_TOTALS = (
+    "SELECT COALESCE(SUM(usd), 0), "
+    "COALESCE(SUM(CASE WHEN kind = 'llm' THEN input_tokens + output_tokens ELSE 0 END), 0), "
+    "COALESCE(SUM(CASE WHEN kind = 'llm' THEN 1 ELSE 0 END), 0) "
+    "FROM spend WHERE run_id = %s AND status != 'released'"
+)
 _LEDGER_DONE = (
     "UPDATE ledger SET status = 'done', result = %s, error = NULL, done_seq = "
     "(SELECT COALESCE(MAX(l.done_seq), 0) + 1 FROM ledger l WHERE l.run_id = ledger.run_id), "
@@ -905,43 +952,56 @@ class PostgresStore(Store):
         usd: float,
         input_tokens: int,
         output_tokens: int,
+        call: CallScope | None = None,
     ) -> tuple[int | None, dict[str, float]]:
-        """Reserve one model call against the run's caps: the run's reservations are taken one
-        at a time (a transaction-scoped advisory lock on the run id), on every machine."""
+        """Reserve one call against the run's caps and every ceiling that selects it: the run's
+        reservations are taken one at a time (a transaction-scoped advisory lock on the run id),
+        then each applicable ceiling's lock, in sorted order (runner/store/limits.py), on every
+        machine."""
         now = time.time()
+        kind = call.kind if call is not None else "llm"
+        tokens = input_tokens + output_tokens if kind == "llm" else 0
         with self._tx() as c:
             c.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", (run_id,))
-            row = c.execute(
-                "SELECT COALESCE(SUM(usd), 0), COALESCE(SUM(input_tokens + output_tokens), 0), "
-                f"COUNT(*) FROM spend WHERE run_id = %s AND {_SPEND_COUNTED}",
-                (run_id,),
-            ).fetchone()
+            row = c.execute(_RUN_TOTALS, (run_id,)).fetchone()
             used_usd, used_tokens, used_calls = row if row else (0.0, 0, 0)
             totals = {
                 "usd": float(used_usd),
                 "tokens": float(used_tokens),
                 "llm_calls": int(used_calls),
             }
-            want = {"usd": usd, "tokens": input_tokens + output_tokens, "llm_calls": 1}
+            want = {"usd": usd, "tokens": tokens, "llm_calls": 1 if kind == "llm" else 0}
             for dim, cap in caps.items():
-                if totals[dim] + want[dim] > cap + (1e-12 if dim == "usd" else 0):
+                if want[dim] and totals[dim] + want[dim] > cap + (1e-12 if dim == "usd" else 0):
                     return None, totals
+            if call is not None:
+                budgets = limits.current_budgets(_q(c), self.target)
+                ceilings = budgets.applicable(call)
+                if ceilings:
+                    wanted = {**want, "tool_calls": 1 if kind == "tool" else 0}
+                    limits.check_ceilings(_q(c), _lock(c), ceilings, call, wanted, now)
             new = c.execute(
                 "INSERT INTO spend (run_id, node_id, at, model, status, usd, input_tokens, "
-                "output_tokens, reserved_usd, reserved_tokens, created_at, updated_at) "
-                "VALUES (%s, %s, %s, %s, 'open', %s, %s, %s, %s, %s, %s, %s) RETURNING id",
+                "output_tokens, reserved_usd, reserved_tokens, created_at, updated_at, kind, "
+                "tenant, workflow, tool) "
+                "VALUES (%s, %s, %s, %s, 'open', %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s) "
+                "RETURNING id",
                 (
                     run_id,
                     node_id,
                     at,
                     model,
                     usd,
-                    input_tokens,
-                    output_tokens,
+                    input_tokens if kind == "llm" else 0,
+                    output_tokens if kind == "llm" else 0,
                     usd,
-                    input_tokens + output_tokens,
+                    tokens,
                     now,
                     now,
+                    kind,
+                    call.tenant if call else None,
+                    call.workflow if call else None,
+                    call.tool if call else None,
                 ),
             ).fetchone()
             return (int(new[0]) if new else None), totals
@@ -990,7 +1050,7 @@ class PostgresStore(Store):
         with self._read("spend") as c, c.cursor(row_factory=dict_row) as cur:
             return cur.execute(
                 "SELECT node_id, at, model, status, usd, input_tokens, output_tokens, "
-                "reserved_usd, reserved_tokens FROM spend WHERE run_id = %s ORDER BY id",
+                "reserved_usd, reserved_tokens, kind FROM spend WHERE run_id = %s ORDER BY id",
                 (run_id,),
             ).fetchall()
 
@@ -1160,9 +1220,10 @@ class PostgresStore(Store):
         if table not in TABLES:
             raise ValueError(f"no table {table!r}")
         self.flush()
-        order = {"events": "id", "calls": "id", "spend": "id"}.get(table, "ctid")
+        order = {"events": "id", "calls": "id", "spend": "id", "budgets": "id", "rate_hits": "id"}
+        order_by = order.get(table, "ctid")
         with self._conn() as c, c.cursor(row_factory=dict_row) as cur:
-            return cur.execute(f"SELECT * FROM {table} ORDER BY {order}").fetchall()
+            return cur.execute(f"SELECT * FROM {table} ORDER BY {order_by}").fetchall()
 
     def import_rows(self, tables: dict[str, list[dict[str, Any]]]) -> None:
         with self._tx() as c:
@@ -1180,7 +1241,7 @@ class PostgresStore(Store):
                             values,
                         )
                 # ids kept: the next id follows them
-                if table in ("events", "calls", "spend", "eval_results"):
+                if table in ("events", "calls", "spend", "eval_results", "budgets", "rate_hits"):
                     c.execute(
                         f"SELECT setval(pg_get_serial_sequence('{table}', 'id'), "
                         f"GREATEST((SELECT MAX(id) FROM {table}), 1))"
@@ -1563,6 +1624,99 @@ class PostgresStore(Store):
             }
             c.execute(_EVENT_SQL, ("*", now, "autonomy_changed", None, dumps(data)))
         return True
+
+    # -- spend and rate control across runs (issue 23; runner/store/limits.py) ----------------
+    def budgets_set(self, body: dict[str, Any], *, text: str, source: str, by: str | None) -> int:
+        with self._tx() as c:
+            row = c.execute(
+                "INSERT INTO budgets (body, text, source, set_by, set_at) "
+                "VALUES (%s, %s, %s, %s, %s) RETURNING id",
+                (json.dumps(body, sort_keys=True), text, source, by, time.time()),
+            ).fetchone()
+            return int(row[0]) if row else 0
+
+    def budgets_get(self) -> dict[str, Any] | None:
+        with self._conn() as c:
+            row = c.execute(
+                "SELECT id, body, text, source, set_by, set_at FROM budgets "
+                "ORDER BY id DESC LIMIT 1"
+            ).fetchone()
+        if row is None:
+            return None
+        keys = ("version", "body", "text", "source", "set_by", "set_at")
+        out = dict(zip(keys, row, strict=True))
+        out["body"] = json.loads(out["body"])
+        return out
+
+    def spend_totals(self, bound: dict[str, str], since: float) -> dict[str, float]:
+        with self._read("spend") as c:
+            return limits.totals(_q(c), bound, since)
+
+    def spend_values(self, key: str, since: float) -> list[str]:
+        with self._read("spend") as c:
+            return limits.values(_q(c), key, since, tools=key == "tool")
+
+    def rate_acquire(self, key: str, *, amount: int, limit: int, per: float) -> float:
+        with self._tx() as c:
+            return limits.rate_acquire(_q(c), _lock(c), key, amount=amount, limit=limit, per=per)
+
+    def cache_get(self, key: str) -> dict[str, Any] | None:
+        with self._read("response_cache") as c:
+            row = c.execute(
+                "UPDATE response_cache SET hits = hits + 1, last_hit_at = %s WHERE key = %s "
+                "RETURNING tenant, model, response, created_at, hits",
+                (time.time(), key),
+            ).fetchone()
+        if row is None:
+            return None
+        tenant, model, response, created_at, hits = row
+        return {
+            "tenant": tenant,
+            "model": model,
+            "response": loads(response),
+            "created_at": created_at,
+            "hits": int(hits),
+        }
+
+    def cache_put(self, key: str, *, tenant: str | None, model: str, response: Any) -> None:
+        self._defer(
+            "response_cache",
+            "INSERT INTO response_cache (key, tenant, model, response, created_at) "
+            "VALUES (%s, %s, %s, %s, %s) ON CONFLICT (key) DO UPDATE SET "
+            "response = excluded.response, model = excluded.model, "
+            "created_at = excluded.created_at, hits = 0",
+            (key, tenant, model, dumps(response), time.time()),
+        )
+
+    def cache_stats(self, tenant: str | None = None) -> dict[str, int]:
+        sql = "SELECT COUNT(*), COALESCE(SUM(hits), 0) FROM response_cache"
+        args: tuple[Any, ...] = ()
+        if tenant is not None:
+            sql += " WHERE tenant = %s"
+            args = (tenant,)
+        with self._read("response_cache") as c:
+            row = c.execute(sql, args).fetchone()
+        n, hits = row if row else (0, 0)
+        return {"entries": int(n), "hits": int(hits)}
+
+
+def _q(conn: psycopg.Connection[Any]) -> limits.Query:
+    """runner/store/limits.py's statements (`?` placeholders), run on this connection."""
+
+    def run(sql: str, args: tuple[Any, ...]) -> list[tuple[Any, ...]]:
+        cur = conn.execute(sql.replace("?", "%s"), args)
+        return list(cur.fetchall()) if cur.description is not None else []
+
+    return run
+
+
+def _lock(conn: psycopg.Connection[Any]) -> limits.Lock:
+    """A transaction-scoped advisory lock on a key (a ceiling, a rate-limit key)."""
+
+    def take(key: str) -> None:
+        conn.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", (key,))
+
+    return take
 
 
 _OPEN: weakref.WeakSet[PostgresStore] = weakref.WeakSet()

@@ -46,7 +46,18 @@ def private_dir(path: Path) -> None:
 
 
 def private_file(path: Path) -> None:
-    """Make sure `path` exists and is 0600 (readable by its owner only)."""
+    """Make sure `path` exists and is 0600 (readable by its owner only).
+
+    An existing file is never opened here: closing any descriptor of a file drops every POSIX
+    lock this process holds on it, SQLite's included, so a store opened while another store of
+    the same file is in use in this process (a batch opens one per line) would lose its locks
+    and see "disk I/O error"."""
+    try:
+        if os.stat(path).st_mode & 0o777 != 0o600:
+            os.chmod(path, 0o600)
+        return
+    except FileNotFoundError:
+        pass
     fd = os.open(path, os.O_WRONLY | os.O_CREAT, 0o600)
     try:
         os.fchmod(fd, 0o600)

@@ -5,9 +5,9 @@ from __future__ import annotations
 import asyncio
 import atexit
 import functools
+import json
 import os
 import sqlite3
-import stat
 import threading
 import time
 import weakref
@@ -16,6 +16,8 @@ from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import Any
 
+from runner.spec.budgets import CallScope
+from runner.store import limits
 from runner.store.base import (
     TABLES,
     DuplicateRun,
@@ -35,7 +37,7 @@ from runner.store.seal import (
     use_key_beside,
 )
 
-SCHEMA_VERSION = 8
+SCHEMA_VERSION = 9
 APP_ID = 0x464C5752  # "FLWR": PRAGMA application_id marks a store as ours
 BUSY_TIMEOUT_MS = 30_000
 # group commit: the longest a deferred row waits for its transaction when nothing else (a node
@@ -275,11 +277,56 @@ _MIGRATIONS: dict[int, str] = {
     CREATE INDEX IF NOT EXISTS eval_results_workflow ON eval_results(workflow, id);
     ALTER TABLE calls ADD COLUMN trace_id TEXT;
     """,
+    # spend and rate control across runs (runner/store/limits.py, docs/budgets.md): spend rows
+    # carry who they are for (tenant, workflow) and what (a model call, or a billed tool call),
+    # so ceilings over many runs add them up; budgets sets, rate-limit hits, the response cache
+    9: """
+    ALTER TABLE spend ADD COLUMN kind TEXT NOT NULL DEFAULT 'llm';
+    ALTER TABLE spend ADD COLUMN tenant TEXT;
+    ALTER TABLE spend ADD COLUMN workflow TEXT;
+    ALTER TABLE spend ADD COLUMN tool TEXT;
+    UPDATE spend SET tenant = (SELECT tenant FROM runs WHERE runs.run_id = spend.run_id),
+        workflow = (SELECT workflow FROM runs WHERE runs.run_id = spend.run_id);
+    CREATE INDEX IF NOT EXISTS spend_created ON spend(created_at);
+    CREATE INDEX IF NOT EXISTS spend_tenant ON spend(tenant, created_at);
+    CREATE INDEX IF NOT EXISTS spend_workflow ON spend(workflow, created_at);
+    CREATE TABLE IF NOT EXISTS budgets (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        body TEXT NOT NULL,
+        text TEXT NOT NULL,
+        source TEXT NOT NULL,
+        set_by TEXT,
+        set_at REAL NOT NULL
+    );
+    CREATE TABLE IF NOT EXISTS rate_hits (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        key TEXT NOT NULL,
+        at REAL NOT NULL,
+        amount INTEGER NOT NULL
+    );
+    CREATE INDEX IF NOT EXISTS rate_hits_key ON rate_hits(key, at);
+    CREATE TABLE IF NOT EXISTS response_cache (
+        key TEXT PRIMARY KEY,
+        tenant TEXT,
+        model TEXT NOT NULL,
+        response TEXT NOT NULL,
+        created_at REAL NOT NULL,
+        hits INTEGER NOT NULL DEFAULT 0,
+        last_hit_at REAL
+    );
+    """,
 }
 
 # What a run's spend rows count (runner/engine/budget.py): every row but a released one; an
 # open row (reserved, never settled: in flight, or cut off by a crash) at its reservation
-_SPEND_COUNTED = "status != 'released'"
+_SPEND_COUNTED = "status != 'released' AND kind = 'llm'"
+# a run's totals against its caps: its billed tool calls count in its dollars, not its tokens
+_RUN_TOTALS = (
+    "SELECT COALESCE(SUM(usd), 0), "
+    "COALESCE(SUM(CASE WHEN kind = 'llm' THEN input_tokens + output_tokens ELSE 0 END), 0), "
+    "COALESCE(SUM(CASE WHEN kind = 'llm' THEN 1 ELSE 0 END), 0) "
+    "FROM spend WHERE run_id = ? AND status != 'released'"
+)
 
 
 _EVENT_SQL = "INSERT INTO events (run_id, ts, type, node_id, data) VALUES (?, ?, ?, ?, ?)"
@@ -338,14 +385,11 @@ class SqliteStore(Store):
         elif self.path.is_dir():
             raise StoreError(f"store path {str(self.path)!r} is a directory")
         # the database (and the WAL and shared-memory files SQLite gives its mode) are 0600;
-        # an existing one is chmod-ed by name, never opened: closing a descriptor of a database
-        # drops every POSIX lock this process holds on it, those of SQLite connections other
-        # threads have open included (a server's), and another process could then reset the
-        # WAL under them, hiding their later commits from everyone else
-        if not self.path.exists():
-            private_file(self.path)
-        elif stat.S_IMODE(self.path.stat().st_mode) != 0o600:
-            os.chmod(self.path, 0o600)
+        # an existing one is chmod-ed by name, never opened (private_file): closing a
+        # descriptor of a database drops every POSIX lock this process holds on it, those of
+        # SQLite connections other threads have open included (a server's), and another
+        # process could then reset the WAL under them, hiding their later commits from everyone
+        private_file(self.path)
         use_key_beside(self.path.parent)
         self._lock = threading.RLock()
         self._pending: list[tuple[str, str, tuple[Any, ...]]] = []  # (table, sql, params)
@@ -381,13 +425,26 @@ class SqliteStore(Store):
         c = self.conn
         # one read transaction: another process creating or migrating the store at this moment
         # is seen before or after its transaction, never half-way (tables without the app id)
-        c.execute("BEGIN")
-        try:
-            app = c.execute("PRAGMA application_id").fetchone()[0]
-            version = c.execute("PRAGMA user_version").fetchone()[0]
-            tables = [r[0] for r in c.execute("SELECT name FROM sqlite_master WHERE type='table'")]
-        finally:
-            c.execute("COMMIT")
+        for attempt in range(50):
+            c.execute("BEGIN")
+            try:
+                app = c.execute("PRAGMA application_id").fetchone()[0]
+                version = c.execute("PRAGMA user_version").fetchone()[0]
+                tables = [
+                    r[0] for r in c.execute("SELECT name FROM sqlite_master WHERE type='table'")
+                ]
+                c.execute("COMMIT")
+                break
+            except sqlite3.OperationalError as e:
+                # many processes opening the store at once (a batch opens one per line): a
+                # reader can find the WAL busy for a moment; try again, never mask the cause
+                if c.in_transaction:
+                    c.execute("ROLLBACK")
+                if "locked" not in str(e) and "busy" not in str(e):
+                    raise
+                time.sleep(min(0.01 * (attempt + 1), 0.2))
+        else:
+            raise StoreError(f"{self.path}: the store stayed locked for too long")
         if app != APP_ID and (tables or version):
             raise StoreError(
                 f"{self.path} is a SQLite database but not a flowrun store",
@@ -407,7 +464,13 @@ class SqliteStore(Store):
                 current = t.execute("PRAGMA user_version").fetchone()[0]
                 for v in range(current + 1, SCHEMA_VERSION + 1):
                     for stmt in _statements(_MIGRATIONS[v]):
-                        t.execute(stmt)
+                        try:
+                            t.execute(stmt)
+                        except sqlite3.OperationalError as e:
+                            # SQLite has no ADD COLUMN IF NOT EXISTS: a column already there
+                            # (a store whose version was set back) is what the step wants
+                            if "duplicate column name" not in str(e):
+                                raise
                 t.execute(f"PRAGMA application_id = {APP_ID}")
                 t.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
 
@@ -789,43 +852,55 @@ class SqliteStore(Store):
         usd: float,
         input_tokens: int,
         output_tokens: int,
+        call: CallScope | None = None,
     ) -> tuple[int | None, dict[str, float]]:
-        """Reserve one model call for a run, atomically against its caps.
+        """Reserve one call for a run, atomically against its caps and every ceiling.
 
-        In one write transaction (so processes running nodes of one run, Temporal workers, cannot
-        together pass a cap): what the run's rows count now, and, when the call fits under every
-        cap in `caps` (`usd`, `tokens`, `llm_calls`), a new open row. Committed before the call
-        is made, so a crash after this counts the call. Returns the row id (None: refused, no row)
-        and the run's counted totals before this call.
+        In one write transaction (so processes running nodes of one run, Temporal workers, or
+        runs of one tenant cannot together pass a cap or a ceiling): what the run's rows count
+        now, and, when the call fits under every cap in `caps` (`usd`, `tokens`, `llm_calls`)
+        and every ceiling that selects `call` (runner/store/limits.py), a new open row.
+        Committed before the call is made, so a crash after this counts the call. Returns the
+        row id (None: refused by a cap, no row) and the run's counted totals before this call;
+        a ceiling's refusal raises CeilingReached.
         """
         now = time.time()
+        kind = call.kind if call is not None else "llm"
+        tokens = input_tokens + output_tokens if kind == "llm" else 0
         with self.tx() as c:
-            used_usd, used_tokens, used_calls = c.execute(
-                "SELECT COALESCE(SUM(usd), 0), COALESCE(SUM(input_tokens + output_tokens), 0), "
-                f"COUNT(*) FROM spend WHERE run_id = ? AND {_SPEND_COUNTED}",
-                (run_id,),
-            ).fetchone()
+            used_usd, used_tokens, used_calls = c.execute(_RUN_TOTALS, (run_id,)).fetchone()
             totals = {"usd": float(used_usd), "tokens": float(used_tokens), "llm_calls": used_calls}
-            want = {"usd": usd, "tokens": input_tokens + output_tokens, "llm_calls": 1}
+            want = {"usd": usd, "tokens": tokens, "llm_calls": 1 if kind == "llm" else 0}
             for dim, cap in caps.items():
-                if totals[dim] + want[dim] > cap + (1e-12 if dim == "usd" else 0):
+                if want[dim] and totals[dim] + want[dim] > cap + (1e-12 if dim == "usd" else 0):
                     return None, totals
+            if call is not None:
+                budgets = limits.current_budgets(_q(c), self.target)
+                ceilings = budgets.applicable(call)
+                if ceilings:
+                    wanted = {**want, "tool_calls": 1 if kind == "tool" else 0}
+                    limits.check_ceilings(_q(c), _no_lock, ceilings, call, wanted, now)
             cur = c.execute(
                 "INSERT INTO spend (run_id, node_id, at, model, status, usd, input_tokens, "
-                "output_tokens, reserved_usd, reserved_tokens, created_at, updated_at) "
-                "VALUES (?, ?, ?, ?, 'open', ?, ?, ?, ?, ?, ?, ?)",
+                "output_tokens, reserved_usd, reserved_tokens, created_at, updated_at, kind, "
+                "tenant, workflow, tool) "
+                "VALUES (?, ?, ?, ?, 'open', ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (
                     run_id,
                     node_id,
                     at,
                     model,
                     usd,
-                    input_tokens,
-                    output_tokens,
+                    input_tokens if kind == "llm" else 0,
+                    output_tokens if kind == "llm" else 0,
                     usd,
-                    input_tokens + output_tokens,
+                    tokens,
                     now,
                     now,
+                    kind,
+                    call.tenant if call else None,
+                    call.workflow if call else None,
+                    call.tool if call else None,
                 ),
             )
             return cur.lastrowid, totals
@@ -868,11 +943,12 @@ class SqliteStore(Store):
         }
 
     def spend_rows(self, run_id: str) -> list[dict[str, Any]]:
-        """Every model call reserved for a run, in the order reserved."""
+        """Every call reserved for a run (model calls, and billed tool calls: `kind`), in the
+        order reserved."""
         self._fresh("spend")
         rows = self.conn.execute(
             "SELECT node_id, at, model, status, usd, input_tokens, output_tokens, reserved_usd, "
-            "reserved_tokens FROM spend WHERE run_id = ? ORDER BY id",
+            "reserved_tokens, kind FROM spend WHERE run_id = ? ORDER BY id",
             (run_id,),
         )
         keys = (
@@ -885,6 +961,7 @@ class SqliteStore(Store):
             "output_tokens",
             "reserved_usd",
             "reserved_tokens",
+            "kind",
         )
         return [dict(zip(keys, r, strict=True)) for r in rows]
 
@@ -1514,6 +1591,93 @@ class SqliteStore(Store):
             }
             c.execute(_EVENT_SQL, ("*", now, "autonomy_changed", None, dumps(data)))
         return True
+
+    # -- spend and rate control across runs (issue 23; runner/store/limits.py) ----------------
+    def budgets_set(self, body: dict[str, Any], *, text: str, source: str, by: str | None) -> int:
+        with self.tx() as c:
+            cur = c.execute(
+                "INSERT INTO budgets (body, text, source, set_by, set_at) VALUES (?, ?, ?, ?, ?)",
+                (json.dumps(body, sort_keys=True), text, source, by, time.time()),
+            )
+            return int(cur.lastrowid or 0)
+
+    def budgets_get(self) -> dict[str, Any] | None:
+        row = self.conn.execute(
+            "SELECT id, body, text, source, set_by, set_at FROM budgets ORDER BY id DESC LIMIT 1"
+        ).fetchone()
+        if row is None:
+            return None
+        keys = ("version", "body", "text", "source", "set_by", "set_at")
+        out = dict(zip(keys, row, strict=True))
+        out["body"] = json.loads(out["body"])
+        return out
+
+    def spend_totals(self, bound: dict[str, str], since: float) -> dict[str, float]:
+        self._fresh("spend")
+        return limits.totals(_q(self.conn), bound, since)
+
+    def spend_values(self, key: str, since: float) -> list[str]:
+        self._fresh("spend")
+        return limits.values(_q(self.conn), key, since, tools=key == "tool")
+
+    def rate_acquire(self, key: str, *, amount: int, limit: int, per: float) -> float:
+        with self.tx() as c:
+            return limits.rate_acquire(_q(c), _no_lock, key, amount=amount, limit=limit, per=per)
+
+    def cache_get(self, key: str) -> dict[str, Any] | None:
+        with self.tx() as c:
+            row = c.execute(
+                "SELECT tenant, model, response, created_at, hits FROM response_cache "
+                "WHERE key = ?",
+                (key,),
+            ).fetchone()
+            if row is None:
+                return None
+            c.execute(
+                "UPDATE response_cache SET hits = hits + 1, last_hit_at = ? WHERE key = ?",
+                (time.time(), key),
+            )
+        tenant, model, response, created_at, hits = row
+        return {
+            "tenant": tenant,
+            "model": model,
+            "response": loads(response),
+            "created_at": created_at,
+            "hits": hits + 1,
+        }
+
+    def cache_put(self, key: str, *, tenant: str | None, model: str, response: Any) -> None:
+        self._defer(
+            "response_cache",
+            "INSERT INTO response_cache (key, tenant, model, response, created_at) "
+            "VALUES (?, ?, ?, ?, ?) ON CONFLICT(key) DO UPDATE SET "
+            "response = excluded.response, model = excluded.model, "
+            "created_at = excluded.created_at, hits = 0",
+            (key, tenant, model, dumps(response), time.time()),
+        )
+
+    def cache_stats(self, tenant: str | None = None) -> dict[str, int]:
+        self._fresh("response_cache")
+        sql = "SELECT COUNT(*), COALESCE(SUM(hits), 0) FROM response_cache"
+        args: tuple[Any, ...] = ()
+        if tenant is not None:
+            sql += " WHERE tenant = ?"
+            args = (tenant,)
+        n, hits = self.conn.execute(sql, args).fetchone()
+        return {"entries": int(n), "hits": int(hits)}
+
+
+def _q(conn: sqlite3.Connection) -> limits.Query:
+    """runner/store/limits.py's statements, run on this connection."""
+
+    def run(sql: str, args: tuple[Any, ...]) -> list[tuple[Any, ...]]:
+        return list(conn.execute(sql, args).fetchall())
+
+    return run
+
+
+def _no_lock(key: str) -> None:
+    """SQLite's BEGIN IMMEDIATE already excludes every other writer: nothing more to lock."""
 
 
 _COLS: dict[str, list[str]] = {}

@@ -65,12 +65,13 @@ def _responses(path: str | None) -> Any:
     return _RESPONSES[path]
 
 
-def _envelope(run: RunInput) -> Envelope:
+def _envelope(run: RunInput, workflow: str | None = None) -> Envelope:
     return Envelope(
         live=bool(run.options.get("live", False)),
         actor=run.actor,
         tenant=run.tenant,
         scopes=tuple(run.options.get("scopes") or ()),
+        workflow=workflow,
     )
 
 
@@ -159,7 +160,7 @@ async def run_node(task: NodeTask) -> dict[str, Any]:
             hooks=Hooks(),
             services=store,
             telemetry=observer,
-            envelope=_envelope(run),
+            envelope=_envelope(run, plan.name),
         )
         state.views.update(task.views)
         for nid, view in task.views.items():

@@ -114,6 +114,10 @@ class _Call(CallRecord):
         self.resp: LLMResponse | None = None
         self.value: Any = None
         self.has_value = False
+        self.usd: float | None = None
+
+    def billed(self, usd: float) -> None:
+        self.usd = usd
 
     def response(self, resp: LLMResponse) -> None:
         self.resp = resp
@@ -725,6 +729,8 @@ class RunObserver(Hooks, Telemetry):
             if self.store is not None:
                 captured = self.capture != "off"
                 data: dict[str, Any] = {"captured": captured, "has_result": call.has_value}
+                if call.usd is not None:
+                    data["cost_usd"] = call.usd
                 if captured:
                     if call.has_value:
                         data["args"], data["result"] = redact([args, call.value], pii=False)
@@ -769,6 +775,7 @@ class RunObserver(Hooks, Telemetry):
                     duration_s=round(duration, 6),
                     args=args_c,
                     result=result_c,
+                    **({} if call.usd is None else {"cost_usd": call.usd}),
                 )
             if span is not None:
                 if error is not None:
@@ -776,6 +783,8 @@ class RunObserver(Hooks, Telemetry):
                     span.set_status(Status(StatusCode.ERROR, error))
                 elif self.capture == "full" and call.has_value:
                     span.set_attribute("output.value", _json(redact(call.value, pii=False)))
+                if call.usd is not None:
+                    span.set_attribute("flowrun.tool.cost_usd", call.usd)
                 span.end()
 
 

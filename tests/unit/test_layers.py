@@ -52,6 +52,7 @@ LAYERS: dict[str, int] = {
     "runner.mcp.operate": 9,
     "runner.cli": 9,
     "runner.batch_cli": 9,
+    "runner.budgets_cli": 9,
     "runner.ops_cli": 9,
     "runner.eval_cli": 9,
     "runner.init_cli": 9,

@@ -10,7 +10,7 @@ from runner.plan.bundle import OutsideProject, file_key
 from runner.plan.kinds.base import Kind, Site
 from runner.plan.model import DEFAULT_MAX_TOKENS, LLMStep
 from runner.plan.names import did_you_mean
-from runner.spec.models import LLMNode
+from runner.spec.models import LLMNode, ResponseCache
 
 if TYPE_CHECKING:
     from runner.plan.compiler import Compiler
@@ -70,6 +70,7 @@ def compile_llm(c: Compiler, site: Site, node: LLMNode) -> dict[str, Any] | None
         max_tokens=node.max_tokens or route.config.max_tokens or DEFAULT_MAX_TOKENS,
         temperature=node.temperature if node.temperature is not None else route.config.temperature,
         max_attempts=node.max_attempts,
+        cache=(ResponseCache() if node.cache is True else node.cache or None),
     )
     return {"llm": step, "output_schema": node.output}
 
