@@ -60,6 +60,10 @@ def _max_in_window(times: list[float], per: float) -> int:
 def test_four_processes_share_one_limit(
     tmp_path: Path, store_target: str, limit: int, per: float, windows: int
 ) -> None:
+    if per >= 60 and not store_target.startswith("postgres"):
+        # suite time: the real 2-minute figure runs on the shared store; the 30-per-10s
+        # variant holds SQLite to the same bounds
+        pytest.skip("the 2-minute run is on PostgreSQL; 30-per-10s covers SQLite")
     log = tmp_path / "calls.log"
     env = env_for(store_target, BTOOLS_LOG=str(log))
     budgets = budgets_file(
