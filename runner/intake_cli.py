@@ -34,7 +34,15 @@ def load_hook_file(path: str) -> Any:
     metavar="PATH",
     help="run store (default: $FLOWRUN_STORE or .flowrun/flowrun.db)",
 )
-def intake(hooks_path: str, host: str, port: int, store_opt: str | None) -> None:
+@click.option(
+    "--identities",
+    "identities_path",
+    type=click.Path(exists=True, dir_okay=False),
+    help="an identities file (docs/identities.md) for hooks that act as a client",
+)
+def intake(
+    hooks_path: str, host: str, port: int, store_opt: str | None, identities_path: str | None
+) -> None:
     """Start runs from signed webhooks: POST /hooks/NAME (see docs/intake.md).
 
     Each delivery is checked (size, HMAC signature and timestamp, rate, input schema),
@@ -42,11 +50,21 @@ def intake(hooks_path: str, host: str, port: int, store_opt: str | None) -> None
     """
     import uvicorn
 
+    from runner.runs.identity import Directory
     from runner.store import is_url, open_store, store_target
     from runner.web.hooks import standalone
 
     hooks = load_hook_file(hooks_path)
     target = store_target(store_opt)
+    identities = Path(identities_path).resolve() if identities_path else None
+    if identities is not None:
+        try:
+            Directory(target, identities)  # a bad identities file: exit 2 before serving
+        except FlowrunError as e:
+            from runner.redact import echo
+
+            echo(e.render(), err=True)
+            sys.exit(e.exit_code)
     open_store(target, create=True).close()
     if not is_url(target):
         target = str(Path(target).resolve())
@@ -70,7 +88,12 @@ def intake(hooks_path: str, host: str, port: int, store_opt: str | None) -> None
     intake = Intake(target)
     notifier = start_notifier(target)
     try:
-        uvicorn.run(standalone(hooks, target, intake), host=host, port=port, log_level="warning")
+        uvicorn.run(
+            standalone(hooks, target, intake, identities),
+            host=host,
+            port=port,
+            log_level="warning",
+        )
     finally:
         if notifier is not None:
             notifier.stop()

@@ -173,7 +173,7 @@ def serve(
     if hooks is not None:
         from runner.web.hooks import HooksApp
 
-        hooks_app = HooksApp(hooks, str(config.store_path))
+        hooks_app = HooksApp(hooks, str(config.store_path), identities=identities)
         app = hooks_app.mount_over(app)
     from runner.intake_cli import drain, start_notifier
 

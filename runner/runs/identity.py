@@ -417,6 +417,25 @@ def grant(who: Identity, ceiling: Sequence[str], live_ceiling: bool) -> tuple[li
     return [s for s in who.scopes if s in ceiling], live_ceiling and who.live
 
 
+def hook_grant(
+    who: Identity | None, name: str, tenant: str | None, scopes: Sequence[str], live: bool
+) -> tuple[str | None, list[str], bool]:
+    """What a run started by a webhook that acts as identity `name` holds: (tenant, scopes,
+    live). The hook's tenant (else the identity's own), its scopes within the identity's, live
+    only when both allow it; Forbidden when the identity is unknown, revoked or not of that
+    tenant (checked on every delivery, so a revocation stops the hook at once)."""
+    if who is None:
+        raise Forbidden(
+            f"the hook acts as {name!r}, which is not a known identity (or was revoked)",
+            hint=f"flowrun users add {name} --client --scope ...",
+        )
+    run_tenant = tenant if tenant is not None else who.home_tenant
+    if not who.for_tenant(run_tenant):
+        raise Forbidden(f"{who.name!r} does not act for tenant {run_tenant!r}")
+    granted, granted_live = grant(who, scopes, live)
+    return run_tenant, granted, granted_live
+
+
 def decision_refusal(
     who: Identity, run: Any, approval: dict[str, Any] | None
 ) -> tuple[str, str | None] | None:

@@ -39,6 +39,7 @@ class Delivery:
     scopes: tuple[str, ...] = ()
     responses: Any = None
     responses_path: str | None = None
+    actor: str | None = None  # the identity the hook acts as; None: `hook:<name>`
 
 
 @dataclass(frozen=True)
@@ -121,7 +122,7 @@ class Intake:
                 responses=d.responses,
                 responses_path=d.responses_path,
                 tenant=d.tenant,
-                actor=f"hook:{d.hook}",
+                actor=d.actor or f"hook:{d.hook}",
                 options={
                     "live": d.live,
                     "scopes": list(d.scopes),

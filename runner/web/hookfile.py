@@ -50,6 +50,7 @@ HOOK_KEYS = (
     "tolerance_s",
     "max_concurrent_runs",
     "delivery_id",
+    "identity",
 )
 TEMPORAL_KEYS = ("address", "namespace", "task_queue")
 RATE_KEYS = ("requests", "per_s")
@@ -82,6 +83,7 @@ class Hook:
     tolerance_s: float = DEFAULT_TOLERANCE_S
     max_concurrent_runs: int = 4
     delivery_id: str | None = None  # a JSON pointer into the (signed) body; None: the header
+    identity: str | None = None  # the client (docs/identities.md) its runs act as
 
 
 @dataclass(frozen=True)
@@ -265,6 +267,19 @@ def _hook(c: _Checker, base: Path, name: str, raw: Any) -> Hook | None:
             )
         else:
             kw["delivery_id"] = d
+    if "identity" in raw:
+        from runner.runs.identity import check_name
+
+        who = raw["identity"]
+        try:
+            kw["identity"] = check_name(who if isinstance(who, str) else "", "identity")
+        except FlowrunError as e:
+            c.err(
+                (*at, "identity"),
+                "bad-value",
+                e.message if isinstance(who, str) else "'identity' must be a string",
+                "the name of a client of `flowrun users add NAME --client` or an identities file",
+            )
     plan = _plan(c, base, at, raw.get("spec"), kw.get("profile"))
     if plan is not None and "inputs" in raw:
         kw["inputs"] = _inputs(c, (*at, "inputs"), raw["inputs"], plan)

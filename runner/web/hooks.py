@@ -14,6 +14,7 @@ from __future__ import annotations
 import contextlib
 import json
 import time
+from pathlib import Path
 from typing import Any
 
 from starlette.concurrency import run_in_threadpool
@@ -23,6 +24,7 @@ from starlette.responses import JSONResponse, Response
 from runner.errors import FlowrunError
 from runner.plan.schemas import validator
 from runner.runs import Runs
+from runner.runs.identity import Directory, Forbidden, Identity, audit, hook_grant
 from runner.runs.intake import Accepted, Delivery, Intake
 from runner.signing import DELIVERY_HEADER, SIGNATURE_HEADER, TIMESTAMP_HEADER, BadSignature, verify
 from runner.web.hookfile import Hook, HookFile, is_missing, parse_pointer, pointer_of, resolve
@@ -120,10 +122,17 @@ def _delivery_id(hook: Hook, request: Request, body: Any) -> tuple[str, Response
 class HooksApp:
     """The ASGI app of the hooks; `mount_over(other)` serves the rest of the paths by `other`."""
 
-    def __init__(self, hooks: HookFile, store_target: str, intake: Intake | None = None) -> None:
+    def __init__(
+        self,
+        hooks: HookFile,
+        store_target: str,
+        intake: Intake | None = None,
+        identities: Path | None = None,
+    ) -> None:
         self.hooks = hooks
         self.target = store_target
         self.intake = intake or Intake(store_target)
+        self.directory = Directory(store_target, identities)
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
         if scope["type"] != "http":
@@ -175,18 +184,25 @@ class HooksApp:
         if refusal is not None:
             return refusal
         assert inputs is not None
+        tenant, scopes, live = hook.tenant, list(hook.scopes), hook.live
+        if hook.identity is not None:
+            try:
+                tenant, scopes, live = await run_in_threadpool(self._act_as, hook)
+            except Forbidden as e:
+                return _refuse(403, e.message)
         delivery = Delivery(
             hook=hook.name,
             delivery_id=delivery_id,
             plan=hook.plan,
             inputs=inputs,
-            tenant=hook.tenant,
+            tenant=tenant,
             backend=hook.backend,
             temporal=hook.temporal,
-            live=hook.live,
-            scopes=hook.scopes,
+            live=live,
+            scopes=tuple(scopes),
             responses=hook.responses,
             responses_path=hook.responses_path,
+            actor=hook.identity,
         )
         try:
             accepted: Accepted = await run_in_threadpool(
@@ -208,6 +224,25 @@ class HooksApp:
                 now=time.time(),
             )
 
+    def _act_as(self, hook: Hook) -> tuple[str | None, list[str], bool]:
+        """The hook's identity, read now: what its run holds; a refusal is an audit event."""
+        assert hook.identity is not None
+        with contextlib.closing(Runs.open(self.target)) as runs:
+            who = self.directory.named(hook.identity, runs.store)
+            try:
+                return hook_grant(who, hook.identity, hook.tenant, hook.scopes, hook.live)
+            except Forbidden as e:
+                actor = who or Identity(name=hook.identity, kind="client", source="unknown")
+                audit(
+                    runs.store,
+                    actor,
+                    action="start",
+                    allowed=False,
+                    via=f"hook:{hook.name}",
+                    reason=e.message,
+                )
+                raise
+
     def mount_over(self, other: Any) -> Any:
         """One ASGI app: `/hooks/...` here, everything else (and lifespan) by `other`."""
 
@@ -220,9 +255,14 @@ class HooksApp:
         return app
 
 
-def standalone(hooks: HookFile, store_target: str, intake: Intake | None = None) -> Any:
+def standalone(
+    hooks: HookFile,
+    store_target: str,
+    intake: Intake | None = None,
+    identities: Path | None = None,
+) -> Any:
     """The hooks alone (`flowrun intake`): anything but /hooks/... is 404."""
-    hooks_app = HooksApp(hooks, store_target, intake)
+    hooks_app = HooksApp(hooks, store_target, intake, identities)
 
     async def not_found(scope: Any, receive: Any, send: Any) -> None:
         if scope["type"] == "http":

@@ -47,6 +47,7 @@ def test_each_mistake_is_named_at_its_place(tmp_path: Path) -> None:
     inputs: {{ticket: /ticket/id, ticket_id: "ticket/id"}}
     max_body_bytes: -1
     backend: lambda
+    identity: "no spaces!"
   "bad name!":
     spec: nowhere.yaml
     secret_env: GOOD
@@ -61,8 +62,9 @@ def test_each_mistake_is_named_at_its_place(tmp_path: Path) -> None:
         "H:7:45: bad-pointer: 'ticket/id' is not a JSON pointer",
         "H:8:21: bad-value: 'max_body_bytes' must be a whole number from 1 to 16777216",
         "H:9:14: bad-value: unknown backend 'lambda'",
-        "H:10:3: hook-name: hook name 'bad name!' cannot be a URL segment",
-        "H:11:11: file-not-found: no such spec file 'nowhere.yaml'",
+        "H:10:15: bad-value: identity: 'no spaces!' is not a valid identity name",
+        "H:11:3: hook-name: hook name 'bad name!' cannot be a URL segment",
+        "H:12:11: file-not-found: no such spec file 'nowhere.yaml'",
     ]
 
 
