@@ -56,6 +56,20 @@ NOTES = {
 PUBLIC = ("/login", "/static/", "/oidc/")
 
 
+def _local(path: str | None) -> str:
+    """Where to go after logging in: a path of this console only (never another site)."""
+    if (
+        not path
+        or not path.startswith("/")
+        or path.startswith("//")
+        or "\\" in path
+        or any(ord(ch) < 0x20 for ch in path)
+        or path.startswith("/login")
+    ):
+        return "/"
+    return path
+
+
 @dataclass
 class ConsoleConfig:
     """What `flowrun serve` was started with."""
@@ -216,23 +230,32 @@ class Console:
             # the printed `/login?token=…` URL is the shared token's; a personal token is never
             # taken from a URL (it would stay in the browser's history)
             return self._log_in(request, token, shared_only=True)
-        return self.page(request, "login.html", failed=False)
+        return self.page(
+            request, "login.html", failed=False, next=_local(request.query_params.get("next"))
+        )
 
     async def login(self, request: Request) -> Response:
         form = await request.form()
-        token = form.get("token")
-        return self._log_in(request, token if isinstance(token, str) else "")
+        token, after = form.get("token"), form.get("next")
+        return self._log_in(
+            request,
+            token if isinstance(token, str) else "",
+            after=_local(after if isinstance(after, str) else None),
+        )
 
-    def _log_in(self, request: Request, token: str, *, shared_only: bool = False) -> Response:
-        """A personal token (a user of the store or the identities file), else the shared one."""
+    def _log_in(
+        self, request: Request, token: str, *, shared_only: bool = False, after: str = "/"
+    ) -> Response:
+        """A personal token (a user of the store or the identities file), else the shared one;
+        then the page that asked for a login (a notice's link to an approval, say)."""
         with contextlib.closing(self.runs_()) as r:
             who = None if shared_only else self.directory.authenticate(token, r.store)
             if who is None and self.sessions.check_token(token):
                 who = SHARED_IDENTITY
             if who is None:
-                return self.page(request, "login.html", 401, failed=True)
+                return self.page(request, "login.html", 401, failed=True, next=after)
             audit(r.store, who, action="log in", allowed=True, via="console")
-        return self._session(RedirectResponse("/", status_code=303), who)
+        return self._session(RedirectResponse(after, status_code=303), who)
 
     def _session(self, resp: Response, who: Identity) -> Response:
         resp.set_cookie(
@@ -525,7 +548,9 @@ class _Gate:
             resp = HTMLResponse("forbidden: cross-origin request", status_code=403)
         elif sid is None and not scope["path"].startswith(PUBLIC):
             if method in ("GET", "HEAD"):
-                resp = RedirectResponse("/login", status_code=303)
+                asked = scope["path"] + (f"?{request.url.query}" if request.url.query else "")
+                where = "/login" if asked == "/" else "/login?" + urlencode({"next": asked})
+                resp = RedirectResponse(where, status_code=303)
             else:
                 resp = HTMLResponse("forbidden: log in first", status_code=403)
         if resp is not None:

@@ -131,7 +131,7 @@ def page(browser: Any, console: dict[str, Any]) -> Iterator[Any]:
         d.accept()
 
     pg.on("dialog", on_dialog)
-    pg.goto(console["base"] + "/inbox")
+    pg.goto(console["base"] + "/")
     assert pg.url.endswith("/login")
     pg.fill("input[name=token]", LEAD_TOKEN)
     pg.click("form.login button")
@@ -245,7 +245,7 @@ def test_requests_without_the_token_or_csrf_are_refused(
     try:
         p = anon.new_page()
         p.goto(base + "/runs/b-approve")
-        assert p.url == base + "/login" and "Refund on" not in p.content()
+        assert p.url == base + "/login?next=%2Fruns%2Fb-approve" and "Refund on" not in p.content()
         r = anon.request.post(base + "/writes", form={"state": "off", "by": "eve"})
         assert r.status == 403
     finally:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import html
 import json
 from pathlib import Path
+from urllib.parse import urlencode
 
 import pytest
 from starlette.testclient import TestClient
@@ -12,6 +13,7 @@ from starlette.testclient import TestClient
 from runner.runs.identity import token_hash
 from runner.web import ConsoleConfig, create_app
 from tests.web.conftest import (
+    LEAD_TOKEN,
     SPECS,
     TOKEN,
     XSS,
@@ -42,7 +44,8 @@ def test_every_page_needs_the_token(client: TestClient, flowrun: Flowrun) -> Non
     review(flowrun, "r1")
     for path in ("/", "/inbox", "/runs", "/runs/r1", "/runs/r1/trace", "/runs/r1/undo"):
         r = client.get(path, follow_redirects=False)
-        assert r.status_code == 303 and r.headers["location"] == "/login", path
+        login = "/login" if path == "/" else "/login?" + urlencode({"next": path})
+        assert r.status_code == 303 and r.headers["location"] == login, path
         assert "Refund on" not in r.text
     for path in ("/writes", "/runs/r1/kill", "/approvals/r1/approve/approve", "/runs/r1/undo"):
         r = client.post(path, data={"state": "off", "by": "x"}, follow_redirects=False)
@@ -55,6 +58,24 @@ def test_every_page_needs_the_token(client: TestClient, flowrun: Flowrun) -> Non
         client.app.state.console.config.store_path.as_posix(),  # type: ignore[attr-defined]
         "SELECT status FROM approvals",
     ) == [("waiting",)]
+
+
+def test_login_returns_to_the_page_that_asked_for_it(client: TestClient, flowrun: Flowrun) -> None:
+    review(flowrun, "r1")
+    asked = client.get("/runs/r1?note=x", follow_redirects=False)
+    assert asked.headers["location"] == "/login?" + urlencode({"next": "/runs/r1?note=x"})
+    page = client.get(asked.headers["location"])
+    assert 'name="next" value="/runs/r1?note=x"' in page.text
+    r = client.post(
+        "/login", data={"token": LEAD_TOKEN, "next": "/runs/r1?note=x"}, follow_redirects=False
+    )
+    assert (r.status_code, r.headers["location"]) == (303, "/runs/r1?note=x")
+    assert "Refund on" in client.get("/runs/r1").text
+    # never to another site, nor back to the login
+    for away in ("//evil.example/x", "https://evil.example/", "/\\evil.example", "/login", ""):
+        client.cookies.clear()
+        r = client.post("/login", data={"token": LEAD_TOKEN, "next": away}, follow_redirects=False)
+        assert (r.status_code, r.headers["location"]) == (303, "/"), away
 
 
 def test_login_sets_a_strict_httponly_session_and_strict_headers(client: TestClient) -> None:
@@ -327,7 +348,6 @@ def test_the_shared_token_acts_as_itself_and_cannot_decide_assigned_approvals(
 
 
 def test_a_personal_token_is_not_taken_from_a_url(client: TestClient) -> None:
-    from tests.web.conftest import LEAD_TOKEN
 
     assert client.get(f"/login?token={LEAD_TOKEN}", follow_redirects=False).status_code == 401
     assert client.get(f"/login?token={TOKEN}", follow_redirects=False).status_code == 303
