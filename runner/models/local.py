@@ -9,6 +9,7 @@ optional, and a missing extra or a corrupt GGUF surfaces as a `LocalModelError` 
 from __future__ import annotations
 
 import asyncio
+import atexit
 import contextlib
 import ctypes
 import hashlib
@@ -193,8 +194,24 @@ def load(model: str) -> _Loaded:
             verbose=False,
         )
         cached = _Loaded(llama, threading.Lock(), path, time.perf_counter() - started)
+        if not _loaded:
+            atexit.register(_close_all)
         _loaded[key] = cached
         return cached
+
+
+def _close_all() -> None:
+    """Free the loaded models at exit, while the interpreter is whole: left to llama_cpp's
+    __del__ at shutdown, freeing one could meet its module's globals already torn down and print
+    a traceback (TypeError: 'NoneType' object is not callable) after the command's output."""
+    with _load_lock:
+        for loaded in _loaded.values():
+            if loaded.lock.acquire(timeout=10):  # a call still running in a thread keeps it
+                try:
+                    loaded.llama.close()
+                finally:
+                    loaded.lock.release()
+        _loaded.clear()
 
 
 def _response_format(optional: dict[str, Any]) -> dict[str, Any] | None:

@@ -56,6 +56,8 @@ def test_reference_spec_runs_end_to_end_on_the_local_profile(gguf: Path, seeded_
         db=seeded_db,
     )
     result = json.loads(proc.stdout)
+    # the model is freed before the interpreter's teardown: no traceback after the output
+    assert "Traceback" not in proc.stderr, proc.stderr
     # a refund between $40 and $50 waits for a person: an outcome the workflow is built for
     assert result["status"] in ("succeeded", "escalated", "waiting"), proc
     assert proc.rc == {"succeeded": 0, "escalated": 3, "waiting": 6}[result["status"]]

@@ -88,6 +88,7 @@ def test_reference_workflow_ends_as_built_on_the_local_model(
     )
     wall = time.perf_counter() - started
     result = json.loads(proc.stdout)
+    assert "Traceback" not in proc.stderr, proc.stderr
     WALL_TIMES.append(f"{case.spec} ({case.input}): {result['status']} in {wall:.1f} s")
     assert result["status"] in BUILT_FOR, proc
     assert proc.rc == BUILT_FOR[result["status"]]
