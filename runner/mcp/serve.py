@@ -380,5 +380,44 @@ def serve_http(served: Served, host: str, port: int) -> None:
             ),
             "token_verifier": TokenCheck(served.directory),
         }
-    app = server.streamable_http_app(host=host, json_response=True, **auth)
+    app = guard_http(server.streamable_http_app(host=host, json_response=True, **auth))
     uvicorn.Server(uvicorn.Config(app, host=host, port=port, log_level="warning")).run()
+
+
+def _json_type(value: bytes) -> bool:
+    media = value.split(b";", 1)[0].strip().lower()
+    return media == b"application/json"
+
+
+def guard_http(app: Any) -> Any:
+    """Refusals the SDK does not make before a request reaches it: credentials given twice
+    (`Authorization` more than once: which one acts? 400, RFC 6750 invalid_request), and a POST
+    whose body is not declared JSON (415, where the SDK answers 400)."""
+    from starlette.responses import JSONResponse
+
+    async def guarded(scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] == "http":
+            headers = scope.get("headers", [])
+            auths = [v for k, v in headers if k.lower() == b"authorization"]
+            types = [v for k, v in headers if k.lower() == b"content-type"]
+            refusal: Any = None
+            if len(auths) > 1:
+                refusal = JSONResponse(
+                    {"error": "invalid_request",
+                     "error_description": "send one Authorization header"},
+                    status_code=400,
+                    headers={"WWW-Authenticate": 'Bearer error="invalid_request", '
+                             'error_description="send one Authorization header"'},
+                )  # fmt: skip
+            elif scope["method"] == "POST" and (len(types) != 1 or not _json_type(types[0])):
+                refusal = JSONResponse(
+                    {"error": "unsupported_media_type",
+                     "error_description": "POST a JSON-RPC body as Content-Type: application/json"},
+                    status_code=415,
+                )  # fmt: skip
+            if refusal is not None:
+                await refusal(scope, receive, send)
+                return
+        await app(scope, receive, send)
+
+    return guarded
