@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import functools
 import os
+import re
 import subprocess
 import sys
 import tempfile
@@ -54,12 +55,17 @@ NOTES = {
     "undone": "Undo finished; see the report below.",
 }
 PUBLIC = ("/login", "/static/", "/oidc/")
+MAX_NEXT = 2048  # a longer `next` is no page of this console: the login goes to the overview
+VERBS = ("approve", "reject")
+# the store's errors name its file or database; a page says what was not found, not where
+_WHERE = re.compile(r"^(no (?:run|batch|plan bundle) (?:'[^']*'|\"[^\"]*\"|\S+)) in .+$", re.S)
 
 
 def _local(path: str | None) -> str:
     """Where to go after logging in: a path of this console only (never another site)."""
     if (
         not path
+        or len(path) > MAX_NEXT
         or not path.startswith("/")
         or path.startswith("//")
         or "\\" in path
@@ -179,7 +185,10 @@ class Console:
             status = 409 if "already" in str(e) else 404
         elif "already" in str(e) or "still running" in str(e):
             status = 409
-        return self.page(request, "error.html", status, message=str(e), hint=e.hint)
+        message = str(e)
+        if isinstance(e, NotFound):
+            message = _WHERE.sub(r"\1", message)
+        return self.page(request, "error.html", status, message=message, hint=e.hint)
 
     async def form(self, request: Request) -> dict[str, str]:
         """The submitted form after its CSRF token was checked; refused with 403 otherwise."""
@@ -362,7 +371,10 @@ class Console:
         """Decide through runs: a Temporal run's workflow is woken, a local run resumed aside."""
         form = await self.form(request)
         run_id, node_id = request.path_params["run_id"], request.path_params["node_id"]
-        approve = request.path_params["verb"] == "approve"
+        verb = request.path_params["verb"]
+        if verb not in VERBS:  # anything but approve used to reject
+            raise NotFound(f"no decision {verb!r}: approve or reject")
+        approve = verb == "approve"
         who = self.me(request)
         reason = form.get("reason", "").strip() or None
         with contextlib.closing(self.runs_()) as r:

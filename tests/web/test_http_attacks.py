@@ -1,0 +1,162 @@
+"""Hostile requests to a real `flowrun serve` over HTTP: open redirects through `/login?next=`,
+every route without a session, cross-site and tampered-cookie POSTs, odd ids and verbs, and
+reflected markup. Each is refused with its status and changes nothing."""
+
+from __future__ import annotations
+
+import base64
+import re
+from pathlib import Path
+from typing import Any
+from urllib.parse import urljoin, urlsplit
+
+import httpx
+import pytest
+from starlette.routing import Route
+
+from runner.web import ConsoleConfig, create_app
+from tests.web.conftest import XSS
+from tests.web.test_identities_http import approval, session, site
+
+pytestmark = pytest.mark.slow  # a console process and a few flowrun processes
+
+__all__ = ["site"]  # the module's console (tests/web/test_identities_http.py)
+
+NEXTS = [
+    "//evil.example",
+    "/\\evil.example",
+    "https://evil.example/",
+    "javascript:alert(1)",
+    "/\tevil.example",
+    "/\r\nSet-Cookie: x=1",
+    "/" + "a" * 5000,
+    "/login?next=//evil.example",
+]
+
+
+def writes_state(site: dict[str, Any]) -> str:
+    out = site["flowrun"]("writes")
+    assert out.returncode == 0, out.stderr
+    return out.stdout
+
+
+@pytest.mark.parametrize(
+    "nxt", [*NEXTS, "/%2F%2Fevil.example", "/%5Cevil.example", "/.//evil.example", "/inbox"]
+)
+def test_login_goes_back_only_to_a_page_of_this_console(site: dict[str, Any], nxt: str) -> None:
+    c = httpx.Client(base_url=site["base"], timeout=60)
+    page = c.get("/login", params={"next": nxt})
+    assert page.status_code == 200
+    r = c.post("/login", data={"token": site["tokens"]["frank"], "next": nxt})
+    assert r.status_code == 303
+    where = r.headers["location"]
+    target = urlsplit(urljoin(site["base"] + "/login", where))
+    assert (target.scheme, target.netloc) == ("http", urlsplit(site["base"]).netloc), where
+    if nxt in NEXTS:
+        assert where == "/"
+        assert 'name="next"' not in page.text
+    assert "\n" not in where and "\t" not in where
+    assert [h.split("=")[0] for h in r.headers.get_list("set-cookie")] == ["flowrun_session"]
+
+
+def _routes(site: dict[str, Any]) -> list[tuple[str, str]]:
+    """Every (method, path) the console serves, its parameters filled in."""
+    app = create_app(ConsoleConfig(store_path=Path(site["env"]["FLOWRUN_STORE"]), token=None))
+    out = []
+    for route in app.routes:
+        assert isinstance(route, Route)
+        path = re.sub(r"\{[^}]+\}", "x", route.path)
+        out += [(m, path) for m in sorted(route.methods or ()) if m != "HEAD"]
+    return out
+
+
+def test_every_route_needs_a_session(site: dict[str, Any]) -> None:
+    before = writes_state(site), approval(site, "later")
+    c = httpx.Client(base_url=site["base"], timeout=60)
+    public = {"/login", "/static/x", "/oidc/login", "/oidc/callback"}
+    for method, path in _routes(site):
+        r = c.request(method, path, data={"state": "off", "reason": "r", "confirm": "later"})
+        assert r.status_code < 500 and "Traceback" not in r.text, (method, path, r.text)
+        if path in public:
+            continue
+        if method == "GET":
+            assert r.status_code == 303 and r.headers["location"].startswith("/login"), path
+        else:
+            assert r.status_code == 403 and "log in first" in r.text, (method, path)
+    assert (writes_state(site), approval(site, "later")) == before
+
+
+def test_cross_site_and_tampered_posts_change_nothing(site: dict[str, Any]) -> None:
+    lead, csrf = session(site, "lead")
+    frank, frank_csrf = session(site, "frank")
+    cookie = lead.cookies["flowrun_session"]
+    sid, issued, who, sig = cookie.split(".")
+    other = base64.urlsafe_b64encode(b"id:frank").decode().rstrip("=")
+    before = writes_state(site), approval(site, "later")
+    form = {"state": "off", "d_amount_usd": "5", "d_channel": "card"}
+    for path in ("/writes", "/approvals/later/approve/approve", "/runs/later/kill"):
+        for headers, data in (
+            ({"Origin": "https://evil.example"}, {**form, "csrf": csrf}),
+            ({"Origin": "null"}, {**form, "csrf": csrf}),
+            ({}, form),
+            ({}, {**form, "csrf": frank_csrf}),  # another user's token
+            ({}, {**form, "csrf": csrf.upper()}),
+        ):
+            r = lead.post(path, data=data, headers=headers)
+            assert r.status_code == 403, (path, headers, r.text)
+        assert lead.post(path, json={**form, "csrf": csrf}).status_code == 403
+        for tampered in (
+            f"{sid}.{issued}.{other}.{sig}",  # another user's name under lead's signature
+            f"{sid}.{issued}.{who}.{'0' * len(sig)}",
+            f"{sid}.1.{who}.{sig}",
+            cookie + ".x",
+        ):
+            r = httpx.post(
+                site["base"] + path,
+                data={**form, "csrf": csrf},
+                headers={"Cookie": f"flowrun_session={tampered}"},
+            )
+            assert r.status_code == 403 and "log in first" in r.text, tampered
+    # logged out: the cookie (and its CSRF token) no longer act
+    assert lead.post("/logout", data={"csrf": csrf}).status_code == 303
+    r = httpx.post(
+        site["base"] + "/writes",
+        data={**form, "csrf": csrf},
+        headers={"Cookie": f"flowrun_session={cookie}"},
+    )
+    assert r.status_code == 403
+    assert (writes_state(site), approval(site, "later")) == before
+    frank.close()
+
+
+def test_odd_verbs_and_ids_are_404_and_say_no_more(site: dict[str, Any]) -> None:
+    c, csrf = session(site, "lead")
+    store = site["env"]["FLOWRUN_STORE"]
+    before = approval(site, "later")
+    for verb in ("delete", "approve%2F..", "Approve"):
+        r = c.post(f"/approvals/later/approve/{verb}", data={"csrf": csrf, "reason": "r"})
+        assert r.status_code == 404, (verb, r.status_code)
+    assert approval(site, "later") == before
+    for path in ("/runs/nope", "/runs/nope/trace", "/batches/nope", "/runs/" + "a" * 3000):
+        r = c.get(path)
+        assert r.status_code == 404, path
+        assert store not in r.text and "Traceback" not in r.text, path
+    r = c.post("/runs/nope/kill", data={"csrf": csrf})
+    assert r.status_code == 404 and store not in r.text
+
+
+@pytest.mark.parametrize(
+    "path",
+    [
+        "/runs/{xss}",
+        "/runs?tenant={xss}&workflow={xss}&status={xss}",
+        "/batches/{xss}",
+        "/login?next=/%22%3E{xss}",
+    ],
+)
+def test_reflected_markup_stays_text(site: dict[str, Any], path: str) -> None:
+    c, _ = session(site, "lead")
+    r = c.get(path.format(xss=XSS))
+    assert r.status_code in (200, 404)
+    assert "<script>" not in r.text and "<img src=x" not in r.text
+    assert "script-src 'self'" in r.headers["content-security-policy"]
