@@ -5,6 +5,7 @@ reflected markup. Each is refused with its status and changes nothing."""
 from __future__ import annotations
 
 import base64
+import json
 import re
 from pathlib import Path
 from typing import Any
@@ -14,8 +15,12 @@ import httpx
 import pytest
 from starlette.routing import Route
 
+from runner.plan.compile import compile_plan
+from runner.runs import Runs
+from runner.runs import batch as b
+from runner.spec import load_spec
 from runner.web import ConsoleConfig, create_app
-from tests.web.conftest import XSS
+from tests.web.conftest import REFERENCE, XSS, rows
 from tests.web.test_identities_http import approval, session, site
 
 pytestmark = pytest.mark.slow  # a console process and a few flowrun processes
@@ -160,3 +165,35 @@ def test_reflected_markup_stays_text(site: dict[str, Any], path: str) -> None:
     assert r.status_code in (200, 404)
     assert "<script>" not in r.text and "<img src=x" not in r.text
     assert "script-src 'self'" in r.headers["content-security-policy"]
+
+
+def test_another_tenants_batch_is_not_listed_and_its_page_is_403(
+    site: dict[str, Any], tmp_path: Path
+) -> None:
+    added = site["flowrun"]("users", "add", "ann", "--role", "approver", "--tenant", "acme")
+    assert added.returncode == 0, added.stderr
+    site["tokens"]["ann"] = added.stdout.strip()
+    data = tmp_path / "t.jsonl"
+    data.write_text('{"ticket_id": "T-1002"}\n')
+    plan = compile_plan(load_spec(REFERENCE), None)
+    runs = Runs.open(site["env"]["FLOWRUN_STORE"])
+    try:
+        for batch_id, tenant in (("b-globex", "globex"), ("b-acme", "acme")):
+            lines = b.read_data(str(data), {}, plan)
+            b.create_batch(runs, plan, lines, data_path=str(data), options={"tenant": tenant},
+                           batch_id=batch_id)  # fmt: skip
+    finally:
+        runs.close()
+    ann, _ = session(site, "ann")
+    listed = ann.get("/batches").text
+    assert "b-acme" in listed and "b-globex" not in listed
+    assert ann.get("/batches/b-acme").status_code == 200
+    refused = ann.get("/batches/b-globex")
+    assert refused.status_code == 403 and "does not act for tenant &#39;globex&#39;" in refused.text
+    audit = rows(
+        site["env"]["FLOWRUN_STORE"],
+        "SELECT data FROM events WHERE type = 'access_refused' AND data LIKE '%b-globex%'",
+    )
+    assert len(audit) == 1 and json.loads(str(audit[0][0]))["identity"] == "ann"
+    lead, _ = session(site, "lead")  # every tenant
+    assert "b-globex" in lead.get("/batches").text
