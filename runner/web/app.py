@@ -55,6 +55,7 @@ NOTES = {
     "undone": "Undo finished; see the report below.",
 }
 PUBLIC = ("/login", "/static/", "/oidc/")
+MAX_FORM_BYTES = 1 << 20  # a form of the console (a login, a decision) is far smaller
 MAX_NEXT = 2048  # a longer `next` is no page of this console: the login goes to the overview
 VERBS = ("approve", "reject")
 # the store's errors name its file or database; a page says what was not found, not where
@@ -525,8 +526,12 @@ def create_app(config: ConsoleConfig) -> Starlette:
     return app
 
 
+class _TooLarge(Exception):
+    """A request body past MAX_FORM_BYTES (raised from `receive`, answered 413 by the gate)."""
+
+
 class _Gate:
-    """Auth and security headers around every request, before any route runs."""
+    """Auth, a body size limit and security headers around every request, before any route."""
 
     def __init__(self, app: Any, console: Console) -> None:
         self.app = app
@@ -556,7 +561,10 @@ class _Gate:
         method = scope["method"]
         origin = request.headers.get("origin")
         resp: Response | None = None
-        if method not in ("GET", "HEAD") and origin and origin != _own_origin(request):
+        declared = request.headers.get("content-length", "")
+        if declared.isdigit() and int(declared) > MAX_FORM_BYTES:
+            resp = HTMLResponse(f"request too large (over {MAX_FORM_BYTES} bytes)", 413)
+        elif method not in ("GET", "HEAD") and origin and origin != _own_origin(request):
             resp = HTMLResponse("forbidden: cross-origin request", status_code=403)
         elif sid is None and not scope["path"].startswith(PUBLIC):
             if method in ("GET", "HEAD"):
@@ -568,7 +576,30 @@ class _Gate:
         if resp is not None:
             await resp(scope, receive, send_headers)
             return
-        await self.app(scope, receive, send_headers)
+        seen = 0
+        started = False
+
+        async def counted() -> Any:
+            # a chunked body has no Content-Length to refuse up front: counted as it arrives
+            nonlocal seen
+            message = await receive()
+            seen += len(message.get("body", b""))
+            if seen > MAX_FORM_BYTES:
+                raise _TooLarge
+            return message
+
+        async def tracked(message: Any) -> None:
+            nonlocal started
+            started = started or message["type"] == "http.response.start"
+            await send_headers(message)
+
+        try:
+            await self.app(scope, counted, tracked)
+        except _TooLarge:
+            if started:
+                raise
+            too_large = HTMLResponse(f"request too large (over {MAX_FORM_BYTES} bytes)", 413)
+            await too_large(scope, receive, send_headers)
 
 
 def _own_origin(request: Request) -> str:

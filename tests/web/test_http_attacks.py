@@ -197,3 +197,20 @@ def test_another_tenants_batch_is_not_listed_and_its_page_is_403(
     assert len(audit) == 1 and json.loads(str(audit[0][0]))["identity"] == "ann"
     lead, _ = session(site, "lead")  # every tenant
     assert "b-globex" in lead.get("/batches").text
+
+
+@pytest.mark.parametrize("chunked", [False, True], ids=["content-length", "chunked"])
+def test_an_oversized_form_is_413_before_it_is_read(site: dict[str, Any], chunked: bool) -> None:
+    token = site["tokens"]["lead"]
+    body = f"token={token}&pad=".encode() + b"x" * (2 << 20)
+    content: Any = body
+    if chunked:
+        content = (body[i : i + 65536] for i in range(0, len(body), 65536))
+    r = httpx.post(
+        site["base"] + "/login",
+        content=content,
+        headers={"Content-Type": "application/x-www-form-urlencoded"},
+        timeout=60,
+    )
+    assert r.status_code == 413 and "request too large" in r.text
+    assert "flowrun_session" not in r.headers.get("set-cookie", "")
