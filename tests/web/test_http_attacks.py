@@ -7,6 +7,7 @@ from __future__ import annotations
 import base64
 import json
 import re
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 from urllib.parse import urljoin, urlsplit
@@ -39,6 +40,24 @@ NEXTS = [
 ]
 
 
+@pytest.fixture
+def browser(site: dict[str, Any]) -> Iterator[Callable[[str | None], tuple[httpx.Client, str]]]:
+    """Clients of the console, logged in as a person (None: not logged in); closed after."""
+    made: list[httpx.Client] = []
+
+    def open_(name: str | None) -> tuple[httpx.Client, str]:
+        if name is None:
+            made.append(httpx.Client(base_url=site["base"], timeout=60))
+            return made[-1], ""
+        c, csrf = session(site, name)
+        made.append(c)
+        return c, csrf
+
+    yield open_
+    for c in made:
+        c.close()
+
+
 def writes_state(site: dict[str, Any]) -> str:
     out = site["flowrun"]("writes")
     assert out.returncode == 0, out.stderr
@@ -48,8 +67,10 @@ def writes_state(site: dict[str, Any]) -> str:
 @pytest.mark.parametrize(
     "nxt", [*NEXTS, "/%2F%2Fevil.example", "/%5Cevil.example", "/.//evil.example", "/inbox"]
 )
-def test_login_goes_back_only_to_a_page_of_this_console(site: dict[str, Any], nxt: str) -> None:
-    c = httpx.Client(base_url=site["base"], timeout=60)
+def test_login_goes_back_only_to_a_page_of_this_console(
+    site: dict[str, Any], browser: Any, nxt: str
+) -> None:
+    c, _ = browser(None)
     page = c.get("/login", params={"next": nxt})
     assert page.status_code == 200
     r = c.post("/login", data={"token": site["tokens"]["frank"], "next": nxt})
@@ -75,9 +96,9 @@ def _routes(site: dict[str, Any]) -> list[tuple[str, str]]:
     return out
 
 
-def test_every_route_needs_a_session(site: dict[str, Any]) -> None:
+def test_every_route_needs_a_session(site: dict[str, Any], browser: Any) -> None:
     before = writes_state(site), approval(site, "later")
-    c = httpx.Client(base_url=site["base"], timeout=60)
+    c, _ = browser(None)
     public = {"/login", "/static/x", "/oidc/login", "/oidc/callback"}
     for method, path in _routes(site):
         r = c.request(method, path, data={"state": "off", "reason": "r", "confirm": "later"})
@@ -91,9 +112,9 @@ def test_every_route_needs_a_session(site: dict[str, Any]) -> None:
     assert (writes_state(site), approval(site, "later")) == before
 
 
-def test_cross_site_and_tampered_posts_change_nothing(site: dict[str, Any]) -> None:
-    lead, csrf = session(site, "lead")
-    frank, frank_csrf = session(site, "frank")
+def test_cross_site_and_tampered_posts_change_nothing(site: dict[str, Any], browser: Any) -> None:
+    lead, csrf = browser("lead")
+    _, frank_csrf = browser("frank")
     cookie = lead.cookies["flowrun_session"]
     sid, issued, who, sig = cookie.split(".")
     other = base64.urlsafe_b64encode(b"id:frank").decode().rstrip("=")
@@ -131,11 +152,10 @@ def test_cross_site_and_tampered_posts_change_nothing(site: dict[str, Any]) -> N
     )
     assert r.status_code == 403
     assert (writes_state(site), approval(site, "later")) == before
-    frank.close()
 
 
-def test_odd_verbs_and_ids_are_404_and_say_no_more(site: dict[str, Any]) -> None:
-    c, csrf = session(site, "lead")
+def test_odd_verbs_and_ids_are_404_and_say_no_more(site: dict[str, Any], browser: Any) -> None:
+    c, csrf = browser("lead")
     store = site["env"]["FLOWRUN_STORE"]
     before = approval(site, "later")
     for verb in ("delete", "approve%2F..", "Approve"):
@@ -159,8 +179,8 @@ def test_odd_verbs_and_ids_are_404_and_say_no_more(site: dict[str, Any]) -> None
         "/login?next=/%22%3E{xss}",
     ],
 )
-def test_reflected_markup_stays_text(site: dict[str, Any], path: str) -> None:
-    c, _ = session(site, "lead")
+def test_reflected_markup_stays_text(site: dict[str, Any], browser: Any, path: str) -> None:
+    c, _ = browser("lead")
     r = c.get(path.format(xss=XSS))
     assert r.status_code in (200, 404)
     assert "<script>" not in r.text and "<img src=x" not in r.text
@@ -168,7 +188,7 @@ def test_reflected_markup_stays_text(site: dict[str, Any], path: str) -> None:
 
 
 def test_another_tenants_batch_is_not_listed_and_its_page_is_403(
-    site: dict[str, Any], tmp_path: Path
+    site: dict[str, Any], browser: Any, tmp_path: Path
 ) -> None:
     added = site["flowrun"]("users", "add", "ann", "--role", "approver", "--tenant", "acme")
     assert added.returncode == 0, added.stderr
@@ -184,7 +204,7 @@ def test_another_tenants_batch_is_not_listed_and_its_page_is_403(
                            batch_id=batch_id)  # fmt: skip
     finally:
         runs.close()
-    ann, _ = session(site, "ann")
+    ann, _ = browser("ann")
     listed = ann.get("/batches").text
     assert "b-acme" in listed and "b-globex" not in listed
     assert ann.get("/batches/b-acme").status_code == 200
@@ -195,7 +215,7 @@ def test_another_tenants_batch_is_not_listed_and_its_page_is_403(
         "SELECT data FROM events WHERE type = 'access_refused' AND data LIKE '%b-globex%'",
     )
     assert len(audit) == 1 and json.loads(str(audit[0][0]))["identity"] == "ann"
-    lead, _ = session(site, "lead")  # every tenant
+    lead, _ = browser("lead")  # every tenant
     assert "b-globex" in lead.get("/batches").text
 
 
