@@ -329,8 +329,11 @@ class Console:
 
     # -- pages ---------------------------------------------------------------------------------
     async def overview(self, request: Request) -> Response:
+        who = self.me(request)
         with contextlib.closing(self.runs_()) as r:
             view = data.overview(r.store)
+        # the figures count every run; the runs listed are only of tenants `who` acts for
+        view["running"] = [x for x in view["running"] if who.for_tenant(x.tenant)]
         return self.page(request, "overview.html", **view)
 
     async def inbox(self, request: Request) -> Response:

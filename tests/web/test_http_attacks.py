@@ -20,8 +20,10 @@ from runner.plan.compile import compile_plan
 from runner.runs import Runs
 from runner.runs import batch as b
 from runner.spec import load_spec
+from runner.store import open_store
 from runner.web import ConsoleConfig, create_app
 from tests.web.conftest import REFERENCE, XSS, rows
+from tests.web.test_identities_http import REVIEW as REFERENCE_REVIEW
 from tests.web.test_identities_http import approval, session, site
 
 pytestmark = pytest.mark.slow  # a console process and a few flowrun processes
@@ -56,6 +58,14 @@ def browser(site: dict[str, Any]) -> Iterator[Callable[[str | None], tuple[httpx
     yield open_
     for c in made:
         c.close()
+
+
+def add_ann(site: dict[str, Any]) -> None:
+    """ann: an approver for tenant acme only (once per module)."""
+    if "ann" not in site["tokens"]:
+        added = site["flowrun"]("users", "add", "ann", "--role", "approver", "--tenant", "acme")
+        assert added.returncode == 0, added.stderr
+        site["tokens"]["ann"] = added.stdout.strip()
 
 
 def writes_state(site: dict[str, Any]) -> str:
@@ -190,9 +200,7 @@ def test_reflected_markup_stays_text(site: dict[str, Any], browser: Any, path: s
 def test_another_tenants_batch_is_not_listed_and_its_page_is_403(
     site: dict[str, Any], browser: Any, tmp_path: Path
 ) -> None:
-    added = site["flowrun"]("users", "add", "ann", "--role", "approver", "--tenant", "acme")
-    assert added.returncode == 0, added.stderr
-    site["tokens"]["ann"] = added.stdout.strip()
+    add_ann(site)
     data = tmp_path / "t.jsonl"
     data.write_text('{"ticket_id": "T-1002"}\n')
     plan = compile_plan(load_spec(REFERENCE), None)
@@ -234,3 +242,24 @@ def test_an_oversized_form_is_413_before_it_is_read(site: dict[str, Any], chunke
     )
     assert r.status_code == 413 and "request too large" in r.text
     assert "flowrun_session" not in r.headers.get("set-cookie", "")
+
+
+def test_the_overview_lists_only_running_runs_of_ones_tenants(
+    site: dict[str, Any], browser: Any
+) -> None:
+    done = site["flowrun"](
+        "execute", str(REFERENCE_REVIEW), "--input-json", '{"ticket_id": "T-1005"}',
+        "--run-id", "globex-run", "--tenant", "globex",
+    )  # fmt: skip
+    assert done.returncode == 6, done.stderr  # waits for approval
+    store = open_store(site["env"]["FLOWRUN_STORE"])
+    try:
+        store.update_run("globex-run", status="running")  # as if its process were at work
+    finally:
+        store.close()
+    add_ann(site)
+    ann, _ = browser("ann")
+    lead, _ = browser("lead")
+    assert "globex-run" in lead.get("/").text
+    assert "globex-run" not in ann.get("/").text
+    assert ann.get("/runs/globex-run").status_code == 403
