@@ -263,3 +263,13 @@ def test_the_overview_lists_only_running_runs_of_ones_tenants(
     assert "globex-run" in lead.get("/").text
     assert "globex-run" not in ann.get("/").text
     assert ann.get("/runs/globex-run").status_code == 403
+
+
+def test_another_tenants_readiness_is_403(site: dict[str, Any], browser: Any) -> None:
+    add_ann(site)
+    ann, _ = browser("ann")
+    assert ann.get("/readiness", params={"tenant": "acme"}).status_code == 200
+    refused = ann.get("/readiness", params={"tenant": "globex"})
+    assert refused.status_code == 403 and "does not act for tenant" in refused.text
+    lead, _ = browser("lead")
+    assert lead.get("/readiness", params={"tenant": "globex"}).status_code == 200
