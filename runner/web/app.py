@@ -55,6 +55,7 @@ NOTES = {
     "undone": "Undo finished; see the report below.",
 }
 PUBLIC = ("/login", "/static/", "/oidc/")
+NOBODY = Identity(name="(unknown token)", kind="user", source="unknown")  # a refused login
 MAX_FORM_BYTES = 1 << 20  # a form of the console (a login, a decision) is far smaller
 MAX_NEXT = 2048  # a longer `next` is no page of this console: the login goes to the overview
 VERBS = ("approve", "reject")
@@ -263,6 +264,9 @@ class Console:
             if who is None and self.sessions.check_token(token):
                 who = SHARED_IDENTITY
             if who is None:
+                # nobody to name: the token is unknown or revoked (it is never recorded)
+                audit(r.store, NOBODY, action="log in", allowed=False, via="console",
+                      reason="unknown or revoked token")  # fmt: skip
                 return self.page(request, "login.html", 401, failed=True, next=after)
             audit(r.store, who, action="log in", allowed=True, via="console")
         return self._session(RedirectResponse(after, status_code=303), who)
@@ -309,6 +313,9 @@ class Console:
         with contextlib.closing(self.runs_()) as r:
             who = self.directory.named(subject, r.store)
             if who is None:
+                audit(r.store, Identity(name=subject, kind="user", source="unknown"),
+                      action="log in", allowed=False, via="console-oidc",
+                      reason="not a flowrun user")  # fmt: skip
                 raise Forbidden(
                     f"{subject!r} signed in at the provider but is not a flowrun user",
                     hint="an operator adds them: flowrun users add NAME --role ...",

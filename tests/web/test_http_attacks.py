@@ -273,3 +273,22 @@ def test_another_tenants_readiness_is_403(site: dict[str, Any], browser: Any) ->
     assert refused.status_code == 403 and "does not act for tenant" in refused.text
     lead, _ = browser("lead")
     assert lead.get("/readiness", params={"tenant": "globex"}).status_code == 200
+
+
+def test_a_refused_login_is_audited_without_its_token(site: dict[str, Any]) -> None:
+    def refused() -> list[dict[str, Any]]:
+        found = rows(
+            site["env"]["FLOWRUN_STORE"],
+            "SELECT data FROM events WHERE type = 'access_refused' ORDER BY id",
+        )
+        return [e for (d,) in found if (e := json.loads(str(d)))["action"] == "log in"]
+
+    before = len(refused())
+    guess = "fr_guessed-token-0123456789"
+    r = httpx.post(site["base"] + "/login", data={"token": guess})
+    assert r.status_code == 401
+    assert httpx.get(site["base"] + "/login", params={"token": guess}).status_code == 401
+    after = refused()
+    assert len(after) == before + 2
+    assert after[-1]["identity"] == "(unknown token)" and after[-1]["via"] == "console"
+    assert guess not in json.dumps(after)
