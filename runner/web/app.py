@@ -163,7 +163,12 @@ class Console:
         who: Identity | None = getattr(request.state, "who", None)
         with contextlib.closing(self.runs_()) as r:
             writes_on = r.writes_enabled()
-            waiting = len(r.inbox())
+            # approvals waiting for the tenants `who` acts for (the header's and overview's count)
+            waiting = sum(
+                1
+                for a in r.inbox()
+                if who is not None and who.for_tenant(r.get(a["run_id"]).tenant)
+            )
         html = self.templates.get_template(name).render(
             csrf=markupsafe.Markup(markupsafe.escape(self.sessions.csrf(sid))) if sid else "",
             writes_on=writes_on,

@@ -292,3 +292,26 @@ def test_a_refused_login_is_audited_without_its_token(site: dict[str, Any]) -> N
     assert len(after) == before + 2
     assert after[-1]["identity"] == "(unknown token)" and after[-1]["via"] == "console"
     assert guess not in json.dumps(after)
+
+
+def test_the_waiting_count_is_of_ones_tenants(site: dict[str, Any], browser: Any) -> None:
+    done = site["flowrun"](
+        "execute", str(REFERENCE_REVIEW), "--input-json", '{"ticket_id": "T-1005"}',
+        "--run-id", "globex-wait", "--tenant", "globex",
+    )  # fmt: skip
+    assert done.returncode == 6, done.stderr
+    add_ann(site)
+
+    def count(who: str) -> int:
+        c, _ = browser(who)
+        m = re.search(r'id="nav-inbox">Inbox <span class="count">(\d+)<', c.get("/runs").text)
+        assert m
+        return int(m.group(1))
+
+    (globex,) = rows(
+        site["env"]["FLOWRUN_STORE"],
+        "SELECT COUNT(*) FROM approvals a JOIN runs r ON r.run_id = a.run_id "
+        "WHERE a.status = 'waiting' AND r.tenant = 'globex'",
+    )[0]
+    assert int(str(globex)) >= 1
+    assert count("ann") == count("lead") - int(str(globex))
