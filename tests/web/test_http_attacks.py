@@ -315,3 +315,15 @@ def test_the_waiting_count_is_of_ones_tenants(site: dict[str, Any], browser: Any
     )[0]
     assert int(str(globex)) >= 1
     assert count("ann") == count("lead") - int(str(globex))
+
+
+@pytest.mark.parametrize("amount", ["nan", "NaN", "inf", "-Infinity", "1e999"])
+def test_a_decision_number_must_be_finite(site: dict[str, Any], browser: Any, amount: str) -> None:
+    c, csrf = browser("lead")
+    before = approval(site, "later")
+    r = c.post(
+        "/approvals/later/approve/approve",
+        data={"csrf": csrf, "d_amount_usd": amount, "d_channel": "card"},
+    )
+    assert r.status_code == 400 and "decision field &#39;amount_usd&#39;" in r.text, r.text[-500:]
+    assert approval(site, "later") == before == [("waiting", None)]
