@@ -15,6 +15,7 @@ client, for its tenant, with the scopes it was granted within the server's (docs
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -180,6 +181,10 @@ class Served:
 
         if self.directory is not None and who is None:
             raise Forbidden("authentication required")  # the HTTP middleware answers 401 first
+        if (where := _not_finite(arguments)) is not None:
+            # the SDK's JSON parser takes NaN and Infinity, which are not JSON: NaN would pass
+            # every bound of a schema and every comparison of a policy or gate
+            raise UsageError(f"arguments of {name!r}: {where or '(root)'} is not a finite number")
         if self.operate and name not in self.plans:
             from runner.mcp.operate import OPERATIONS, operate
 
@@ -252,6 +257,23 @@ class Served:
             hint="grant the client the scope (flowrun users add ... --scope S) within the "
             "server's --scopes",
         )
+
+
+def _not_finite(value: Any, at: str = "") -> str | None:
+    """The JSON pointer of the first NaN or infinite number in `value`, else None."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return at
+    if isinstance(value, dict):
+        items: Any = value.items()
+    elif isinstance(value, list):
+        items = enumerate(value)
+    else:
+        return None
+    for key, item in items:
+        found = _not_finite(item, f"{at}/{key}")
+        if found is not None:
+            return found
+    return None
 
 
 def identity_of(ctx: Any) -> Identity | None:

@@ -112,3 +112,44 @@ def test_arguments_cannot_widen_a_grant_and_an_unknown_run_reveals_nothing(
     opts = json.loads(options)
     assert (tenant, actor, opts["live"], opts["scopes"]) == ("acme", "reader", False,
                                                              ["refunds:read"])  # fmt: skip
+
+
+def rpc(site: dict[str, Any], who: str, body: bytes) -> dict[str, Any]:
+    """One raw JSON-RPC request in a session of client `who` (initialized first)."""
+    headers = {**HEADERS, "authorization": f"Bearer {site['tokens'][who]}"}
+    with httpx.Client(headers=headers, timeout=60) as c:
+        init = c.post(site["url"], json=INIT)
+        assert init.status_code == 200, init.text
+        c.headers["mcp-session-id"] = init.headers["mcp-session-id"]
+        c.headers["mcp-protocol-version"] = INIT["params"]["protocolVersion"]  # type: ignore[index]
+        c.post(site["url"], json={"jsonrpc": "2.0", "method": "notifications/initialized"})
+        r = c.post(site["url"], content=body)
+        assert r.status_code == 200, r.text
+        answer: dict[str, Any] = r.json()
+        return answer
+
+
+@pytest.mark.parametrize(
+    ("tool", "arguments", "where"),
+    [
+        ("doubler", '{"n": NaN}', "/n"),
+        ("refunder", '{"text": "x", "amount": Infinity}', "/amount"),
+        ("refunder", '{"text": "x", "amount": -Infinity}', "/amount"),
+        ("flowrun.approve", '{"run_id": "r", "node": "a", "decision": {"x": [1, NaN]}}',
+         "/decision/x/1"),
+    ],
+    ids=["nan", "infinity", "minus-infinity", "nested"],
+)  # fmt: skip
+def test_numbers_that_are_not_json_are_refused(
+    site: dict[str, Any], tool: str, arguments: str, where: str
+) -> None:
+    before = runs(site)
+    body = (
+        '{"jsonrpc": "2.0", "id": 2, "method": "tools/call", '
+        f'"params": {{"name": "{tool}", "arguments": {arguments}}}}}'
+    )
+    answer = rpc(site, "writer", body.encode())
+    result = answer["result"]
+    assert result["isError"] is True, result
+    assert f"{where} is not a finite number" in result["content"][0]["text"]
+    assert runs(site) == before

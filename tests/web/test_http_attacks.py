@@ -71,7 +71,7 @@ def add_ann(site: dict[str, Any]) -> None:
 def writes_state(site: dict[str, Any]) -> str:
     out = site["flowrun"]("writes")
     assert out.returncode == 0, out.stderr
-    return out.stdout
+    return str(out.stdout)
 
 
 @pytest.mark.parametrize(
