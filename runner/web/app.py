@@ -30,6 +30,7 @@ from runner.errors import FlowrunError
 from runner.redact import show
 from runner.runs import STATUS_EXIT, NotFound, Runs
 from runner.runs.identity import (
+    ALL_TENANTS,
     OPERATOR,
     SHARED_IDENTITY,
     Directory,
@@ -164,11 +165,10 @@ class Console:
         with contextlib.closing(self.runs_()) as r:
             writes_on = r.writes_enabled()
             # approvals waiting for the tenants `who` acts for (the header's and overview's count)
-            waiting = sum(
-                1
-                for a in r.inbox()
-                if who is not None and who.for_tenant(r.get(a["run_id"]).tenant)
-            )
+            inbox = r.inbox() if who is not None else []
+            if who is not None and ALL_TENANTS not in who.tenants:
+                inbox = [a for a in inbox if who.for_tenant(r.get(a["run_id"]).tenant)]
+            waiting = len(inbox)
         html = self.templates.get_template(name).render(
             csrf=markupsafe.Markup(markupsafe.escape(self.sessions.csrf(sid))) if sid else "",
             writes_on=writes_on,
