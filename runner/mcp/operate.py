@@ -11,6 +11,8 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from runner.errors import UsageError
+from runner.runs import Runs
+from runner.store.base import NotFound
 
 if TYPE_CHECKING:
     from runner.runs.identity import Identity
@@ -95,38 +97,50 @@ async def operate(
 
     With `who` (an authenticated client), the same checks as the console's apply (assignees,
     separation of duties, the operator role; each answer audited) and `who` is recorded."""
-    from runner.runs import Runs
-
     a = _arguments(name, arguments)
     if who is None and not a.get("by"):
         raise UsageError(f"arguments of {name!r}: 'by' is a required property")
     by = who.name if who is not None else str(a["by"])
     runs = Runs.open(store)
     try:
-        if name in ("flowrun.approve", "flowrun.reject"):
-            approve = name == "flowrun.approve"
-            decided = await runs.decide(
-                a["run_id"],
-                a["node"],
-                approve=approve,
-                by=by,
-                who=who,
-                via="mcp",
-                decision=a.get("decision") if approve else None,
-                reason=None if approve else a["reason"],
-                follow=True,
-            )
-            result = decided.result
-            out: dict[str, Any] = {"run_id": a["run_id"], "decided": decided.status}
-            if result is not None:
-                out.update(status=result.status, outputs=result.outputs, reason=result.reason)
-            return out
-        action = "kill" if name == "flowrun.kill" else "undo"
-        if who is not None:
-            runs.authorize_operation(who, action, via="mcp", run_id=a["run_id"])
-        if action == "kill":
-            return {"run_id": a["run_id"], "outcome": await runs.kill(a["run_id"], by=by)}
-        report = await runs.undo(a["run_id"], by=by)
-        return {"run_id": a["run_id"], "effects": report}
+        return await _operate(runs, name, a, by, who)
+    except NotFound as e:
+        if not str(e).startswith(f"no run {a['run_id']!r} in "):
+            raise
+        # said to a remote client: not the store's location, and the role before the run
+        action = name.removeprefix("flowrun.")
+        if who is not None and action in ("kill", "undo"):
+            runs.authorize_operation(who, action, via="mcp")
+        raise NotFound(f"no run {a['run_id']!r}", hint="the run id of a tool's answer") from None
     finally:
         runs.close()
+
+
+async def _operate(
+    runs: Runs, name: str, a: dict[str, Any], by: str, who: Identity | None
+) -> dict[str, Any]:
+    if name in ("flowrun.approve", "flowrun.reject"):
+        approve = name == "flowrun.approve"
+        decided = await runs.decide(
+            a["run_id"],
+            a["node"],
+            approve=approve,
+            by=by,
+            who=who,
+            via="mcp",
+            decision=a.get("decision") if approve else None,
+            reason=None if approve else a["reason"],
+            follow=True,
+        )
+        result = decided.result
+        out: dict[str, Any] = {"run_id": a["run_id"], "decided": decided.status}
+        if result is not None:
+            out.update(status=result.status, outputs=result.outputs, reason=result.reason)
+        return out
+    action = "kill" if name == "flowrun.kill" else "undo"
+    if who is not None:
+        runs.authorize_operation(who, action, via="mcp", run_id=a["run_id"])
+    if action == "kill":
+        return {"run_id": a["run_id"], "outcome": await runs.kill(a["run_id"], by=by)}
+    report = await runs.undo(a["run_id"], by=by)
+    return {"run_id": a["run_id"], "effects": report}

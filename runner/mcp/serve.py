@@ -15,6 +15,7 @@ client, for its tenant, with the scopes it was granted within the server's (docs
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -180,6 +181,10 @@ class Served:
 
         if self.directory is not None and who is None:
             raise Forbidden("authentication required")  # the HTTP middleware answers 401 first
+        if (where := _not_finite(arguments)) is not None:
+            # the SDK's JSON parser takes NaN and Infinity, which are not JSON: NaN would pass
+            # every bound of a schema and every comparison of a policy or gate
+            raise UsageError(f"arguments of {name!r}: {where or '(root)'} is not a finite number")
         if self.operate and name not in self.plans:
             from runner.mcp.operate import OPERATIONS, operate
 
@@ -252,6 +257,23 @@ class Served:
             hint="grant the client the scope (flowrun users add ... --scope S) within the "
             "server's --scopes",
         )
+
+
+def _not_finite(value: Any, at: str = "") -> str | None:
+    """The JSON pointer of the first NaN or infinite number in `value`, else None."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return at
+    if isinstance(value, dict):
+        items: Any = value.items()
+    elif isinstance(value, list):
+        items = enumerate(value)
+    else:
+        return None
+    for key, item in items:
+        found = _not_finite(item, f"{at}/{key}")
+        if found is not None:
+            return found
+    return None
 
 
 def identity_of(ctx: Any) -> Identity | None:
@@ -380,5 +402,44 @@ def serve_http(served: Served, host: str, port: int) -> None:
             ),
             "token_verifier": TokenCheck(served.directory),
         }
-    app = server.streamable_http_app(host=host, json_response=True, **auth)
+    app = guard_http(server.streamable_http_app(host=host, json_response=True, **auth))
     uvicorn.Server(uvicorn.Config(app, host=host, port=port, log_level="warning")).run()
+
+
+def _json_type(value: bytes) -> bool:
+    media = value.split(b";", 1)[0].strip().lower()
+    return media == b"application/json"
+
+
+def guard_http(app: Any) -> Any:
+    """Refusals the SDK does not make before a request reaches it: credentials given twice
+    (`Authorization` more than once: which one acts? 400, RFC 6750 invalid_request), and a POST
+    whose body is not declared JSON (415, where the SDK answers 400)."""
+    from starlette.responses import JSONResponse
+
+    async def guarded(scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] == "http":
+            headers = scope.get("headers", [])
+            auths = [v for k, v in headers if k.lower() == b"authorization"]
+            types = [v for k, v in headers if k.lower() == b"content-type"]
+            refusal: Any = None
+            if len(auths) > 1:
+                refusal = JSONResponse(
+                    {"error": "invalid_request",
+                     "error_description": "send one Authorization header"},
+                    status_code=400,
+                    headers={"WWW-Authenticate": 'Bearer error="invalid_request", '
+                             'error_description="send one Authorization header"'},
+                )  # fmt: skip
+            elif scope["method"] == "POST" and (len(types) != 1 or not _json_type(types[0])):
+                refusal = JSONResponse(
+                    {"error": "unsupported_media_type",
+                     "error_description": "POST a JSON-RPC body as Content-Type: application/json"},
+                    status_code=415,
+                )  # fmt: skip
+            if refusal is not None:
+                await refusal(scope, receive, send)
+                return
+        await app(scope, receive, send)
+
+    return guarded

@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import functools
 import os
+import re
 import subprocess
 import sys
 import tempfile
@@ -29,6 +30,7 @@ from runner.errors import FlowrunError
 from runner.redact import show
 from runner.runs import STATUS_EXIT, NotFound, Runs
 from runner.runs.identity import (
+    ALL_TENANTS,
     OPERATOR,
     SHARED_IDENTITY,
     Directory,
@@ -54,12 +56,19 @@ NOTES = {
     "undone": "Undo finished; see the report below.",
 }
 PUBLIC = ("/login", "/static/", "/oidc/")
+NOBODY = Identity(name="(unknown token)", kind="user", source="unknown")  # a refused login
+MAX_FORM_BYTES = 1 << 20  # a form of the console (a login, a decision) is far smaller
+MAX_NEXT = 2048  # a longer `next` is no page of this console: the login goes to the overview
+VERBS = ("approve", "reject")
+# the store's errors name its file or database; a page says what was not found, not where
+_WHERE = re.compile(r"^(no (?:run|batch|plan bundle) (?:'[^']*'|\"[^\"]*\"|\S+)) in .+$", re.S)
 
 
 def _local(path: str | None) -> str:
     """Where to go after logging in: a path of this console only (never another site)."""
     if (
         not path
+        or len(path) > MAX_NEXT
         or not path.startswith("/")
         or path.startswith("//")
         or "\\" in path
@@ -155,7 +164,11 @@ class Console:
         who: Identity | None = getattr(request.state, "who", None)
         with contextlib.closing(self.runs_()) as r:
             writes_on = r.writes_enabled()
-            waiting = len(r.inbox())
+            # approvals waiting for the tenants `who` acts for (the header's and overview's count)
+            inbox = r.inbox() if who is not None else []
+            if who is not None and ALL_TENANTS not in who.tenants:
+                inbox = [a for a in inbox if who.for_tenant(r.get(a["run_id"]).tenant)]
+            waiting = len(inbox)
         html = self.templates.get_template(name).render(
             csrf=markupsafe.Markup(markupsafe.escape(self.sessions.csrf(sid))) if sid else "",
             writes_on=writes_on,
@@ -179,7 +192,10 @@ class Console:
             status = 409 if "already" in str(e) else 404
         elif "already" in str(e) or "still running" in str(e):
             status = 409
-        return self.page(request, "error.html", status, message=str(e), hint=e.hint)
+        message = str(e)
+        if isinstance(e, NotFound):
+            message = _WHERE.sub(r"\1", message)
+        return self.page(request, "error.html", status, message=message, hint=e.hint)
 
     async def form(self, request: Request) -> dict[str, str]:
         """The submitted form after its CSRF token was checked; refused with 403 otherwise."""
@@ -253,6 +269,9 @@ class Console:
             if who is None and self.sessions.check_token(token):
                 who = SHARED_IDENTITY
             if who is None:
+                # nobody to name: the token is unknown or revoked (it is never recorded)
+                audit(r.store, NOBODY, action="log in", allowed=False, via="console",
+                      reason="unknown or revoked token")  # fmt: skip
                 return self.page(request, "login.html", 401, failed=True, next=after)
             audit(r.store, who, action="log in", allowed=True, via="console")
         return self._session(RedirectResponse(after, status_code=303), who)
@@ -299,6 +318,9 @@ class Console:
         with contextlib.closing(self.runs_()) as r:
             who = self.directory.named(subject, r.store)
             if who is None:
+                audit(r.store, Identity(name=subject, kind="user", source="unknown"),
+                      action="log in", allowed=False, via="console-oidc",
+                      reason="not a flowrun user")  # fmt: skip
                 raise Forbidden(
                     f"{subject!r} signed in at the provider but is not a flowrun user",
                     hint="an operator adds them: flowrun users add NAME --role ...",
@@ -319,8 +341,11 @@ class Console:
 
     # -- pages ---------------------------------------------------------------------------------
     async def overview(self, request: Request) -> Response:
+        who = self.me(request)
         with contextlib.closing(self.runs_()) as r:
             view = data.overview(r.store)
+        # the figures count every run; the runs listed are only of tenants `who` acts for
+        view["running"] = [x for x in view["running"] if who.for_tenant(x.tenant)]
         return self.page(request, "overview.html", **view)
 
     async def inbox(self, request: Request) -> Response:
@@ -362,7 +387,10 @@ class Console:
         """Decide through runs: a Temporal run's workflow is woken, a local run resumed aside."""
         form = await self.form(request)
         run_id, node_id = request.path_params["run_id"], request.path_params["node_id"]
-        approve = request.path_params["verb"] == "approve"
+        verb = request.path_params["verb"]
+        if verb not in VERBS:  # anything but approve used to reject
+            raise NotFound(f"no decision {verb!r}: approve or reject")
+        approve = verb == "approve"
         who = self.me(request)
         reason = form.get("reason", "").strip() or None
         with contextlib.closing(self.runs_()) as r:
@@ -513,8 +541,12 @@ def create_app(config: ConsoleConfig) -> Starlette:
     return app
 
 
+class _TooLarge(Exception):
+    """A request body past MAX_FORM_BYTES (raised from `receive`, answered 413 by the gate)."""
+
+
 class _Gate:
-    """Auth and security headers around every request, before any route runs."""
+    """Auth, a body size limit and security headers around every request, before any route."""
 
     def __init__(self, app: Any, console: Console) -> None:
         self.app = app
@@ -544,7 +576,10 @@ class _Gate:
         method = scope["method"]
         origin = request.headers.get("origin")
         resp: Response | None = None
-        if method not in ("GET", "HEAD") and origin and origin != _own_origin(request):
+        declared = request.headers.get("content-length", "")
+        if declared.isdigit() and int(declared) > MAX_FORM_BYTES:
+            resp = HTMLResponse(f"request too large (over {MAX_FORM_BYTES} bytes)", 413)
+        elif method not in ("GET", "HEAD") and origin and origin != _own_origin(request):
             resp = HTMLResponse("forbidden: cross-origin request", status_code=403)
         elif sid is None and not scope["path"].startswith(PUBLIC):
             if method in ("GET", "HEAD"):
@@ -556,7 +591,30 @@ class _Gate:
         if resp is not None:
             await resp(scope, receive, send_headers)
             return
-        await self.app(scope, receive, send_headers)
+        seen = 0
+        started = False
+
+        async def counted() -> Any:
+            # a chunked body has no Content-Length to refuse up front: counted as it arrives
+            nonlocal seen
+            message = await receive()
+            seen += len(message.get("body", b""))
+            if seen > MAX_FORM_BYTES:
+                raise _TooLarge
+            return message
+
+        async def tracked(message: Any) -> None:
+            nonlocal started
+            started = started or message["type"] == "http.response.start"
+            await send_headers(message)
+
+        try:
+            await self.app(scope, counted, tracked)
+        except _TooLarge:
+            if started:
+                raise
+            too_large = HTMLResponse(f"request too large (over {MAX_FORM_BYTES} bytes)", 413)
+            await too_large(scope, receive, send_headers)
 
 
 def _own_origin(request: Request) -> str:

@@ -16,6 +16,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from runner.runs import batch as b
+from runner.runs.identity import Forbidden, audit
 
 if TYPE_CHECKING:
     from runner.web.app import Console
@@ -32,18 +33,37 @@ def progress(item: dict[str, Any]) -> dict[str, Any]:
     return {**item, "done": done, "percent": round(100 * done / total) if total else 100}
 
 
+def _tenant(row: dict[str, Any]) -> str | None:
+    tenant = (row.get("options") or {}).get("tenant")
+    return tenant if isinstance(tenant, str) else None
+
+
 def routes(console: Console, guard: Callable[[Handler], Handler]) -> list[Route]:
     """`/batches` and `/batches/{batch_id}`, each behind the console's guard."""
 
     async def batches(request: Request) -> Response:
+        who = console.me(request)
         with contextlib.closing(console.runs_()) as r:
-            items = [progress(x) for x in b.list_batches(r, limit=200)]
+            # a batch's runs act for its --tenant: batches of other tenants are not listed
+            tenants = {x["batch_id"]: _tenant(x) for x in r.store.list_batches(limit=200)}
+            items = [
+                progress(x)
+                for x in b.list_batches(r, limit=200)
+                if who.for_tenant(tenants.get(x["batch_id"]))
+            ]
         return console.page(request, "batches.html", batches=items)
 
     async def batch(request: Request) -> Response:
         batch_id = request.path_params["batch_id"]
+        who = console.me(request)
         with contextlib.closing(console.runs_()) as r:
             row = b.batch_row(r, batch_id)  # NotFound: the console's 404 page
+            tenant = _tenant(row)
+            if not who.for_tenant(tenant):  # as a run's page: 403, audited
+                reason = f"{who.name!r} does not act for tenant {tenant!r}"
+                audit(r.store, who, action="view", allowed=False, via="console",
+                      reason=f"batch {batch_id!r}: {reason}")  # fmt: skip
+                raise Forbidden(f"view refused: {reason}")
             lines = b.outcomes(r, batch_id, live=True)
         counts = Counter(i["status"] for i in lines)
         item = progress(

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import difflib
 import json
+import math
 import time
 from typing import TYPE_CHECKING, Any
 
@@ -183,6 +184,22 @@ class DecisionError(ValueError):
     """A decision form that cannot be read as the schema's types."""
 
 
+def _no_constant(name: str) -> Any:
+    raise DecisionError(f"{name} is not a JSON value")
+
+
+def _json(raw: str, what: str) -> Any:
+    """Strict JSON typed by an approver: no NaN or Infinity, nesting within Python's limit."""
+    try:
+        return json.loads(raw, parse_constant=_no_constant)
+    except DecisionError as e:
+        raise DecisionError(f"{what}: {e}") from None
+    except json.JSONDecodeError as e:
+        raise DecisionError(f"{what}: not JSON: {e.msg}") from None
+    except RecursionError:
+        raise DecisionError(f"{what}: nested too deeply") from None
+
+
 def parse_decision(schema: Any, form: dict[str, str]) -> Any:
     """The typed decision from a submitted form; None when the node asks for none."""
     fields = decision_fields(schema)
@@ -190,10 +207,7 @@ def parse_decision(schema: Any, form: dict[str, str]) -> Any:
         raw = form.get("decision_json", "").strip()
         if not raw:
             return None
-        try:
-            return json.loads(raw)
-        except json.JSONDecodeError as e:
-            raise DecisionError(f"decision: not JSON: {e.msg}") from None
+        return _json(raw, "decision")
     out: dict[str, Any] = {}
     for f in fields:
         key = "d_" + f["name"]
@@ -207,11 +221,16 @@ def parse_decision(schema: Any, form: dict[str, str]) -> Any:
             if f["widget"] == "integer":
                 out[f["name"]] = int(raw)
             elif f["widget"] == "number":
-                out[f["name"]] = float(raw)
+                number = float(raw)
+                if not math.isfinite(number):  # NaN passes every bound and policy comparison
+                    raise ValueError(raw)
+                out[f["name"]] = number
             elif f["widget"] == "json":
-                out[f["name"]] = json.loads(raw)
+                out[f["name"]] = _json(raw, f"decision field {f['name']!r}")
             else:
                 out[f["name"]] = raw
+        except DecisionError:
+            raise
         except ValueError:
             raise DecisionError(f"decision field {f['name']!r}: cannot read {raw!r}") from None
     return out

@@ -1,8 +1,9 @@
 """`POST /hooks/<name>`: a signed webhook delivery starts a run of the hook's workflow.
 
 Checked in this order, each refusal starting nothing: the hook exists (404) and is POSTed
-(405); the body fits the hook's size limit (413); the signature and its timestamp (401); the
-hook's rate limit (429 with Retry-After); the body is JSON and has a delivery id (400);
+(405) as `application/json` (415); the body fits the hook's size limit (413); the signature and
+its timestamp (401); the hook's rate limit (429 with Retry-After); the body is strict JSON
+(UTF-8, no duplicate keys, no NaN or Infinity, no lone surrogates) and has a delivery id (400);
 the mapped inputs match the workflow's `inputs` schema (400, with the JSON pointer of the first
 failing value). Then the delivery is claimed (a replay answers 200 with the first run's id) and
 the run starts aside: 202 with its id at once. Hooks are authenticated by their HMAC secrets
@@ -44,6 +45,47 @@ def _refuse(status: int, message: str, **extra: Any) -> Response:
 
 class _TooLarge(Exception):
     pass
+
+
+class _NotJson(ValueError):
+    pass
+
+
+def _no_constant(name: str) -> Any:
+    raise _NotJson(f"{name} is not a JSON value")
+
+
+def _object(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    """An object whose keys are unique: a duplicate key means two readers may see two bodies."""
+    out: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in out:
+            raise _NotJson(f"duplicate key {key!r}")
+        out[key] = value
+    return out
+
+
+def parse_json(raw: bytes) -> Any:
+    """The body as strict JSON (RFC 8259): UTF-8, unique keys, no NaN or Infinity, no lone
+    surrogate escapes (a run's inputs must store and show as text); ValueError says why not."""
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise _NotJson(f"it is not UTF-8 (byte {e.start})") from None
+    body = json.loads(text, object_pairs_hook=_object, parse_constant=_no_constant)
+    try:
+        json.dumps(body, ensure_ascii=False).encode("utf-8")
+    except UnicodeEncodeError:
+        raise _NotJson("it holds a lone surrogate escape (\\ud800-\\udfff)") from None
+    return body
+
+
+def _is_json(content_type: str | None) -> bool:
+    """`application/json` (any parameters, e.g. charset=utf-8), or a `+json` type."""
+    media = (content_type or "").split(";", 1)[0].strip().lower()
+    return media == "application/json" or (
+        media.startswith("application/") and media.endswith("+json")
+    )
 
 
 async def _body(request: Request, limit: int) -> bytes:
@@ -148,6 +190,8 @@ class HooksApp:
             return _refuse(404, f"no hook {name!r}")
         if request.method != "POST":
             return _answer(405, {"error": "POST a signed JSON body"}, {"Allow": "POST"})
+        if not _is_json(request.headers.get("content-type")):
+            return _refuse(415, "the body must be sent as Content-Type: application/json")
         try:
             raw = await _body(request, hook.max_body_bytes)
         except _TooLarge:
@@ -172,8 +216,8 @@ class HooksApp:
                     {"Retry-After": str(retry)},
                 )
         try:
-            body = json.loads(raw)
-        except (ValueError, UnicodeDecodeError) as e:
+            body = parse_json(raw)
+        except ValueError as e:
             return _refuse(400, f"the body is not JSON: {e}")
         except RecursionError:
             return _refuse(400, "the body is nested too deeply")

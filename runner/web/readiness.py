@@ -13,6 +13,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from runner.errors import FlowrunError
+from runner.runs.identity import Forbidden, audit
 
 if TYPE_CHECKING:
     from runner.web.app import Console
@@ -39,6 +40,12 @@ def workflows(store: Any, tenant: str | None) -> list[dict[str, Any]]:
 
 async def readiness_page(c: Console, request: Request) -> Response:
     tenant = request.query_params.get("tenant") or None
+    who = c.me(request)
     with contextlib.closing(c.runs_()) as r:
+        if not who.for_tenant(tenant):  # another tenant's figures: 403, audited
+            reason = f"{who.name!r} does not act for tenant {tenant!r}"
+            audit(r.store, who, action="view readiness", allowed=False, via="console",
+                  reason=reason)  # fmt: skip
+            raise Forbidden(f"view refused: {reason}")
         rows = workflows(r.store, tenant)
     return c.page(request, "readiness.html", workflows=rows, tenant=tenant)
