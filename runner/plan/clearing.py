@@ -244,15 +244,22 @@ def _call(source: str, toks: list[_Tok], lo: int, hi: int, text: str) -> list[St
 
 
 def _text_bound(toks: list[_Tok], lo: int, hi: int) -> bool:
-    """The bound is text (`V < 'zzz'`): strings order by their first letters, so any text
-    below it passes; a `timestamp('…')` or `duration('…')` is a date, not text."""
+    """The bound is text (`V < 'zzz'`, `V < string(n)`): strings order by their first letters,
+    so any text below it passes. A string inside a call or an index (`timestamp('…')`,
+    `inputs.limits['max']`) is not the bound itself."""
     while _wrapped(toks, lo, hi):
         lo, hi = lo + 1, hi - 1
-    if lo < hi and toks[lo][1] in ("timestamp", "duration") and _wrapped(toks, lo + 1, hi):
-        return False
     if lo < hi and toks[lo][1] == "string":
         return True
-    return any(t[0] == STRING for t in toks[lo:hi])
+    depth = 0
+    for kind, text, _, _ in toks[lo:hi]:
+        if kind == OP and text in "([{":
+            depth += 1
+        elif kind == OP and text in ")]}":
+            depth -= 1
+        elif kind == STRING and depth == 0:
+            return True
+    return False
 
 
 def _allowlist_regex(tok: _Tok) -> bool:

@@ -278,3 +278,26 @@ def test_a_loop_bodys_write_of_an_outer_untrusted_value_is_tainted_for_policies(
     assert result.status == "denied", result.reason
     assert "no-untrusted-payee" in (result.reason or "")
     assert [e for e in logs() if e["kind"] == "pay"] == []
+
+
+def test_a_number_bounded_by_trusted_data_read_with_a_string_key_is_cleared(
+    tmp_path: Path,
+) -> None:
+    """A string inside an index or a call is not a text bound (no over-blocking)."""
+    spec = _variant(
+        tmp_path,
+        "launder.yaml",
+        'to: "${{ nodes.src.output.key }}", amount: 1.0',
+        'to: alice, amount: "${{ nodes.src.output.amount }}"',
+    )
+    check = "nodes.src.output.amount <= double(inputs.allowed['max'])"
+    spec.write_text(
+        spec.read_text(encoding="utf-8").replace("nodes.src.output.amount <= 50.0", check),
+        encoding="utf-8",
+    )
+    code, out = _validate(spec)
+    assert code == 0, out
+    taint = json.loads(out)["certificate"]["taint"]
+    assert [(t["path"], t["checked_by"]) for t in taint] == [
+        ("src -> w.args.amount", f"gate 'g': {check}")
+    ]
