@@ -19,7 +19,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from runner.expr.refs import ANY_INDEX, Ref
-from runner.expr.templates import template_refs
+from runner.expr.templates import PromptTemplate, template_refs
 from runner.plan.clearing import classify, covers, overlaps
 from runner.plan.digraph import DiGraph, is_dag, topological_sort
 from runner.plan.gating import guards
@@ -320,7 +320,9 @@ def clearer(ref: Ref, guard_nodes: Iterable[Guard], src: Sources) -> tuple[str |
         return src.cleared[str(ref.path[0])], weak
     for label, g in guard_nodes:
         if g.approval is not None and g.approval.when is None:
-            return f"approval {label!r}", weak
+            if _shows(g.approval.summary, ref):
+                return f"approval {label!r}", weak
+            weak.append(f"approval {label!r}")  # asks without showing the value
     strong: list[str] = []
     for label, g in guard_nodes:
         if g.gate is None:
@@ -338,6 +340,12 @@ def clearer(ref: Ref, guard_nodes: Iterable[Guard], src: Sources) -> tuple[str |
     if strong:
         return "; ".join(strong), weak
     return None, weak
+
+
+def _shows(summary: PromptTemplate | None, ref: Ref) -> bool:
+    """The approval's summary prints the value (or a whole that contains it): a person who
+    approves a payment to a payee they were not shown has not checked the payee."""
+    return summary is not None and any(covers(r, ref) for r in template_refs(summary.source))
 
 
 def taint_paths(

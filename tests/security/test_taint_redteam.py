@@ -3,8 +3,9 @@
 Each attack is a spec under specs/redteam/ (subflows under specs/redteam/flows/), validated
 through the CLI as a user would: it must be refused with the rule id and a diagnostic that names
 the chain from the untrusted source to the write argument. Before this round, the string bound,
-the bound inside `exists`, the wildcard regexes, the blank sanitizer, `map: {as: inputs}` and a
-subflow input checked in one field but not the other all validated, and their writes ran.
+the bound inside `exists`, the wildcard regexes, the blank sanitizer, `map: {as: inputs}`, a
+subflow input checked in one field but not the other and an approval whose summary does not
+show the value all validated, and their writes ran.
 The checks that do pin a value must still clear it (over-blocking is a bug too), and the
 safety certificate must state each path and what checks it.
 """
@@ -58,6 +59,7 @@ ATTACKS = {
     "map_as_inputs.yaml": ("invalid-value", "would hide `inputs` inside the map; name the item"
                            " otherwise"),
     "subflow_partly_checked.yaml": ("tainted-write", ": src -> c:pay.args.to"),
+    "approval_hides_value.yaml": ("tainted-write", ": src -> w.args.to"),
     # refused already; kept so that they stay refused
     "branch_chosen_by_untrusted.yaml": ("tainted-write", ": src -> fast -> w.args.to"),
     "check_on_other_branch.yaml": ("tainted-write", ": src -> w.args.to"),
