@@ -17,7 +17,7 @@ from typing import Any
 from runner.plan.digraph import DiGraph
 from runner.plan.gating import guards
 from runner.plan.model import Plan, PlanNode
-from runner.plan.taint import TaintPath, plan_taint_paths, write_step
+from runner.plan.taint import TaintPath, plan_taint_paths, sanitizes, write_step
 
 PROVES = (
     "every loop and map is bounded (max_iterations, max_items)",
@@ -107,8 +107,8 @@ def certificate(plan: Plan) -> dict[str, Any]:
         inner = s.node.map.inner if s.node.map is not None else s.node
         if inner.tool is not None:
             tool_calls += s.times * fan * inner.retry.max_attempts
-            if inner.tool.contract.sanitizer:
-                sanitizers[inner.tool.name] = inner.tool.contract.sanitizer
+            if sanitizes(inner.tool):
+                sanitizers[inner.tool.name] = str(inner.tool.contract.sanitizer)
         step = write_step(s.node)
         if step is None:
             continue

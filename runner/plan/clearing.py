@@ -5,9 +5,12 @@ conjunct of the check (a conjunct under `||`, `!` or `?:` may not hold when the 
 
 - `V == T` or `T == V`, and `V in T`: T is trusted (a literal, a literal list = an allowlist,
   or a trusted node output or input);
-- a lookup in trusted data: `T.exists(x, x == V)`, `T.exists(x, x.id == V)`, `exists_one`;
-- an ordered bound: `V < T`, `V <= T`, `V > T`, `V >= T` (for numbers and dates);
-- an anchored allowlist regex: `V.matches('^(a|b)$')`, without `.*`/`.+`;
+- a lookup in trusted data: `T.exists(x, x == V)`, `T.exists(x, x.id == V)`, `exists_one`
+  (an equality or membership inside: `T.exists(x, x < V)` only says V is above one element);
+- an ordered bound: `V < T`, `V <= T`, `V > T`, `V >= T` (for numbers and dates; a bound that
+  is text, `V < 'zzz'` or `V < string(n)`, lets through any text that sorts below it);
+- an anchored allowlist regex: `V.matches('^(a|b)$')`, without a wildcard (`.`, `[^…]`, `\\S`,
+  `\\D`, `\\W`, `\\P{…}`, `\\C`, so no `[\\s\\S]` either) or the flags `s` and `m`;
 - for every element of a list: `L.all(x, <one of the above on x or x.field>)` clears `L[*]`
   (or `L[*].field`); a check on `x` itself clears `L` as a whole.
 
@@ -21,6 +24,7 @@ is split at top-level `&&`, and each conjunct is matched against the shapes abov
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from functools import lru_cache
 
@@ -178,9 +182,9 @@ def _strong(source: str, toks: list[_Tok], lo: int, hi: int) -> list[Strong]:
                 out.append(Strong(left, rrefs, "allowlist" if literal_list else "lookup", text))
             return out
         how = "equality" if op == "==" else "bound"
-        if left is not None:
+        if left is not None and (how == "equality" or not _text_bound(toks, c, d)):
             out.append(Strong(left, rrefs, how, text))
-        if right is not None:
+        if right is not None and (how == "equality" or not _text_bound(toks, a, b)):
             out.append(Strong(right, lrefs, how, text))
         return out
     if len(parts) > 2:
@@ -232,10 +236,30 @@ def _call(source: str, toks: list[_Tok], lo: int, hi: int, text: str) -> list[St
                 out.append(Strong(elem, against, s.how, text))
                 if not s.value.path:  # every element pinned: the list holds only trusted values
                     out.append(Strong(receiver, against, s.how, text))
-        elif s.value.root != var and any(r.root == var for r in s.against):
+        elif s.how != "bound" and s.value.root != var and any(r.root == var for r in s.against):
+            # (a bound on an element, `T.exists(x, x < V)`, only says V exceeds the smallest)
             # the value equals (or is bounded by) an element of the receiver: a lookup in it
             out.append(Strong(s.value, (receiver, *against), "lookup", text))
     return out
+
+
+def _text_bound(toks: list[_Tok], lo: int, hi: int) -> bool:
+    """The bound is text (`V < 'zzz'`, `V < string(n)`): strings order by their first letters,
+    so any text below it passes. A string inside a call or an index (`timestamp('…')`,
+    `inputs.limits['max']`) is not the bound itself."""
+    while _wrapped(toks, lo, hi):
+        lo, hi = lo + 1, hi - 1
+    if lo < hi and toks[lo][1] == "string":
+        return True
+    depth = 0
+    for kind, text, _, _ in toks[lo:hi]:
+        if kind == OP and text in "([{":
+            depth += 1
+        elif kind == OP and text in ")]}":
+            depth -= 1
+        elif kind == STRING and depth == 0:
+            return True
+    return False
 
 
 def _allowlist_regex(tok: _Tok) -> bool:
@@ -245,9 +269,41 @@ def _allowlist_regex(tok: _Tok) -> bool:
     pattern = tok[3]
     if not (pattern.startswith("^") and pattern.endswith("$") and not pattern.endswith("\\$")):
         return False
-    if any(w in pattern for w in (".*", ".+", "\\S*", "\\S+", "[^")):
-        return False
-    return not _top_level_alternation(pattern)
+    return not _matches_anything(pattern) and not _top_level_alternation(pattern)
+
+
+# escapes that stand for "almost any character": negated classes, any byte, any code point
+_ANY_ESCAPES = frozenset("SDWPC")
+
+
+def _matches_anything(pattern: str) -> bool:
+    """The pattern has a wildcard: `.` (any character), a negated class (`[^@]`, `\\S`, `\\D`,
+    `\\W`, `\\P{…}`, `\\C`), also inside a class (`[\\s\\S]`), or the flag `s` or `m`
+    (`(?s)` lets `.` match newlines, `(?m)` lets `$` end any line)."""
+    i, in_class = 0, False
+    while i < len(pattern):
+        ch = pattern[i]
+        if ch == "\\":
+            if pattern[i + 1 : i + 2] in _ANY_ESCAPES:
+                return True
+            i += 2
+            continue
+        if in_class:
+            in_class = ch != "]"
+        elif ch == "[":
+            in_class = True
+            if pattern[i + 1 : i + 2] == "^":
+                return True
+            if pattern[i + 1 : i + 2] == "]":
+                i += 1  # `[]…]`: the first `]` is a member
+        elif ch == ".":
+            return True
+        elif ch == "(" and pattern[i + 1 : i + 2] == "?":
+            flags = re.match(r"[A-Za-z-]*", pattern[i + 2 :])
+            if flags is not None and ({"s", "m"} & set(flags.group())):
+                return True
+        i += 1
+    return False
 
 
 def _top_level_alternation(pattern: str) -> bool:

@@ -19,7 +19,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from runner.expr.refs import ANY_INDEX, Ref
-from runner.expr.templates import template_refs
+from runner.expr.templates import PromptTemplate, template_refs
 from runner.plan.clearing import classify, covers, overlaps
 from runner.plan.digraph import DiGraph, is_dag, topological_sort
 from runner.plan.gating import guards
@@ -43,6 +43,8 @@ class Sources:
 def ref_chain(ref: Ref, src: Sources) -> Chain | None:
     """The chain of a reference when it reads untrusted data, else None."""
     head = ref.path[0] if ref.path else None
+    if ref.root in src.locals:  # a map's `as:` name hides whatever else it names
+        return src.locals[ref.root]
     if ref.root == "nodes":
         return src.nodes.get(head) if isinstance(head, str) else None
     if ref.root == "inputs":
@@ -151,7 +153,7 @@ def node_taint(
     if inner.tool is not None:
         if inner.tool.contract.trust == "untrusted":
             return (label,)
-        refs = () if inner.tool.contract.sanitizer else inner.tool.args.refs
+        refs = () if sanitizes(inner.tool) else inner.tool.args.refs
     elif inner.llm is not None:
         refs = _template_refs(inner.llm)
     elif inner.flow is not None:
@@ -173,6 +175,11 @@ def node_taint(
     return None if c is None else (*c, label)
 
 
+def sanitizes(step: ToolStep) -> bool:
+    """The contract states why the tool's result is trusted: a blank reason states nothing."""
+    return bool((step.contract.sanitizer or "").strip())
+
+
 def flow_sources(
     flow: FlowStep, src: Sources, guard_nodes: Iterable[Guard] = (), pn: PlanNode | None = None
 ) -> Sources:
@@ -180,6 +187,7 @@ def flow_sources(
     as checked (with what checked it) when the parent's guards clear every value it reads."""
     inputs: dict[str, Chain] = {}
     cleared: dict[str, str] = {}
+    open_: set[str] = set()  # inputs with a value no guard clears, in any of their sites
     for site in flow.inputs.sites:
         if not site.path:
             continue
@@ -187,11 +195,15 @@ def flow_sources(
         found = hits(site.refs, src)
         if not found:
             continue
-        inputs.setdefault(name, found[0][1])
         by = [clearer(r if pn is None else _item_ref(pn, r), guard_nodes, src)[0] for r, _ in found]
-        if all(by) and name not in cleared:
-            cleared[name] = str(by[0])
-    return Sources(inputs=inputs, cleared=cleared)
+        if all(by):
+            inputs.setdefault(name, found[0][1])
+            cleared.setdefault(name, str(by[0]))
+        else:  # `{a: <cleared>, b: <not>}`: the input is open, its chain the open value's
+            if name not in open_:
+                inputs[name] = found[by.index(None)][1]
+            open_.add(name)
+    return Sources(inputs=inputs, cleared={k: v for k, v in cleared.items() if k not in open_})
 
 
 def scope_taint(
@@ -308,7 +320,9 @@ def clearer(ref: Ref, guard_nodes: Iterable[Guard], src: Sources) -> tuple[str |
         return src.cleared[str(ref.path[0])], weak
     for label, g in guard_nodes:
         if g.approval is not None and g.approval.when is None:
-            return f"approval {label!r}", weak
+            if _shows(g.approval.summary, ref):
+                return f"approval {label!r}", weak
+            weak.append(f"approval {label!r}")  # asks without showing the value
     strong: list[str] = []
     for label, g in guard_nodes:
         if g.gate is None:
@@ -326,6 +340,12 @@ def clearer(ref: Ref, guard_nodes: Iterable[Guard], src: Sources) -> tuple[str |
     if strong:
         return "; ".join(strong), weak
     return None, weak
+
+
+def _shows(summary: PromptTemplate | None, ref: Ref) -> bool:
+    """The approval's summary prints the value (or a whole that contains it): a person who
+    approves a payment to a payee they were not shown has not checked the payee."""
+    return summary is not None and any(covers(r, ref) for r in template_refs(summary.source))
 
 
 def taint_paths(
@@ -422,6 +442,15 @@ def _retaint(
             inner = replace(pn.map.inner, tool=replace(pn.map.inner.tool, tainted_args=args))
             pn = replace(pn, map=replace(pn.map, inner=inner))
         inner_node, isrc = _with_item(pn, scope, ())
+        loop = inner_node.loop
+        if loop is not None:  # the body reads outer nodes and, through `previous`, earlier passes
+            bsrc = replace(isrc, previous=loop_taint(inner_node, isrc, n))
+            body = replace(loop.body, nodes=_retaint(loop.body.nodes, loop.body.graph, bsrc))
+            step_l = replace(loop, body=body)
+            if pn.map is not None:
+                pn = replace(pn, map=replace(pn.map, inner=replace(pn.map.inner, loop=step_l)))
+            else:
+                pn = replace(pn, loop=step_l)
         flow = inner_node.flow
         if flow is not None:
             child = flow_sources(flow, isrc)

@@ -71,7 +71,10 @@ def test_diff_shows_what_a_change_adds_to_and_removes_from_the_certificate(
 ) -> None:
     base = tmp_path / "base.yaml"
     head = tmp_path / "head.yaml"
-    base.write_text(SPEC.replace("GUARD", "g: {approval: {summary: 'pay?'}}"), encoding="utf-8")
+    base.write_text(
+        SPEC.replace("GUARD", "g: {approval: {summary: 'pay {{ nodes.src.output.key }}?'}}"),
+        encoding="utf-8",
+    )
     check = "g: {gate: [{check: \"nodes.src.output.key in ['alice', 'bob']\", message: m}]}"
     head.write_text(SPEC.replace("GUARD", check), encoding="utf-8")
     code, out = _invoke("diff", str(base), str(head), "--output", "json")

@@ -15,6 +15,8 @@ from runner.spec.models import MapNode
 if TYPE_CHECKING:
     from runner.plan.compiler import Compiler
 
+RESERVED_AS = frozenset({"inputs", "nodes", "previous", "index"})
+
 
 def map_item_schema(inner: Any, collect: bool) -> Any:
     """A map item's type: the inner output, or `{ok, output, error}` under `collect`."""
@@ -42,6 +44,16 @@ def _array_of(inner: Any, node: MapNode) -> dict[str, Any]:
 
 def compile_map(c: Compiler, site: Site, node: MapNode) -> dict[str, Any] | None:
     spec = node.map
+    if spec.as_ in RESERVED_AS:
+        # the item would hide the run's own names inside the map (the taint proof, and a
+        # reader, would take `inputs.x` for an input)
+        c.error(
+            site.at("map", "as"),
+            "invalid-value",
+            f"map `as: {spec.as_}` would hide `{spec.as_}` inside the map; name the item otherwise",
+            hint="e.g. as: item (the default) or as: ticket",
+        )
+        return None
     where = site.at("map", "over")
     over = c.bound_value(spec.over, where, site.roots, node_id=site.node_id, deps=site.deps)
     item_schema: Any = {}

@@ -18,7 +18,7 @@ RULE = "tainted-write"
 CLEARS = (
     "compare it with trusted data (== or in an allowlist), look it up in trusted data, bound it"
     " (<, >) or match an anchored allowlist regex, in a gate it needs; or add an approval"
-    " without `when` (docs/security.md)"
+    " without `when` whose summary shows it (docs/security.md)"
 )
 
 
@@ -36,8 +36,13 @@ def _diag(compiler: Any, p: TaintPath) -> Diagnostic:
         what = f"argument {p.arg!r} of write node {inner!r} in the subflow of {flow!r}"
     else:
         what = f"argument {p.arg!r} of write node {p.write!r}"
+    checks = [w for w in p.weak if not w.startswith("approval ")]
+    asks = [w for w in p.weak if w.startswith("approval ")]
     if p.weak:
-        hint = f"{'; '.join(p.weak)} mentions {ref_text(p.ref)} but does not clear it: {CLEARS}"
+        said = [f"{'; '.join(checks)} mentions {ref_text(p.ref)} but does not clear it"]
+        said = said if checks else []
+        said += [f"{a} does not show {ref_text(p.ref)} in its summary" for a in asks]
+        hint = f"{'; '.join(said)}: {CLEARS}"
     else:
         hint = f"check {ref_text(p.ref)}: {CLEARS}"
     return compiler.src.diag(  # type: ignore[no-any-return]
