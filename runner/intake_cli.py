@@ -50,6 +50,7 @@ def intake(
     """
     import uvicorn
 
+    from runner.options import listen, store_folder
     from runner.runs.identity import Directory
     from runner.store import is_url, open_store, store_target
     from runner.web.hooks import standalone
@@ -65,6 +66,8 @@ def intake(
 
             echo(e.render(), err=True)
             sys.exit(e.exit_code)
+    store_folder(store_opt)
+    listen("--host", host, port)
     open_store(target, create=True).close()
     if not is_url(target):
         target = str(Path(target).resolve())

@@ -174,8 +174,8 @@ def readiness(
     not enough evidence, with the numbers and a remedy. Exit codes: 0 every gate passes,
     1 a gate fails, 2 bad input, 3 no gate fails but some lack evidence.
     """
+    from runner.options import since as parse_since
     from runner.store import open_store
-    from runner.trace.stats import parse_since
 
     try:
         when = parse_since(since) if since is not None else None

@@ -36,8 +36,10 @@ def migrate(source: str, dest: str, fmt: str) -> None:
     Exit codes: 0 copied and verified; 2 a store cannot be opened, the destination is not
     empty, or the counts differ (nothing is left half-copied).
     """
+    from runner.options import store_folder
     from runner.runs.migrate import migrate_store
 
+    store_folder(dest, "--to")
     src, dst, counts = migrate_store(source, dest)
     if fmt == "json":
         echo(json.dumps({"from": src, "to": dst, "tables": {t: n for t, (n, _) in counts.items()}}))

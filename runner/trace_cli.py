@@ -43,8 +43,9 @@ def stats(
     workflow: str | None, tenant: str | None, since: str | None, store_opt: str | None, fmt: str
 ) -> None:
     """Completion and escalation rates, latency and cost percentiles, tool errors, undo rate."""
+    from runner.options import since as parse_since
     from runner.store import open_store
-    from runner.trace.stats import compute_stats, parse_since, render_stats
+    from runner.trace.stats import compute_stats, render_stats
 
     when = parse_since(since) if since is not None else None
     s = compute_stats(

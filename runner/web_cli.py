@@ -8,6 +8,7 @@ from pathlib import Path
 import click
 
 from runner.errors import UsageError
+from runner.options import not_empty
 
 
 @click.command()
@@ -40,6 +41,7 @@ from runner.errors import UsageError
 @click.option(
     "--oidc-claim",
     default="email",
+    callback=not_empty,
     show_default=True,
     help="the ID token claim that names the flowrun user",
 )
@@ -84,6 +86,7 @@ def serve(
     """
     import uvicorn
 
+    from runner.options import listen
     from runner.runs.identity import Directory
     from runner.runs.identity import loopback as identity_loopback
     from runner.store import is_url, open_store, store_target
@@ -96,6 +99,7 @@ def serve(
         hooks = load_hook_file(hooks_path)
     target = store_target(store_opt)
     open_store(target, create=False).close()  # a clear error now, not on the first page
+    listen("--host", host, port)
     mermaid = None
     if mermaid_path:
         mermaid = Path(mermaid_path).resolve()
