@@ -105,7 +105,7 @@ def render_show(data: dict[str, Any]) -> str:
 @click.argument("tool")
 @_tenant_opt
 @click.option("--to", "to", type=LEVEL_CHOICE, help="the level to reach (default: one step up)")
-@click.option("--by", help="who promotes (recorded)")
+@click.option("--by", callback=not_empty, help="who promotes (recorded)")
 @click.option(
     "--override",
     metavar="REASON",
@@ -156,8 +156,8 @@ def promote_command(
 @click.argument("tool")
 @_tenant_opt
 @click.option("--to", "to", type=LEVEL_CHOICE, help="the level to reach (default: one step down)")
-@click.option("--by", help="who demotes (recorded)")
-@click.option("--reason", help="why (recorded)")
+@click.option("--by", callback=not_empty, help="who demotes (recorded)")
+@click.option("--reason", callback=not_empty, help="why (recorded)")
 @_store_opt
 def demote_command(
     spec: str,

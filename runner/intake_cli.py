@@ -77,6 +77,10 @@ def intake(
         with socket.socket() as sock:
             sock.bind((host, 0))
             port = int(sock.getsockname()[1])
+    from runner.runs.intake import Intake
+
+    intake = Intake(target)
+    notifier = start_notifier(target)  # a bad notify file: exit 2 before "serving" is shown
     if host not in ("127.0.0.1", "::1", "localhost"):
         click.echo(
             f"warning: serving on {host}: bodies and signatures travel in clear without TLS; "
@@ -86,10 +90,6 @@ def intake(
     shown = "127.0.0.1" if host in ("0.0.0.0", "::") else host
     names = ", ".join(sorted(hooks.hooks))
     click.echo(f"flowrun intake: http://{shown}:{port}/hooks/ ({names})", err=True)
-    from runner.runs.intake import Intake
-
-    intake = Intake(target)
-    notifier = start_notifier(target)
     try:
         uvicorn.run(
             standalone(hooks, target, intake, identities),

@@ -169,10 +169,6 @@ def serve(
     if port == 0:
         port = _free_port(host)
     url = f"http://{shown}:{port}/login"
-    if generated:
-        click.echo(f"flowrun console: {url}?token={token}", err=True)
-    else:
-        click.echo(f"flowrun console: {url}", err=True)
     app = create_app(config)
     if hooks is not None:
         from runner.web.hooks import HooksApp
@@ -181,7 +177,11 @@ def serve(
         app = hooks_app.mount_over(app)
     from runner.intake_cli import drain, start_notifier
 
-    notifier = start_notifier(str(config.store_path))
+    notifier = start_notifier(str(config.store_path))  # a bad notify file: exit 2, no URL shown
+    if generated:
+        click.echo(f"flowrun console: {url}?token={token}", err=True)
+    else:
+        click.echo(f"flowrun console: {url}", err=True)
     try:
         uvicorn.run(app, host=host, port=port, log_level="warning", access_log=False)
     finally:

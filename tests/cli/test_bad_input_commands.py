@@ -32,6 +32,7 @@ FILES: dict[str, str] = {
     "budgets_inf.yaml": BUDGETS + "window: day, max_usd: .inf}\n",
     "budgets_huge.yaml": BUDGETS + f"window: {HUGE}, max_usd: 1}}\n",
     "budgets_ok.yaml": BUDGETS + "window: day, max_usd: 1}\n",
+    "notify.yaml": "console_url: http://x\ntargets: [1]\n",
     "hooks.yaml": f"hooks:\n  h: {{spec: {SPEC}, secret_env: HOOK_SECRET}}\n",
 }
 
@@ -44,6 +45,7 @@ class Case:
 
     argv: Argv
     expect: tuple[str, ...]  # substrings, or /regex/
+    env: tuple[tuple[str, str], ...] = ()  # besides the test's own
 
 
 def _batch(data: str, *extra: str) -> Argv:
@@ -102,6 +104,10 @@ CASES: dict[str, Case] = {
         _with("budgets", "set", "--file", "budgets_ok.yaml", "--store", MISSING),
         ("--store: no folder",),
     ),
+    "budgets_set_empty_by": Case(
+        _with("budgets", "set", "--file", "budgets_ok.yaml", "--by", ""), ("'--by'", "empty")
+    ),
+    "budgets_show_empty_tenant": Case(_with("budgets", "show", "--tenant", " "), ("'--tenant'",)),
     # users
     "users_add_empty_role": Case(_with("users", "add", "al", "--role", ""), ("'--role'", "empty")),
     "users_add_empty_tenant": Case(
@@ -124,6 +130,10 @@ CASES: dict[str, Case] = {
     ),
     "readiness_since_huge": Case(
         _with("readiness", str(SPEC), "--since", HUGE), ("--since:", "reaches back before 1970")
+    ),
+    "stats_empty_workflow": Case(_with("stats", "--workflow", ""), ("'--workflow'", "empty")),
+    "readiness_empty_tenant": Case(
+        _with("readiness", str(SPEC), "--tenant", ""), ("'--tenant'", "empty")
     ),
     "stats_since_huge": Case(_with("stats", "--since", HUGE), ("--since:", "before 1970")),
     "shadow_limit_huge": Case(
@@ -151,6 +161,8 @@ CASES: dict[str, Case] = {
 
 
 def _matches(pattern: str, text: str) -> bool:
+    if pattern.startswith("! "):  # must not appear
+        return pattern[2:] not in text
     if len(pattern) > 1 and pattern.startswith("/") and pattern.endswith("/"):
         return re.search(pattern[1:-1], text) is not None
     return pattern in text
@@ -260,6 +272,16 @@ SERVERS: dict[str, Case] = {
         lambda d: ["intake", "--hooks", d / "hooks.yaml", "--store", MISSING],
         ("--store: no folder",),
     ),
+    "intake_bad_notify_file": Case(
+        lambda d: ["intake", "--hooks", d / "hooks.yaml", "--port", "0"],
+        ("/notify.yaml:2:10: notify-shape: /", "! flowrun intake: http"),
+        env=(("FLOWRUN_NOTIFY", "notify.yaml"),),
+    ),
+    "serve_bad_notify_file": Case(
+        lambda d: ["serve", "--port", "0"],
+        ("/notify.yaml:2:10: notify-shape: /", "! flowrun console: http"),
+        env=(("FLOWRUN_NOTIFY", "notify.yaml"),),
+    ),
     "mcp_http_unknown_host": Case(
         lambda d: ["mcp", "serve", SPEC, "--http", "999.1.1.1:8000"],
         ("--http: cannot listen on 999.1.1.1:8000:",),
@@ -277,9 +299,11 @@ def test_a_server_with_bad_options_does_not_start(
 ) -> None:
     inputs, cwd = _prepare(tmp_path, store_template)
     before = _state(cwd)
-    proc = run_flowrun(*SERVERS[name].argv(inputs), cwd=cwd, timeout=30,
-                       env={"HOOK_SECRET": "s" * 32, "FLOWRUN_STORE": ".flowrun/flowrun.db"})  # fmt: skip
-    _check(SERVERS[name], proc, before, _state(cwd))
+    case = SERVERS[name]
+    env = {"HOOK_SECRET": "s" * 32, "FLOWRUN_STORE": ".flowrun/flowrun.db"}
+    env.update((k, str(inputs / v)) for k, v in case.env)  # a file of the case's folder
+    proc = run_flowrun(*case.argv(inputs), cwd=cwd, timeout=30, env=env)
+    _check(case, proc, before, _state(cwd))
 
 
 @pytest.mark.slow  # a batch in a process of its own: a few seconds each
