@@ -32,6 +32,7 @@ FILES: dict[str, str] = {
     "budgets_inf.yaml": BUDGETS + "window: day, max_usd: .inf}\n",
     "budgets_huge.yaml": BUDGETS + f"window: {HUGE}, max_usd: 1}}\n",
     "budgets_ok.yaml": BUDGETS + "window: day, max_usd: 1}\n",
+    "empty.db": "",
     "notify.yaml": "console_url: http://x\ntargets: [1]\n",
     "hooks.yaml": f"hooks:\n  h: {{spec: {SPEC}, secret_env: HOOK_SECRET}}\n",
 }
@@ -147,6 +148,10 @@ CASES: dict[str, Case] = {
     "migrate_to_other_url": Case(
         lambda d: ["store", "migrate", "--from", ".flowrun/flowrun.db", "--to", "mysql://h/x"],
         ("--to: 'mysql' is not a store URL",),
+    ),
+    "migrate_from_empty_file": Case(
+        _with("store", "migrate", "--from", "empty.db", "--to", "new.db"),
+        ("--from:", "is an empty file, not a flowrun store"),
     ),
     "migrate_to_missing_folder": Case(
         lambda d: ["store", "migrate", "--from", ".flowrun/flowrun.db", "--to", MISSING],
