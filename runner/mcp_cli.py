@@ -11,6 +11,7 @@ from typing import Any
 import click
 
 from runner.errors import ExitCode, SpecError, UsageError
+from runner.options import not_empty
 
 
 @click.group("tools")
@@ -107,9 +108,13 @@ def mcp_group() -> None:
     default="",
     help="scopes every run holds; with client tokens, the most a client's grant may give",
 )
-@click.option("--actor", help="who the runs act as (the policy principal; recorded); not with "
-              "client tokens: each run acts as its client")  # fmt: skip
-@click.option("--tenant", help="tenant the runs act for (recorded)")
+@click.option(
+    "--actor",
+    callback=not_empty,
+    help="who the runs act as (the policy principal; recorded); not with client tokens: each "
+    "run acts as its client",
+)
+@click.option("--tenant", callback=not_empty, help="tenant the runs act for (recorded)")
 @click.option(
     "--identities",
     "identities_path",

@@ -109,8 +109,8 @@ def serve(
                 hint="point it at mermaid/dist/mermaid.esm.min.mjs, or leave it out to show "
                 "the mermaid text",
             )
-    if token is not None and len(token) < 8:
-        raise UsageError("--token: use at least 8 characters")
+    if token is not None and len(token.strip()) < 8:
+        raise UsageError("--token: use at least 8 characters besides spaces")
     identities = Path(identities_path).resolve() if identities_path else None
     users = Directory(target, identities).configured()  # a bad identities file: exit 2 here
     loopback = identity_loopback(host)

@@ -287,6 +287,13 @@ SERVERS: dict[str, Case] = {
         ("/notify.yaml:2:10: notify-shape: /", "! flowrun console: http"),
         env=(("FLOWRUN_NOTIFY", "notify.yaml"),),
     ),
+    "serve_token_of_spaces": Case(
+        lambda d: ["serve", "--port", "0", "--token", " " * 8], ("--token: use at least 8",)
+    ),
+    "mcp_empty_tenant": Case(
+        lambda d: ["mcp", "serve", SPEC, "--http", "127.0.0.1:1", "--tenant", ""],
+        ("'--tenant'", "empty"),
+    ),
     "mcp_http_unknown_host": Case(
         lambda d: ["mcp", "serve", SPEC, "--http", "999.1.1.1:8000"],
         ("--http: cannot listen on 999.1.1.1:8000:",),
