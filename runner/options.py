@@ -70,7 +70,7 @@ def store_folder(store_opt: str | os.PathLike[str] | None, option: str = "--stor
 
     if Path(given) == Path(DEFAULT_STORE):
         return
-    parent = Path(given).expanduser().parent
+    parent = Path(given).parent
     if not parent.is_dir():
         where = option if store_opt else "FLOWRUN_STORE"
         raise UsageError(
