@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import sys
@@ -468,17 +469,32 @@ def main() -> None:
     except KeyboardInterrupt:
         click.echo("interrupted", err=True)
         sys.exit(130)
+    except OSError as e:
+        if e.filename is None or e.errno not in _PATH_ERRNOS:
+            _internal(e)
+        # a path the user gave that cannot be one (too long, a file used as a folder, a loop
+        # of links, no permission): bad input, whichever command's reader reached it first
+        _fail(UsageError(f"cannot use {str(e.filename)[:200]!r}: {e.strerror}"))
     except Exception as e:  # a bug: say so plainly, keep the traceback for those who ask
-        if os.environ.get("FLOWRUN_DEBUG"):
-            raise
-        click.echo(
-            f"internal error: {type(e).__name__}: {e}\n"
-            "  hint: this is a bug in flowrun; rerun with FLOWRUN_DEBUG=1 for the traceback "
-            "and report it",
-            err=True,
-        )
-        sys.exit(ExitCode.INTERNAL)
+        _internal(e)
     sys.exit(rc if isinstance(rc, int) else ExitCode.SUCCEEDED)
+
+
+_PATH_ERRNOS = frozenset(
+    {errno.ENAMETOOLONG, errno.ENOTDIR, errno.ELOOP, errno.EACCES, errno.EPERM, errno.EROFS}
+)
+
+
+def _internal(e: BaseException) -> NoReturn:
+    if os.environ.get("FLOWRUN_DEBUG"):
+        raise e
+    click.echo(
+        f"internal error: {type(e).__name__}: {e}\n"
+        "  hint: this is a bug in flowrun; rerun with FLOWRUN_DEBUG=1 for the traceback "
+        "and report it",
+        err=True,
+    )
+    sys.exit(ExitCode.INTERNAL)
 
 
 if __name__ == "__main__":

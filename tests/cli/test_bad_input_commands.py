@@ -144,6 +144,13 @@ CASES: dict[str, Case] = {
     "shadow_since_huge": Case(
         _with("shadow", str(SPEC), "--runs", f"since={HUGE}"), ("--runs: since=", "before 1970")
     ),
+    # a path no file system takes: a reader's OSError is bad input, not an internal error
+    "store_path_too_long": Case(
+        lambda d: ["stats", "--store", "a" * 5000], ("cannot use 'aaa", "File name too long")
+    ),
+    "budgets_file_path_too_long": Case(
+        lambda d: ["budgets", "check", "b" * 5000], ("cannot use 'bbb", "File name too long")
+    ),
     # store migrate: where the copy goes
     "migrate_to_other_url": Case(
         lambda d: ["store", "migrate", "--from", ".flowrun/flowrun.db", "--to", "mysql://h/x"],
