@@ -453,6 +453,7 @@ def main() -> None:
     """Console entry point: every error becomes a message and an exit code, never a traceback."""
     global _OWN_PROCESS
     _OWN_PROCESS = True
+    _check_argv(sys.argv[1:])
     try:
         # standalone_mode=False returns ctx.exit()'s code instead of exiting: pass it on
         rc = cli.main(standalone_mode=False)
@@ -478,6 +479,17 @@ def main() -> None:
     except Exception as e:  # a bug: say so plainly, keep the traceback for those who ask
         _internal(e)
     sys.exit(rc if isinstance(rc, int) else ExitCode.SUCCEEDED)
+
+
+def _check_argv(args: list[str]) -> None:
+    """Arguments are UTF-8 text: other bytes (kept by Python as lone surrogates) would reach a
+    store, a file or the terminal and fail there as an internal error."""
+    for n, arg in enumerate(args, 1):
+        try:
+            arg.encode("utf-8")
+        except UnicodeEncodeError:
+            raw = arg.encode("utf-8", "surrogateescape")
+            _fail(UsageError(f"argument {n} ({str(raw)[:80]}) is not UTF-8 text"))
 
 
 _PATH_ERRNOS = frozenset(

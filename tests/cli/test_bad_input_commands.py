@@ -151,6 +151,10 @@ CASES: dict[str, Case] = {
     "budgets_file_path_too_long": Case(
         lambda d: ["budgets", "check", "b" * 5000], ("cannot use 'bbb", "File name too long")
     ),
+    "argument_not_utf8": Case(
+        lambda d: ["stats", "--tenant", b"\xff".decode("utf-8", "surrogateescape")],
+        ("argument 3 (b'\\xff') is not UTF-8 text",),
+    ),
     # store migrate: where the copy goes
     "migrate_to_other_url": Case(
         lambda d: ["store", "migrate", "--from", ".flowrun/flowrun.db", "--to", "mysql://h/x"],
