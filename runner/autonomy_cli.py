@@ -14,6 +14,7 @@ from typing import Any
 import click
 
 from runner.errors import FlowrunError
+from runner.options import not_empty
 from runner.redact import echo
 
 LEVEL_CHOICE = click.Choice(["dry_run", "approval", "autonomous"])
@@ -21,7 +22,9 @@ _store_opt = click.option(
     "--store", "store_opt", metavar="PATH", help="run store (default: $FLOWRUN_STORE)"
 )
 _tenant_opt = click.option(
-    "--tenant", help="this tenant's own level (default: the level for every tenant)"
+    "--tenant",
+    callback=not_empty,
+    help="this tenant's own level (default: the level for every tenant)",
 )
 
 
@@ -102,7 +105,7 @@ def render_show(data: dict[str, Any]) -> str:
 @click.argument("tool")
 @_tenant_opt
 @click.option("--to", "to", type=LEVEL_CHOICE, help="the level to reach (default: one step up)")
-@click.option("--by", help="who promotes (recorded)")
+@click.option("--by", callback=not_empty, help="who promotes (recorded)")
 @click.option(
     "--override",
     metavar="REASON",
@@ -122,10 +125,10 @@ def promote_command(
 ) -> None:
     """Raise a write tool's level; refused while a readiness gate fails (to `autonomous`: while
     one does not pass). Exit 0 promoted, 1 refused, 2 bad input."""
+    from runner.options import since as parse_since
     from runner.readiness_cli import load, readiness_of
     from runner.runs.autonomy import check_tool, promote
     from runner.store import open_store
-    from runner.trace.stats import parse_since
 
     try:
         if override is not None and not override.strip():
@@ -153,8 +156,8 @@ def promote_command(
 @click.argument("tool")
 @_tenant_opt
 @click.option("--to", "to", type=LEVEL_CHOICE, help="the level to reach (default: one step down)")
-@click.option("--by", help="who demotes (recorded)")
-@click.option("--reason", help="why (recorded)")
+@click.option("--by", callback=not_empty, help="who demotes (recorded)")
+@click.option("--reason", callback=not_empty, help="why (recorded)")
 @_store_opt
 def demote_command(
     spec: str,

@@ -13,6 +13,7 @@ from typing import Any
 import click
 
 from runner.errors import UsageError
+from runner.options import finite, not_empty
 from runner.redact import echo, echo_json
 
 
@@ -36,11 +37,12 @@ from runner.redact import echo, echo_json
 @click.option(
     "--max-usd",
     type=click.FloatRange(min=0),
+    callback=finite,
     metavar="USD",
     help="batch cost ceiling: no line starts once the batch has spent this (each run keeps "
     "its own cap)",
 )
-@click.option("--tenant", help="tenant the runs act for (recorded)")
+@click.option("--tenant", callback=not_empty, help="tenant the runs act for (recorded)")
 @click.option("--profile", help="model routes to use (a name under `profiles`)")
 @click.option("--responses", metavar="FILE", help="serve LLM calls from recorded responses (JSONL)")
 @click.option(
@@ -53,6 +55,7 @@ from runner.redact import echo, echo_json
 @click.option(
     "--fail-under",
     type=click.FloatRange(0, 1),
+    callback=finite,
     metavar="RATE",
     help="exit 0 when the completion rate is at least RATE (0-1), else 1 (for CI)",
 )

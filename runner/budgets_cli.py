@@ -8,6 +8,7 @@ from typing import Any
 
 import click
 
+from runner.options import not_empty
 from runner.redact import echo, echo_json
 from runner.runs import Runs
 
@@ -45,7 +46,7 @@ def check(file: str) -> None:
 @click.option(
     "--file", "file", required=True, type=click.Path(dir_okay=False), help="a budgets file"
 )
-@click.option("--by", help="who sets them (recorded)")
+@click.option("--by", callback=not_empty, help="who sets them (recorded)")
 @STORE
 def set_command(file: str, by: str | None, store_opt: str | None) -> None:
     """Put a budgets file in force: the whole set replaces the one in force (earlier sets are
@@ -70,8 +71,8 @@ def set_command(file: str, by: str | None, store_opt: str | None) -> None:
 
 
 @budgets_group.command("show")
-@click.option("--tenant", help="only scopes of this tenant")
-@click.option("--workflow", help="only scopes of this workflow")
+@click.option("--tenant", callback=not_empty, help="only scopes of this tenant")
+@click.option("--workflow", callback=not_empty, help="only scopes of this workflow")
 @OUTPUT
 @STORE
 def show(tenant: str | None, workflow: str | None, fmt: str, store_opt: str | None) -> None:

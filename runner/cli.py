@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import sys
@@ -452,6 +453,7 @@ def main() -> None:
     """Console entry point: every error becomes a message and an exit code, never a traceback."""
     global _OWN_PROCESS
     _OWN_PROCESS = True
+    _check_argv(sys.argv[1:])
     try:
         # standalone_mode=False returns ctx.exit()'s code instead of exiting: pass it on
         rc = cli.main(standalone_mode=False)
@@ -468,17 +470,43 @@ def main() -> None:
     except KeyboardInterrupt:
         click.echo("interrupted", err=True)
         sys.exit(130)
+    except OSError as e:
+        if e.filename is None or e.errno not in _PATH_ERRNOS:
+            _internal(e)
+        # a path the user gave that cannot be one (too long, a file used as a folder, a loop
+        # of links, no permission): bad input, whichever command's reader reached it first
+        _fail(UsageError(f"cannot use {str(e.filename)[:200]!r}: {e.strerror}"))
     except Exception as e:  # a bug: say so plainly, keep the traceback for those who ask
-        if os.environ.get("FLOWRUN_DEBUG"):
-            raise
-        click.echo(
-            f"internal error: {type(e).__name__}: {e}\n"
-            "  hint: this is a bug in flowrun; rerun with FLOWRUN_DEBUG=1 for the traceback "
-            "and report it",
-            err=True,
-        )
-        sys.exit(ExitCode.INTERNAL)
+        _internal(e)
     sys.exit(rc if isinstance(rc, int) else ExitCode.SUCCEEDED)
+
+
+def _check_argv(args: list[str]) -> None:
+    """Arguments are UTF-8 text: other bytes (kept by Python as lone surrogates) would reach a
+    store, a file or the terminal and fail there as an internal error."""
+    for n, arg in enumerate(args, 1):
+        try:
+            arg.encode("utf-8")
+        except UnicodeEncodeError:
+            raw = arg.encode("utf-8", "surrogateescape")
+            _fail(UsageError(f"argument {n} ({str(raw)[:80]}) is not UTF-8 text"))
+
+
+_PATH_ERRNOS = frozenset(
+    {errno.ENAMETOOLONG, errno.ENOTDIR, errno.ELOOP, errno.EACCES, errno.EPERM, errno.EROFS}
+)
+
+
+def _internal(e: BaseException) -> NoReturn:
+    if os.environ.get("FLOWRUN_DEBUG"):
+        raise e
+    click.echo(
+        f"internal error: {type(e).__name__}: {e}\n"
+        "  hint: this is a bug in flowrun; rerun with FLOWRUN_DEBUG=1 for the traceback "
+        "and report it",
+        err=True,
+    )
+    sys.exit(ExitCode.INTERNAL)
 
 
 if __name__ == "__main__":

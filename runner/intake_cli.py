@@ -50,6 +50,7 @@ def intake(
     """
     import uvicorn
 
+    from runner.options import listen, store_folder
     from runner.runs.identity import Directory
     from runner.store import is_url, open_store, store_target
     from runner.web.hooks import standalone
@@ -65,6 +66,8 @@ def intake(
 
             echo(e.render(), err=True)
             sys.exit(e.exit_code)
+    store_folder(store_opt)
+    listen("--host", host, port)
     open_store(target, create=True).close()
     if not is_url(target):
         target = str(Path(target).resolve())
@@ -74,6 +77,10 @@ def intake(
         with socket.socket() as sock:
             sock.bind((host, 0))
             port = int(sock.getsockname()[1])
+    from runner.runs.intake import Intake
+
+    intake = Intake(target)
+    notifier = start_notifier(target)  # a bad notify file: exit 2 before "serving" is shown
     if host not in ("127.0.0.1", "::1", "localhost"):
         click.echo(
             f"warning: serving on {host}: bodies and signatures travel in clear without TLS; "
@@ -83,10 +90,6 @@ def intake(
     shown = "127.0.0.1" if host in ("0.0.0.0", "::") else host
     names = ", ".join(sorted(hooks.hooks))
     click.echo(f"flowrun intake: http://{shown}:{port}/hooks/ ({names})", err=True)
-    from runner.runs.intake import Intake
-
-    intake = Intake(target)
-    notifier = start_notifier(target)
     try:
         uvicorn.run(
             standalone(hooks, target, intake, identities),

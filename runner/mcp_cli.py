@@ -11,6 +11,7 @@ from typing import Any
 import click
 
 from runner.errors import ExitCode, SpecError, UsageError
+from runner.options import not_empty
 
 
 @click.group("tools")
@@ -107,9 +108,13 @@ def mcp_group() -> None:
     default="",
     help="scopes every run holds; with client tokens, the most a client's grant may give",
 )
-@click.option("--actor", help="who the runs act as (the policy principal; recorded); not with "
-              "client tokens: each run acts as its client")  # fmt: skip
-@click.option("--tenant", help="tenant the runs act for (recorded)")
+@click.option(
+    "--actor",
+    callback=not_empty,
+    help="who the runs act as (the policy principal; recorded); not with client tokens: each "
+    "run acts as its client",
+)
+@click.option("--tenant", callback=not_empty, help="tenant the runs act for (recorded)")
 @click.option(
     "--identities",
     "identities_path",
@@ -148,17 +153,20 @@ def serve_command(
     """
     from runner.engine.context import Envelope
     from runner.mcp.serve import Served, serve_http, serve_stdio
+    from runner.options import listen, store_folder
     from runner.runs.identity import Directory, loopback
     from runner.store import store_target
 
     if stdio and http:
         raise UsageError("give --stdio or --http, not both")
+    store_folder(store_opt)  # the runs' store is made on the first call: say it cannot be now
     host, port = "127.0.0.1", 0
     if http is not None:
         h, _, p = http.rpartition(":")
         if not h or not p.isdigit() or not 0 < int(p) < 65536:
             raise UsageError(f"--http {http!r}: expected HOST:PORT, e.g. 127.0.0.1:8765")
         host, port = h, int(p)
+        listen("--http", host, port)
     directory = None
     if http is None:
         if identities_path:

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING
 import click
 
 from runner.errors import ExitCode, FlowrunError, UsageError
+from runner.options import not_empty
 
 if TYPE_CHECKING:
     from runner.plan.model import Plan
@@ -151,7 +152,9 @@ def load(spec: str, profile: str | None = None) -> Plan:
 
 @click.command("readiness")
 @click.argument("spec", type=click.Path(dir_okay=False))
-@click.option("--tenant", help="only the runs of this tenant (default: every tenant)")
+@click.option(
+    "--tenant", callback=not_empty, help="only the runs of this tenant (default: every tenant)"
+)
 @click.option(
     "--since",
     metavar="WHEN",
@@ -174,8 +177,8 @@ def readiness(
     not enough evidence, with the numbers and a remedy. Exit codes: 0 every gate passes,
     1 a gate fails, 2 bad input, 3 no gate fails but some lack evidence.
     """
+    from runner.options import since as parse_since
     from runner.store import open_store
-    from runner.trace.stats import parse_since
 
     try:
         when = parse_since(since) if since is not None else None

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import click
 
+from runner.errors import UsageError
 from runner.redact import echo
 
 
@@ -36,8 +38,13 @@ def migrate(source: str, dest: str, fmt: str) -> None:
     Exit codes: 0 copied and verified; 2 a store cannot be opened, the destination is not
     empty, or the counts differ (nothing is left half-copied).
     """
+    from runner.options import store_folder
     from runner.runs.migrate import migrate_store
 
+    store_folder(dest, "--to")
+    if "://" not in source and Path(source).is_file() and Path(source).stat().st_size == 0:
+        # opening it would make it a new, empty store: the source is read, never written
+        raise UsageError(f"--from: {source!r} is an empty file, not a flowrun store")
     src, dst, counts = migrate_store(source, dest)
     if fmt == "json":
         echo(json.dumps({"from": src, "to": dst, "tables": {t: n for t, (n, _) in counts.items()}}))

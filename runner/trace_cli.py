@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import click
 
+from runner.options import not_empty
 from runner.redact import echo, echo_json, show
 
 _store_opt = click.option(
@@ -34,8 +35,8 @@ def trace(run_id: str, store_opt: str | None, fmt: str) -> None:
 
 
 @click.command()
-@click.option("--workflow", help="only runs of this workflow")
-@click.option("--tenant", help="only runs of this tenant")
+@click.option("--workflow", callback=not_empty, help="only runs of this workflow")
+@click.option("--tenant", callback=not_empty, help="only runs of this tenant")
 @click.option("--since", metavar="WHEN", help="only runs started since (30m, 24h, 7d, ISO date)")
 @_store_opt
 @_output_opt
@@ -43,8 +44,9 @@ def stats(
     workflow: str | None, tenant: str | None, since: str | None, store_opt: str | None, fmt: str
 ) -> None:
     """Completion and escalation rates, latency and cost percentiles, tool errors, undo rate."""
+    from runner.options import since as parse_since
     from runner.store import open_store
-    from runner.trace.stats import compute_stats, parse_since, render_stats
+    from runner.trace.stats import compute_stats, render_stats
 
     when = parse_since(since) if since is not None else None
     s = compute_stats(
@@ -75,7 +77,9 @@ def stats(
     "--reason; the output stays redacted)",
 )
 @click.option("--reason", default=None, help="why you read the full transcript (recorded)")
-@click.option("--by", default=None, help="who reads it (recorded; default: user@host)")
+@click.option(
+    "--by", default=None, callback=not_empty, help="who reads it (recorded; default: user@host)"
+)
 def replay(
     run_id: str,
     spec: str | None,

@@ -9,6 +9,7 @@ import time
 import click
 
 from runner.errors import UsageError
+from runner.options import not_empty
 
 
 def _store_option(f: click.decorators.FC) -> click.decorators.FC:
@@ -39,6 +40,7 @@ def users() -> None:
     "--role",
     "roles",
     multiple=True,
+    callback=not_empty,
     metavar="ROLE[,ROLE]",
     help="approver, operator, or any role an approval's assignees name (repeatable)",
 )
@@ -46,6 +48,7 @@ def users() -> None:
     "--tenant",
     "tenants",
     multiple=True,
+    callback=not_empty,
     metavar="T[,T]",
     help="tenants it acts for, '*' for all (repeatable; a client's runs are for the first)",
 )
@@ -53,6 +56,7 @@ def users() -> None:
     "--scope",
     "scopes",
     multiple=True,
+    callback=not_empty,
     metavar="S[,S]",
     help="scopes it may grant the runs it starts (repeatable)",
 )
@@ -109,8 +113,10 @@ def add(
         click.echo("# an entry for the identities file (under `identities:`):", err=True)
         click.echo("- " + json.dumps(entry), err=True)
         return
+    from runner.options import store_folder
     from runner.store import open_store
 
+    store_folder(store_opt)
     store = open_store(store_opt, create=True)
     try:
         token = add_identity(

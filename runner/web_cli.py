@@ -8,6 +8,7 @@ from pathlib import Path
 import click
 
 from runner.errors import UsageError
+from runner.options import not_empty
 
 
 @click.command()
@@ -40,6 +41,7 @@ from runner.errors import UsageError
 @click.option(
     "--oidc-claim",
     default="email",
+    callback=not_empty,
     show_default=True,
     help="the ID token claim that names the flowrun user",
 )
@@ -84,6 +86,7 @@ def serve(
     """
     import uvicorn
 
+    from runner.options import listen
     from runner.runs.identity import Directory
     from runner.runs.identity import loopback as identity_loopback
     from runner.store import is_url, open_store, store_target
@@ -96,6 +99,7 @@ def serve(
         hooks = load_hook_file(hooks_path)
     target = store_target(store_opt)
     open_store(target, create=False).close()  # a clear error now, not on the first page
+    listen("--host", host, port)
     mermaid = None
     if mermaid_path:
         mermaid = Path(mermaid_path).resolve()
@@ -105,8 +109,8 @@ def serve(
                 hint="point it at mermaid/dist/mermaid.esm.min.mjs, or leave it out to show "
                 "the mermaid text",
             )
-    if token is not None and len(token) < 8:
-        raise UsageError("--token: use at least 8 characters")
+    if token is not None and len(token.strip()) < 8:
+        raise UsageError("--token: use at least 8 characters besides spaces")
     identities = Path(identities_path).resolve() if identities_path else None
     users = Directory(target, identities).configured()  # a bad identities file: exit 2 here
     loopback = identity_loopback(host)
@@ -165,10 +169,6 @@ def serve(
     if port == 0:
         port = _free_port(host)
     url = f"http://{shown}:{port}/login"
-    if generated:
-        click.echo(f"flowrun console: {url}?token={token}", err=True)
-    else:
-        click.echo(f"flowrun console: {url}", err=True)
     app = create_app(config)
     if hooks is not None:
         from runner.web.hooks import HooksApp
@@ -177,7 +177,11 @@ def serve(
         app = hooks_app.mount_over(app)
     from runner.intake_cli import drain, start_notifier
 
-    notifier = start_notifier(str(config.store_path))
+    notifier = start_notifier(str(config.store_path))  # a bad notify file: exit 2, no URL shown
+    if generated:
+        click.echo(f"flowrun console: {url}?token={token}", err=True)
+    else:
+        click.echo(f"flowrun console: {url}", err=True)
     try:
         uvicorn.run(app, host=host, port=port, log_level="warning", access_log=False)
     finally:

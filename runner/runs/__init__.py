@@ -208,6 +208,10 @@ class Runs:
     def open(cls, path: str | Path | None = None, *, create: bool = False) -> Runs:
         """The runs of the store at `path`, a file or a `postgresql://` URL (default:
         $FLOWRUN_STORE or .flowrun/flowrun.db)."""
+        if create:
+            from runner.options import store_folder
+
+            store_folder(path)
         return cls(open_store(path, create=create))
 
     def close(self) -> None:

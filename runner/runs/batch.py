@@ -99,6 +99,14 @@ def read_data(path: str, maps: dict[str, str], plan: Plan) -> list[dict[str, Any
         text = files.read_text(p, limit=MAX_DATA_BYTES)
     except (OSError, UnicodeDecodeError) as e:
         raise UsageError(f"--data: cannot read {path!r}: {e}") from None
+    text = text.removeprefix("\ufeff")  # a byte order mark is no part of the first record
+    props = list((plan.inputs_schema or {}).get("properties", {}))
+    unknown = [name for name in maps if props and name not in props]
+    if unknown:
+        raise UsageError(
+            f"--map: {unknown[0]!r} is not an input of the spec",
+            hint="inputs: " + ", ".join(props),
+        )
     records: list[tuple[int, Any]] = []  # (line, parsed record or _Bad)
     if kind == ".jsonl":
         for n, raw in enumerate(text.splitlines(), 1):
@@ -111,6 +119,7 @@ def read_data(path: str, maps: dict[str, str], plan: Plan) -> list[dict[str, Any
     else:
         reader = csv.DictReader(io.StringIO(text, newline=""))
         try:
+            _check_header(path, list(reader.fieldnames or []), maps)
             for row in reader:
                 if None in row:
                     records.append((reader.line_num, _Bad("more fields than the header names")))
@@ -120,7 +129,6 @@ def read_data(path: str, maps: dict[str, str], plan: Plan) -> list[dict[str, Any
             raise UsageError(f"{path}:{reader.line_num}: not CSV: {e}") from None
     if not records:
         raise UsageError(f"--data: {path!r} has no data lines")
-    props = list((plan.inputs_schema or {}).get("properties", {}))
     lines: list[dict[str, Any]] = []
     for n, rec in records:
         try:
@@ -138,6 +146,24 @@ def read_data(path: str, maps: dict[str, str], plan: Plan) -> list[dict[str, Any
                 {"line": n, "inputs": None, "status": "failed", "reason": f"bad input: {why}"}
             )
     return lines
+
+
+def _check_header(path: str, names: list[str], maps: dict[str, str]) -> None:
+    """A CSV header names each column once, none empty, and every --map column: otherwise
+    every line would be read wrong (a value silently dropped, or no line with its input)."""
+    seen: set[str] = set()
+    for col, name in enumerate(names, 1):
+        if not name.strip():
+            raise UsageError(f"{path}:1: not CSV: column {col} of the header has no name")
+        if name in seen:
+            raise UsageError(f"{path}:1: not CSV: the header names column {name!r} twice")
+        seen.add(name)
+    missing = [c for c in maps.values() if c not in seen]
+    if names and missing:
+        raise UsageError(
+            f"--map: the header of {path} has no column {missing[0]!r}",
+            hint="columns: " + ", ".join(names),
+        )
 
 
 def _mapped(rec: Any, maps: dict[str, str], props: list[str]) -> Any:

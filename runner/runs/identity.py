@@ -227,8 +227,10 @@ def load_identities(path: str | Path) -> list[_Known]:
     from runner.spec.loader import load_file
 
     p = Path(path)
-    if not p.is_file():
+    if not p.exists():
         raise UsageError(f"--identities: no such file {str(path)!r}")
+    if not p.is_file():
+        raise UsageError(f"--identities: {str(path)!r} is not a regular file")
     try:
         src = load_file(p)
     except SpecError as e:  # the loader speaks of specs; this is an identities file

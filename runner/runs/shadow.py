@@ -23,6 +23,7 @@ if TYPE_CHECKING:
     from runner.store import RunRow, Store
 
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
+MAX_LIMIT = 10_000  # runs one shadow compares, as `flowrun batches --limit`
 FILTER_KEYS = ("since", "status", "tenant", "limit", "live", "workflow", "id")
 
 
@@ -60,9 +61,13 @@ class RunFilter:
                 if not m:
                     raise UsageError(f"--runs: since={value!r}: give a duration such as 7d")
                 f.since = (now or time.time()) - float(m.group(1)) * _UNITS[m.group(2)]
+                if f.since < 0:
+                    raise UsageError(f"--runs: since={value!r}: reaches back before 1970")
             elif key == "limit":
-                if not value.isdigit() or int(value) < 1:
-                    raise UsageError(f"--runs: limit={value!r}: give a positive number")
+                if not value.isdigit() or not 1 <= int(value) <= MAX_LIMIT:
+                    raise UsageError(
+                        f"--runs: limit={value!r}: give a number from 1 to {MAX_LIMIT}"
+                    )
                 f.limit = int(value)
             elif key == "live":
                 if value not in ("true", "false", "any"):

@@ -78,7 +78,7 @@ class CeilingSpec(_Model):
         description="hour, day or month (calendar, UTC), or a duration such as '15m', '24h', "
         "'30d' (rolling); absent: all time",
     )
-    max_usd: Annotated[float, Field(ge=0)] | None = None
+    max_usd: Annotated[float, Field(ge=0, allow_inf_nan=False)] | None = None
     max_tokens: Annotated[int, Field(ge=0)] | None = None
     max_llm_calls: Annotated[int, Field(ge=0)] | None = None
     max_tool_calls: Annotated[int, Field(ge=0)] | None = None
@@ -177,6 +177,7 @@ class BudgetsFile(_Model):
 
 _ROLLING = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(s|m|h|d)\s*$")
 _UNIT_S = {"s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
+MAX_WINDOW_S = 3660 * 86400.0
 
 
 def window_seconds(window: str) -> float | None:
@@ -189,7 +190,12 @@ def window_seconds(window: str) -> float | None:
             f"invalid window {window!r}; use hour, day or month (calendar, UTC) or a duration "
             "such as '15m', '24h', '30d' (rolling)"
         )
-    return float(m.group(1)) * _UNIT_S[m.group(2)]
+    seconds = float(m.group(1)) * _UNIT_S[m.group(2)]
+    if seconds > MAX_WINDOW_S:
+        raise ValueError(
+            f"window {window!r} is longer than 10 years; leave `window` out to count all time"
+        )
+    return seconds
 
 
 def window_bounds(window: str | None, now: float) -> tuple[float, float | None]:
