@@ -9,7 +9,9 @@ store) holds them in clear.
 from __future__ import annotations
 
 import base64
+import csv
 import json
+import stat
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +19,7 @@ import pytest
 from click.testing import CliRunner
 
 from runner.cli import cli
+from runner.store import open_store
 
 HERE = Path(__file__).resolve().parent
 SPEC = str(HERE / "specs" / "everywhere.yaml")
@@ -63,3 +66,83 @@ def test_an_input_that_fails_the_schema_is_not_echoed(kind: str) -> None:
     assert "count:" in res.output and "is not of type 'integer'" in res.output
     assert "[REDACTED:" in res.output
     assert in_clear(res.output) == []
+
+
+def _pg_rows(url: str) -> list[tuple[str, str, Any]]:
+    """(table, column, value) of every text or bytea cell of every table of the database."""
+    import psycopg
+
+    out = []
+    with psycopg.connect(url) as c:
+        cols = c.execute(
+            "SELECT table_name, column_name FROM information_schema.columns "
+            "WHERE table_schema = current_schema() "
+            "AND data_type IN ('text', 'bytea', 'character varying', 'jsonb', 'json')"
+        ).fetchall()
+        for table, column in cols:
+            for (v,) in c.execute(f'SELECT "{column}"::text FROM "{table}"').fetchall():
+                if v is not None:
+                    out.append((table, column, v))
+    return out
+
+
+def test_batch_lines_and_operator_reasons_are_sealed_at_rest(target: str, tmp_path: Path) -> None:
+    data = tmp_path / "data"  # apart from a SQLite store's folder, which is scanned
+    data.mkdir()
+    jsonl = data / "data.jsonl"
+    jsonl.write_text(
+        json.dumps({"value": ALL, "unmapped": ALL})
+        + "\n"
+        + json.dumps({"value": "fine", "count": SEEDS["card_run_together"]})  # bad input
+        + "\n"
+    )
+    table = data / "data.csv"
+    with table.open("w", newline="") as f:
+        w = csv.writer(f)
+        w.writerows([["v", "unmapped"], [ALL, ALL], [SEEDS["email"], SEEDS["stripe"]]])
+    outputs = []
+    for args in (
+        ("batch", SPEC, "--data", str(jsonl), "--batch-id", "b-jsonl", "--output", "json"),
+        ("batch", SPEC, "--data", str(table), "--map", "value=v", "--batch-id", "b-csv"),
+        ("autonomy", "demote", SPEC, "refund", "--to", "approval", "--by", "ops",
+         "--reason", f"leaked {ALL}"),
+    ):  # fmt: skip
+        res = flowrun(*args, "--store", target)
+        assert res.exit_code in (0, 1, 6), res.output  # lines wait for approval or fail
+        outputs.append((args[0], res.output))
+    for shown_args in (
+        ("show", "b-jsonl"),
+        ("show", "b-csv", "--output", "json"),
+        ("batches", "--output", "json"),
+        ("autonomy", "show", SPEC),
+    ):
+        res = flowrun(*shown_args, "--store", target)
+        assert res.exit_code == 0, res.output
+        outputs.append((shown_args[0], res.output))
+    for where, text in outputs:
+        assert in_clear(text) == [], where
+    shown = json.loads(flowrun("show", "b-jsonl", "--output", "json", "--store", target).output)
+    reasons = [line["reason"] for line in shown["lines"]]
+    assert "waits for approval" in reasons[0] and "[REDACTED:card]" in reasons[0]
+    assert "count:" in reasons[1] and "[REDACTED:card]" in reasons[1]
+
+    # the store reads back what was written: the engine sees the real reason
+    store = open_store(target)
+    try:
+        assert SEEDS["stripe"] in store.batch_lines("b-jsonl")[0]["reason"]
+        assert SEEDS["aws"] in store.autonomy_rows("everywhere")[0]["reason"]
+    finally:
+        store.close()
+
+    if target.startswith("postgresql"):
+        cells = _pg_rows(target)
+        assert {t for t, _, _ in cells} >= {"batch_lines", "autonomy", "runs"}
+        leaks = [(t, c, in_clear(v)) for t, c, v in cells if in_clear(v)]
+        assert leaks == []
+        return
+    folder = Path(target).parent
+    files = [p for p in folder.rglob("*") if p.is_file() and data not in p.parents]
+    assert "flowrun.db" in {p.name for p in files}
+    for path in files:
+        assert in_clear(path.read_bytes()) == [], path
+        assert stat.S_IMODE(path.stat().st_mode) == 0o600, path
