@@ -11,6 +11,7 @@ from __future__ import annotations
 import base64
 import csv
 import json
+import os
 import stat
 from pathlib import Path
 from typing import Any
@@ -145,4 +146,23 @@ def test_batch_lines_and_operator_reasons_are_sealed_at_rest(target: str, tmp_pa
     assert "flowrun.db" in {p.name for p in files}
     for path in files:
         assert in_clear(path.read_bytes()) == [], path
+        assert stat.S_IMODE(path.stat().st_mode) == 0o600, path
+
+
+def test_every_folder_flowrun_creates_is_private(target: str, tmp_path: Path) -> None:
+    if target.startswith("postgresql"):  # transcripts go under $FLOWRUN_STORE_DIR
+        top = Path(os.environ["FLOWRUN_STORE_DIR"])
+        store = target
+    else:
+        top = tmp_path / "new"
+        store = str(top / "a" / "flowrun.db")
+    assert not top.exists()
+    res = flowrun("execute", SPEC, "--input-json", '{"value": "x"}', "--store", store)
+    assert res.exit_code == 6, res.output  # waits for approval: its transcript is written
+    folders = [top, *(p for p in top.rglob("*") if p.is_dir())]
+    assert any(p.name == "transcripts" for p in folders)
+    assert {str(p): oct(stat.S_IMODE(p.stat().st_mode)) for p in folders} == {
+        str(p): "0o700" for p in folders
+    }
+    for path in (p for p in top.rglob("*") if p.is_file()):
         assert stat.S_IMODE(path.stat().st_mode) == 0o600, path
