@@ -128,9 +128,10 @@ class _Group(click.Group):
         try:
             return super().invoke(ctx)
         except FlowrunError as e:
+            from runner.redact import echo
             from runner.runs import end_process
 
-            click.echo(e.render(), err=True)
+            echo(e.render(), err=True)  # a message may quote a value (an input, a reason)
             end_process(e.exit_code)  # after talking to Temporal, exit at once (issue 10)
             ctx.exit(e.exit_code)
 

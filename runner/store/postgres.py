@@ -1155,7 +1155,7 @@ class PostgresStore(Store):
                         "updated_at) VALUES (%s, %s, %s, %s, %s, %s)",
                         [
                             (batch_id, x["line"], dumps(x.get("inputs")), x["status"],
-                             x.get("reason"), now)
+                             seal(x.get("reason")), now)
                             for x in lines
                         ],
                     )  # fmt: skip
@@ -1187,6 +1187,8 @@ class PostgresStore(Store):
         return [_batch_row(r) for r in rows]
 
     def batch_line_set(self, batch_id: str, line: int, **fields: Any) -> None:
+        if isinstance(fields.get("reason"), str):
+            fields["reason"] = seal(fields["reason"])  # a run's reason may quote a value
         fields["updated_at"] = time.time()
         sets = ", ".join(f"{k} = %s" for k in fields)
         with self._tx() as c:
@@ -1203,7 +1205,13 @@ class PostgresStore(Store):
                 (batch_id,),
             ).fetchall()
         return [
-            {"line": int(n), "inputs": loads(i), "run_id": r, "status": s, "reason": why}
+            {
+                "line": int(n),
+                "inputs": loads(i),
+                "run_id": r,
+                "status": s,
+                "reason": unseal_text(why),
+            }
             for n, i, r, s, why in rows
         ]
 
@@ -1567,7 +1575,7 @@ class PostgresStore(Store):
             args.append(workflow)
         with self._read("autonomy") as c:
             rows = c.execute(sql + " ORDER BY workflow, tool, tenant", args).fetchall()
-        return [dict(zip(self._AUTONOMY_COLS, r, strict=True)) for r in rows]
+        return [_unseal_reason(dict(zip(self._AUTONOMY_COLS, r, strict=True))) for r in rows]
 
     def autonomy_level(self, workflow: str, tool: str, tenant: str | None) -> dict[str, Any] | None:
         with self._read("autonomy") as c:
@@ -1577,7 +1585,7 @@ class PostgresStore(Store):
                 "ORDER BY tenant = '' LIMIT 1",
                 (workflow, tool, tenant or ""),
             ).fetchone()
-        return dict(zip(self._AUTONOMY_COLS, row, strict=True)) if row else None
+        return _unseal_reason(dict(zip(self._AUTONOMY_COLS, row, strict=True))) if row else None
 
     def autonomy_set(
         self,
@@ -1610,7 +1618,7 @@ class PostgresStore(Store):
                 "reason) VALUES (%s, %s, %s, %s, %s, %s, %s) ON CONFLICT (workflow, tool, tenant) "
                 "DO UPDATE SET level = EXCLUDED.level, changed_by = EXCLUDED.changed_by, "
                 "changed_at = EXCLUDED.changed_at, reason = EXCLUDED.reason",
-                (workflow, tool, tenant or "", level, by, now, reason),
+                (workflow, tool, tenant or "", level, by, now, seal(reason)),
             )
             data = {
                 "workflow": workflow,
@@ -1807,4 +1815,9 @@ def _batch_row(d: dict[str, Any]) -> dict[str, Any]:
     for k in ("total", "pid"):
         if d.get(k) is not None:
             d[k] = int(d[k])
+    return d
+
+
+def _unseal_reason(d: dict[str, Any]) -> dict[str, Any]:
+    d["reason"] = unseal_text(d["reason"])  # sealed as written: a reason may quote a value
     return d

@@ -20,6 +20,7 @@ import json
 import os
 import threading
 from collections.abc import Callable
+from contextlib import suppress
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -40,9 +41,16 @@ class SealError(FlowrunError):
 
 
 def private_dir(path: Path) -> None:
-    """Create a folder flowrun owns as 0700 (a folder that exists is left as it is)."""
-    if not path.exists():
-        path.mkdir(mode=0o700, parents=True, exist_ok=True)
+    """Create a folder flowrun owns as 0700, and so every missing folder above it (mkdir's
+    `parents` get the default mode: a store at new/a/flowrun.db left new/ and a/ 0755); a folder
+    that exists is left as it is."""
+    missing = []
+    while not path.exists() and path.parent != path:
+        missing.append(path)
+        path = path.parent
+    for folder in reversed(missing):
+        with suppress(FileExistsError):  # another process made it meanwhile
+            folder.mkdir(mode=0o700)
 
 
 def private_file(path: Path) -> None:

@@ -1152,7 +1152,7 @@ class SqliteStore(Store):
                             x["line"],
                             dumps(x.get("inputs")),
                             x["status"],
-                            x.get("reason"),
+                            seal(x.get("reason")),
                             now,
                         )
                         for x in lines
@@ -1184,6 +1184,8 @@ class SqliteStore(Store):
         return [_batch_row(dict(zip(names, r, strict=True))) for r in cur.fetchall()]
 
     def batch_line_set(self, batch_id: str, line: int, **fields: Any) -> None:
+        if isinstance(fields.get("reason"), str):
+            fields["reason"] = seal(fields["reason"])  # a run's reason may quote a value
         fields["updated_at"] = time.time()
         sets = ", ".join(f"{k} = ?" for k in fields)
         with self.tx() as c:
@@ -1199,7 +1201,7 @@ class SqliteStore(Store):
             (batch_id,),
         )
         return [
-            {"line": n, "inputs": loads(i), "run_id": r, "status": s, "reason": why}
+            {"line": n, "inputs": loads(i), "run_id": r, "status": s, "reason": unseal_text(why)}
             for n, i, r, s, why in cur.fetchall()
         ]
 
@@ -1540,7 +1542,7 @@ class SqliteStore(Store):
             sql += " WHERE workflow = ?"
             args.append(workflow)
         rows = self.conn.execute(sql + " ORDER BY workflow, tool, tenant", args).fetchall()
-        return [dict(zip(self._AUTONOMY_COLS, r, strict=True)) for r in rows]
+        return [_unseal_reason(dict(zip(self._AUTONOMY_COLS, r, strict=True))) for r in rows]
 
     def autonomy_level(self, workflow: str, tool: str, tenant: str | None) -> dict[str, Any] | None:
         rows = self.conn.execute(
@@ -1549,7 +1551,9 @@ class SqliteStore(Store):
             "ORDER BY tenant = '' LIMIT 1",
             (workflow, tool, tenant or ""),
         ).fetchall()
-        return dict(zip(self._AUTONOMY_COLS, rows[0], strict=True)) if rows else None
+        return (
+            _unseal_reason(dict(zip(self._AUTONOMY_COLS, rows[0], strict=True))) if rows else None
+        )
 
     def autonomy_set(
         self,
@@ -1577,7 +1581,7 @@ class SqliteStore(Store):
                 "reason) VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (workflow, tool, tenant) DO "
                 "UPDATE SET level = excluded.level, changed_by = excluded.changed_by, "
                 "changed_at = excluded.changed_at, reason = excluded.reason",
-                (workflow, tool, tenant or "", level, by, now, reason),
+                (workflow, tool, tenant or "", level, by, now, seal(reason)),
             )
             data = {
                 "workflow": workflow,
@@ -1821,3 +1825,8 @@ def _run_row(conn: sqlite3.Connection, row: tuple[Any, ...]) -> RunRow:
     d["reason"] = unseal_text(d["reason"])
     d["kill_requested"] = bool(d["kill_requested"])
     return RunRow(**d)
+
+
+def _unseal_reason(d: dict[str, Any]) -> dict[str, Any]:
+    d["reason"] = unseal_text(d["reason"])  # sealed as written: a reason may quote a value
+    return d

@@ -21,6 +21,7 @@ from runner.engine.hooks import Hooks
 from runner.engine.results import NodeResult, RunResult, Usage
 from runner.engine.telemetry import CallRecord, Telemetry
 from runner.redact import redact
+from runner.store.seal import private_dir
 
 if TYPE_CHECKING:
     from runner.engine.context import NodeContext
@@ -218,8 +219,7 @@ class RunObserver(Hooks, Telemetry):
 
     def _open_transcript(self, path: Path) -> io.FileIO:
         # every transcript is private (a redacted one still says what a run did): 0600 in 0700
-        if not path.parent.exists():
-            path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        private_dir(path.parent)
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
         os.fchmod(fd, 0o600)
         return io.FileIO(fd, "a")

@@ -32,6 +32,7 @@ from pathlib import Path
 from typing import Any
 
 from runner.errors import ExitCode, FlowrunError
+from runner.store.seal import private_dir
 
 KEY_ENV = "FLOWRUN_VAULT_KEY"
 KEY_FILE_ENV = "FLOWRUN_VAULT_KEY_FILE"
@@ -186,8 +187,7 @@ class VaultWriter:
     def __init__(self, keys: VaultKeys, path: Path, run_id: str) -> None:
         self.keys = keys
         self.run_id = run_id
-        if not path.parent.exists():
-            path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        private_dir(path.parent)
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
         os.fchmod(fd, 0o600)
         self._out: io.FileIO | None = io.FileIO(fd, "a")

@@ -16,3 +16,8 @@ def refund(email: str, card: str, key: str, note: str) -> dict[str, object]:
     with open(os.environ["STOOLS_LOG"], "a", encoding="utf-8") as f:
         f.write(json.dumps({"email": email, "card": card, "key": key, "note": note}) + "\n")
     return {"sent_to": email, "charged": card, "ok": True}
+
+
+def echo(value: str) -> dict[str, object]:
+    """A read whose result is what it was given (a tool that returns a secret)."""
+    return {"value": value}
