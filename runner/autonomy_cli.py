@@ -16,6 +16,7 @@ import click
 from runner.errors import FlowrunError
 from runner.options import not_empty
 from runner.redact import echo
+from runner.redact import echo as shown
 
 LEVEL_CHOICE = click.Choice(["dry_run", "approval", "autonomous"])
 _store_opt = click.option(
@@ -29,7 +30,7 @@ _tenant_opt = click.option(
 
 
 def _fail(e: FlowrunError) -> None:
-    click.echo(e.render(), err=True)
+    shown(e.render(), err=True)
     sys.exit(e.exit_code)
 
 

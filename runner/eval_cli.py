@@ -11,6 +11,7 @@ import click
 from pydantic import ValidationError
 
 from runner.errors import ExitCode, FlowrunError, UsageError
+from runner.redact import echo as shown
 
 GATE_EXIT_FAILED = 1
 
@@ -116,7 +117,7 @@ def eval_command(
             record,
         )
     except FlowrunError as e:
-        click.echo(e.render(), err=True)
+        shown(e.render(), err=True)
         sys.exit(ExitCode.INVALID if e.exit_code == ExitCode.INVALID else e.exit_code)
     sys.exit(code)
 

@@ -16,6 +16,7 @@ import click
 
 from runner.errors import ExitCode, FlowrunError, UsageError
 from runner.options import not_empty
+from runner.redact import echo as shown
 
 if TYPE_CHECKING:
     from runner.plan.model import Plan
@@ -186,7 +187,7 @@ def readiness(
         store = open_store(store_opt, create=False)
         report = readiness_of(store, plan, tenant=tenant, since=when)
     except FlowrunError as e:
-        click.echo(e.render(), err=True)
+        shown(e.render(), err=True)
         sys.exit(e.exit_code)
     if fmt == "json":
         click.echo(json.dumps(report.to_json(), indent=2, default=str))

@@ -10,6 +10,7 @@ from typing import Any, TypeVar
 import click
 
 from runner.errors import ExitCode, FlowrunError, UsageError
+from runner.redact import echo as shown
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -22,7 +23,7 @@ def _errors_to_exit(fn: F) -> F:
         try:
             return fn(*args, **kwargs)
         except FlowrunError as e:
-            click.echo(e.render(), err=True)
+            shown(e.render(), err=True)
             click.get_current_context().exit(e.exit_code)
 
     return wrapper  # type: ignore[return-value]

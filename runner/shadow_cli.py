@@ -14,6 +14,7 @@ import click
 
 from runner.errors import FlowrunError, UsageError
 from runner.redact import echo, show
+from runner.redact import echo as shown
 
 
 @click.command("shadow")
@@ -75,7 +76,7 @@ def shadow(
         if record:
             record_shadow(store, plan, report)
     except FlowrunError as e:
-        click.echo(e.render(), err=True)
+        shown(e.render(), err=True)
         sys.exit(e.exit_code)
     report = show(report)
     if fmt == "json":

@@ -24,6 +24,7 @@ from starlette.responses import JSONResponse, Response
 
 from runner.errors import FlowrunError
 from runner.plan.schemas import validator
+from runner.redact import show
 from runner.runs import Runs
 from runner.runs.identity import Directory, Forbidden, Identity, audit, hook_grant
 from runner.runs.intake import Accepted, Delivery, Intake
@@ -130,10 +131,10 @@ def map_inputs(hook: Hook, body: Any) -> tuple[dict[str, Any] | None, Response |
             at = hook.inputs[str(path[0])] + pointer_of(path[1:])
         elif hook.inputs is not None:
             at = ""
-        # the message may quote the value: it goes back to the sender, never to a log
+        # the message may quote the value: it is shown as everything flowrun shows, redacted
         return None, _refuse(
             400,
-            f"input does not match {hook.plan.name!r}'s inputs schema: {err.message}",
+            f"input does not match {hook.plan.name!r}'s inputs schema: {show(err.message)}",
             pointer=at,
             input_pointer=pointer_of(path),
         )

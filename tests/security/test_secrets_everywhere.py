@@ -149,15 +149,19 @@ def test_batch_lines_and_operator_reasons_are_sealed_at_rest(target: str, tmp_pa
         assert stat.S_IMODE(path.stat().st_mode) == 0o600, path
 
 
-def test_every_folder_flowrun_creates_is_private(target: str, tmp_path: Path) -> None:
+def test_every_folder_flowrun_creates_is_private(
+    target: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     if target.startswith("postgresql"):  # transcripts go under $FLOWRUN_STORE_DIR
         top = Path(os.environ["FLOWRUN_STORE_DIR"])
-        store = target
-    else:
-        top = tmp_path / "new"
-        store = str(top / "a" / "flowrun.db")
+        store = ["--store", target]
+    else:  # the default store, the one store whose folder flowrun makes (.flowrun/)
+        monkeypatch.delenv("FLOWRUN_STORE", raising=False)
+        monkeypatch.chdir(tmp_path)
+        top = tmp_path / ".flowrun"
+        store = []
     assert not top.exists()
-    res = flowrun("execute", SPEC, "--input-json", '{"value": "x"}', "--store", store)
+    res = flowrun("execute", str(SPEC), "--input-json", '{"value": "x"}', *store)
     assert res.exit_code == 6, res.output  # waits for approval: its transcript is written
     folders = [top, *(p for p in top.rglob("*") if p.is_dir())]
     assert any(p.name == "transcripts" for p in folders)

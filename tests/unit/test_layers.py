@@ -43,6 +43,7 @@ LAYERS: dict[str, int] = {
     "runner.backends": 7,
     "runner.temporal": 7,
     "runner.runs": 8,
+    "runner.options": 8,  # checks of command-line options, used by runs/ and the commands
     "runner.trace.replay": 8,
     "runner.evals": 9,
     "runner.progress": 9,
