@@ -15,8 +15,7 @@ import click
 
 from runner.errors import FlowrunError
 from runner.options import not_empty
-from runner.redact import echo
-from runner.redact import echo as shown
+from runner.redact import echo, echo_error
 
 LEVEL_CHOICE = click.Choice(["dry_run", "approval", "autonomous"])
 _store_opt = click.option(
@@ -30,7 +29,7 @@ _tenant_opt = click.option(
 
 
 def _fail(e: FlowrunError) -> None:
-    shown(e.render(), err=True)
+    echo_error(e)
     sys.exit(e.exit_code)
 
 

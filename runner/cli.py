@@ -18,9 +18,9 @@ MAX_INPUT_BYTES = 16 * 1024 * 1024  # a task input is a JSON object, not a data 
 
 
 def _fail(err: FlowrunError) -> NoReturn:
-    from runner.redact import echo
+    from runner.redact import echo_error
 
-    echo(err.render(), err=True)  # a message may quote a value
+    echo_error(err)
     sys.exit(err.exit_code)
 
 
@@ -128,10 +128,10 @@ class _Group(click.Group):
         try:
             return super().invoke(ctx)
         except FlowrunError as e:
-            from runner.redact import echo
+            from runner.redact import echo_error
             from runner.runs import end_process
 
-            echo(e.render(), err=True)  # a message may quote a value (an input, a reason)
+            echo_error(e)  # a message may quote a value (an input, a reason)
             end_process(e.exit_code)  # after talking to Temporal, exit at once (issue 10)
             ctx.exit(e.exit_code)
 

@@ -48,10 +48,15 @@ class FlowrunError(Exception):
 
     exit_code: int = ExitCode.INTERNAL
 
-    def __init__(self, message: str, *, hint: str | None = None) -> None:
+    def __init__(
+        self, message: str, *, hint: str | None = None, identities: tuple[str, ...] = ()
+    ) -> None:
         super().__init__(message)
         self.message = message
         self.hint = hint
+        # who acted (an approver, a run's actor) named in the message: shown as is, not
+        # redacted like the values a message may quote
+        self.identities = tuple(i for i in identities if i)
 
     def render(self) -> str:
         text = f"error: {self.message}"

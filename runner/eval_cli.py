@@ -11,7 +11,7 @@ import click
 from pydantic import ValidationError
 
 from runner.errors import ExitCode, FlowrunError, UsageError
-from runner.redact import echo as shown
+from runner.redact import echo_error
 
 GATE_EXIT_FAILED = 1
 
@@ -117,7 +117,7 @@ def eval_command(
             record,
         )
     except FlowrunError as e:
-        shown(e.render(), err=True)
+        echo_error(e)
         sys.exit(ExitCode.INVALID if e.exit_code == ExitCode.INVALID else e.exit_code)
     sys.exit(code)
 

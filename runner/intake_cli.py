@@ -18,9 +18,9 @@ def load_hook_file(path: str) -> Any:
     try:
         return load_hooks(path)
     except FlowrunError as e:
-        from runner.redact import echo
+        from runner.redact import echo_error
 
-        echo(e.render(), err=True)
+        echo_error(e)
         sys.exit(e.exit_code)
 
 
@@ -62,9 +62,9 @@ def intake(
         try:
             Directory(target, identities)  # a bad identities file: exit 2 before serving
         except FlowrunError as e:
-            from runner.redact import echo
+            from runner.redact import echo_error
 
-            echo(e.render(), err=True)
+            echo_error(e)
             sys.exit(e.exit_code)
     store_folder(store_opt)
     listen("--host", host, port)
@@ -125,7 +125,7 @@ def start_notifier(target: str) -> Any:
     try:
         return Notifier.start_if_configured(target)
     except FlowrunError as e:
-        from runner.redact import echo
+        from runner.redact import echo_error
 
-        echo(e.render(), err=True)
+        echo_error(e)
         sys.exit(e.exit_code)

@@ -16,7 +16,7 @@ import click
 
 from runner.errors import ExitCode, FlowrunError, UsageError
 from runner.options import not_empty
-from runner.redact import echo as shown
+from runner.redact import echo_error
 
 if TYPE_CHECKING:
     from runner.plan.model import Plan
@@ -187,7 +187,7 @@ def readiness(
         store = open_store(store_opt, create=False)
         report = readiness_of(store, plan, tenant=tenant, since=when)
     except FlowrunError as e:
-        shown(e.render(), err=True)
+        echo_error(e)
         sys.exit(e.exit_code)
     if fmt == "json":
         click.echo(json.dumps(report.to_json(), indent=2, default=str))

@@ -445,11 +445,39 @@ def rewriter(fn: Rewrite) -> Callable[[Any, bool], Any]:
     return _Rewriter(fn)
 
 
+def show_keeping(text: str, keep: Iterable[str] = ()) -> str:
+    """`show` of a message that names identities on purpose (who approved, who started): each
+    of `keep` stays as is, the text around them is redacted."""
+    kept = {k for k in keep if k}
+    pieces = [text]
+    for ident in sorted(kept, key=len, reverse=True):
+        pieces = [q for p in pieces for q in (_split_keep(p, ident) if p not in kept else [p])]
+    return "".join(p if p in kept else str(show(p)) for p in pieces)
+
+
+def _split_keep(text: str, ident: str) -> list[str]:
+    out: list[str] = []
+    for n, part in enumerate(text.split(ident)):
+        if n:
+            out.append(ident)
+        if part:
+            out.append(part)
+    return out
+
+
 def echo(message: str | None = None, err: bool = False) -> None:
     """Print a line of a command's output as shown: redacted (what entry points print with)."""
     import click
 
     click.echo(show(message) if message is not None else None, err=err)
+
+
+def echo_error(err: Any) -> None:
+    """Print a flowrun error as shown: a value it quotes is redacted, who acted (its
+    `identities`, an approver, a run's actor) is named as is."""
+    import click
+
+    click.echo(show_keeping(err.render(), getattr(err, "identities", ())), err=True)
 
 
 def echo_json(value: Any, indent: int | None = 2) -> None:

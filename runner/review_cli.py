@@ -10,7 +10,7 @@ from typing import Any, TypeVar
 import click
 
 from runner.errors import ExitCode, FlowrunError, UsageError
-from runner.redact import echo as shown
+from runner.redact import echo_error
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -23,7 +23,7 @@ def _errors_to_exit(fn: F) -> F:
         try:
             return fn(*args, **kwargs)
         except FlowrunError as e:
-            shown(e.render(), err=True)
+            echo_error(e)
             click.get_current_context().exit(e.exit_code)
 
     return wrapper  # type: ignore[return-value]

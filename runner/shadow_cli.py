@@ -13,8 +13,7 @@ from typing import Any
 import click
 
 from runner.errors import FlowrunError, UsageError
-from runner.redact import echo, show
-from runner.redact import echo as shown
+from runner.redact import echo, echo_error, show
 
 
 @click.command("shadow")
@@ -76,7 +75,7 @@ def shadow(
         if record:
             record_shadow(store, plan, report)
     except FlowrunError as e:
-        shown(e.render(), err=True)
+        echo_error(e)
         sys.exit(e.exit_code)
     report = show(report)
     if fmt == "json":

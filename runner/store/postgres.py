@@ -1115,7 +1115,8 @@ class PostgresStore(Store):
                     raise NotFound(f"run {run_id!r} has no approval waiting at node {node_id!r}")
                 by_text = f" by {row[1]}" if row[1] else ""
                 raise NotFound(
-                    f"the approval of {run_id!r} at {node_id!r} is already {row[0]}{by_text}"
+                    f"the approval of {run_id!r} at {node_id!r} is already {row[0]}{by_text}",
+                    identities=(row[1],) if row[1] else (),
                 )
             c.execute(
                 _EVENT_SQL,

@@ -46,6 +46,7 @@ def flowrun(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]
 @pytest.fixture
 def env(tmp_path: Path) -> dict[str, str]:
     e = process_env(tmp_path / "data", FLOWRUN_VAULT_KEY=K1)
+    (tmp_path / "store").mkdir(mode=0o700)  # a store is made only in a folder that exists
     e["FLOWRUN_STORE"] = str(tmp_path / "store" / "flowrun.db")
     e.pop("FLOWRUN_VAULT_KEY_FILE", None)
     return e

@@ -62,8 +62,9 @@ def assert_clean(where: str, text: str | bytes) -> None:
 @pytest.fixture
 def env(tmp_path: Path) -> dict[str, str]:
     e = dict(os.environ)
+    (tmp_path / "store").mkdir(mode=0o700)  # a store is made only in a folder that exists
     e.update(
-        FLOWRUN_STORE=str(tmp_path / "store" / "flowrun.db"),  # a folder flowrun creates
+        FLOWRUN_STORE=str(tmp_path / "store" / "flowrun.db"),  # its transcripts folder: flowrun's
         STOOLS_LOG=str(tmp_path / "stools.log"),
         PYTHONPATH=str(ROOT),
     )
