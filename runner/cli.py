@@ -11,7 +11,7 @@ from typing import Any, NoReturn
 
 import click
 
-from runner import __version__, files
+from runner import __version__, files, started_as_flowrun
 from runner.errors import ExitCode, FlowrunError, UsageError
 
 MAX_INPUT_BYTES = 16 * 1024 * 1024  # a task input is a JSON object, not a data set
@@ -453,7 +453,8 @@ def schema(check_file: str | None) -> None:
 def main() -> None:
     """Console entry point: every error becomes a message and an exit code, never a traceback."""
     global _OWN_PROCESS
-    _OWN_PROCESS = True
+    # a test runner calling main() in its own process must not be frozen or ended by os._exit
+    _OWN_PROCESS = started_as_flowrun()
     _check_argv(sys.argv[1:])
     try:
         # standalone_mode=False returns ctx.exit()'s code instead of exiting: pass it on

@@ -182,8 +182,19 @@ def _parse(source: str) -> jn.Template:
 _TOO_DEEP = "the template nests blocks too deeply to compile; flatten it"
 
 
+_OTHER_TEMPLATE = (jn.Include, jn.Import, jn.FromImport, jn.Extends)
+
+
 def _check(tree: jn.Template) -> None:
-    """Catch what jinja would only report at code generation: unknown filters and tests."""
+    """Catch what jinja would only report at code generation or at run time: unknown filters
+    and tests, and a tag that reads another template (a prompt is one text, there is none)."""
+    for other in tree.find_all(_OTHER_TEMPLATE):
+        tag = {jn.FromImport: "from ... import"}.get(type(other), type(other).__name__.lower())
+        raise TemplateError(
+            f"{{% {tag} %}} reads another template, and a prompt has none to read; "
+            "write the text into this prompt (a macro defined here can be reused)",
+            other.lineno,
+        )
     for node in tree.find_all((jn.Filter, jn.Test)):
         assert isinstance(node, jn.Filter | jn.Test)
         known = ENV.tests if isinstance(node, jn.Test) else ENV.filters

@@ -52,12 +52,9 @@ def hard_exit_if_needed(code: int) -> None:
     import os
     import sys
 
-    main = sys.modules.get("__main__")
-    spec = getattr(main, "__spec__", None)
-    is_cli = (spec is not None and spec.name == "runner.cli") or os.path.basename(
-        sys.argv[0] if sys.argv else ""
-    ) == "flowrun"
-    if _CLIENT_USED and is_cli:
+    from runner import started_as_flowrun
+
+    if _CLIENT_USED and started_as_flowrun():
         sys.stdout.flush()
         sys.stderr.flush()
         os._exit(code)

@@ -108,6 +108,14 @@ def _env() -> jinja2.Environment:
         autoescape=True,
         finalize=_shown,
     )
+    plain_tojson = env.filters["tojson"]
+
+    @jinja2.pass_eval_context
+    def tojson(ctx: Any, value: Any, indent: int | None = None) -> Any:
+        # tojson's Markup is marked safe and passes `finalize`: redact the value before
+        return plain_tojson(ctx, show(value), indent)
+
+    env.filters["tojson"] = tojson
     env.filters["usd"] = lambda x: f"${(x or 0):.6f}"
     env.filters["age"] = data.age
     env.filters["when"] = data.when

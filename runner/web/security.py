@@ -42,7 +42,8 @@ class Sessions:
     def __init__(self, token: str | None, secret: bytes | None = None) -> None:
         self.token = token  # the shared console token (loopback only), if any
         self.secret = secret or secrets.token_bytes(32)
-        self.revoked: set[str] = set()
+        # logged-out session ids, each kept until its cookie would have expired anyway
+        self.revoked: dict[str, float] = {}
 
     def _sign(self, text: str) -> str:
         return hmac.new(self.secret, text.encode(), hashlib.sha256).hexdigest()
@@ -82,4 +83,8 @@ class Sessions:
         return bool(given) and hmac.compare_digest(self.csrf(sid), str(given))
 
     def revoke(self, sid: str) -> None:
-        self.revoked.add(sid)
+        """Log a session out. An id is forgotten once no cookie of it can be valid (a session
+        lives SESSION_MAX_AGE_S from its issue, before its logout): the set stays bounded."""
+        now = time.time()
+        self.revoked = {k: until for k, until in self.revoked.items() if until > now}
+        self.revoked[sid] = now + SESSION_MAX_AGE_S

@@ -291,3 +291,35 @@ def test_text_run_on_a_tty_shows_the_live_display_on_stderr_only(
     assert "\x1b[" in p.stderr and "retrieve" in p.stderr, repr(p.stderr)
     assert not any(m in p.stdout for m in ANSI_OR_CR), repr(p.stdout)
     assert refund_rows(fresh_db) == []
+
+
+def test_a_program_that_calls_main_outlives_the_commands_it_runs_after(tmp_path: Path) -> None:
+    """main() called inside another program (a test runner, a library user) leaves it nothing
+    that makes a later command end that program: a batch ends a `flowrun` process at once
+    (os._exit), never its host's."""
+    data = tmp_path / "lines.jsonl"
+    data.write_text('{"item": "not an item"}\n')  # one line that fails its schema: exit 1
+    probe = (
+        "import sys\n"
+        "from click.testing import CliRunner\n"
+        "from runner.cli import cli, main\n"
+        "spec, data, store = sys.argv[2:]\n"
+        "sys.argv[1:] = ['--version']\n"
+        "try:\n"
+        "    main()\n"
+        "except SystemExit:\n"
+        "    pass\n"
+        "res = CliRunner().invoke(cli, ['batch', spec, '--data', data, '--store', store])\n"
+        "print('still here after exit', res.exit_code)\n"
+    )
+    batch_spec = Path(__file__).resolve().parents[1] / "batch" / "specs" / "batch_flow.yaml"
+    cp = subprocess.run(
+        [sys.executable, "-c", probe, "x", str(batch_spec), str(data), str(tmp_path / "s.db")],
+        cwd=tmp_path,
+        env=flowrun_env(None),
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert cp.returncode == 0, cp.stderr
+    assert "still here after exit 1" in cp.stdout, cp.stdout + cp.stderr

@@ -411,3 +411,15 @@ def test_unknown_filter_fails_at_compile_time_with_a_suggestion() -> None:
         compile_template("ok\n{{ x | tojsn }}")
     assert info.value.message == "unknown filter 'tojsn'; did you mean 'tojson'?"
     assert info.value.line == 2
+
+
+@pytest.mark.parametrize(
+    "tag",
+    ['{% include "header.txt" %}', '{% import "m.j2" as m %}', '{% from "m.j2" import x %}',
+     '{% extends "base.j2" %}'],
+)  # fmt: skip
+def test_a_tag_that_reads_another_template_fails_at_compile_time(tag: str) -> None:
+    with pytest.raises(TemplateError) as info:
+        compile_template(f"ok\n\n{tag}\n{{{{ x }}}}")
+    assert "reads another template" in info.value.message
+    assert info.value.line == 3

@@ -278,6 +278,29 @@ def test_serve_refuses_bad_options(flowrun: Flowrun, args: list[str], message: s
     assert message in proc.stderr and "Traceback" not in proc.stderr
 
 
+def test_a_decision_s_values_are_shown_redacted(
+    client: TestClient, flowrun: Flowrun, env: dict[str, str]
+) -> None:
+    review(flowrun, "a3")
+    csrf = login(client)
+    key = "sk_live_" + "4eC39HqLyjWDarjtT1zdp7dc"
+    done = client.post(
+        "/approvals/a3/approve/approve",
+        data={
+            "csrf": csrf,
+            "by": "lead",
+            "d_amount_usd": "12.5",
+            "d_channel": "card",
+            "d_note": f"charged with {key} for ann@example.com",
+        },
+    )
+    assert done.status_code == 200, done.text
+    page = client.get("/runs/a3").text
+    assert "&#34;amount_usd&#34;: 12.5" in page or '"amount_usd": 12.5' in page
+    assert key not in page and "ann@example.com" not in page
+    assert "[REDACTED:" in page
+
+
 def test_a_dry_run_shows_its_planned_change_and_policy_decisions(
     client: TestClient, flowrun: Flowrun, env: dict[str, str]
 ) -> None:

@@ -327,3 +327,26 @@ def test_a_decision_number_must_be_finite(site: dict[str, Any], browser: Any, am
     )
     assert r.status_code == 400 and "decision field &#39;amount_usd&#39;" in r.text, r.text[-500:]
     assert approval(site, "later") == before == [("waiting", None)]
+
+
+def test_logged_out_sessions_are_forgotten_once_they_would_have_expired(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from runner.web import security
+
+    now = [1_000_000.0]
+    monkeypatch.setattr(security.time, "time", lambda: now[0])
+    sessions = security.Sessions(None)
+    cookies = [sessions.issue(f"id:u{n}") for n in range(50)]
+    for cookie in cookies:
+        sid, _ = sessions.session(cookie) or ("", "")
+        sessions.revoke(sid)
+        assert sessions.session(cookie) is None  # out at once
+    assert len(sessions.revoked) == 50
+    # past the longest a session lives, a logout forgets the ids no cookie can use any more
+    now[0] += security.SESSION_MAX_AGE_S + 1
+    late = sessions.issue("id:late")
+    sessions.revoke((sessions.session(late) or ("", ""))[0])
+    assert len(sessions.revoked) == 1
+    assert all(sessions.session(c) is None for c in cookies)  # expired: still refused
+    assert sessions.session(late) is None
