@@ -189,7 +189,8 @@ def _check(tree: jn.Template) -> None:
     """Catch what jinja would only report at code generation or at run time: unknown filters
     and tests, and a tag that reads another template (a prompt is one text, there is none)."""
     for other in tree.find_all(_OTHER_TEMPLATE):
-        tag = {jn.FromImport: "from ... import"}.get(type(other), type(other).__name__.lower())
+        kind = type(other).__name__.lower()
+        tag = "from ... import" if isinstance(other, jn.FromImport) else kind
         raise TemplateError(
             f"{{% {tag} %}} reads another template, and a prompt has none to read; "
             "write the text into this prompt (a macro defined here can be reused)",
