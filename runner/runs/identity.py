@@ -438,12 +438,19 @@ def hook_grant(
     return run_tenant, granted, granted_live
 
 
+def not_its_tenant(who: Identity, what: str) -> str:
+    """Why `who` may not see or act on a run (or batch) of a tenant it does not act for,
+    without naming that tenant: the refused caller learns nothing of where it belongs (the
+    audit event names the run or batch)."""
+    return f"{who.name!r} does not act for this {what}'s tenant"
+
+
 def decision_refusal(
     who: Identity, run: Any, approval: dict[str, Any] | None
 ) -> tuple[str, str | None] | None:
     """Why `who` may not decide this approval (a reason and a hint), or None when it may."""
     if not who.for_tenant(run.tenant):
-        return f"{who.name!r} does not act for tenant {run.tenant!r}", None
+        return not_its_tenant(who, "run"), None
     if approval is None:
         return None  # nothing to decide: the caller's NotFound says so
     assignees = [str(a) for a in approval.get("assignees") or []]
@@ -475,7 +482,7 @@ def operation_refusal(who: Identity, run: Any | None, action: str) -> str | None
     if not who.has(OPERATOR):
         return f"{who.name!r} does not have the {OPERATOR!r} role needed to {action}"
     if run is not None and not who.for_tenant(run.tenant):
-        return f"{who.name!r} does not act for tenant {run.tenant!r}"
+        return not_its_tenant(who, "run")
     return None
 
 

@@ -38,6 +38,7 @@ from runner.runs.identity import (
     Identity,
     audit,
     decision_refusal,
+    not_its_tenant,
 )
 from runner.web import data
 from runner.web.oidc import STATE_COOKIE, STATE_MAX_AGE_S, Oidc, OidcConfig, OidcError
@@ -162,7 +163,7 @@ class Console:
         who = self.me(request)
         row = r.get(run_id)
         if not who.for_tenant(row.tenant):
-            reason = f"{who.name!r} does not act for tenant {row.tenant!r}"
+            reason = not_its_tenant(who, "run")
             audit(r.store, who, action=action, allowed=False, run_id=run_id, via="console",
                   reason=reason)  # fmt: skip
             raise Forbidden(f"{action} refused: {reason}")

@@ -16,7 +16,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from runner.runs import batch as b
-from runner.runs.identity import Forbidden, audit
+from runner.runs.identity import Forbidden, audit, not_its_tenant
 
 if TYPE_CHECKING:
     from runner.web.app import Console
@@ -60,7 +60,7 @@ def routes(console: Console, guard: Callable[[Handler], Handler]) -> list[Route]
             row = b.batch_row(r, batch_id)  # NotFound: the console's 404 page
             tenant = _tenant(row)
             if not who.for_tenant(tenant):  # as a run's page: 403, audited
-                reason = f"{who.name!r} does not act for tenant {tenant!r}"
+                reason = not_its_tenant(who, "batch")
                 audit(r.store, who, action="view", allowed=False, via="console",
                       reason=f"batch {batch_id!r}: {reason}")  # fmt: skip
                 raise Forbidden(f"view refused: {reason}")

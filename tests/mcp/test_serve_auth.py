@@ -187,7 +187,9 @@ def test_approvals_through_mcp_are_bound_to_assignees_and_not_the_requester(
     (outsider,) = calls(site, "reader", approve)
     assert isinstance(outsider, str) and "not among the assignees" in outsider
     (elsewhere,) = calls(site, "stranger", approve)
-    assert isinstance(elsewhere, str) and "tenant 'acme'" in elsewhere
+    # refused without being told which tenant the run belongs to
+    assert isinstance(elsewhere, str) and "does not act for this run's tenant" in elsewhere
+    assert "acme" not in elsewhere
     (kill,) = calls(site, "lead", ("flowrun.kill", {"run_id": run_id}))
     assert isinstance(kill, str) and "'operator' role" in kill
     assert rows(site, f"SELECT status FROM approvals WHERE run_id = '{run_id}'") == [("waiting",)]
