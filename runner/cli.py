@@ -453,8 +453,16 @@ def schema(check_file: str | None) -> None:
 def main() -> None:
     """Console entry point: every error becomes a message and an exit code, never a traceback."""
     global _OWN_PROCESS
-    # a test runner calling main() in its own process must not be frozen or ended by os._exit
+    # a program calling main() in its own process (a test runner) is neither frozen nor ended
+    # by os._exit after main() returns, whatever its argv says during the call
     _OWN_PROCESS = started_as_flowrun()
+    try:
+        _main()
+    finally:
+        _OWN_PROCESS = False
+
+
+def _main() -> None:
     _check_argv(sys.argv[1:])
     try:
         # standalone_mode=False returns ctx.exit()'s code instead of exiting: pass it on

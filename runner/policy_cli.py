@@ -45,9 +45,9 @@ class Case(_M):
 
 
 def _load_cases(path: str) -> list[tuple[Case, int]]:
-    from runner.spec.loader import load_file
+    from runner.spec.loader import Document, load_file
 
-    src = load_file(path, mapping=False)
+    src = load_file(path, mapping=False, what=Document("policy case file", "cases"))
     data = src.data if isinstance(src.data, list) else src.data.get("cases")
     if not isinstance(data, list):
         raise UsageError(f"{path}: a policy case file is a list of cases (or `cases:` with one)")

@@ -14,7 +14,7 @@ from runner.expr.cel import CelSyntaxError, CompiledExpr, compile_cel
 from runner.expr.refs import cel_refs
 from runner.plan import schemas
 from runner.plan.model import Plan
-from runner.spec.loader import PathKey, Source, load_file
+from runner.spec.loader import Document, PathKey, Source, load_file
 from runner.spec.models import Duration
 
 CaseKind = Literal["gold", "synthetic", "adversarial"]
@@ -152,6 +152,9 @@ def case_files(path: str | Path) -> list[Path]:
     return [p]
 
 
+CASE_FILE = Document("case file", "cases, ...")
+
+
 def load_cases(path: str | Path, plan: Plan) -> list[Case]:
     """Read every case file under path and check each against the plan; all problems at once."""
     out: list[Case] = []
@@ -159,7 +162,7 @@ def load_cases(path: str | Path, plan: Plan) -> list[Case]:
     seen: dict[str, str] = {}
     for f in case_files(path):
         try:
-            src = load_file(f)
+            src = load_file(f, mapping=False, what=CASE_FILE)
         except SpecError as e:
             diags.extend(e.diagnostics)
             continue

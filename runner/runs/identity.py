@@ -224,7 +224,7 @@ class _Known:
 
 def load_identities(path: str | Path) -> list[_Known]:
     """An identities file (YAML); every problem as `path:line:col: identities: message`."""
-    from runner.spec.loader import load_file
+    from runner.spec.loader import Document, load_file
 
     p = Path(path)
     if not p.exists():
@@ -232,8 +232,8 @@ def load_identities(path: str | Path) -> list[_Known]:
     if not p.is_file():
         raise UsageError(f"--identities: {str(path)!r} is not a regular file")
     try:
-        src = load_file(p)
-    except SpecError as e:  # the loader speaks of specs; this is an identities file
+        src = load_file(p, what=Document("identities file", "identities"))
+    except SpecError as e:
         raise SpecError(
             Diagnostic(
                 file=d.file,

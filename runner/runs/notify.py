@@ -86,9 +86,9 @@ def config_path(store: Store | None) -> Path | None:
 
 def load_config(path: str | Path, env: dict[str, str] | None = None) -> NotifyConfig:
     """Read and check a notify file; SpecError lists every problem at its position."""
-    from runner.spec.loader import load_file
+    from runner.spec.loader import Document, load_file
 
-    src = load_file(path)
+    src = load_file(path, what=Document("notify file", "console_url, targets, ..."))
     env = dict(os.environ) if env is None else env
     diags: list[Diagnostic] = []
 

@@ -37,7 +37,7 @@ from pydantic import (
 )
 
 from runner.errors import Diagnostic, SpecError
-from runner.spec.loader import PathKey, Source, _get, load_file, load_text
+from runner.spec.loader import Document, PathKey, Source, _get, load_file, load_text
 from runner.spec.models import Duration
 
 SCHEMA_ID = "https://flowrun.dev/schema/flowrun-budgets-v1.schema.json"
@@ -336,14 +336,21 @@ def to_json(f: BudgetsFile) -> dict[str, Any]:
 # loading, with positions
 
 
+BUDGETS_FILE = Document(
+    "budgets file",
+    "apiVersion, kind, ceilings, rate_limits",
+    "start from docs/budgets.md (apiVersion: flowrun/v1, kind: Budgets, ceilings, rate_limits)",
+)
+
+
 def load_budgets(path: str | Path) -> tuple[BudgetsFile, str]:
     """Read and check a budgets file; every problem is a `path:line:col: rule: message`."""
-    src = load_file(path)
+    src = load_file(path, what=BUDGETS_FILE)
     return parse_budgets(src), src.text
 
 
 def load_budgets_text(text: str, path: str = "<string>") -> BudgetsFile:
-    return parse_budgets(load_text(text, path))
+    return parse_budgets(load_text(text, path, what=BUDGETS_FILE))
 
 
 def parse_budgets(src: Source) -> BudgetsFile:

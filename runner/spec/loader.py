@@ -164,8 +164,35 @@ class _Loader(_Base):  # type: ignore[valid-type,misc]
 _STR = "tag:yaml.org,2002:str"
 
 
-def load_file(path: str | Path, *, display: str | None = None, mapping: bool = True) -> Source:
-    """Read and parse a spec file; every failure is a SpecError with a position."""
+@dataclass(frozen=True)
+class Document:
+    """What a YAML file read here is, as its messages name it (a spec, a budgets file, ...)."""
+
+    name: str  # "spec", "budgets file"
+    keys: str  # the keys a mapping of this kind holds, for "must be a mapping of keys (...)"
+    start: str | None = None  # where to start from, for an empty file
+
+    @property
+    def article(self) -> str:
+        return "an" if self.name[:1] in "aeiou" else "a"
+
+
+SPEC = Document(
+    "spec",
+    "apiVersion, kind, nodes, ...",
+    "start from specs/support_refund.yaml (apiVersion, kind, metadata, nodes)",
+)
+
+
+def load_file(
+    path: str | Path,
+    *,
+    display: str | None = None,
+    mapping: bool = True,
+    what: Document = SPEC,
+) -> Source:
+    """Read and parse a spec (or another YAML file flowrun reads, named by `what`); every
+    failure is a SpecError with a position."""
     shown = display or str(path)
     p = Path(path)
 
@@ -177,7 +204,8 @@ def load_file(path: str | Path, *, display: str | None = None, mapping: bool = T
     if not p.exists():
         raise fail("file-not-found", f"no such file {str(path)!r}")
     if p.is_dir():
-        raise fail("file-not-found", f"{str(path)!r} is a directory, not a spec file")
+        noun = f"{what.name} file" if what is SPEC else what.name
+        raise fail("file-not-found", f"{str(path)!r} is a directory, not a {noun}")
     try:
         size = p.stat().st_size
     except OSError as e:
@@ -185,9 +213,9 @@ def load_file(path: str | Path, *, display: str | None = None, mapping: bool = T
     if size > MAX_SPEC_BYTES:
         raise fail(
             "spec-too-large",
-            f"spec is {size / 1024 / 1024:.1f} MiB;"
+            f"{what.name} is {size / 1024 / 1024:.1f} MiB;"
             f" the limit is {MAX_SPEC_BYTES // 1024 // 1024} MiB",
-            "split the workflow into smaller specs",
+            "split the workflow into smaller specs" if what is SPEC else None,
         )
     try:
         raw = files.read_bytes(p, limit=MAX_SPEC_BYTES)
@@ -198,11 +226,13 @@ def load_file(path: str | Path, *, display: str | None = None, mapping: bool = T
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as e:
-        raise fail("not-utf8", f"spec is not UTF-8 text (byte {e.start})") from None
-    return load_text(text, shown, mapping=mapping)
+        raise fail("not-utf8", f"{what.name} is not UTF-8 text (byte {e.start})") from None
+    return load_text(text, shown, mapping=mapping, what=what)
 
 
-def load_text(text: str, path: str = "<string>", *, mapping: bool = True) -> Source:
+def load_text(
+    text: str, path: str = "<string>", *, mapping: bool = True, what: Document = SPEC
+) -> Source:
     """Parse YAML with positions; `mapping=False` also accepts a list (case files, not specs)."""
     if len(text.encode("utf-8", errors="replace")) > MAX_SPEC_BYTES:
         raise SpecError(
@@ -212,7 +242,7 @@ def load_text(text: str, path: str = "<string>", *, mapping: bool = True) -> Sou
                     line=1,
                     col=1,
                     rule="spec-too-large",
-                    message=f"spec is larger than {MAX_SPEC_BYTES // 1024 // 1024} MiB",
+                    message=f"{what.name} is larger than {MAX_SPEC_BYTES // 1024 // 1024} MiB",
                 )
             ]
         )
@@ -220,7 +250,11 @@ def load_text(text: str, path: str = "<string>", *, mapping: bool = True) -> Sou
         raise SpecError(
             [
                 Diagnostic(
-                    file=path, line=1, col=1, rule="yaml-syntax", message="spec contains NUL bytes"
+                    file=path,
+                    line=1,
+                    col=1,
+                    rule="yaml-syntax",
+                    message=f"{what.name} contains NUL bytes",
                 )
             ]
         )
@@ -254,8 +288,8 @@ def load_text(text: str, path: str = "<string>", *, mapping: bool = True) -> Sou
                     line=1,
                     col=1,
                     rule="empty-spec",
-                    message="spec is empty",
-                    hint="start from specs/support_refund.yaml (apiVersion, kind, metadata, nodes)",
+                    message=f"{what.name} is empty",
+                    hint=what.start,
                 )
             ]
         )
@@ -269,7 +303,7 @@ def load_text(text: str, path: str = "<string>", *, mapping: bool = True) -> Sou
                     line=e.node.start_mark.line + 1,
                     col=e.node.start_mark.column + 1,
                     rule="spec-too-large",
-                    message=f"spec nests deeper than {MAX_DEPTH} levels",
+                    message=f"{what.name} nests deeper than {MAX_DEPTH} levels",
                 )
             ]
         ) from None
@@ -281,7 +315,7 @@ def load_text(text: str, path: str = "<string>", *, mapping: bool = True) -> Sou
                     line=1,
                     col=1,
                     rule="spec-too-large",
-                    message=f"spec expands to more than {MAX_NODES} YAML nodes (aliases?)",
+                    message=f"{what.name} expands to more than {MAX_NODES} YAML nodes (aliases?)",
                     hint="repeat fewer anchors (*alias) inside each other",
                 )
             ]
@@ -300,7 +334,7 @@ def load_text(text: str, path: str = "<string>", *, mapping: bool = True) -> Sou
                     line=node.start_mark.line + 1,
                     col=node.start_mark.column + 1,
                     rule="not-a-mapping",
-                    message="a spec must be a mapping of keys (apiVersion, kind, nodes, ...),"
+                    message=f"{what.article} {what.name} must be a mapping of keys ({what.keys}),"
                     f" not {kind}",
                 )
             ]

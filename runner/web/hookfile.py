@@ -169,9 +169,9 @@ class _Checker:
 def load_hooks(path: str | Path, env: dict[str, str] | None = None) -> HookFile:
     """Read, check and compile a hooks file (every hook's spec too); SpecError lists every
     problem. `env` (default: the process environment) holds the secrets."""
-    from runner.spec.loader import load_file
+    from runner.spec.loader import Document, load_file
 
-    src = load_file(path, mapping=True)
+    src = load_file(path, what=Document("hooks file", "hooks", "start from docs/intake.md"))
     c = _Checker(src, dict(os.environ) if env is None else env)
     data = src.data
     hooks: dict[str, Hook] = {}

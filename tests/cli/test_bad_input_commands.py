@@ -35,6 +35,8 @@ FILES: dict[str, str] = {
     "empty.db": "",
     "notify.yaml": "console_url: http://x\ntargets: [1]\n",
     "hooks.yaml": f"hooks:\n  h: {{spec: {SPEC}, secret_env: HOOK_SECRET}}\n",
+    "a_list.yaml": "- apiVersion: flowrun/v1\n",
+    "blank.yaml": "\n",
 }
 
 Argv = Callable[[Path], list[str | Path]]
@@ -104,6 +106,14 @@ CASES: dict[str, Case] = {
     "budgets_set_store_missing_folder": Case(
         _with("budgets", "set", "--file", "budgets_ok.yaml", "--store", MISSING),
         ("--store: no folder",),
+    ),
+    # a file that is not a spec is named as what it is, not as a spec
+    "budgets_file_a_list": Case(
+        _with("budgets", "check", "a_list.yaml"),
+        ("/a_list.yaml:1:1: not-a-mapping: a budgets file must be a mapping of keys/",),
+    ),
+    "budgets_file_empty": Case(
+        _with("budgets", "check", "blank.yaml"), ("budgets file is empty", "docs/budgets.md")
     ),
     "budgets_set_empty_by": Case(
         _with("budgets", "set", "--file", "budgets_ok.yaml", "--by", ""), ("'--by'", "empty")
@@ -261,6 +271,10 @@ def test_bad_input_to_newer_commands(
 
 # servers: before the fix these started serving (so each runs as a process, with a timeout)
 SERVERS: dict[str, Case] = {
+    "serve_identities_file_a_list": Case(
+        lambda d: ["serve", "--identities", d / "a_list.yaml", "--port", "0"],
+        ("an identities file must be a mapping of keys (identities), not a list",),
+    ),
     "serve_empty_host": Case(
         lambda d: ["serve", "--host", ""], ("--host: give an address to listen on",)
     ),

@@ -304,11 +304,12 @@ def test_a_program_that_calls_main_outlives_the_commands_it_runs_after(tmp_path:
         "from click.testing import CliRunner\n"
         "from runner.cli import cli, main\n"
         "spec, data, store = sys.argv[2:]\n"
-        "sys.argv[1:] = ['--version']\n"
+        "sys.argv[:] = ['flowrun', '--version']\n"  # as a test of the console script does
         "try:\n"
         "    main()\n"
         "except SystemExit:\n"
         "    pass\n"
+        "sys.argv[:] = ['host']\n"
         "res = CliRunner().invoke(cli, ['batch', spec, '--data', data, '--store', store])\n"
         "print('still here after exit', res.exit_code)\n"
     )
