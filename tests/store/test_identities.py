@@ -101,7 +101,11 @@ def test_who_may_decide() -> None:
     refusal = decision_refusal(other, run, approval)
     assert refusal is not None and "not among the assignees" in refusal[0]
     refusal = decision_refusal(stranger, run, approval)
-    assert refusal is not None and "tenant 'acme'" in refusal[0]
+    assert (
+        refusal is not None
+        and "does not act for this run's tenant" in refusal[0]
+        and "acme" not in refusal[0]
+    )
     own = SimpleNamespace(tenant="acme", actor="erin")
     refusal = decision_refusal(lead, own, approval)
     assert refusal is not None and "separation of duties" in refusal[0]
