@@ -448,21 +448,12 @@ def rewriter(fn: Rewrite) -> Callable[[Any, bool], Any]:
 def show_keeping(text: str, keep: Iterable[str] = ()) -> str:
     """`show` of a message that names identities on purpose (who approved, who started): each
     of `keep` stays as is, the text around them is redacted."""
-    kept = {k for k in keep if k}
-    pieces = [text]
-    for ident in sorted(kept, key=len, reverse=True):
-        pieces = [q for p in pieces for q in (_split_keep(p, ident) if p not in kept else [p])]
-    return "".join(p if p in kept else str(show(p)) for p in pieces)
-
-
-def _split_keep(text: str, ident: str) -> list[str]:
-    out: list[str] = []
-    for n, part in enumerate(text.split(ident)):
-        if n:
-            out.append(ident)
-        if part:
-            out.append(part)
-    return out
+    kept = sorted({k for k in keep if k}, key=len, reverse=True)
+    if not kept:
+        return str(show(text))
+    # split on the identities, kept in the result at the odd places (a capturing group)
+    parts = re.split("(" + "|".join(map(re.escape, kept)) + ")", text)
+    return "".join(p if n % 2 else str(show(p)) for n, p in enumerate(parts))
 
 
 def echo(message: str | None = None, err: bool = False) -> None:

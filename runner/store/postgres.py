@@ -1116,7 +1116,7 @@ class PostgresStore(Store):
                 by_text = f" by {row[1]}" if row[1] else ""
                 raise NotFound(
                     f"the approval of {run_id!r} at {node_id!r} is already {row[0]}{by_text}",
-                    identities=(row[1],) if row[1] else (),
+                    identities=(row[1],),  # who decided it, shown as is
                 )
             c.execute(
                 _EVENT_SQL,
