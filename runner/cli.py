@@ -43,10 +43,15 @@ _OWN_PROCESS = False  # set by main(): this interpreter exists to run one flowru
 
 
 def _load_plan(spec: str, profile: str | None) -> Any:
+    """The spec's plan; a `flowrun` process keeps it for the next command (runner/plan/cache.py)."""
+    _freeze_heap()
+    if _OWN_PROCESS:
+        from runner.plan.cache import load_plan
+
+        return load_plan(spec, profile)
     from runner.plan.compile import compile_plan
     from runner.spec import load_spec
 
-    _freeze_heap()
     return compile_plan(load_spec(spec), profile)
 
 

@@ -8,12 +8,19 @@ from pathlib import Path
 import pytest
 
 
+@pytest.fixture(scope="session")
+def _plan_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One folder of kept plans for the session's `flowrun` processes (runner/plan/cache.py)."""
+    return tmp_path_factory.mktemp("plans")
+
+
 @pytest.fixture(autouse=True)
 def _isolated_store(
-    tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch
+    tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch, _plan_cache: Path
 ) -> Path:
     path = tmp_path_factory.mktemp("store") / "flowrun.db"
     monkeypatch.setenv("FLOWRUN_STORE", str(path))
+    monkeypatch.setenv("FLOWRUN_PLAN_CACHE", str(_plan_cache))
     return path
 
 

@@ -156,7 +156,17 @@ class CompiledExpr:
     """A parsed CEL expression; immutable and shareable between runs and threads."""
 
     source: str
-    _program: Any = field(repr=False, compare=False)
+    _made: Any = field(repr=False, compare=False)  # the extension's program; None: not yet
+
+    @property
+    def _program(self) -> Any:
+        """The extension's program (made at the first use when the expression was loaded from
+        the plan cache: a simple expression the fast path answers never needs it)."""
+        made = self._made
+        if made is None:
+            made = _compile_program(self.source)
+            object.__setattr__(self, "_made", made)
+        return made
 
     @functools.cached_property
     def _fast(self) -> FastExpr | None:
@@ -166,6 +176,12 @@ class CompiledExpr:
         evaluates nothing, and parsing every expression once more cost it ~0.2 s on the
         2,000-node benchmark spec."""
         return compile_fast(self.source)
+
+    def __reduce__(self) -> tuple[Any, tuple[str, FastExpr | None]]:
+        """Pickled as its source and its fast closure (the compiled plan cache,
+        runner/plan/cache.py), which pickles as the recipe it was built from: loaded, neither
+        is parsed again; the extension's program is made again when first needed."""
+        return _restore, (self.source, self._fast)
 
     def evaluate(self, activation: Mapping[str, object] | Prepared) -> object:
         """Evaluate against `activation`; every failure becomes a one-line CelEvalError."""
@@ -219,6 +235,12 @@ def _null_output(source: str, activation: Mapping[str, object]) -> str | None:
             status = view.get("status")
             return f"nodes.{ref.path[0]}.output" + (f" ({status})" if status else "")
     return None
+
+
+def _restore(source: str, fast: FastExpr | None) -> CompiledExpr:
+    expr = CompiledExpr(source, None)
+    expr.__dict__["_fast"] = fast  # what the cached property would have computed
+    return expr
 
 
 def compile_cel(source: str) -> CompiledExpr:

@@ -246,8 +246,47 @@ _BINARY: dict[str, Callable[[Any, Any], Any]] = {
 
 # ---------------------------------------------------------------------------------------------
 # closures
+#
+# Each closure remembers how it was built (`_made`: its builder's name and arguments, closures
+# among them), so a FastExpr pickles as that recipe and is built again without parsing
+# (runner/plan/cache.py keeps compiled plans; parsing is most of a cold first evaluation).
+
+_BUILDERS: dict[str, Callable[..., _Fn]] = {}
 
 
+def _builder(make: Callable[..., _Fn]) -> Callable[..., _Fn]:
+    name = make.__name__
+
+    def build(*args: Any) -> _Fn:
+        fn = make(*args)
+        if not hasattr(fn, "_made"):  # _select may hand back _path's closure, made by _path
+            fn._made = (name, args)  # type: ignore[attr-defined]
+        return fn
+
+    _BUILDERS[name] = build
+    return build
+
+
+def _recipe(part: Any) -> Any:
+    """A closure, a list of closures, or a plain argument, as plain picklable data."""
+    made = getattr(part, "_made", None)
+    if made is not None:
+        return ("fn", made[0], tuple(_recipe(a) for a in made[1]))
+    if type(part) is list:
+        return ("list", tuple(_recipe(a) for a in part))
+    return ("value", part)
+
+
+def _build(recipe: tuple[Any, ...]) -> Any:
+    kind = recipe[0]
+    if kind == "fn":
+        return _BUILDERS[recipe[1]](*(_build(a) for a in recipe[2]))
+    if kind == "list":
+        return [_build(a) for a in recipe[1]]
+    return recipe[1]
+
+
+@_builder
 def _const(value: Any) -> _Fn:
     def f(act: Mapping[str, Any]) -> Any:
         return value
@@ -260,6 +299,7 @@ def _ident(name: str) -> _Fn:
     return _path(name, ())
 
 
+@_builder
 def _select(obj: _Fn, name: str) -> _Fn:
     root = getattr(obj, "_path", None)
     if root is not None:  # a chain of selects on a name: one closure walks it
@@ -272,6 +312,7 @@ def _select(obj: _Fn, name: str) -> _Fn:
     return f
 
 
+@_builder
 def _path(name: str, keys: tuple[str, ...]) -> _Fn:
     def f(act: Mapping[str, Any]) -> Any:
         v = act.get(name, NO)
@@ -285,6 +326,7 @@ def _path(name: str, keys: tuple[str, ...]) -> _Fn:
     return f
 
 
+@_builder
 def _index(obj: _Fn, key: _Fn) -> _Fn:
     def f(act: Mapping[str, Any]) -> Any:
         v = obj(act)
@@ -301,6 +343,7 @@ def _index(obj: _Fn, key: _Fn) -> _Fn:
     return f
 
 
+@_builder
 def _has(obj: _Fn, name: str) -> _Fn:
     def f(act: Mapping[str, Any]) -> Any:
         v = obj(act)
@@ -309,6 +352,7 @@ def _has(obj: _Fn, name: str) -> _Fn:
     return f
 
 
+@_builder
 def _not(x: _Fn) -> _Fn:
     def f(act: Mapping[str, Any]) -> Any:
         v = x(act)
@@ -317,6 +361,7 @@ def _not(x: _Fn) -> _Fn:
     return f
 
 
+@_builder
 def _neg(x: _Fn) -> _Fn:
     def f(act: Mapping[str, Any]) -> Any:
         v = x(act)
@@ -329,6 +374,7 @@ def _neg(x: _Fn) -> _Fn:
     return f
 
 
+@_builder
 def _binary(op: str, left: _Fn, right: _Fn) -> _Fn:
     fn = _BINARY[op]
     if hasattr(right, "_const"):  # `x < 0`, `tool == "noop"`: no call for the literal
@@ -353,7 +399,8 @@ def _binary(op: str, left: _Fn, right: _Fn) -> _Fn:
 
 
 # `&&` and `||` absorb errors the CEL way: `false && <error>` is false from either side.
-def _junction(left: _Fn, right: _Fn, *, absorbing: bool) -> _Fn:
+@_builder
+def _junction(left: _Fn, right: _Fn, absorbing: bool) -> _Fn:
     """`&&` (absorbing False) or `||` (absorbing True): the absorbing value from either side
     wins; both sides the other value gives that value; anything else is not decided here."""
     other = not absorbing
@@ -370,6 +417,7 @@ def _junction(left: _Fn, right: _Fn, *, absorbing: bool) -> _Fn:
     return f
 
 
+@_builder
 def _cond(test: _Fn, yes: _Fn, no: _Fn) -> _Fn:
     def f(act: Mapping[str, Any]) -> Any:
         c = test(act)
@@ -382,6 +430,7 @@ def _cond(test: _Fn, yes: _Fn, no: _Fn) -> _Fn:
     return f
 
 
+@_builder
 def _list(items: list[_Fn]) -> _Fn:
     def f(act: Mapping[str, Any]) -> Any:
         out = [i(act) for i in items]
@@ -418,32 +467,39 @@ class _Unsupported(Exception):
     pass
 
 
+_END: Final = ("end", "")
+
+
 class _Parser:
     def __init__(self, source: str) -> None:
-        self.tokens: list[tuple[str, str]] = []
+        tokens: list[tuple[str, str]] = []
+        match = _TOKEN.match
         pos = 0
         n = len(source)
         while True:
-            m = _TOKEN.match(source, pos)
+            m = match(source, pos)
             if m is None or m.end() == pos:
                 if source[pos:].strip(" \t\r\n\f"):
                     raise _Unsupported
                 break
             kind = m.lastgroup
             assert kind is not None
-            self.tokens.append((kind, m.group(kind)))
+            tokens.append((kind, m.group(kind)))
             pos = m.end()
             if pos >= n:
                 break
+        tokens.append(_END)  # perf: every look-ahead is one index, never past the end
+        self.tokens = tokens
         self.i = 0
         self.names: set[str] = set()
 
     def peek(self) -> tuple[str, str]:
-        return self.tokens[self.i] if self.i < len(self.tokens) else ("end", "")
+        return self.tokens[self.i]
 
     def take(self) -> tuple[str, str]:
-        tok = self.peek()
-        self.i += 1
+        tok = self.tokens[self.i]
+        if tok is not _END:  # the end is taken as often as asked (and then refused)
+            self.i += 1
         return tok
 
     def expect(self, op: str) -> None:
@@ -451,12 +507,12 @@ class _Parser:
             raise _Unsupported
 
     def is_op(self, *ops: str) -> bool:
-        kind, text = self.peek()
-        return kind == "op" and text in ops
+        tok = self.tokens[self.i]
+        return tok[0] == "op" and tok[1] in ops
 
     def parse(self) -> _Fn:
         fn = self.expr()
-        if self.i != len(self.tokens):
+        if self.tokens[self.i] is not _END:
             raise _Unsupported
         return fn
 
@@ -473,14 +529,14 @@ class _Parser:
         left = self.and_()
         while self.is_op("||"):
             self.take()
-            left = _junction(left, self.and_(), absorbing=True)
+            left = _junction(left, self.and_(), True)
         return left
 
     def and_(self) -> _Fn:
         left = self.relation()
         while self.is_op("&&"):
             self.take()
-            left = _junction(left, self.relation(), absorbing=False)
+            left = _junction(left, self.relation(), False)
         return left
 
     def relation(self) -> _Fn:
@@ -577,6 +633,9 @@ class FastExpr:
         self.fn = fn
         self.names = names
 
+    def __reduce__(self) -> tuple[Any, tuple[Any, frozenset[str]]]:
+        return _rebuild, (_recipe(self.fn), self.names)
+
     def run(self, act: Mapping[str, Any], plain: bool = False) -> Any:
         """The value as the extension would return it, or NO.
 
@@ -587,6 +646,10 @@ class FastExpr:
         if v is NO or not (plain or plain_activation(act)):
             return NO
         return _out(v)
+
+
+def _rebuild(recipe: tuple[Any, ...], names: frozenset[str]) -> FastExpr:
+    return FastExpr(_build(recipe), names)
 
 
 @lru_cache(maxsize=8192)

@@ -32,11 +32,11 @@ def compile_plan(loaded: LoadedSpec, profile: str | None = None) -> Plan:
     The files it names are read from disk; the plan carries them as its bundle."""
     sources = DiskSources.for_spec(loaded.source.path, loaded.source.text)
     plan = Compiler(loaded, profile, sources=sources).compile()
-    _detectors(loaded)
+    spec_detectors(loaded)
     return replace(plan, bundle=sources.bundle())
 
 
-def _detectors(loaded: LoadedSpec) -> None:
+def spec_detectors(loaded: LoadedSpec) -> None:
     """A compiled spec's `redact:` detectors apply from now on in this process (whatever runs
     it, shows it, or stores it), so a run's values are sealed and shown redacted alike."""
     r = loaded.spec.redact
@@ -50,5 +50,5 @@ def compile_bundle(bundle: Bundle, path: str, profile: str | None = None) -> Pla
 
     loaded = load_spec_text(bundle.entry_text, path)
     plan = Compiler(loaded, profile, sources=BundleSources(bundle)).compile()
-    _detectors(loaded)
+    spec_detectors(loaded)
     return replace(plan, bundle=bundle)

@@ -50,6 +50,23 @@ class Source:
             p = p[:-1]
         return self.values.get((), Pos(1, 1))
 
+    # perf (issue 26): a kept plan (runner/plan/cache.py) holds its spec's Source; the
+    # positions and the parsed data are most of its bytes and of the time to load it, and a
+    # run rarely needs them (a message that points into the spec), so they are pickled as the
+    # text alone and parsed again from it when first read.
+    def __getstate__(self) -> dict[str, Any]:
+        return {"path": self.path, "text": self.text}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+
+    def __getattr__(self, name: str) -> Any:
+        if name in ("data", "keys", "values") and "text" in self.__dict__:
+            fresh = load_text(self.text, self.path)
+            self.data, self.keys, self.values = fresh.data, fresh.keys, fresh.values
+            return self.__dict__[name]
+        raise AttributeError(name)
+
     def expr_pos(self, path: PathKey, offset: int) -> tuple[int, int]:
         """Line and column of a character offset inside the string scalar at path."""
         p = self.values.get(tuple(path))
