@@ -474,8 +474,14 @@ def echo_error(err: Any) -> None:
 def echo_json(value: Any, indent: int | None = 2) -> None:
     """Print data as JSON, redacted value by value (redacting the JSON text instead could cut
     into an escape such as the `n` of `\\n`)."""
-    import json
-
     import click
 
-    click.echo(json.dumps(show(value), indent=indent, default=str))
+    shown = show(value)
+    if indent is None:
+        import json
+
+        click.echo(json.dumps(shown, default=str))
+    else:
+        from runner.jsontext import dumps_indented
+
+        click.echo(dumps_indented(shown, indent))

@@ -22,6 +22,7 @@ LAYERS: dict[str, int] = {
     "runner.errors": 0,
     "runner.redact": 0,
     "runner.files": 0,
+    "runner.jsontext": 0,
     "runner.signing": 0,
     "runner.expr": 1,
     "runner.spec": 1,
