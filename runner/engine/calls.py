@@ -50,7 +50,7 @@ def node_envelope(runner: NodeHandler) -> NodeHandler:
     return Retry(Timeout(runner))
 
 
-def _tool_envelope() -> ToolHandler:
+def _tool_envelope(*, writes: bool = True) -> ToolHandler:
     # the writes switch refuses before policy is asked; policy decides before dry-run, so a
     # dry run shows what a live run would be allowed to do; a dry run never reaches the ledger.
     # A replay from the ledger spends no budget; the budget is reserved before the intent is
@@ -65,6 +65,11 @@ def _tool_envelope() -> ToolHandler:
     effect: ToolHandler = ToolBudget(
         ToolRate(ToolSpend(LedgerRecord(ResultContract(ToolTrace(invoke_tool)))))
     )
+    if not writes:
+        # perf: a read passes the writes switch, dry run, trace requirement, durable-writes
+        # check and autonomy level untouched (each acts on writes only), so a read's envelope
+        # is the same stack without them, in the same order
+        return ArgsContract(PolicyGate(LedgerReplay(effect)))
     live: ToolHandler = TraceRequired(
         DurableWrites(LedgerReplay(Autonomy(effect, preview=preview)))
     )
@@ -80,12 +85,14 @@ def _model_envelope() -> ModelHandler:
 
 
 TOOL_CALL = _tool_envelope()
+READ_CALL = _tool_envelope(writes=False)
 MODEL_CALL = _model_envelope()
 
 
 async def call_tool(ctx: NodeContext, step: ToolStep, args: Any, *, idempotency_key: str) -> Any:
     """Call a tool through the envelope; a completed effect happens once (the ledger)."""
-    return await TOOL_CALL(ToolCall(ctx=ctx, step=step, args=args, key=idempotency_key))
+    call = ToolCall(ctx=ctx, step=step, args=args, key=idempotency_key)
+    return await (TOOL_CALL if call.write else READ_CALL)(call)
 
 
 async def call_llm(ctx: NodeContext, step: LLMStep, messages: list[dict[str, str]]) -> Any:
