@@ -141,12 +141,23 @@ class NodeDetail(Mapping[str, Any]):
             return value is not None
         return value is not None and value is not False and value != 0 and value != []
 
-    def _set(self) -> Iterator[tuple[str, Any]]:
+    def _set(self) -> list[tuple[str, Any]]:
+        # perf: every node's checkpoint, transcript line and result go through here; the
+        # fields are read from __dict__ and `_present` is inlined (same decisions, same order)
+        d = self.__dict__
+        out = []
         for name in _DETAIL_FIELDS:
-            value = getattr(self, name)
-            if self._present(name, value):
-                yield name, value
-        yield from self.extra.items()
+            value = d[name]
+            if name == "planned":
+                if self.dry_run:
+                    out.append((name, value))
+            elif name == "converged":
+                if value is not None:
+                    out.append((name, value))
+            elif value is not None and value is not False and value != 0 and value != []:
+                out.append((name, value))
+        out.extend(self.extra.items())
+        return out
 
     def to_json(self) -> dict[str, Any]:
         return {k: _plain(v) for k, v in self._set()}
@@ -160,13 +171,13 @@ class NodeDetail(Mapping[str, Any]):
         return self.extra[key]
 
     def __iter__(self) -> Iterator[str]:
-        return (k for k, _ in self._set())
+        return iter([k for k, _ in self._set()])
 
     def __len__(self) -> int:
-        return sum(1 for _ in self._set())
+        return len(self._set())
 
     def __bool__(self) -> bool:
-        return any(True for _ in self._set())
+        return bool(self._set())
 
 
 _DETAIL_FIELDS = tuple(f.name for f in dataclasses.fields(NodeDetail) if f.name != "extra")

@@ -412,7 +412,7 @@ class RunObserver(Hooks, Telemetry):
                 duration_s=round(result.duration_s, 6),
                 usage=u.to_json(),
                 error=result.error,
-                detail=dict(result.detail),
+                detail=result.detail.to_json(),
                 output=result.output,
             )
             if self._out is None:
@@ -422,7 +422,7 @@ class RunObserver(Hooks, Telemetry):
                 error, detail, output = redact(result.error, pii=True), None, None
             else:  # perf (issue 11): one redact() (one environment check) for the three
                 error, detail, output = redact(
-                    [result.error, dict(result.detail), result.output],
+                    [result.error, result.detail.to_json(), result.output],
                     pii=self.capture == "default",
                 )
             self._write(
