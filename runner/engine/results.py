@@ -70,6 +70,9 @@ class Usage:
 
 def _plain(value: Any) -> Any:
     """What `dataclasses.asdict` makes of a field value: new containers, dataclasses as dicts."""
+    t = type(value)
+    if t is str or t is int or t is float or t is bool or value is None:  # perf: most values
+        return value
     if isinstance(value, dict):
         return {k: _plain(v) for k, v in value.items()}
     if isinstance(value, list):
