@@ -55,7 +55,12 @@ def cache_folder() -> Path | None:
         return None
     if value:
         return Path(value)
-    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    base = os.environ.get("XDG_CACHE_HOME")
+    if not base:
+        try:
+            base = str(Path.home() / ".cache")
+        except RuntimeError:  # no home folder to be found: nothing is kept
+            return None
     return Path(base) / "flowrun" / "plans"
 
 
@@ -144,8 +149,9 @@ class _Pickler(pickle.Pickler):
 
 
 def _private(path: Path) -> bool:
-    """A cache file is used only when it is this user's and no one else may write it."""
-    st = os.stat(path)
+    """A cache file is used only when it is this user's and no one else may write it (and not
+    a link to some other file)."""
+    st = os.lstat(path)
     return (
         stat.S_ISREG(st.st_mode)
         and st.st_uid == os.geteuid()

@@ -152,7 +152,9 @@ def test_whatever_a_plan_is_made_from_changes_it_is_compiled_again(
     assert compiles.n == 2
 
 
-@pytest.mark.parametrize("damage", ["flipped byte", "truncated", "group-writable", "not pickle"])
+@pytest.mark.parametrize(
+    "damage", ["flipped byte", "truncated", "group-writable", "not pickle", "symlink"]
+)
 def test_a_damaged_or_shared_cache_file_is_not_used(
     project: Path, compiles: Compiles, damage: str
 ) -> None:
@@ -165,6 +167,12 @@ def test_a_damaged_or_shared_cache_file_is_not_used(
         kept.write_bytes(data[: len(data) // 2])
     elif damage == "group-writable":
         kept.chmod(0o664)
+    elif damage == "symlink":  # even to a good copy: a link may point anywhere
+        copy = project / "elsewhere.plan"
+        copy.write_bytes(data)
+        copy.chmod(0o600)
+        kept.unlink()
+        kept.symlink_to(copy)
     else:  # a valid checksum over something that is not a kept plan
         import hashlib
 
