@@ -266,30 +266,38 @@ def _prune(folder: Path) -> None:
             p.unlink()
 
 
+def _lookup(folder: Path, spec: str, profile: str | None) -> tuple[Path | None, Plan | None]:
+    """Where the spec's plan is kept, and the kept plan when it can be used."""
+    from runner.files import read_bytes
+    from runner.spec.loader import MAX_SPEC_BYTES
+
+    try:  # a FIFO or a device is refused unopened (load_spec then says why)
+        text = read_bytes(spec, limit=MAX_SPEC_BYTES)
+    except OSError:
+        return None, None  # load_spec says what is wrong with the path
+    path = folder / f"{_key(spec, text, profile)}.plan"
+    return path, _read(path, spec)
+
+
 def load_plan(spec: str, profile: str | None) -> Plan:
     """The plan of the spec file `spec` for `profile`: kept from an earlier command when
-    nothing it was made from changed, else compiled (and kept). Errors are compile_plan's."""
+    nothing it was made from changed, else compiled (and kept). Errors are compile_plan's;
+    the cache itself never fails a command (anything wrong with it means compiling)."""
     from runner.plan.compile import compile_plan, spec_detectors
     from runner.spec import load_spec
 
     folder = cache_folder()
     path = None
     if folder is not None:
-        from runner.files import read_bytes
-        from runner.spec.loader import MAX_SPEC_BYTES
-
-        try:  # a FIFO or a device is refused unopened (load_spec then says why)
-            text: bytes | None = read_bytes(spec, limit=MAX_SPEC_BYTES)
-        except OSError:
-            text = None  # load_spec says what is wrong with the path
-        if text is not None:
-            path = folder / f"{_key(spec, text, profile)}.plan"
-            plan = _read(path, spec)
-            if plan is not None:
-                spec_detectors(plan.loaded)
-                return plan
+        try:
+            path, plan = _lookup(folder, spec, profile)
+        except Exception:  # a vanished working folder, a link loop, ...: no cache
+            path, plan = None, None
+        if plan is not None:
+            spec_detectors(plan.loaded)
+            return plan
     plan = compile_plan(load_spec(spec), profile)
     if folder is not None and path is not None:
-        with contextlib.suppress(OSError):  # a folder that cannot be written: no cache
+        with contextlib.suppress(Exception):  # a folder that cannot be written: not kept
             _write(folder, path, plan)
     return plan

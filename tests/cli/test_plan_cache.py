@@ -262,3 +262,13 @@ def test_a_kept_plans_spec_positions_are_read_again_from_its_text(project: Path)
     assert again.loaded.source.pos(where) == first.loaded.source.pos(where)
     assert again.loaded.source.data == first.loaded.source.data
     assert again.loaded.source.text == first.loaded.source.text
+
+
+def test_a_cache_folder_that_cannot_be_used_only_means_compiling(
+    project: Path, compiles: Compiles, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    (project / "not-a-folder").write_text("")
+    monkeypatch.setenv(cache.CACHE_ENV, str(project / "not-a-folder"))
+    for _ in range(2):
+        assert set(cache.load_plan("spec.yaml", None).nodes) == {"ask", "first", "second"}
+    assert compiles.n == 2
