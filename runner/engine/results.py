@@ -145,20 +145,11 @@ class NodeDetail(Mapping[str, Any]):
         return value is not None and value is not False and value != 0 and value != []
 
     def _set(self) -> list[tuple[str, Any]]:
-        # perf: every node's checkpoint, transcript line and result go through here; the
-        # fields are read from __dict__ and `_present` is inlined (same decisions, same order)
+        # perf: every node's checkpoint, transcript line and result go through here (a list
+        # from __dict__, not a generator of getattr calls)
         d = self.__dict__
-        out = []
-        for name in _DETAIL_FIELDS:
-            value = d[name]
-            if name == "planned":
-                if self.dry_run:
-                    out.append((name, value))
-            elif name == "converged":
-                if value is not None:
-                    out.append((name, value))
-            elif value is not None and value is not False and value != 0 and value != []:
-                out.append((name, value))
+        present = self._present
+        out = [(name, d[name]) for name in _DETAIL_FIELDS if present(name, d[name])]
         out.extend(self.extra.items())
         return out
 

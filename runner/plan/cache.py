@@ -10,8 +10,8 @@ changed. What a plan is made from, and how each is checked before a cached plan 
 - every other file the compiler read (prompt files, Cedar policies, subflows, MCP locks: the
   plan's bundle): read again through the same project-folder checks and compared;
 - flowrun's own code, the Python version and the installed packages (litellm's price map
-  among them): a fingerprint of their files' sizes and times, in the key;
-  `$FLOWRUN_ALLOW_PATHS`, in the key;
+  among them): a fingerprint of their files' sizes and times, in the key; so is
+  `$FLOWRUN_ALLOW_PATHS`;
 - the Python modules loaded when the plan was compiled from outside the interpreter's and the
   packages' folders (tool code, its helpers): each file's size and time, and for the ones the
   plan holds functions of, that the name still loads that file.
@@ -19,12 +19,14 @@ changed. What a plan is made from, and how each is checked before a cached plan 
 Anything that differs, or a cache file that is not the user's own, not private, truncated or
 not readable by this version, means a miss: the spec is compiled as if there were no cache.
 The folder is `$FLOWRUN_PLAN_CACHE`, else `$XDG_CACHE_HOME/flowrun/plans`, else
-`~/.cache/flowrun/plans`; `FLOWRUN_PLAN_CACHE=off` turns the cache off (docs/store.md).
+`~/.cache/flowrun/plans`; `FLOWRUN_PLAN_CACHE=off` turns the cache off (docs/security.md,
+"Kept plans").
 """
 
 from __future__ import annotations
 
 import contextlib
+import functools
 import hashlib
 import io
 import json
@@ -103,6 +105,7 @@ def _key(spec: str, text: bytes, profile: str | None) -> str:
     return hashlib.sha256(json.dumps(parts).encode()).hexdigest()
 
 
+@functools.cache
 def _outside_prefixes() -> tuple[str, ...]:
     """Folders whose modules are not the user's: the interpreter's, the installed packages'
     (both as written and resolved) and flowrun's own."""
@@ -115,21 +118,28 @@ def _outside_prefixes() -> tuple[str, ...]:
 def _user_modules() -> dict[str, tuple[str, int, int]]:
     """Every loaded module whose file is neither the interpreter's, an installed package's,
     nor flowrun's: name -> (file, size, mtime_ns)."""
-    skip = _outside_prefixes()
     out: dict[str, tuple[str, int, int]] = {}
     for name, module in list(sys.modules.items()):
-        file = getattr(module, "__file__", None)
-        if not isinstance(file, str) or file.startswith(skip):
+        real = _user_file(module)
+        if real is None:
             continue
         try:
-            real = str(Path(file).resolve())
-            if real.startswith(skip):
-                continue
             st = os.stat(real)
         except OSError:
             continue
         out[name] = (real, st.st_size, st.st_mtime_ns)
     return out
+
+
+def _user_file(module: Any) -> str | None:
+    """The resolved file of a module of the user's, or None (no file, or the interpreter's,
+    an installed package's or flowrun's)."""
+    file = getattr(module, "__file__", None)
+    skip = _outside_prefixes()
+    if not isinstance(file, str) or file.startswith(skip):
+        return None
+    real = str(Path(file).resolve())
+    return None if real.startswith(skip) else real
 
 
 class _Pickler(pickle.Pickler):
@@ -190,7 +200,7 @@ def _same_modules(modules: dict[str, tuple[str, int, int]]) -> bool:
 
 
 def _read(path: Path, spec: str) -> Plan | None:
-    from runner.plan.tools import _path, search_roots
+    from runner.plan.tools import on_import_path, search_roots
 
     try:
         if not _private(path):
@@ -206,16 +216,14 @@ def _read(path: Path, spec: str) -> Plan | None:
         if meta.get("format") != FORMAT or not _same_modules(meta["modules"]):
             return None
         # the plan's tool modules are imported as the compiler imports them
-        with _path(search_roots(Path(spec).resolve().parent)):
+        with on_import_path(search_roots(Path(spec).resolve().parent)):
             plan = pickle.loads(plan_bytes)
     except Exception:  # written by another flowrun, or a module that no longer loads
         return None
     if not isinstance(plan, Plan):
         return None
     for name in meta["held"]:  # the name still loads the file the plan was compiled with
-        module = sys.modules.get(name)
-        file = getattr(module, "__file__", None)
-        if not isinstance(file, str) or str(Path(file).resolve()) != meta["modules"][name][0]:
+        if _user_file(sys.modules.get(name)) != meta["modules"][name][0]:
             return None
     if not _same_files(plan, spec):
         return None
@@ -232,10 +240,9 @@ def _write(folder: Path, path: Path, plan: Plan) -> None:
     except Exception:  # something in this plan cannot be kept (it is compiled every time)
         return
     modules = _user_modules()
-    skip = _outside_prefixes()
-    for name in pickler.held - set(modules):
-        file = getattr(sys.modules.get(name), "__file__", None)
-        if not isinstance(file, str) or not str(Path(file).resolve()).startswith(skip):
+    for name in pickler.held - set(modules):  # the rest: the interpreter's or installed code
+        module = sys.modules.get(name)
+        if module is None or _user_file(module) is not None:
             return  # a function whose code cannot be checked again: compiled every time
     held = sorted(pickler.held & set(modules))
     meta = {"format": FORMAT, "modules": modules, "held": held}

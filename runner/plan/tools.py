@@ -37,7 +37,7 @@ def search_roots(spec_dir: Path) -> list[Path]:
 
 
 @contextlib.contextmanager
-def _path(roots: list[Path]) -> Iterator[None]:
+def on_import_path(roots: list[Path]) -> Iterator[None]:
     added = [str(r) for r in roots if str(r) not in sys.path]
     sys.path[:0] = added
     try:
@@ -50,7 +50,7 @@ def _path(roots: list[Path]) -> Iterator[None]:
 
 def import_callable(ref: str, spec_dir: Path) -> Callable[..., Any]:
     module_name, _, attr = ref.partition(":")
-    with _path(search_roots(spec_dir)):
+    with on_import_path(search_roots(spec_dir)):
         try:
             module = importlib.import_module(module_name)
         except ModuleNotFoundError as e:
