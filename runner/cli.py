@@ -461,6 +461,10 @@ def main() -> None:
     # a program calling main() in its own process (a test runner) is neither frozen nor ended
     # by os._exit after main() returns, whatever its argv says during the call
     _OWN_PROCESS = started_as_flowrun()
+    if _OWN_PROCESS:
+        from runner.pydantic_plugins import skip_scan_without_plugins
+
+        skip_scan_without_plugins()
     try:
         _main()
     finally:

@@ -90,9 +90,12 @@ Identifier = Annotated[str, Field(pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")]
 
 class _Model(BaseModel):
     # NaN and infinity are no number a cap, a threshold or a temperature can mean (a NaN cap
-    # never trips): every float of the spec must be finite
+    # never trips): every float of the spec must be finite.
+    # perf (issue 26): a model's validator is built when the model first validates, not when
+    # this module is imported: a command that takes a kept plan (runner/plan/cache.py) builds
+    # none, and the recursive node models are built once, with every name defined
     model_config = ConfigDict(
-        extra="forbid", frozen=True, populate_by_name=True, allow_inf_nan=False
+        extra="forbid", frozen=True, populate_by_name=True, allow_inf_nan=False, defer_build=True
     )
 
 
@@ -505,8 +508,6 @@ _KIND_CLASSES: dict[str, type[_NodeBase]] = {
     "flow": FlowNode,
     "loop": LoopNode,
 }
-LoopSpec.model_rebuild()
-MapSpec.model_rebuild()
 
 NodeId = Annotated[str, Field(pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")]
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -13,7 +14,7 @@ import pytest
 from click.testing import CliRunner
 
 from runner.cli import COMMANDS, cli
-from tests.cli.conftest import SPEC, flowrun_env
+from tests.cli.conftest import REPO, SPEC, flowrun_env
 
 # tenths of a second to seconds to import each, and none of them is needed to read a spec
 HEAVY = (
@@ -38,13 +39,19 @@ json.dump({"rc": rc, "modules": sorted(sys.modules)}, open(report, "w"))
 """
 
 
-def _modules_after(tmp_path: Path, *argv: str) -> tuple[int, list[str]]:
+# the same, in a process that is a `flowrun` command (what started_as_flowrun() tells)
+_FLOWRUN_PROBE = "import sys; sys.argv[0] = 'flowrun'\n" + _PROBE
+
+
+def _modules_after(
+    tmp_path: Path, *argv: str, probe: str = _PROBE, env: dict[str, str] | None = None
+) -> tuple[int, list[str]]:
     """Run `flowrun ARGV` in a fresh interpreter; return its exit code and sys.modules."""
     report = tmp_path / "modules.json"
     cp = subprocess.run(
-        [sys.executable, "-c", _PROBE, str(report), *argv],
+        [sys.executable, "-c", probe, str(report), *argv],
         cwd=tmp_path,
-        env=flowrun_env(None),
+        env=flowrun_env(None, env),
         capture_output=True,
         text=True,
         timeout=600,
@@ -100,3 +107,43 @@ def test_lazy_command_runs_and_shows_its_help() -> None:
     result = CliRunner().invoke(cli, ["runs", "--help"])
     assert result.exit_code == 0, result.output
     assert "--limit" in result.output
+
+
+def test_validate_reads_no_package_metadata(tmp_path: Path) -> None:
+    """pydantic's plugin discovery imports importlib.metadata (~20 ms): with no plugin
+    installed, a `flowrun` process builds its validators without it."""
+    rc, modules = _modules_after(tmp_path, "validate", str(SPEC), probe=_FLOWRUN_PROBE)
+    assert rc in (0, None)
+    assert "pydantic.main" in modules  # the spec was validated by pydantic models
+    assert "importlib.metadata" not in modules
+
+
+_PLUGIN = """\
+import os
+from pathlib import Path
+
+class _Plugin:
+    def new_schema_validator(self, schema, schema_type, path, kind, config, settings):
+        with Path(os.environ["PLUGIN_LOG"]).open("a") as f:
+            f.write(f"{schema_type.__name__}\\n")
+        return None, None, None
+
+plugin = _Plugin()
+"""
+
+
+def test_an_installed_pydantic_plugin_is_still_loaded(tmp_path: Path) -> None:
+    """A distribution that declares a `pydantic` entry point: pydantic's own loader runs and
+    the plugin sees every validator flowrun builds, as without the shortcut."""
+    site = tmp_path / "site"
+    dist = site / "recorder_plugin-1.0.dist-info"
+    dist.mkdir(parents=True)
+    (dist / "METADATA").write_text("Metadata-Version: 2.1\nName: recorder-plugin\nVersion: 1.0\n")
+    (dist / "entry_points.txt").write_text("[pydantic]\nrecorder = recorder_plugin:plugin\n")
+    (site / "recorder_plugin.py").write_text(_PLUGIN)
+    log = tmp_path / "plugin.log"
+    env = {"PYTHONPATH": f"{site}{os.pathsep}{REPO}", "PLUGIN_LOG": str(log)}
+    rc, modules = _modules_after(tmp_path, "validate", str(SPEC), probe=_FLOWRUN_PROBE, env=env)
+    assert rc in (0, None)
+    assert "recorder_plugin" in modules
+    assert "Spec" in log.read_text().split()

@@ -23,6 +23,7 @@ LAYERS: dict[str, int] = {
     "runner.redact": 0,
     "runner.files": 0,
     "runner.jsontext": 0,
+    "runner.pydantic_plugins": 0,
     "runner.signing": 0,
     "runner.expr": 1,
     "runner.spec": 1,
