@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from runner.errors import ExitCode, FlowrunError
+from runner.jsontext import compact_encoder
 from runner.spec.budgets import CallScope
 from runner.store.seal import seal, unseal_json
 
@@ -76,14 +77,14 @@ def store_path(explicit: str | None = None) -> Path:
     return Path(store_target(explicit))
 
 
-# perf (issue 11): json.dumps with options builds a new encoder on every call (~7 rows a node)
-_ENCODER = json.JSONEncoder(sort_keys=True, separators=(",", ":"), default=str)
+# perf (issues 11, 19): one encoder for every payload (~7 rows a node), made once
+_encode = compact_encoder(sort_keys=True, separators=(",", ":"), ensure_ascii=True)
 
 
 def dumps(value: Any) -> str:
     """Every payload the store writes; secrets and personal data in it are sealed
     (runner/store/seal.py)."""
-    return _ENCODER.encode(seal(value))
+    return _encode(seal(value))
 
 
 def loads(text: str | None) -> Any:

@@ -20,6 +20,7 @@ from opentelemetry.trace import Span, SpanContext, SpanKind, Status, StatusCode
 from runner.engine.hooks import Hooks
 from runner.engine.results import NodeResult, RunResult, Usage
 from runner.engine.telemetry import CallRecord, Telemetry
+from runner.jsontext import compact_encoder
 from runner.redact import redact
 from runner.store.seal import private_dir
 
@@ -43,41 +44,11 @@ def transcript_path(store_path: Path, run_id: str) -> Path:
     return store_path.parent / "transcripts" / f"{run_id}.jsonl"
 
 
-_ENCODER = json.JSONEncoder(sort_keys=True, default=str, ensure_ascii=False)
-
-
-def _c_encoder() -> Callable[[Any], str] | None:
-    """json's C encoder with _ENCODER's options, made once instead of on every call.
-
-    perf (issue 11): json.dumps with options builds a JSONEncoder, and JSONEncoder.encode a C
-    encoder, for every call: that set-up was a third of a transcript line. No circular-reference
-    check: everything written is a fresh redacted copy or built here, which cannot be circular.
-    Only used when it gives exactly what _ENCODER gives.
-    """
-    make = getattr(json.encoder, "c_make_encoder", None)
-    if make is None:
-        return None
-    try:
-        encode = make(
-            None, str, json.encoder.encode_basestring, None, ": ", ", ", True, False, True
-        )
-
-        def c_json(value: Any) -> str:
-            return "".join(encode(value, 0))
-
-        sample = {
-            "b": [1, 2.5, None, True, 'é\n"', float("inf")],
-            "a": {"z": {}, "y": []},
-            "c": object,
-        }
-        if c_json(sample) != _ENCODER.encode(sample) or c_json("x") != _ENCODER.encode("x"):
-            return None
-    except Exception:  # a Python whose C encoder takes other arguments
-        return None
-    return c_json
-
-
-_json: Callable[[Any], str] = _c_encoder() or _ENCODER.encode
+# perf (issue 11): json.dumps with options builds a new encoder on every call: that set-up was a
+# third of a transcript line. Everything written is a fresh redacted copy or built here.
+_json: Callable[[Any], str] = compact_encoder(
+    sort_keys=True, separators=(", ", ": "), ensure_ascii=False
+)
 
 
 _PLAIN_DEPTH = 64

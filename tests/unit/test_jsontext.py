@@ -1,4 +1,6 @@
-"""runner/jsontext.py writes exactly what `json.dumps(..., indent=2, default=str)` writes."""
+"""runner/jsontext.py writes exactly what the standard library writes: `json.dumps(...,
+indent=2, default=str)`, and `JSONEncoder(...).encode` with the store's and the transcript's
+options."""
 
 from __future__ import annotations
 
@@ -9,7 +11,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from runner.jsontext import dumps_indented
+from runner.jsontext import compact_encoder, dumps_indented
 
 
 class Odd:
@@ -75,3 +77,32 @@ def test_a_key_json_cannot_hold_and_a_cycle_are_refused_as_the_standard_library_
     loop.append(loop)
     with pytest.raises(ValueError):
         dumps_indented(loop)
+
+
+# the store's payloads, the transcript's lines, and the other two combinations
+OPTIONS = [
+    {"sort_keys": sk, "separators": sep, "ensure_ascii": ea}
+    for sk in (True, False)
+    for sep in ((",", ":"), (", ", ": "))
+    for ea in (True, False)
+]
+
+
+@pytest.mark.parametrize("options", OPTIONS, ids=range(len(OPTIONS)))
+@pytest.mark.parametrize("value", CASES, ids=range(len(CASES)))
+def test_compact_text_as_the_standard_library(options: dict[str, Any], value: Any) -> None:
+    standard = json.JSONEncoder(default=str, **options)
+    try:
+        expected = standard.encode(value)
+    except TypeError:  # sorted keys of mixed types
+        with pytest.raises(TypeError):
+            compact_encoder(**options)(value)
+        return
+    assert compact_encoder(**options)(value) == expected
+
+
+@given(json_values, st.sampled_from(OPTIONS))
+def test_compact_text_for_any_json_value(value: Any, options: dict[str, Any]) -> None:
+    assert compact_encoder(**options)(value) == json.JSONEncoder(default=str, **options).encode(
+        value
+    )
