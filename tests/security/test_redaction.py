@@ -11,7 +11,10 @@ import uuid
 from pathlib import Path
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
+from runner import redact as detectors
 from runner.plan.compile import compile_plan
 from runner.redact import clear_extensions, extend, high_entropy, redact, spans
 from runner.spec import load_spec
@@ -158,3 +161,41 @@ def test_a_bad_redact_pattern_is_refused_where_it_is(
     )
     assert res.returncode == 2
     assert f"{path}:6:" in res.stderr + res.stdout and message in res.stderr + res.stdout
+
+
+# the characters the built-in formats are made of, so that short texts come close to matching
+_NEAR_MISSES = st.text(alphabet="aZk_-.@+() 0123456789sAKIxyeJ:[]/\n", max_size=5)
+
+
+@given(_NEAR_MISSES)
+def test_no_builtin_detector_finds_anything_in_a_text_shorter_than_six(text: str) -> None:
+    """What lets the detectors skip short texts: no built-in pattern matches one."""
+    patterns = [
+        *detectors._SECRETS,
+        detectors._EMAIL,
+        detectors._CARD,
+        detectors._PHONE,
+        detectors._CANDIDATE,
+        detectors.SEALED,
+    ]
+    assert [p.pattern for p in patterns if p.search(text)] == []
+    assert redact(text, pii=True) == text
+
+
+def test_the_shortest_findings_are_still_found(monkeypatch: pytest.MonkeyPatch) -> None:
+    assert spans("a@b.cd") == [(0, 6, "email")]
+    assert redact({"id": "a@b.cd"}, pii=True) == {"id": "[REDACTED:email]"}
+    monkeypatch.setenv("SHORT_TOKEN", "k3y!k3y!")  # an environment secret of 8 characters
+    assert redact("k3y!k3y!", pii=False) == "[REDACTED:secret]"
+
+
+def test_a_spec_pattern_and_a_remembered_value_find_short_texts() -> None:
+    try:
+        extend({"ticket": r"T-\d+"})
+        assert redact("T-42", pii=False) == "[REDACTED:ticket]"
+        assert redact({"t": "T-7"}, pii=False) == {"t": "[REDACTED:ticket]"}
+        clear_extensions()
+        detectors.remember("code", "Q7x9")  # unsealed as a spec's kind by another process
+        assert redact({"c": "Q7x9"}, pii=False) == {"c": "[REDACTED:code]"}
+    finally:
+        clear_extensions()
