@@ -236,30 +236,25 @@ def main() -> None:
     inproc_us = statistics.median(inproc)
 
     def per_node_row(many: list[Sample], one: list[Sample]) -> dict[str, float]:
-        def per_node(i: int) -> float:
-            # the median of the pairs' differences (the two chains ran one after the other)
-            spread = statistics.median(m[i] - o[i] for o, m in zip(one, many, strict=True))
-            return spread / (chain_n - 1) * 1e6
+        def us(a: float, b: float) -> float:
+            return (a - b) / (chain_n - 1) * 1e6
 
-        def ratio() -> float:
-            # pair by pair, to the in-process figure measured right after the pair
-            return statistics.median(
-                (m[0] - o[0]) / (chain_n - 1) * 1e6 / p
-                for o, m, p in zip(one, many, inproc, strict=True)
-            )
-
-        def fastest() -> float:
-            return (min(m[0] for m in many) - min(o[0] for o in one)) / (chain_n - 1) * 1e6
-
+        # pair by pair (the two chains ran one after the other): wall and CPU µs per node
+        walls = [us(m[0], o[0]) for o, m in zip(one, many, strict=True)]
+        cpus = [us(m[1], o[1]) for o, m in zip(one, many, strict=True)]
+        # the fastest runs: what the host's neighbours disturbed least
+        fastest = us(min(m[0] for m in many), min(o[0] for o in one))
         return {
-            "median_us": per_node(0),
-            "median_cpu_us": per_node(1),
+            "median_us": statistics.median(walls),
+            "median_cpu_us": statistics.median(cpus),
             "in_process_full_us": inproc_us,
-            "ratio_to_in_process": ratio(),
-            # the fastest runs: what the host's neighbours disturbed least
-            "min_us": fastest(),
+            # each pair to the in-process figure measured right after it
+            "ratio_to_in_process": statistics.median(
+                w / p for w, p in zip(walls, inproc, strict=True)
+            ),
+            "min_us": fastest,
             "in_process_full_min_us": min(inproc),
-            "ratio_of_mins": fastest() / min(inproc),
+            "ratio_of_mins": fastest / min(inproc),
         }
 
     report[f"execute per node ({chain_n} - 1 nodes)"] = per_node_row(many, one)
