@@ -22,6 +22,7 @@ import math
 import os
 import re
 from collections.abc import Callable, Iterable, Mapping
+from itertools import islice
 from typing import Any
 
 # (kind, matched text) -> what replaces it
@@ -352,8 +353,11 @@ class _Rewriter:
         return out
 
     # perf: the store seals every payload it writes (~7 a node), so leaves (memoised strings,
-    # numbers) are handled in the container's loop, without a call per leaf
+    # numbers) are handled in the container's loop, without a call per leaf; and (issue 19) a
+    # container with nothing to rewrite is given back as is, not rebuilt: a container is copied
+    # from its first changed entry on, the entries before it taken over unchanged
     def walk(self, value: Any, pii: bool, env: list[str], memo: dict[str, str]) -> Any:
+        """`value` with its findings rewritten; unchanged containers are `value`'s own."""
         cls = type(value)
         if cls is str:
             out = memo.get(value)
@@ -363,8 +367,8 @@ class _Rewriter:
         if isinstance(value, str):  # a str subclass: not memoised
             return self.text(value, pii, env)
         if isinstance(value, dict):
-            out_d = {}
-            for k, v in value.items():
+            out_d: dict[Any, Any] | None = None
+            for i, (k, v) in enumerate(value.items()):
                 if type(k) is str:
                     secret = _secret_keys.get(k)
                     if secret is None:
@@ -377,29 +381,41 @@ class _Rewriter:
                 else:
                     secret, key = False, k
                 if secret and v is not None:
-                    out_d[key] = self._field(k, v)
-                    continue
-                vc = type(v)
-                if vc is str:
-                    done = memo.get(v)
-                    out_d[key] = done if done is not None else self._str(v, pii, env, memo)
-                elif vc is int or vc is float or vc is bool or v is None:
-                    out_d[key] = v
+                    new = self._field(k, v)
                 else:
-                    out_d[key] = self.walk(v, pii, env, memo)
-            return out_d
+                    vc = type(v)
+                    if vc is str:
+                        new = memo.get(v)
+                        if new is None:
+                            new = self._str(v, pii, env, memo)
+                    elif vc is int or vc is float or vc is bool or v is None:
+                        new = v
+                    else:
+                        new = self.walk(v, pii, env, memo)
+                if out_d is None:
+                    if (new is v or (type(new) is str and new == v)) and key == k:
+                        continue
+                    out_d = dict(islice(value.items(), i))
+                out_d[key] = new
+            return value if out_d is None else out_d
         if isinstance(value, list | tuple):
-            out_l = []
-            for v in value:
+            out_l: list[Any] | None = None
+            for i, v in enumerate(value):
                 vc = type(v)
                 if vc is str:
-                    done = memo.get(v)
-                    out_l.append(done if done is not None else self._str(v, pii, env, memo))
+                    new = memo.get(v)
+                    if new is None:
+                        new = self._str(v, pii, env, memo)
                 elif vc is int or vc is float or vc is bool or v is None:
-                    out_l.append(v)
+                    new = v
                 else:
-                    out_l.append(self.walk(v, pii, env, memo))
-            return out_l
+                    new = self.walk(v, pii, env, memo)
+                if out_l is None:
+                    if new is v or (type(new) is str and new == v):
+                        continue
+                    out_l = list(value[:i])
+                out_l.append(new)
+            return value if out_l is None else out_l
         return value
 
     def _field(self, key: str, value: Any) -> Any:
@@ -417,9 +433,28 @@ class _Rewriter:
         return value
 
     def __call__(self, value: Any, pii: bool) -> Any:
+        """`value` with its findings rewritten, sharing the parts that had none (see `walk`):
+        for reading and encoding; `copy` gives a value of its own."""
         env = _env_secrets()
         self._fresh(env)
         return self.walk(value, pii, env, self._memo[pii])
+
+    def copy(self, value: Any, pii: bool) -> Any:
+        """`value` with its findings rewritten, in new containers (tuples become lists)."""
+        return _copy_json(self(value, pii))
+
+
+def _copy_json(value: Any) -> Any:
+    """New containers for a JSON-ish value (as `json.loads(json.dumps(value))` would make,
+    leaves shared)."""
+    cls = type(value)
+    if cls is str or cls is int or cls is float or cls is bool or value is None:
+        return value
+    if isinstance(value, dict):
+        return {k: _copy_json(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_copy_json(v) for v in value]
+    return value
 
 
 _secret_keys: dict[str, bool] = {}
@@ -434,12 +469,18 @@ _REDACTOR = _Rewriter(marker)
 
 def redact(value: Any, *, pii: bool) -> Any:
     """A copy of a JSON value with secrets (and, if `pii`, emails, cards, phones) replaced."""
+    return _REDACTOR.copy(value, pii)
+
+
+def redacted_view(value: Any, *, pii: bool) -> Any:
+    """`redact` without the copy: the parts of `value` with nothing to redact are `value`'s own
+    (the value itself when it has none). For what is encoded or read at once, never changed."""
     return _REDACTOR(value, pii)
 
 
 def show(value: Any) -> Any:
     """What a display shows of a run's data: secrets and personal data redacted."""
-    return _REDACTOR(value, True)
+    return _REDACTOR.copy(value, True)
 
 
 def redact_secrets(text: str) -> str:

@@ -146,10 +146,22 @@ class NodeDetail(Mapping[str, Any]):
 
     def _set(self) -> list[tuple[str, Any]]:
         # perf: every node's checkpoint, transcript line and result go through here (a list
-        # from __dict__, not a generator of getattr calls)
+        # from __dict__, the test of `_present` inline: most fields are at their default)
         d = self.__dict__
-        present = self._present
-        out = [(name, d[name]) for name in _DETAIL_FIELDS if present(name, d[name])]
+        out = [
+            (name, v)
+            for name in _DETAIL_FIELDS
+            if (
+                (v := d[name]) is not None
+                and v is not False
+                and v != 0
+                and v != []
+                and name != "converged"
+                and name != "planned"
+            )
+            or (name == "converged" and v is not None)
+            or (name == "planned" and self.dry_run)
+        ]
         out.extend(self.extra.items())
         return out
 
@@ -163,6 +175,11 @@ class NodeDetail(Mapping[str, Any]):
                 return value
             raise KeyError(key)
         return self.extra[key]
+
+    def __contains__(self, key: object) -> bool:
+        if key in _FIELD_SET:
+            return self._present(key, self.__dict__[key])  # type: ignore[arg-type]
+        return key in self.extra
 
     def __iter__(self) -> Iterator[str]:
         return iter([k for k, _ in self._set()])

@@ -21,7 +21,7 @@ from runner.engine.hooks import Hooks
 from runner.engine.results import NodeResult, RunResult, Usage
 from runner.engine.telemetry import CallRecord, Telemetry
 from runner.jsontext import compact_encoder
-from runner.redact import redact
+from runner.redact import redacted_view
 from runner.store.seal import private_dir
 
 if TYPE_CHECKING:
@@ -144,7 +144,7 @@ class RunObserver(Hooks, Telemetry):
         """Content as the transcript keeps it: none, PII-redacted, or full (secrets always go)."""
         if self.capture == "off":
             return None
-        return redact(value, pii=self.capture == "default")
+        return redacted_view(value, pii=self.capture == "default")
 
     # perf (issue 11): lines are buffered and reach the file in one write() when a node finishes
     # (or parks: that is a node_finished too) and when the run starts and finishes, instead of a
@@ -270,7 +270,7 @@ class RunObserver(Hooks, Telemetry):
             if value is not None:
                 attrs[key] = value
         if self.capture == "full":
-            attrs["input.value"] = _json(redact(inputs, pii=False))
+            attrs["input.value"] = _json(redacted_view(inputs, pii=False))
         span.set_attributes(attrs)
         self._run_span = span
 
@@ -390,9 +390,9 @@ class RunObserver(Hooks, Telemetry):
                 self._vault.flush()
         if self._out is not None:
             if self.capture == "off":
-                error, detail, output = redact(result.error, pii=True), None, None
-            else:  # perf (issue 11): one redact() (one environment check) for the three
-                error, detail, output = redact(
+                error, detail, output = redacted_view(result.error, pii=True), None, None
+            else:  # perf (issue 11): one redacted_view() (one environment check) for the three
+                error, detail, output = redacted_view(
                     [result.error, result.detail.to_json(), result.output],
                     pii=self.capture == "default",
                 )
@@ -429,14 +429,16 @@ class RunObserver(Hooks, Telemetry):
         for key in ("policy", "ledger", "reason", "retried", "rejected", "provider_errors"):
             if key in result.detail:
                 value = (
-                    redacted[key] if redacted is not None else redact(result.detail[key], pii=True)
+                    redacted[key]
+                    if redacted is not None
+                    else redacted_view(result.detail[key], pii=True)
                 )
                 attrs[f"flowrun.{key}"] = _json(value)
         if result.status not in ("succeeded", "skipped"):
             attrs["error.type"] = result.status
-            span.set_status(Status(StatusCode.ERROR, redact(result.error or "", pii=True)))
+            span.set_status(Status(StatusCode.ERROR, redacted_view(result.error or "", pii=True)))
         if self.capture == "full" and result.output is not None:
-            attrs["output.value"] = _json(redact(result.output, pii=False))
+            attrs["output.value"] = _json(redacted_view(result.output, pii=False))
         span.set_attributes(attrs)
         span.end()
 
@@ -458,7 +460,7 @@ class RunObserver(Hooks, Telemetry):
                 self._write(
                     "run_finished",
                     status=result.status,
-                    reason=redact(result.reason, pii=self.capture != "full"),
+                    reason=redacted_view(result.reason, pii=self.capture != "full"),
                     duration_s=round(result.duration_s, 6),
                     usage={"input_tokens": u.input_tokens, "output_tokens": u.output_tokens},
                     cost_usd=u.cost_usd,
@@ -487,9 +489,11 @@ class RunObserver(Hooks, Telemetry):
             }
             if result.status != "succeeded":
                 attrs["error.type"] = result.status
-                span.set_status(Status(StatusCode.ERROR, redact(result.reason or "", pii=True)))
+                span.set_status(
+                    Status(StatusCode.ERROR, redacted_view(result.reason or "", pii=True))
+                )
             if self.capture == "full":
-                attrs["output.value"] = _json(redact(result.outputs, pii=False))
+                attrs["output.value"] = _json(redacted_view(result.outputs, pii=False))
             span.set_attributes(attrs)
             span.end()
             self._run_span = None
@@ -545,7 +549,7 @@ class RunObserver(Hooks, Telemetry):
             if ctx.index is not None:
                 attrs["flowrun.map.index"] = ctx.index
             if self.capture == "full":
-                for i, m in enumerate(redact(req.messages, pii=False)):
+                for i, m in enumerate(redacted_view(req.messages, pii=False)):
                     attrs[f"llm.input_messages.{i}.message.role"] = m.get("role", "")
                     attrs[f"llm.input_messages.{i}.message.content"] = m.get("content", "")
             span.set_attributes(attrs)
@@ -593,9 +597,9 @@ class RunObserver(Hooks, Telemetry):
         data["captured"] = captured
         if self.store is not None:
             if captured:
-                data["messages"] = redact(req.messages, pii=False)
+                data["messages"] = redacted_view(req.messages, pii=False)
                 if resp is not None:
-                    data["content"] = redact(resp.content, pii=False)
+                    data["content"] = redacted_view(resp.content, pii=False)
             self._record(
                 ctx,
                 attempt=attempt,
@@ -658,7 +662,9 @@ class RunObserver(Hooks, Telemetry):
                 attrs["flowrun.provider.waited_s"] = resp.waited_s
             if self.capture == "full":
                 attrs["llm.output_messages.0.message.role"] = "assistant"
-                attrs["llm.output_messages.0.message.content"] = redact(resp.content, pii=False)
+                attrs["llm.output_messages.0.message.content"] = redacted_view(
+                    resp.content, pii=False
+                )
         if error is not None:
             attrs["error.type"] = error
             span.set_status(Status(StatusCode.ERROR, error))
@@ -686,7 +692,7 @@ class RunObserver(Hooks, Telemetry):
             if ctx.index is not None:
                 attrs["flowrun.map.index"] = ctx.index
             if self.capture == "full":
-                attrs["tool.parameters"] = _json(redact(args, pii=False))
+                attrs["tool.parameters"] = _json(redacted_view(args, pii=False))
                 attrs["input.value"] = attrs["tool.parameters"]
             span.set_attributes(attrs)
         error: str | None = None
@@ -697,16 +703,24 @@ class RunObserver(Hooks, Telemetry):
             raise
         finally:
             duration = time.perf_counter() - t0
+            # what the record (secrets gone) and the transcript (secrets gone, and personal data
+            # under the default capture) keep of the arguments and the result
+            pair = [args, call.value] if call.has_value else [args]
+            kept = shown = None
+            if self.capture != "off" and (self.store is not None or self._out is not None):
+                pii = self.capture == "default"
+                shown = redacted_view(pair, pii=pii)
+                # perf (issue 19): personal data is found by more detectors, never fewer; with
+                # none of those findings, the record's copy is the same
+                kept = shown if not pii or shown is pair else redacted_view(pair, pii=False)
             if self.store is not None:
-                captured = self.capture != "off"
-                data: dict[str, Any] = {"captured": captured, "has_result": call.has_value}
+                data: dict[str, Any] = {"captured": kept is not None, "has_result": call.has_value}
                 if call.usd is not None:
                     data["cost_usd"] = call.usd
-                if captured:
+                if kept is not None:
+                    data["args"] = kept[0]
                     if call.has_value:
-                        data["args"], data["result"] = redact([args, call.value], pii=False)
-                    else:
-                        data["args"] = redact(args, pii=False)
+                        data["result"] = kept[1]
                 self._record(
                     ctx,
                     attempt=attempt,
@@ -731,11 +745,10 @@ class RunObserver(Hooks, Telemetry):
             )
             if self._out is not None:
                 args_c = result_c = None
-                if self.capture != "off":  # perf (issue 11): one redact() for both
+                if shown is not None:
+                    args_c = shown[0]
                     if call.has_value:
-                        args_c, result_c = redact([args, call.value], pii=self.capture == "default")
-                    else:
-                        args_c = redact(args, pii=self.capture == "default")
+                        result_c = shown[1]
                 self._write(
                     "tool_call",
                     node_id=ctx.node_id,
@@ -753,7 +766,7 @@ class RunObserver(Hooks, Telemetry):
                     span.set_attribute("error.type", error)
                     span.set_status(Status(StatusCode.ERROR, error))
                 elif self.capture == "full" and call.has_value:
-                    span.set_attribute("output.value", _json(redact(call.value, pii=False)))
+                    span.set_attribute("output.value", _json(redacted_view(call.value, pii=False)))
                 if call.usd is not None:
                     span.set_attribute("flowrun.tool.cost_usd", call.usd)
                 span.end()

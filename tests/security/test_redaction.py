@@ -199,3 +199,54 @@ def test_a_spec_pattern_and_a_remembered_value_find_short_texts() -> None:
         assert redact({"c": "Q7x9"}, pii=False) == {"c": "[REDACTED:code]"}
     finally:
         clear_extensions()
+
+
+_LEAVES = st.one_of(
+    st.none(),
+    st.booleans(),
+    st.integers(),
+    st.sampled_from(
+        ["plain", "ok", "n1", "sk_live_4eC39HqLyjWDarjtT1zdp7dc", "a@b.cd", "4242 4242 4242 4242"]
+    ),
+    st.text(max_size=12),
+)
+_JSON = st.recursive(
+    _LEAVES,
+    lambda inner: (
+        st.lists(inner, max_size=4)
+        | st.dictionaries(st.sampled_from(["a", "b", "password", "note", "k"]), inner, max_size=4)
+    ),
+    max_leaves=12,
+)
+
+
+@given(_JSON, st.booleans())
+def test_the_shared_view_finds_what_the_copy_finds_and_changes_nothing(
+    value: object, pii: bool
+) -> None:
+    """redacted_view is redact without the copy: the same result, the original untouched,
+    and a value with nothing to redact given back as itself."""
+    import copy
+
+    from runner.redact import redacted_view
+
+    before = copy.deepcopy(value)
+    view = redacted_view(value, pii=pii)
+    copied = redact(value, pii=pii)
+    assert view == copied and value == before
+    if copied == value:
+        assert view is value
+    if isinstance(copied, dict | list) and copied:
+        assert copied is not value
+
+
+def test_the_shared_view_copies_only_the_containers_on_the_way_to_a_finding() -> None:
+    from runner.redact import redacted_view
+
+    clean = {"k": [1, 2], "n": {"deep": "plain"}}
+    value = {"a": clean, "b": {"note": "mail a@b.cd", "same": [3]}}
+    view = redacted_view(value, pii=True)
+    assert view["b"]["note"] == "mail [REDACTED:email]"
+    assert view["a"] is clean and view["b"]["same"] is value["b"]["same"]
+    assert view is not value and view["b"] is not value["b"]
+    assert value["b"]["note"] == "mail a@b.cd"

@@ -3,6 +3,8 @@ round-trip, and every node kind a spec can declare has a runner registered."""
 
 from __future__ import annotations
 
+import dataclasses
+
 from runner.engine.results import NodeDetail, NodeResult
 from runner.nodes import RUNNERS
 from runner.spec.models import _KIND_CLASSES
@@ -48,3 +50,21 @@ def test_a_result_built_from_a_plain_mapping_gets_the_typed_record() -> None:
     res = NodeResult(node_id="a", kind="llm", status="skipped", detail={"reason": "why"})
     assert isinstance(res.detail, NodeDetail) and res.detail.reason == "why"
     assert NodeResult(node_id="b", kind="gate", status="succeeded").to_json()["detail"] == {}
+
+
+def test_membership_iteration_and_item_access_agree_for_every_field() -> None:
+    """`key in detail`, `detail[key]`, iteration and the stored object say the same facts."""
+    values = [None, False, True, 0, 1, 0.5, "", "x", [], ["e"], {"k": 1}]
+    names = [f.name for f in dataclasses.fields(NodeDetail) if f.name != "extra"]
+    for i, name in enumerate(names):
+        for value in values:
+            detail = NodeDetail(**{name: value}, extra={"other": i})
+            stored = detail.to_json()
+            for key in [*names, "other", "absent"]:
+                try:
+                    detail[key]
+                    readable = True
+                except KeyError:
+                    readable = False
+                assert (key in detail) == readable == (key in stored), (name, value, key)
+            assert list(detail) == list(stored)
