@@ -138,6 +138,7 @@ class RunObserver(Hooks, Telemetry):
         self._spent = Usage()
         self._tool_calls: dict[tuple[str, int | None], int] = {}
         self._vault: VaultWriter | None = None  # the full transcript, when a key is configured
+        self._trace_id: tuple[Span | None, str] = (None, "")  # the run span's, formatted
 
     # -- transcript --------------------------------------------------------------------------
     def _content(self, value: Any) -> Any:
@@ -506,9 +507,12 @@ class RunObserver(Hooks, Telemetry):
         what the call records and the transcript of the attempt are found under."""
         span = self._run_span
         if span is not None:
+            if self._trace_id[0] is span:  # perf (issue 19): asked for every call record
+                return self._trace_id[1]
             tid = span.get_span_context().trace_id
             if tid:
-                return format(tid, "032x")
+                self._trace_id = (span, format(tid, "032x"))
+                return self._trace_id[1]
         if self.store is None:
             return None
         digest = hashlib.sha256(f"flowrun-run-span:{ctx.run.run_id}:{self.attempt}".encode())

@@ -292,7 +292,8 @@ class _LeanSpan(Span):
         cap = self._lean.max_attributes
         for key, value in attributes.items():
             if type(value) in _SIMPLE_VALUES and type(key) is str and key and len(attrs) < cap:
-                attrs.pop(key, None)  # the SDK moves a key set again to the end
+                if key in attrs:
+                    del attrs[key]  # the SDK moves a key set again to the end
                 attrs[key] = value
             else:
                 self._set_cleaned({key: value})
