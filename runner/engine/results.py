@@ -178,7 +178,7 @@ class NodeDetail(Mapping[str, Any]):
 
     def __contains__(self, key: object) -> bool:
         if key in _FIELD_SET:
-            return self._present(key, self.__dict__[key])  # type: ignore[arg-type]
+            return self._present(key, self.__dict__[key])
         return key in self.extra
 
     def __iter__(self) -> Iterator[str]:
