@@ -146,8 +146,9 @@ class NodeDetail(Mapping[str, Any]):
 
     def _set(self) -> list[tuple[str, Any]]:
         # perf: every node's checkpoint, transcript line and result go through here (a list
-        # from __dict__, the test of `_present` inline: most fields are at their default)
+        # from __dict__; `_present`'s common rule inline: most fields are at their default)
         d = self.__dict__
+        present = self._present
         out = [
             (name, v)
             for name in _DETAIL_FIELDS
@@ -156,11 +157,9 @@ class NodeDetail(Mapping[str, Any]):
                 and v is not False
                 and v != 0
                 and v != []
-                and name != "converged"
-                and name != "planned"
+                and name not in _OWN_RULE
             )
-            or (name == "converged" and v is not None)
-            or (name == "planned" and self.dry_run)
+            or (name in _OWN_RULE and present(name, v))
         ]
         out.extend(self.extra.items())
         return out
@@ -193,6 +192,7 @@ class NodeDetail(Mapping[str, Any]):
 
 _DETAIL_FIELDS = tuple(f.name for f in dataclasses.fields(NodeDetail) if f.name != "extra")
 _FIELD_SET = frozenset(_DETAIL_FIELDS)
+_OWN_RULE = frozenset({"planned", "converged"})  # fields `_present` decides otherwise
 
 
 @dataclass(kw_only=True)

@@ -709,16 +709,17 @@ class RunObserver(Hooks, Telemetry):
             duration = time.perf_counter() - t0
             # what the record (secrets gone) and the transcript (secrets gone, and personal data
             # under the default capture) keep of the arguments and the result
+            captured = self.capture != "off"
             pair = [args, call.value] if call.has_value else [args]
             kept = shown = None
-            if self.capture != "off" and (self.store is not None or self._out is not None):
+            if captured and (self.store is not None or self._out is not None):
                 pii = self.capture == "default"
                 shown = redacted_view(pair, pii=pii)
                 # perf (issue 19): personal data is found by more detectors, never fewer; with
                 # none of those findings, the record's copy is the same
                 kept = shown if not pii or shown is pair else redacted_view(pair, pii=False)
             if self.store is not None:
-                data: dict[str, Any] = {"captured": kept is not None, "has_result": call.has_value}
+                data: dict[str, Any] = {"captured": captured, "has_result": call.has_value}
                 if call.usd is not None:
                     data["cost_usd"] = call.usd
                 if kept is not None:
