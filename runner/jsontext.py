@@ -9,6 +9,11 @@ standard library's own functions; anything that is not JSON is written as `str()
 perf (issues 11, 19): `json.dumps` with options, and `JSONEncoder.encode`, build a new C encoder
 on every call, a third of the time of a small payload; the store writes ~7 payloads a node and
 the transcript 3 lines. `compact_encoder` makes that C encoder once.
+
+perf (issue 19): even made once, the C encoder took ~1.5 µs for a small payload and ~2.8 µs
+for a transcript line, ~20 µs of every node. With compact separators, `compact_encoder` writes
+through orjson whenever it writes the same value, and through the C encoder otherwise: see
+`_orjson_encoder` for how it knows, and where the two texts may differ.
 """
 
 from __future__ import annotations
@@ -18,7 +23,12 @@ from collections.abc import Callable
 from json.encoder import INFINITY, encode_basestring, encode_basestring_ascii
 from typing import Any
 
-__all__ = ["compact_encoder", "dumps_indented"]
+try:
+    import orjson
+except ImportError:  # not installed: the C encoder alone
+    orjson = None  # type: ignore[assignment]
+
+__all__ = ["compact_encoder", "dumps_indented", "json_copy"]
 
 # what an encoder made once must write exactly as JSONEncoder does before it is used
 _SAMPLE = {
@@ -33,7 +43,8 @@ def compact_encoder(
     *, sort_keys: bool, separators: tuple[str, str], ensure_ascii: bool
 ) -> Callable[[Any], str]:
     """`json.JSONEncoder(sort_keys=…, separators=…, ensure_ascii=…, default=str).encode`, the
-    same text, with json's C encoder made once instead of on every call.
+    same text, with json's C encoder made once instead of on every call; with compact
+    separators, the same JSON value, through orjson where it can (`_orjson_encoder`).
 
     No check for circular references (a circular value is a RecursionError, not a
     ValueError): callers encode values they have just built or copied. Without the C encoder,
@@ -57,7 +68,66 @@ def compact_encoder(
             return reference
     except Exception:  # a Python whose C encoder takes other arguments
         return reference
-    return c_json
+    if orjson is None or separators != (",", ":"):
+        return c_json
+    return _orjson_encoder(c_json, sort_keys=sort_keys, ensure_ascii=ensure_ascii)
+
+
+def _orjson_encoder(
+    standard: Callable[[Any], str], *, sort_keys: bool, ensure_ascii: bool
+) -> Callable[[Any], str]:
+    """`standard`'s JSON value, written by orjson when it writes that same value.
+
+    orjson is told to refuse what json writes through `default=str` or its own rules
+    (dataclasses, datetimes, subclasses of str, int, dict and list: `OPT_PASSTHROUGH_*`), and
+    refuses non-string keys, integers beyond 64 bits and nesting deeper than 254 itself: the
+    standard encoder writes those. What it accepts but writes as another value (NaN and
+    infinities as null, enums as their value, tuples as arrays, which read back as lists) is
+    found by reading the text back: a value that does not read back equal goes to the standard
+    encoder too. Under ensure_ascii, a text with anything outside ASCII does as well.
+
+    The text can differ from the standard encoder's in how it writes a float under 1e-4
+    (0.00001 and 1e-7 for 1e-05 and 1e-07) and in not escaping DEL; never in the value it reads
+    back as, key order included (tests/unit/test_jsontext.py).
+    """
+    assert orjson is not None
+    option = _PASSTHROUGH | (orjson.OPT_SORT_KEYS if sort_keys else 0)
+    dumps, loads, refused = orjson.dumps, orjson.loads, orjson.JSONEncodeError
+
+    def fast(value: Any) -> str:
+        try:
+            raw = dumps(value, None, option)
+        except refused:
+            return standard(value)
+        if (ensure_ascii and not raw.isascii()) or (type(value) is not str and loads(raw) != value):
+            return standard(value)
+        return raw.decode()
+
+    return fast
+
+
+_PASSTHROUGH = (
+    0
+    if orjson is None
+    else orjson.OPT_PASSTHROUGH_DATACLASS
+    | orjson.OPT_PASSTHROUGH_DATETIME
+    | orjson.OPT_PASSTHROUGH_SUBCLASS
+)
+
+
+def json_copy(value: Any) -> Any:
+    """`json.loads(json.dumps(value))`: what a JSON round trip makes of a value (TypeError or
+    ValueError for what json cannot write). perf (issue 19): through orjson when its copy is
+    equal to the value (so json's would be too), else through json itself."""
+    if orjson is not None:
+        try:
+            copy = orjson.loads(orjson.dumps(value, None, _PASSTHROUGH))
+        except orjson.JSONEncodeError:
+            pass
+        else:
+            if copy == value:
+                return copy
+    return json.loads(json.dumps(value))
 
 
 def _float(o: float) -> str:

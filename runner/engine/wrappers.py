@@ -30,6 +30,7 @@ from runner.engine.context import NodeContext, NodeFailure, NodeStop
 from runner.engine.crash import crash_point
 from runner.engine.results import Usage
 from runner.expr.cel import ExprError
+from runner.jsontext import json_copy
 from runner.mcp.contracts import McpTool
 from runner.mcp.pool import call_tool
 from runner.models.pricing import costliest
@@ -369,7 +370,7 @@ async def invoke_preview(call: ToolCall) -> Any:
             value = await preview(**kwargs)
         else:
             value = await asyncio.to_thread(preview, **kwargs)
-        value = json.loads(json.dumps(value))
+        value = json_copy(value)
     except (BudgetExceeded, NodeFailure, NodeStop, asyncio.CancelledError):
         raise
     except Exception as e:
@@ -641,7 +642,7 @@ class ResultContract(ToolWrapper):
         step = call.step
         crash_point(f"after-effect:{call.ctx.node_id}")
         try:
-            result = json.loads(json.dumps(result))
+            result = json_copy(result)
         except (TypeError, ValueError) as e:
             raise CallFailed(
                 f"tool {step.name!r} returned a value that is not JSON: {e}",

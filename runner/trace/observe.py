@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import io
-import json
 import os
 import time
 from collections.abc import Callable, Iterator
@@ -20,7 +19,7 @@ from opentelemetry.trace import Span, SpanContext, SpanKind, Status, StatusCode
 from runner.engine.hooks import Hooks
 from runner.engine.results import NodeResult, RunResult, Usage
 from runner.engine.telemetry import CallRecord, Telemetry
-from runner.jsontext import compact_encoder
+from runner.jsontext import compact_encoder, json_copy
 from runner.redact import redacted_view
 from runner.store.seal import private_dir
 
@@ -46,8 +45,9 @@ def transcript_path(store_path: Path, run_id: str) -> Path:
 
 # perf (issue 11): json.dumps with options builds a new encoder on every call: that set-up was a
 # third of a transcript line. Everything written is a fresh redacted copy or built here.
+# perf (issue 19): compact separators, so that lines are written through orjson (jsontext.py)
 _json: Callable[[Any], str] = compact_encoder(
-    sort_keys=True, separators=(", ", ": "), ensure_ascii=False
+    sort_keys=True, separators=(",", ":"), ensure_ascii=False
 )
 
 
@@ -102,7 +102,7 @@ class _Call(CallRecord):
             self.value = value
         else:
             try:
-                self.value = json.loads(json.dumps(value))
+                self.value = json_copy(value)
             except (TypeError, ValueError):
                 self.value = repr(value)
         self.has_value = True

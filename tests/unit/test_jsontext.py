@@ -4,14 +4,17 @@ options."""
 
 from __future__ import annotations
 
+import dataclasses
+import datetime
+import enum
 import json
 from typing import Any
 
 import pytest
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from runner.jsontext import compact_encoder, dumps_indented
+from runner.jsontext import compact_encoder, dumps_indented, json_copy
 
 
 class Odd:
@@ -24,6 +27,23 @@ class MyStr(str):
 
 
 class MyInt(int):
+    pass
+
+
+class Color(enum.Enum):
+    RED = 1
+
+
+class Level(enum.IntEnum):
+    HIGH = 3
+
+
+@dataclasses.dataclass
+class Point:
+    x: int
+
+
+class MyDict(dict[str, Any]):
     pass
 
 
@@ -46,6 +66,144 @@ CASES: list[Any] = [
     {1: "int key", 2.5: "float key", False: "bool key", None: "null key", "s": (1, 2)},
     {"odd": Odd(), "sub": MyStr("x"), "n": MyInt(7)},
     [Odd(), {MyStr("k"): MyInt(3)}],
+    # values orjson (the compact encoders' fast path) would write otherwise, or refuses
+    {"small": [1e-05, 7.5e-05, 1e-07, 5e-324, -3e-09], "big": [1e16, 1.5e300, 2**64, -(2**63) - 1]},
+    {"nan": [float("nan")], "inf": {"x": float("inf")}, "null": None},
+    {"enum": Color.RED, "int_enum": Level.HIGH, "tuple": (1, [2, (3,)])},
+    {"when": datetime.datetime(2026, 12, 6, 20, 0), "point": Point(1), "mine": MyDict(a=1)},
+    {"del": "a\x7fb", "control": "\x01\x1f\t\u2028", "astral": "\U0001f600", "é": "ü"},
+    [{"z": 1, "a": 2, "é": 3, "\U0001f600": 4, "B": 5}],
+    [
+        [
+            [
+                [
+                    [
+                        [
+                            [
+                                [
+                                    [
+                                        [
+                                            [
+                                                [
+                                                    [
+                                                        [
+                                                            [
+                                                                [
+                                                                    [
+                                                                        [
+                                                                            [
+                                                                                [
+                                                                                    [
+                                                                                        [
+                                                                                            [
+                                                                                                [
+                                                                                                    [
+                                                                                                        [
+                                                                                                            [
+                                                                                                                [
+                                                                                                                    [
+                                                                                                                        [
+                                                                                                                            [
+                                                                                                                                [
+                                                                                                                                    [
+                                                                                                                                        [
+                                                                                                                                            [
+                                                                                                                                                [
+                                                                                                                                                    [
+                                                                                                                                                        [
+                                                                                                                                                            [
+                                                                                                                                                                [
+                                                                                                                                                                    [
+                                                                                                                                                                        [
+                                                                                                                                                                            [
+                                                                                                                                                                                [
+                                                                                                                                                                                    [
+                                                                                                                                                                                        [
+                                                                                                                                                                                            [
+                                                                                                                                                                                                [
+                                                                                                                                                                                                    [
+                                                                                                                                                                                                        [
+                                                                                                                                                                                                            [
+                                                                                                                                                                                                                [
+                                                                                                                                                                                                                    [
+                                                                                                                                                                                                                        [
+                                                                                                                                                                                                                            [
+                                                                                                                                                                                                                                [
+                                                                                                                                                                                                                                    [
+                                                                                                                                                                                                                                        [
+                                                                                                                                                                                                                                            [
+                                                                                                                                                                                                                                                [
+                                                                                                                                                                                                                                                    [
+                                                                                                                                                                                                                                                        [
+                                                                                                                                                                                                                                                            [
+                                                                                                                                                                                                                                                                [
+                                                                                                                                                                                                                                                                    [
+                                                                                                                                                                                                                                                                        []
+                                                                                                                                                                                                                                                                    ]
+                                                                                                                                                                                                                                                                ]
+                                                                                                                                                                                                                                                            ]
+                                                                                                                                                                                                                                                        ]
+                                                                                                                                                                                                                                                    ]
+                                                                                                                                                                                                                                                ]
+                                                                                                                                                                                                                                            ]
+                                                                                                                                                                                                                                        ]
+                                                                                                                                                                                                                                    ]
+                                                                                                                                                                                                                                ]
+                                                                                                                                                                                                                            ]
+                                                                                                                                                                                                                        ]
+                                                                                                                                                                                                                    ]
+                                                                                                                                                                                                                ]
+                                                                                                                                                                                                            ]
+                                                                                                                                                                                                        ]
+                                                                                                                                                                                                    ]
+                                                                                                                                                                                                ]
+                                                                                                                                                                                            ]
+                                                                                                                                                                                        ]
+                                                                                                                                                                                    ]
+                                                                                                                                                                                ]
+                                                                                                                                                                            ]
+                                                                                                                                                                        ]
+                                                                                                                                                                    ]
+                                                                                                                                                                ]
+                                                                                                                                                            ]
+                                                                                                                                                        ]
+                                                                                                                                                    ]
+                                                                                                                                                ]
+                                                                                                                                            ]
+                                                                                                                                        ]
+                                                                                                                                    ]
+                                                                                                                                ]
+                                                                                                                            ]
+                                                                                                                        ]
+                                                                                                                    ]
+                                                                                                                ]
+                                                                                                            ]
+                                                                                                        ]
+                                                                                                    ]
+                                                                                                ]
+                                                                                            ]
+                                                                                        ]
+                                                                                    ]
+                                                                                ]
+                                                                            ]
+                                                                        ]
+                                                                    ]
+                                                                ]
+                                                            ]
+                                                        ]
+                                                    ]
+                                                ]
+                                            ]
+                                        ]
+                                    ]
+                                ]
+                            ]
+                        ]
+                    ]
+                ]
+            ]
+        ]
+    ],
 ]
 
 
@@ -88,21 +246,76 @@ OPTIONS = [
 ]
 
 
+def _same_output(options: dict[str, Any], value: Any) -> None:
+    """The standard library's text, or (compact separators, written through orjson) text that
+    reads back as the same JSON value, in the same key order, within ensure_ascii."""
+    expected = json.JSONEncoder(default=str, **options).encode(value)
+    got = compact_encoder(**options)(value)
+    if options["separators"] != (",", ":") or got == expected:
+        assert got == expected
+        return
+    if options["ensure_ascii"]:
+        assert got.isascii()
+    # read back and written again by json itself (keys in the order read, NaN as NaN)
+    assert json.dumps(json.loads(got)) == json.dumps(json.loads(expected))
+
+
 @pytest.mark.parametrize("options", OPTIONS, ids=range(len(OPTIONS)))
 @pytest.mark.parametrize("value", CASES, ids=range(len(CASES)))
 def test_compact_text_as_the_standard_library(options: dict[str, Any], value: Any) -> None:
-    standard = json.JSONEncoder(default=str, **options)
     try:
-        expected = standard.encode(value)
+        json.JSONEncoder(default=str, **options).encode(value)
     except TypeError:  # sorted keys of mixed types
         with pytest.raises(TypeError):
             compact_encoder(**options)(value)
         return
-    assert compact_encoder(**options)(value) == expected
+    _same_output(options, value)
 
 
+@settings(max_examples=300)
 @given(json_values, st.sampled_from(OPTIONS))
 def test_compact_text_for_any_json_value(value: Any, options: dict[str, Any]) -> None:
-    assert compact_encoder(**options)(value) == json.JSONEncoder(default=str, **options).encode(
-        value
-    )
+    _same_output(options, value)
+
+
+@pytest.mark.parametrize("value", [1e-05, [7.5e-05, {"b": 1e-07, "a": "\x7f"}], 0.5, "x"])
+def test_the_compact_store_text_reads_back_as_the_same_value(value: Any) -> None:
+    store = compact_encoder(sort_keys=True, separators=(",", ":"), ensure_ascii=True)
+    text = store(value)
+    assert text.isascii() and json.loads(text) == value
+
+
+def test_values_orjson_would_write_otherwise_are_written_by_the_standard_library() -> None:
+    store = compact_encoder(sort_keys=True, separators=(",", ":"), ensure_ascii=True)
+    tricky = {
+        "nan": float("nan"),
+        "enum": Color.RED,
+        "tuple": (1, 2),
+        "when": datetime.datetime(2026, 1, 2),
+        "point": Point(1),
+        "big": 2**70,
+    }
+    for key, value in tricky.items():
+        assert store({key: value}) == json.dumps(
+            {key: value}, sort_keys=True, separators=(",", ":"), default=str
+        ), key
+
+
+@pytest.mark.parametrize("value", CASES, ids=range(len(CASES)))
+def test_json_copy_is_the_round_trip_of_the_standard_library(value: Any) -> None:
+    try:
+        expected = json.loads(json.dumps(value))
+    except (TypeError, ValueError) as e:
+        with pytest.raises(type(e)):
+            json_copy(value)
+        return
+    got = json_copy(value)
+    assert json.dumps(got) == json.dumps(expected)  # NaN as NaN, key order, lists for tuples
+    assert type(got) is type(expected)
+
+
+@given(json_values)
+def test_json_copy_of_any_json_value(value: Any) -> None:
+    got = json_copy(value)
+    assert json.dumps(got) == json.dumps(json.loads(json.dumps(value)))
+    assert got is not value or not isinstance(value, dict | list)
