@@ -250,3 +250,76 @@ def test_the_shared_view_copies_only_the_containers_on_the_way_to_a_finding() ->
     assert view["a"] is clean and view["b"]["same"] is value["b"]["same"]
     assert view is not value and view["b"] is not value["b"]
     assert value["b"]["note"] == "mail a@b.cd"
+
+
+# strings that JSON text escapes, sensitive field names as values, findings and near misses
+_TRICKY = st.one_of(
+    st.sampled_from(
+        [
+            "plain",
+            "password",
+            "api_key",
+            'say "sk_live_4eC39HqLyjWDarjtT1zdp7dc"',
+            "line\nmaya@example.com",
+            "tab\t4111 1111 1111 1111",
+            "back\\slash 415-555-0134",
+            "é maya@example.com",
+            "r20261204-222832-3600eaa5:n1",
+            "Bearer abcdefgh12345678",
+        ]
+    ),
+    st.text(alphabet='ab@.c"\\\n:é0123456789 -', max_size=16),
+)
+_TRICKY_JSON = st.recursive(
+    st.one_of(st.none(), st.integers(), st.floats(allow_nan=True), _TRICKY),
+    lambda inner: (
+        st.lists(inner, max_size=4)
+        | st.tuples(inner, inner)
+        | st.dictionaries(
+            st.one_of(st.sampled_from(["a", "password", "api_key", "note"]), _TRICKY),
+            inner,
+            max_size=4,
+        )
+    ),
+    max_leaves=16,
+)
+
+
+def _leaf_by_leaf(value: object, pii: bool) -> object:
+    """What redaction must make of a value: each string redacted on its own (a bare string is
+    never screened as JSON text), a sensitive field's value hidden whole."""
+    if isinstance(value, str):
+        return redact(value, pii=pii)
+    if isinstance(value, dict):
+        out = {}
+        for k, v in value.items():
+            if detectors.SECRET_KEYS.search(k) and v is not None:
+                out[redact(k, pii=pii)] = "[REDACTED:secret]"
+            else:
+                out[redact(k, pii=pii)] = _leaf_by_leaf(v, pii)
+        return out
+    if isinstance(value, list | tuple):
+        return [_leaf_by_leaf(v, pii) for v in value]
+    return value
+
+
+@given(_TRICKY_JSON, st.booleans())
+def test_a_whole_value_is_redacted_as_its_strings_are_one_by_one(value: object, pii: bool) -> None:
+    """The screen that lets clean values skip the walk never lets a finding through."""
+    import json
+
+    got = json.dumps(redact(value, pii=pii))
+    assert got == json.dumps(_leaf_by_leaf(value, pii))
+
+
+@given(_TRICKY_JSON)
+def test_the_store_seals_every_finding_of_a_whole_value(value: object) -> None:
+    import json
+
+    from runner.store.seal import Sealer
+
+    sealer = Sealer(Sealer.new_key())
+    text = json.dumps(sealer.seal(value))
+    assert json.dumps(json.loads(sealer.unseal_json(text))) == json.dumps(value)
+    for secret in ("sk_live_4eC39HqLyjWDarjtT1zdp7dc", "maya@example.com", "4111 1111 1111"):
+        assert secret not in text
