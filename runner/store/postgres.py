@@ -424,6 +424,10 @@ class PostgresStore(Store):
         use_key_beside(None)  # FLOWRUN_SEAL_KEY, else ~/.flowrun/seal.key
         self._conninfo = make_conninfo(url, connect_timeout=CONNECT_TIMEOUT_S)
         self._new_runs: dict[str, set[str]] = {}
+        # perf (issue 19): bundles this store has written; a bundle is content-addressed and
+        # never changed or deleted, and sealing its files (a scan of every prompt and spec text)
+        # was a tenth of starting a run
+        self._bundles: set[str] = set()
         self._lock = threading.RLock()
         self._pending: list[tuple[str, tuple[Any, ...]]] = []
         self._dirty: set[str] = set()
@@ -624,7 +628,7 @@ class PostgresStore(Store):
         cols = ", ".join(row)
         marks = ", ".join("%s" for _ in row)
         with self._tx() as c:
-            if bundle is not None:
+            if bundle is not None and bundle["digest"] not in self._bundles:
                 c.execute(
                     "INSERT INTO bundles (digest, entry, files, created_at) "
                     "VALUES (%s, %s, %s, %s) ON CONFLICT DO NOTHING",
@@ -640,6 +644,8 @@ class PostgresStore(Store):
                 (row["run_id"], now, dumps({"workflow": row["workflow"]})),
             )
         self._new_runs[row["run_id"]] = set()
+        if bundle is not None:
+            self._bundles.add(bundle["digest"])
 
     def update_run(self, run_id: str, **fields: Any) -> None:
         fields["updated_at"] = time.time()

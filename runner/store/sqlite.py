@@ -400,6 +400,10 @@ class SqliteStore(Store):
         # runs created through this store and not yet finished or broken off, each with the
         # ledger keys made for it here: what `ledger_get(key, run_id=...)` may answer from
         self._new_runs: dict[str, set[str]] = {}
+        # perf (issue 19): bundles this store has written; a bundle is content-addressed and
+        # never changed or deleted, and sealing its files (a scan of every prompt and spec text)
+        # was a tenth of starting a run
+        self._bundles: set[str] = set()
         self._timer: asyncio.TimerHandle | None = None
         self._timer_loop: asyncio.AbstractEventLoop | None = None
         self._barrier: asyncio.Future[None] | None = None
@@ -590,7 +594,7 @@ class SqliteStore(Store):
         cols = ", ".join(row)
         marks = ", ".join("?" for _ in row)
         with self.tx() as c:
-            if bundle is not None:
+            if bundle is not None and bundle["digest"] not in self._bundles:
                 c.execute(
                     "INSERT OR IGNORE INTO bundles (digest, entry, files, created_at) "
                     "VALUES (?, ?, ?, ?)",
@@ -607,6 +611,8 @@ class SqliteStore(Store):
                 (row["run_id"], now, dumps({"workflow": row["workflow"]})),
             )
         self._new_runs[row["run_id"]] = set()
+        if bundle is not None:
+            self._bundles.add(bundle["digest"])
 
     def update_run(self, run_id: str, **fields: Any) -> None:
         fields["updated_at"] = time.time()
