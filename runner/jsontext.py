@@ -28,7 +28,7 @@ try:
 except ImportError:  # not installed: the C encoder alone
     orjson = None  # type: ignore[assignment]
 
-__all__ = ["compact_encoder", "dumps_indented", "json_copy"]
+__all__ = ["ORJSON_PASSTHROUGH", "compact_encoder", "dumps_indented", "json_copy", "orjson"]
 
 # what an encoder made once must write exactly as JSONEncoder does before it is used
 _SAMPLE = {
@@ -91,7 +91,7 @@ def _orjson_encoder(
     back as, key order included (tests/unit/test_jsontext.py).
     """
     assert orjson is not None
-    option = _PASSTHROUGH | (orjson.OPT_SORT_KEYS if sort_keys else 0)
+    option = ORJSON_PASSTHROUGH | (orjson.OPT_SORT_KEYS if sort_keys else 0)
     dumps, loads, refused = orjson.dumps, orjson.loads, orjson.JSONEncodeError
 
     def fast(value: Any) -> str:
@@ -106,7 +106,9 @@ def _orjson_encoder(
     return fast
 
 
-_PASSTHROUGH = (
+# what orjson must refuse (for the caller to treat otherwise): dataclasses, datetimes, and
+# subclasses of str, int, dict and list
+ORJSON_PASSTHROUGH = (
     0
     if orjson is None
     else orjson.OPT_PASSTHROUGH_DATACLASS
@@ -121,7 +123,7 @@ def json_copy(value: Any) -> Any:
     equal to the value (so json's would be too), else through json itself."""
     if orjson is not None:
         try:
-            copy = orjson.loads(orjson.dumps(value, None, _PASSTHROUGH))
+            copy = orjson.loads(orjson.dumps(value, None, ORJSON_PASSTHROUGH))
         except orjson.JSONEncodeError:
             pass
         else:

@@ -3,7 +3,8 @@
 `redact` replaces each finding by `[REDACTED:<kind>]`: every place a run is shown (CLI, console,
 MCP, spans, transcripts) calls it. `rewrite` hands each finding to a callback instead: the store
 uses it to seal findings at rest (runner/store/seal.py). Both see the same findings, so what a
-display hides is exactly what the store encrypts. This module is layer 0: no flowrun imports.
+display hides is exactly what the store encrypts. This module is layer 0: of flowrun it imports
+only runner.jsontext (layer 0 too).
 
 Detectors (docs/security.md lists them with examples):
   secret   key formats: OpenAI/Anthropic `sk-…`, Stripe `sk_live_`/`rk_live_`/`sk_test_`…, AWS
@@ -25,10 +26,8 @@ from collections.abc import Callable, Iterable, Mapping
 from itertools import islice
 from typing import Any
 
-try:
-    import orjson as _orjson
-except ImportError:  # not installed: every value is walked
-    _orjson = None  # type: ignore[assignment]
+from runner.jsontext import ORJSON_PASSTHROUGH as _PASSTHROUGH
+from runner.jsontext import orjson as _orjson
 
 # (kind, matched text) -> what replaces it
 Rewrite = Callable[[str, str], str]
@@ -497,13 +496,6 @@ class _Rewriter:
 
 # the values `_Rewriter._clean` screens: containers (a str is one memo look-up anyway)
 _SCREENED = frozenset({dict, list})
-_PASSTHROUGH = (
-    0
-    if _orjson is None
-    else _orjson.OPT_PASSTHROUGH_SUBCLASS
-    | _orjson.OPT_PASSTHROUGH_DATACLASS
-    | _orjson.OPT_PASSTHROUGH_DATETIME
-)
 
 
 def _copy_json(value: Any) -> Any:
