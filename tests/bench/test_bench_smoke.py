@@ -35,7 +35,8 @@ def test_full_stack_chain_checkpoints_every_node_and_traces_it(flowrun: bench.Fl
     assert len(decisions) == 12 and {e["data"]["rule"] for e in decisions} == {"default"}
     assert len(store.calls(run_id)) == 12
     transcript = (store.path.parent / "transcripts" / f"{run_id}.jsonl").read_text()
-    assert transcript.count('"event": "node_finished"') == 12
+    events = [json.loads(line)["event"] for line in transcript.splitlines()]
+    assert events.count("node_finished") == 12
 
 
 def test_bare_and_concurrent_runs_give_figures(flowrun: bench.Flowrun) -> None:
