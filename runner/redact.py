@@ -349,9 +349,16 @@ class _Rewriter:
             raw = _orjson.dumps(value, None, _PASSTHROUGH)
         except _orjson.JSONEncodeError:
             return False
-        if b"\\" in raw:
+        return self._clean_json(raw.decode(), pii, env)
+
+    def _clean_json(self, text: str, pii: bool, env: list[str]) -> bool:
+        """Whether `walk` would give back as it is the value `text` is the JSON text of, as
+        orjson or json (`default=str`) write it: see `_clean`. json writes every string walk
+        sees too (a str subclass's as its text, an object's `str()` besides); so with no
+        backslash, the same test holds."""
+        if "\\" in text:
             return False
-        strings = raw.decode().split('"')[1::2]
+        strings = text.split('"')[1::2]
         clean = self._clean_strings[pii]
         if clean.issuperset(strings):
             return True
@@ -489,6 +496,17 @@ class _Rewriter:
             return value
         return self.walk(value, pii, env, self._memo[pii])
 
+    def encoded(self, value: Any, pii: bool, encode: Callable[[Any], str]) -> str:
+        """`encode(self(value, pii))`: the text of `value` itself when it has nothing to
+        rewrite (perf, issue 19: one encoding of a clean payload, and no second one to screen
+        it)."""
+        env = _env_secrets()
+        self._fresh(env)
+        text = encode(value)
+        if self._clean_json(text, pii, env):
+            return text
+        return encode(self.walk(value, pii, env, self._memo[pii]))
+
     def copy(self, value: Any, pii: bool) -> Any:
         """`value` with its findings rewritten, in new containers (tuples become lists)."""
         return _copy_json(self(value, pii))
@@ -545,7 +563,7 @@ def redact_pii(text: str) -> str:
     return redact(text, pii=True)  # type: ignore[no-any-return]
 
 
-def rewriter(fn: Rewrite) -> Callable[[Any, bool], Any]:
+def rewriter(fn: Rewrite) -> _Rewriter:
     """A walker that hands every finding (secrets, personal data if asked) to `fn`."""
     return _Rewriter(fn)
 

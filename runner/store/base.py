@@ -18,7 +18,7 @@ from typing import Any
 from runner.errors import ExitCode, FlowrunError
 from runner.jsontext import compact_encoder
 from runner.spec.budgets import CallScope
-from runner.store.seal import seal, unseal_json
+from runner.store.seal import seal_encoded, unseal_json
 
 DEFAULT_STORE = ".flowrun/flowrun.db"
 # every table of a store, in an order a copy can insert them in
@@ -84,7 +84,7 @@ _encode = compact_encoder(sort_keys=True, separators=(",", ":"), ensure_ascii=Tr
 def dumps(value: Any) -> str:
     """Every payload the store writes; secrets and personal data in it are sealed
     (runner/store/seal.py)."""
-    return _encode(seal(value))
+    return seal_encoded(value, _encode)
 
 
 def loads(text: str | None) -> Any:

@@ -126,7 +126,7 @@ class Sealer:
                 f"not a seal key: {e}", hint=f"{KEY_ENV} must be a key from Sealer.new_key()"
             ) from None
         self._keys = (key, *old)
-        self._walk: Callable[[Any, bool], Any] = rewriter(self._seal_span)
+        self._walk = rewriter(self._seal_span)
 
     @functools.cached_property
     def _fernet(self) -> MultiFernet:
@@ -156,6 +156,10 @@ class Sealer:
     def seal(self, value: Any) -> Any:
         """A copy of a JSON value with every finding sealed (the value itself is unchanged)."""
         return self._walk(value, True)
+
+    def seal_encoded(self, value: Any, encode: Callable[[Any], str]) -> str:
+        """`encode(self.seal(value))`, with one encoding when there is nothing to seal."""
+        return self._walk.encoded(value, True, encode)
 
     def _open(self, token: str, kind: str = "secret") -> str:
         from cryptography.fernet import InvalidToken
@@ -235,6 +239,11 @@ def use_key_beside(folder: Path | None) -> Sealer:
 def seal(value: Any) -> Any:
     """`value` with its findings sealed by the process's sealer (as is when no store is open)."""
     return _CURRENT[0].seal(value) if _CURRENT else value
+
+
+def seal_encoded(value: Any, encode: Callable[[Any], str]) -> str:
+    """`encode(seal(value))`: the text the store writes of a value."""
+    return _CURRENT[0].seal_encoded(value, encode) if _CURRENT else encode(value)
 
 
 def unseal_json(text: str) -> str:

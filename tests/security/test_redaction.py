@@ -323,3 +323,22 @@ def test_the_store_seals_every_finding_of_a_whole_value(value: object) -> None:
     assert json.dumps(json.loads(sealer.unseal_json(text))) == json.dumps(value)
     for secret in ("sk_live_4eC39HqLyjWDarjtT1zdp7dc", "maya@example.com", "4111 1111 1111"):
         assert secret not in text
+
+
+@given(_TRICKY_JSON)
+def test_the_store_text_of_a_value_seals_every_finding(value: object) -> None:
+    """The store's one encoding of a clean payload (`seal_encoded`) is the text of the sealed
+    value, and a payload with findings is still sealed."""
+    import json
+
+    from runner.store.base import _encode
+    from runner.store.seal import Sealer
+
+    sealer = Sealer(Sealer.new_key())
+    text = sealer.seal_encoded(value, _encode)
+    opened = json.loads(sealer.unseal_json(text))
+    assert json.dumps(opened, sort_keys=True) == json.dumps(value, sort_keys=True)
+    for secret in ("sk_live_4eC39HqLyjWDarjtT1zdp7dc", "maya@example.com", "4111 1111 1111"):
+        assert secret not in text
+    if "[SEALED:" not in text:
+        assert text == _encode(value)
