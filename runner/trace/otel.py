@@ -17,6 +17,7 @@ from urllib.parse import urlparse
 
 from opentelemetry import trace as trace_api
 from opentelemetry.attributes import BoundedAttributes
+from opentelemetry.context import get_current as _current_context
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import (
     Event,
@@ -37,6 +38,7 @@ from opentelemetry.sdk.trace.export import (
 from opentelemetry.sdk.trace.id_generator import RandomIdGenerator
 from opentelemetry.sdk.util import BoundedList
 from opentelemetry.trace import Span, SpanContext, SpanKind, TraceFlags, Tracer
+from opentelemetry.trace.propagation import _SPAN_KEY
 from opentelemetry.trace.status import Status, StatusCode
 from opentelemetry.util import types
 
@@ -109,7 +111,7 @@ class Tracing:
         trace state, attribute cleaning and limits, and the same ReadableSpan handed to the same
         span processors at end(). Anything else goes through the SDK as before.
         """
-        parent_span = parent if parent is not None else trace_api.get_current_span()
+        parent_span = parent if parent is not None else _current_span()
         parent_ctx = parent_span.get_span_context()
         if parent_ctx.is_valid and not parent_ctx.is_remote and parent_ctx.trace_flags.sampled:
             lean = self._lean_for_span()
@@ -159,6 +161,12 @@ class Tracing:
         self._lean = _Lean.of(self.tracer)
         self._lean_checked = True
         return self._lean
+
+
+def _current_span() -> Span:
+    """`trace_api.get_current_span()`, two calls shorter (perf, issue 19: once a span)."""
+    span = _current_context().get(_SPAN_KEY)
+    return span if isinstance(span, Span) else trace_api.INVALID_SPAN
 
 
 def run_span_context(run_id: str, attempt: int) -> SpanContext:
