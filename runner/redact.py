@@ -363,18 +363,18 @@ class _Rewriter:
         if clean.issuperset(strings):
             return True
         memo = self._memo[pii]
-        for text in strings:
-            if text in clean:
+        for string in strings:
+            if string in clean:
                 continue
-            out = memo.get(text)
+            out = memo.get(string)
             if out is None:
-                out = self._str(text, pii, env, memo)
-            if out != text or _is_secret_key(text):
+                out = self._str(string, pii, env, memo)
+            if out != string or _is_secret_key(string):
                 return False
-            if len(text) <= self._MEMO_LEN:
+            if len(string) <= self._MEMO_LEN:
                 if len(clean) >= self._CLEAN_SIZE:
                     clean.clear()
-                clean.add(text)
+                clean.add(string)
         return True
 
     def _whole(self, text: str, pii: bool, env: list[str]) -> str:
