@@ -30,6 +30,17 @@ except ImportError:  # not installed: the C encoder alone
 
 __all__ = ["ORJSON_PASSTHROUGH", "compact_encoder", "dumps_indented", "json_copy", "orjson"]
 
+# what orjson must refuse (for the caller to treat otherwise): dataclasses, datetimes, and
+# subclasses of str, int, dict and list
+ORJSON_PASSTHROUGH = (
+    0
+    if orjson is None
+    else orjson.OPT_PASSTHROUGH_DATACLASS
+    | orjson.OPT_PASSTHROUGH_DATETIME
+    | orjson.OPT_PASSTHROUGH_SUBCLASS
+)
+
+
 # what an encoder made once must write exactly as JSONEncoder does before it is used
 _SAMPLE = {
     "b": [1, 2.5, None, True, 'é\n"', float("inf"), (3, "t")],
@@ -104,17 +115,6 @@ def _orjson_encoder(
         return raw.decode()
 
     return fast
-
-
-# what orjson must refuse (for the caller to treat otherwise): dataclasses, datetimes, and
-# subclasses of str, int, dict and list
-ORJSON_PASSTHROUGH = (
-    0
-    if orjson is None
-    else orjson.OPT_PASSTHROUGH_DATACLASS
-    | orjson.OPT_PASSTHROUGH_DATETIME
-    | orjson.OPT_PASSTHROUGH_SUBCLASS
-)
 
 
 def json_copy(value: Any) -> Any:

@@ -44,7 +44,7 @@ def transcript_path(store_path: Path, run_id: str) -> Path:
 
 
 # perf (issue 11): json.dumps with options builds a new encoder on every call: that set-up was a
-# third of a transcript line. Everything written is a fresh redacted copy or built here.
+# third of a transcript line. Everything written is redacted (a view) or built here.
 # perf (issue 19): compact separators, so that lines are written through orjson (jsontext.py)
 _json: Callable[[Any], str] = compact_encoder(
     sort_keys=True, separators=(",", ":"), ensure_ascii=False
