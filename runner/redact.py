@@ -416,7 +416,10 @@ class _Rewriter:
         cls = type(value)
         if cls is str:
             out = memo.get(value)
-            return out if out is not None else self._str(value, pii, env, memo)
+            if out is None:
+                out = self._str(value, pii, env, memo)
+            # the memo's string may be an equal one of another value: unchanged is `value`
+            return value if out == value else out
         if cls is int or cls is float or cls is bool or value is None:
             return value
         if isinstance(value, str):  # a str subclass: not memoised
@@ -532,8 +535,21 @@ def _copy_json(value: Any) -> Any:
 _secret_keys: dict[str, bool] = {}
 
 
+# perf (issue 19): every SECRET_KEYS alternative holds one of these words; an ASCII text with none
+# of them in any case cannot match (under re.I only non-ASCII letters such as the Kelvin sign
+# fold onto ASCII ones: those texts take the regex). The scan tries every alternative at every
+# position, and the ids and keys seen once per node (idempotency keys) each paid for one.
+_SECRET_KEY_WORDS = ("key", "auth", "token", "secret", "password", "bearer")
+
+
 def _is_secret_key(k: str) -> bool:
-    return SECRET_KEYS.search(k) is not None or k in _EXTRA_FIELDS
+    if k in _EXTRA_FIELDS:
+        return True
+    if k.isascii():
+        low = k.lower()
+        if not any(w in low for w in _SECRET_KEY_WORDS):
+            return False
+    return SECRET_KEYS.search(k) is not None
 
 
 _REDACTOR = _Rewriter(marker)

@@ -342,3 +342,19 @@ def test_the_store_text_of_a_value_seals_every_finding(value: object) -> None:
         assert secret not in text
     if "[SEALED:" not in text:
         assert text == _encode(value)
+
+
+_KEY_PARTS = st.sampled_from(
+    ["api", "KEY", "Key", "_", "-", "auth", "Token", "access", "secret", "PassWord", "bearer",
+     "private", "client", "id", "n1", ":", "r2026", "\u212a", "\u017f", "é", "x"]
+)  # fmt: skip
+
+
+@given(st.lists(_KEY_PARTS, max_size=6).map("".join))
+def test_a_field_is_sensitive_exactly_when_its_name_matches_the_secret_key_pattern(
+    name: str,
+) -> None:
+    """The quick word test in front of the pattern never decides otherwise than the pattern,
+    case and Unicode case folding (the Kelvin sign, the long s) included."""
+    sensitive = detectors.SECRET_KEYS.search(name) is not None
+    assert (redact({name: "plain"}, pii=False)[name] != "plain") is sensitive
