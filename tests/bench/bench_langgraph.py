@@ -11,7 +11,9 @@ after every node, group-committed as shipped: see runner/store/sqlite.py; WAL, s
 records, and the spec's policy rules checked before every tool call. LangGraph's "full" column
 is the same graph compiled with `InMemorySaver`. "bare" is each engine with none of that.
 
-Every figure is the median of `--repeat` measurements. Prints figures; asserts nothing.
+Every figure is the median of `--repeat` measurements; where both engines run a shape, their
+measurements alternate (flowrun, LangGraph, flowrun, ...), so that both see the machine at the
+same speed. Prints figures; asserts nothing.
 """
 
 from __future__ import annotations
@@ -560,6 +562,24 @@ def median_of(repeat: int, fn: Callable[[], float]) -> float:
     return statistics.median(fn() for _ in range(repeat))
 
 
+def medians_paired(
+    repeat: int, a: Callable[[], float], b: Callable[[], float] | None
+) -> tuple[float, float | None]:
+    """The medians of `a` and `b` (when given), measured in turns: a, b, a, b, ... so that a
+    drift of the machine's speed over the row (another tenant of the host, a frequency change)
+    falls on both sides alike rather than on whichever ran second."""
+    if b is None:
+        return median_of(repeat, a), None
+    a()
+    b()  # warm-up of both
+    xs: list[float] = []
+    ys: list[float] = []
+    for _ in range(repeat):
+        xs.append(a())
+        ys.append(b())
+    return statistics.median(xs), statistics.median(ys)
+
+
 @dataclass
 class Row:
     name: str
@@ -595,12 +615,17 @@ def collect(sizes: Sizes, repeat: int, with_langgraph: bool, memory: bool = True
             labels through {fr} and {lg}; `target` is for the full row only."""
             for full in (True, False):
                 fr_label, lg_label = (full_label, "InMemorySaver") if full else ("bare", "bare")
+                ours, theirs = medians_paired(
+                    repeat,
+                    lambda: flowrun(full),  # noqa: B023 (called here)
+                    (lambda: langgraph(full)) if lg else None,  # noqa: B023
+                )
                 rows.append(
                     Row(
                         name.format(fr=fr_label, lg=lg_label),
                         unit,
-                        median_of(repeat, lambda: flowrun(full)),  # noqa: B023 (called here)
-                        median_of(repeat, lambda: langgraph(full)) if lg else None,  # noqa: B023
+                        ours,
+                        theirs,
                         better,
                         target if full else "",
                     )
@@ -642,12 +667,15 @@ def collect(sizes: Sizes, repeat: int, with_langgraph: bool, memory: bool = True
             )
         )
         v = sizes.validate
+        ours, theirs = medians_paired(
+            repeat, lambda: fr_validate(fr, v), (lambda: lg_build(v)) if lg else None
+        )
         rows.append(
             Row(
                 f"validate a {v}-node spec, s (flowrun load+compile | LangGraph build+compile)",
                 "s",
-                median_of(repeat, lambda: fr_validate(fr, v)),
-                median_of(repeat, lambda: lg_build(v)) if lg else None,
+                ours,
+                theirs,
                 "lower",
                 "< 1 s",
             )
