@@ -18,6 +18,7 @@ through orjson whenever it writes the same value, and through the C encoder othe
 
 from __future__ import annotations
 
+import enum
 import json
 from collections.abc import Callable
 from json.encoder import INFINITY, encode_basestring, encode_basestring_ascii
@@ -28,7 +29,14 @@ try:
 except ImportError:  # not installed: the C encoder alone
     orjson = None  # type: ignore[assignment]
 
-__all__ = ["ORJSON_PASSTHROUGH", "compact_encoder", "dumps_indented", "json_copy", "orjson"]
+__all__ = [
+    "ORJSON_PASSTHROUGH",
+    "compact_encoder",
+    "dumps_indented",
+    "enum_or_str",
+    "json_copy",
+    "orjson",
+]
 
 # what orjson must refuse (for the caller to treat otherwise): dataclasses, datetimes, and
 # subclasses of str, int, dict and list
@@ -50,27 +58,59 @@ _SAMPLE = {
 }
 
 
+def enum_or_str(o: Any) -> Any:
+    """The `default` of the compact encoders: what json writes for a value it has no rule for.
+    An Enum member is written as its value (as json itself does for members of int, str and
+    float enums, and as orjson does for every enum); anything else as `str()` of it."""
+    return o.value if isinstance(o, enum.Enum) else str(o)
+
+
 def compact_encoder(
-    *, sort_keys: bool, separators: tuple[str, str], ensure_ascii: bool
+    *, sort_keys: bool, separators: tuple[str, str], ensure_ascii: bool, finite: bool = False
 ) -> Callable[[Any], str]:
-    """`json.JSONEncoder(sort_keys=…, separators=…, ensure_ascii=…, default=str).encode`, the
-    same text, with json's C encoder made once instead of on every call; with compact
-    separators, the same JSON value, through orjson where it can (`_orjson_encoder`).
+    """`json.JSONEncoder(sort_keys=…, separators=…, ensure_ascii=…, default=enum_or_str)
+    .encode`, the same text, with json's C encoder made once instead of on every call; with
+    compact separators, the same JSON value, through orjson where it can (`_orjson_encoder`).
+
+    `finite` (compact separators only): NaN and the infinities are written as null, as strict
+    JSON (RFC 8259) has no other way to write them; for text read by other programs (a
+    transcript line, a span attribute), where json's `NaN` would make the line unreadable.
 
     No check for circular references (a circular value is a RecursionError, not a
     ValueError): callers encode values they have just built or copied. Without the C encoder,
     or if it would not write the same text, this is JSONEncoder's own `encode`.
     """
+    if finite and separators != (",", ":"):
+        raise ValueError("finite text is written with compact separators only")
     reference = json.JSONEncoder(
-        sort_keys=sort_keys, separators=separators, ensure_ascii=ensure_ascii, default=str
+        sort_keys=sort_keys, separators=separators, ensure_ascii=ensure_ascii, default=enum_or_str
     ).encode
+    standard = _standard(reference, sort_keys, separators, ensure_ascii)
+    if finite:
+        loose = standard
+
+        def standard(value: Any) -> str:
+            return loose(_finite(value))
+
+    if orjson is None or separators != (",", ":"):
+        return standard
+    return _orjson_encoder(standard, sort_keys=sort_keys, ensure_ascii=ensure_ascii, finite=finite)
+
+
+def _standard(
+    reference: Callable[[Any], str],
+    sort_keys: bool,
+    separators: tuple[str, str],
+    ensure_ascii: bool,
+) -> Callable[[Any], str]:
+    """`reference` through json's C encoder made once, when it writes the same text."""
     make = getattr(json.encoder, "c_make_encoder", None)
     if make is None:
         return reference
     item_sep, key_sep = separators
     strings = encode_basestring_ascii if ensure_ascii else encode_basestring
     try:
-        encode = make(None, str, strings, None, key_sep, item_sep, sort_keys, False, True)
+        encode = make(None, enum_or_str, strings, None, key_sep, item_sep, sort_keys, False, True)
 
         def c_json(value: Any) -> str:
             return "".join(encode(value, 0))
@@ -79,27 +119,42 @@ def compact_encoder(
             return reference
     except Exception:  # a Python whose C encoder takes other arguments
         return reference
-    if orjson is None or separators != (",", ":"):
-        return c_json
-    return _orjson_encoder(c_json, sort_keys=sort_keys, ensure_ascii=ensure_ascii)
+    return c_json
+
+
+def _finite(value: Any) -> Any:
+    """`value` with NaN and the infinities as None (new containers on the way)."""
+    if isinstance(value, float):
+        return value if value - value == 0.0 else None
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_finite(v) for v in value]
+    if isinstance(value, enum.Enum):
+        return _finite(value.value)
+    return value
 
 
 def _orjson_encoder(
-    standard: Callable[[Any], str], *, sort_keys: bool, ensure_ascii: bool
+    standard: Callable[[Any], str], *, sort_keys: bool, ensure_ascii: bool, finite: bool
 ) -> Callable[[Any], str]:
     """`standard`'s JSON value, written by orjson when it writes that same value.
 
-    orjson is told to refuse what json writes through `default=str` or its own rules
-    (dataclasses, datetimes, subclasses of str, int, dict and list: `OPT_PASSTHROUGH_*`), and
-    refuses non-string keys, integers beyond 64 bits and nesting deeper than 254 itself: the
-    standard encoder writes those. What it accepts but writes as another value (NaN and
-    infinities as null, enums as their value, tuples as arrays, which read back as lists) is
-    found by reading the text back: a value that does not read back equal goes to the standard
-    encoder too. Under ensure_ascii, a text with anything outside ASCII does as well.
+    orjson is told to refuse what json writes through `default` or its own rules (dataclasses,
+    datetimes, subclasses of str, int, dict and list: `OPT_PASSTHROUGH_*`), and refuses
+    non-string keys, integers beyond 64 bits and nesting deeper than 254 itself: the standard
+    encoder writes those. Of what it accepts, it writes as json does every str, number, bool,
+    None, dict, list, tuple (an array, as json's), Enum member (its value, as `enum_or_str`)
+    and UUID (its text, as `str()`); only NaN and the infinities it writes otherwise, as null.
+    So a text without `null` in it is json's value; one with `null` is read back, and if it
+    does not read back equal, the standard encoder writes the value (perf, issue 19: reading
+    every text back was ~5% of a node). Under `finite` null is what NaN should be, and under
+    ensure_ascii a text with anything outside ASCII goes to the standard encoder too.
 
     The text can differ from the standard encoder's in how it writes a float under 1e-4
     (0.00001 and 1e-7 for 1e-05 and 1e-07) and in not escaping DEL; never in the value it reads
-    back as, key order included (tests/unit/test_jsontext.py).
+    back as, key order included (tests/unit/test_jsontext.py). An `orjson.Fragment` is written
+    as the JSON text it holds.
     """
     assert orjson is not None
     option = ORJSON_PASSTHROUGH | (orjson.OPT_SORT_KEYS if sort_keys else 0)
@@ -110,7 +165,9 @@ def _orjson_encoder(
             raw = dumps(value, None, option)
         except refused:
             return standard(value)
-        if (ensure_ascii and not raw.isascii()) or (type(value) is not str and loads(raw) != value):
+        if ensure_ascii and not raw.isascii():
+            return standard(value)
+        if not finite and b"null" in raw and type(value) is not str and loads(raw) != value:
             return standard(value)
         return raw.decode()
 

@@ -363,9 +363,8 @@ class _Rewriter:
         if clean.issuperset(strings):
             return True
         memo = self._memo[pii]
-        for string in strings:
-            if string in clean:
-                continue
+        # perf (issue 19): only the strings not known clean are tested (most are known)
+        for string in set(strings).difference(clean):
             out = memo.get(string)
             if out is None:
                 out = self._str(string, pii, env, memo)

@@ -485,8 +485,11 @@ class ToolSpend(ToolWrapper):
         ctx, step = call.ctx, call.step
         run = ctx.run
         price = step.contract.price
+        budgets = budgets_of(run.services)
+        if price is None and not budgets.ceilings:  # perf (issue 19): no scope to build
+            return await self.inner(call)
         scope = call_scope(ctx, "tool", step.name)
-        if price is None and not budgets_of(run.services).applicable(scope):
+        if price is None and not budgets.applicable(scope):
             return await self.inner(call)
         usd = price.reserve_usd if price is not None else 0.0
         root = run.budget.root()

@@ -45,10 +45,17 @@ def transcript_path(store_path: Path, run_id: str) -> Path:
 
 # perf (issue 11): json.dumps with options builds a new encoder on every call: that set-up was a
 # third of a transcript line. Everything written is redacted (a view) or built here.
-# perf (issue 19): compact separators, so that lines are written through orjson (jsontext.py)
+# perf (issue 19): compact separators, so that lines are written through orjson (jsontext.py);
+# strict JSON (NaN and the infinities as null), which every JSON Lines reader can read
 _json: Callable[[Any], str] = compact_encoder(
-    sort_keys=True, separators=(",", ":"), ensure_ascii=False
+    sort_keys=True, separators=(",", ":"), ensure_ascii=False, finite=True
 )
+
+
+def _round6(t: float) -> float:
+    """`t` to the microsecond (perf, issue 19: `round(t, 6)` rounds through decimal digits, 4×
+    as long; this one can differ from it in the last digit)."""
+    return round(t * 1e6) / 1e6
 
 
 def _provider(model: str) -> str:
@@ -133,13 +140,13 @@ class RunObserver(Hooks, Telemetry):
     def _write(self, event: str, **data: Any) -> None:
         if self._out is None:
             return
-        line = {"ts": round(time.time(), 6), "event": event, "run_id": self._run_id, **data}
+        line = {"ts": _round6(time.time()), "event": event, "run_id": self._run_id, **data}
         self._pending.append((_json(line) + "\n").encode("utf-8"))
 
     def _vline(self, event: str, **data: Any) -> None:
         """A line of the full transcript (runner/trace/vault.py): the content as it was."""
         if self._vault is not None:
-            line = {"ts": round(time.time(), 6), "event": event, "run_id": self._run_id, **data}
+            line = {"ts": _round6(time.time()), "event": event, "run_id": self._run_id, **data}
             self._vault.line(line)
 
     def _open_vault(self) -> None:
@@ -351,6 +358,7 @@ class RunObserver(Hooks, Telemetry):
     async def node_finished(self, *, run_id: str, result: NodeResult, **_: Any) -> None:
         self._spent += result.usage
         u = result.usage
+        facts = result.detail.to_json()  # perf (issue 19): made once, for every copy below
         detail: Any = None  # the transcript's copy of result.detail, when it has one
         if self._vault is not None:
             self._vline(
@@ -360,10 +368,10 @@ class RunObserver(Hooks, Telemetry):
                 status=result.status,
                 attempts=result.attempts,
                 model=result.model,
-                duration_s=round(result.duration_s, 6),
+                duration_s=_round6(result.duration_s),
                 usage=u.to_json(),
                 error=result.error,
-                detail=result.detail.to_json(),
+                detail=facts,
                 output=result.output,
             )
             if self._out is None:
@@ -373,7 +381,7 @@ class RunObserver(Hooks, Telemetry):
                 error, detail, output = redacted_view(result.error, pii=True), None, None
             else:  # perf (issue 11): one redacted_view() (one environment check) for the three
                 error, detail, output = redacted_view(
-                    [result.error, result.detail.to_json(), result.output],
+                    [result.error, facts, result.output],
                     pii=self.capture == "default",
                 )
             self._write(
@@ -383,7 +391,7 @@ class RunObserver(Hooks, Telemetry):
                 status=result.status,
                 attempts=result.attempts,
                 model=result.model,
-                duration_s=round(result.duration_s, 6),
+                duration_s=_round6(result.duration_s),
                 usage=u.to_json(),
                 error=error,
                 detail=detail,
@@ -407,12 +415,9 @@ class RunObserver(Hooks, Telemetry):
         # the span's copy is PII-redacted: the default transcript's copy already is
         redacted = detail if self.capture == "default" and isinstance(detail, dict) else None
         for key in ("policy", "ledger", "reason", "retried", "rejected", "provider_errors"):
-            if key in result.detail:
-                value = (
-                    redacted[key]
-                    if redacted is not None
-                    else redacted_view(result.detail[key], pii=True)
-                )
+            if key in facts:
+                value = facts[key]
+                value = redacted[key] if redacted is not None else redacted_view(value, pii=True)
                 attrs[f"flowrun.{key}"] = _json(value)
         if result.status not in ("succeeded", "skipped"):
             attrs["error.type"] = result.status
@@ -429,7 +434,7 @@ class RunObserver(Hooks, Telemetry):
                 "run_finished",
                 status=result.status,
                 reason=result.reason,
-                duration_s=round(result.duration_s, 6),
+                duration_s=_round6(result.duration_s),
                 usage={"input_tokens": u.input_tokens, "output_tokens": u.output_tokens},
                 cost_usd=u.cost_usd,
                 outputs=result.outputs,
@@ -441,7 +446,7 @@ class RunObserver(Hooks, Telemetry):
                     "run_finished",
                     status=result.status,
                     reason=redacted_view(result.reason, pii=self.capture != "full"),
-                    duration_s=round(result.duration_s, 6),
+                    duration_s=_round6(result.duration_s),
                     usage={"input_tokens": u.input_tokens, "output_tokens": u.output_tokens},
                     cost_usd=u.cost_usd,
                     outputs=self._content(result.outputs),
@@ -603,7 +608,7 @@ class RunObserver(Hooks, Telemetry):
             usage=data.get("usage"),
             cost_usd=data.get("cost_usd"),
             error=error,
-            duration_s=round(duration, 6),
+            duration_s=_round6(duration),
             messages=req.messages,
             content=resp.content if resp is not None else None,
         )
@@ -618,7 +623,7 @@ class RunObserver(Hooks, Telemetry):
                 usage=data.get("usage"),
                 cost_usd=data.get("cost_usd"),
                 error=error,
-                duration_s=round(duration, 6),
+                duration_s=_round6(duration),
                 messages=self._content(req.messages),
                 content=self._content(resp.content) if resp is not None else None,
             )
@@ -722,7 +727,7 @@ class RunObserver(Hooks, Telemetry):
                 attempt=attempt,
                 tool=tool,
                 error=error,
-                duration_s=round(duration, 6),
+                duration_s=_round6(duration),
                 args=args,
                 has_result=call.has_value,
                 result=call.value if call.has_value else None,
@@ -740,7 +745,7 @@ class RunObserver(Hooks, Telemetry):
                     attempt=attempt,
                     tool=tool,
                     error=error,
-                    duration_s=round(duration, 6),
+                    duration_s=_round6(duration),
                     args=args_c,
                     result=result_c,
                     **({} if call.usd is None else {"cost_usd": call.usd}),

@@ -246,10 +246,16 @@ OPTIONS = [
 ]
 
 
+def _default(o: Any) -> Any:
+    """The compact encoders' contract for what JSON has no rule for: an Enum member as its value
+    (as json writes int and str enums itself), anything else as its str()."""
+    return o.value if isinstance(o, enum.Enum) else str(o)
+
+
 def _same_output(options: dict[str, Any], value: Any) -> None:
     """The standard library's text, or (compact separators, written through orjson) text that
     reads back as the same JSON value, in the same key order, within ensure_ascii."""
-    expected = json.JSONEncoder(default=str, **options).encode(value)
+    expected = json.JSONEncoder(default=_default, **options).encode(value)
     got = compact_encoder(**options)(value)
     if options["separators"] != (",", ":") or got == expected:
         assert got == expected
@@ -264,7 +270,7 @@ def _same_output(options: dict[str, Any], value: Any) -> None:
 @pytest.mark.parametrize("value", CASES, ids=range(len(CASES)))
 def test_compact_text_as_the_standard_library(options: dict[str, Any], value: Any) -> None:
     try:
-        json.JSONEncoder(default=str, **options).encode(value)
+        json.JSONEncoder(default=_default, **options).encode(value)
     except TypeError:  # sorted keys of mixed types
         with pytest.raises(TypeError):
             compact_encoder(**options)(value)
@@ -297,7 +303,7 @@ def test_values_orjson_would_write_otherwise_are_written_by_the_standard_library
     }
     for key, value in tricky.items():
         assert store({key: value}) == json.dumps(
-            {key: value}, sort_keys=True, separators=(",", ":"), default=str
+            {key: value}, sort_keys=True, separators=(",", ":"), default=_default
         ), key
 
 
@@ -319,3 +325,63 @@ def test_json_copy_of_any_json_value(value: Any) -> None:
     got = json_copy(value)
     assert json.dumps(got) == json.dumps(json.loads(json.dumps(value)))
     assert got is not value or not isinstance(value, dict | list)
+
+
+def _nulled(value: Any) -> Any:
+    """What strict JSON holds of a value: NaN and the infinities as null, tuples as lists."""
+    if isinstance(value, float) and value - value != 0.0:
+        return None
+    if isinstance(value, dict):
+        return {k: _nulled(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_nulled(v) for v in value]
+    return value
+
+
+FINITE = {"sort_keys": True, "separators": (",", ":"), "ensure_ascii": False, "finite": True}
+
+
+@pytest.mark.parametrize("value", CASES, ids=range(len(CASES)))
+def test_finite_text_writes_nan_and_infinities_as_null_and_the_rest_as_json(value: Any) -> None:
+    """The transcript's lines: strict JSON (no NaN token), otherwise the standard value."""
+    options = {k: v for k, v in FINITE.items() if k != "finite"}
+    try:
+        expected = json.JSONEncoder(default=_default, **options).encode(_nulled(value))
+    except TypeError:  # sorted keys of mixed types
+        with pytest.raises(TypeError):
+            compact_encoder(**FINITE)(value)
+        return
+    got = compact_encoder(**FINITE)(value)
+    json.loads(got, parse_constant=lambda c: pytest.fail(f"{c} in finite text {got!r}"))
+    assert json.dumps(json.loads(got)) == json.dumps(json.loads(expected))
+
+
+@settings(max_examples=200)
+@given(json_values)
+def test_finite_text_of_any_json_value(value: Any) -> None:
+    got = compact_encoder(**FINITE)(value)
+    expected = _nulled(json.loads(json.dumps(value)))
+    assert json.dumps(json.loads(got)) == json.dumps(expected, sort_keys=True)
+
+
+def test_finite_text_needs_compact_separators() -> None:
+    with pytest.raises(ValueError):
+        compact_encoder(sort_keys=True, separators=(", ", ": "), ensure_ascii=False, finite=True)
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        {"s": "null", "x": float("nan")},
+        [None, float("inf"), "nullable"],
+        {"null": [float("-inf")]},
+        {"none": None, "e": Color.RED, "ie": Level.HIGH},
+    ],
+)
+def test_the_store_text_keeps_nan_beside_null_and_enums_as_their_value(value: Any) -> None:
+    """Text without `null` is taken as orjson writes it; text with it is read back first, so a
+    NaN beside a null, or a "null" in a string, is still written as json writes it."""
+    store = compact_encoder(sort_keys=True, separators=(",", ":"), ensure_ascii=True)
+    assert store(value) == json.dumps(
+        value, sort_keys=True, separators=(",", ":"), default=_default
+    )
