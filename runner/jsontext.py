@@ -85,13 +85,8 @@ def compact_encoder(
     reference = json.JSONEncoder(
         sort_keys=sort_keys, separators=separators, ensure_ascii=ensure_ascii, default=enum_or_str
     ).encode
-    standard = _standard(reference, sort_keys, separators, ensure_ascii)
-    if finite:
-        loose = standard
-
-        def standard(value: Any) -> str:
-            return loose(_finite(value))
-
+    loose = _standard(reference, sort_keys, separators, ensure_ascii)
+    standard = (lambda value: loose(_finite(value))) if finite else loose
     if orjson is None or separators != (",", ":"):
         return standard
     return _orjson_encoder(standard, sort_keys=sort_keys, ensure_ascii=ensure_ascii, finite=finite)

@@ -358,7 +358,9 @@ class RunObserver(Hooks, Telemetry):
     async def node_finished(self, *, run_id: str, result: NodeResult, **_: Any) -> None:
         self._spent += result.usage
         u = result.usage
-        facts = result.detail.to_json()  # perf (issue 19): made once, for every copy below
+        # perf (issue 19): the detail as JSON, made once for the copies below that are kept
+        kept = self._vault is not None or self._out is not None or self.tracing is not None
+        facts = result.detail.to_json() if kept else {}
         detail: Any = None  # the transcript's copy of result.detail, when it has one
         if self._vault is not None:
             self._vline(
@@ -416,9 +418,9 @@ class RunObserver(Hooks, Telemetry):
         redacted = detail if self.capture == "default" and isinstance(detail, dict) else None
         for key in ("policy", "ledger", "reason", "retried", "rejected", "provider_errors"):
             if key in facts:
-                value = facts[key]
-                value = redacted[key] if redacted is not None else redacted_view(value, pii=True)
-                attrs[f"flowrun.{key}"] = _json(value)
+                attrs[f"flowrun.{key}"] = _json(
+                    redacted[key] if redacted is not None else redacted_view(facts[key], pii=True)
+                )
         if result.status not in ("succeeded", "skipped"):
             attrs["error.type"] = result.status
             span.set_status(Status(StatusCode.ERROR, redacted_view(result.error or "", pii=True)))
